@@ -1,0 +1,289 @@
+"""The configuration: one typed, validated object read from a TOML file.
+
+Every later part of fedfs receives a `Config`; nothing else parses TOML. Any
+mistake is a `ConfigError` naming the file, the key and what would be valid,
+raised before anything is mounted.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from fedfs.errors import ConfigError
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# S3 bucket naming rules (the DNS-compatible subset every S3 implementation accepts).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PRINCIPAL_RE = re.compile(r"^(user|group|team):[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_size(text: str | int) -> int:
+    """'200GiB' -> bytes. Raises ValueError with the accepted forms."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("a size cannot be negative")
+        return text
+    if not isinstance(text, str):
+        raise ValueError('expected a size such as "200GiB" or "8MiB"')
+    m = _SIZE_RE.match(text)
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _SIZE_UNITS:
+        raise ValueError(
+            f"{text!r} is not a size; use a number with an optional unit "
+            '(B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB), e.g. "200GiB"'
+        )
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: str | None = None
+    max_connections: int = 16
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 5
+    multipart_threshold: int = 64 * 1024**2
+    multipart_chunksize: int = 16 * 1024**2
+    addressing_style: str = "path"
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    dir: Path
+    size: int
+    block_size: int = 8 * 1024**2
+    readahead_blocks: int = 4
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    attr_timeout: float = 1.0
+    entry_timeout: float = 1.0
+    negative_timeout: float = 1.0
+    dir_timeout: float = 1.0
+    allow_other: bool = True
+
+
+@dataclass(frozen=True)
+class BucketConfig:
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    store: StoreConfig
+    cache: CacheConfig
+    buckets: tuple[BucketConfig, ...]
+    fs: FsConfig = field(default_factory=FsConfig)
+
+    def bucket(self, name: str) -> BucketConfig | None:
+        return next((b for b in self.buckets if b.name == name), None)
+
+
+class _Section:
+    """Reads one TOML table, remembering which keys were used to reject the rest."""
+
+    def __init__(self, path: Path, name: str, data: Any) -> None:
+        self.path, self.name = path, name
+        if not isinstance(data, dict):
+            self.fail(None, f"must be a table ([{name}]), not {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def fail(self, key: str | None, why: str) -> None:
+        where = f"[{self.name}]" + (f" {key}" if key else "")
+        raise ConfigError(f"{self.path}: {where}: {why}")
+
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = ..., what: str = ""
+    ) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.fail(key, f"is required{'; ' + what if what else ''}")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            self.fail(key, f"expected {names}, got {value!r}{'; ' + what if what else ''}")
+        return value
+
+    def size(self, key: str, default: Any = ...) -> int:
+        value = self.get(key, (str, int), default, what='a size such as "8MiB"')
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            self.fail(key, str(e))
+            raise AssertionError("unreachable") from e
+
+    def positive(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, kind, default)
+        if value <= 0:
+            self.fail(key, f"must be greater than 0, got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            valid = ", ".join(sorted(self.used))
+            self.fail(unknown[0], f"unknown key; valid keys here are: {valid}")
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError with file, key and fix."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass the path of a fedfs TOML config") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: Path) -> Config:
+    top = _Section(path, "top level", raw)
+    store = _parse_store(_Section(path, "store", top.get("store", dict, {})))
+    cache = _parse_cache(
+        _Section(path, "cache", top.get("cache", dict, what="add a [cache] table"))
+    )
+    fs = _parse_fs(_Section(path, "fs", top.get("fs", dict, {})))
+    buckets_raw = top.get("buckets", list, what="add at least one [[buckets]] table")
+    top.finish()
+    if not buckets_raw:
+        top.fail("buckets", "add at least one [[buckets]] table with name and owner")
+    buckets = []
+    for i, b in enumerate(buckets_raw):
+        buckets.append(_parse_bucket(_Section(path, f"buckets #{i + 1}", b)))
+    names = [b.name for b in buckets]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        top.fail("buckets", f"bucket {dup!r} is listed twice; list each bucket once")
+    return Config(path=path, store=store, cache=cache, buckets=tuple(buckets), fs=fs)
+
+
+def _parse_store(s: _Section) -> StoreConfig:
+    endpoint = s.get("endpoint", str, None)
+    if endpoint is not None:
+        u = urlparse(endpoint)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            s.fail("endpoint", f"{endpoint!r} is not an http(s) URL such as http://127.0.0.1:9000")
+        try:
+            u.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            s.fail("endpoint", f"{endpoint!r} has an invalid port")
+    access_key = s.get("access_key", str, None)
+    secret_key = s.get("secret_key", str, None)
+    if (access_key is None) != (secret_key is None):
+        s.fail(
+            "secret_key" if secret_key is None else "access_key",
+            "set both access_key and secret_key, or neither (to use AWS_* variables or a profile)",
+        )
+    style = s.get("addressing_style", str, "path")
+    if style not in ("path", "virtual", "auto"):
+        s.fail("addressing_style", f"{style!r}: valid values are path, virtual, auto")
+    chunk = s.size("multipart_chunksize", "16MiB")
+    if chunk < 5 * 1024**2:
+        s.fail("multipart_chunksize", "S3 needs parts of at least 5MiB")
+    cfg = StoreConfig(
+        endpoint=endpoint,
+        region=s.get("region", str, "us-east-1"),
+        access_key=access_key,
+        secret_key=secret_key,
+        max_connections=s.positive("max_connections", int, 16),
+        connect_timeout=s.positive("connect_timeout", float, 5.0),
+        read_timeout=s.positive("read_timeout", float, 30.0),
+        max_attempts=s.positive("max_attempts", int, 5),
+        multipart_threshold=s.size("multipart_threshold", "64MiB"),
+        multipart_chunksize=chunk,
+        addressing_style=style,
+    )
+    s.finish()
+    return cfg
+
+
+def _parse_cache(s: _Section) -> CacheConfig:
+    d = s.get("dir", str, what="a directory for staging and cached data")
+    if not d.startswith("/"):
+        s.fail("dir", f"{d!r} must be an absolute path")
+    block = s.size("block_size", "8MiB")
+    if block < 1024**2 or block & (block - 1):
+        s.fail("block_size", 'must be a power of two of at least 1MiB, e.g. "8MiB"')
+    cfg = CacheConfig(
+        dir=Path(d),
+        size=s.size("size"),
+        block_size=block,
+        readahead_blocks=s.get("readahead_blocks", int, 4),
+    )
+    if cfg.size < 4 * block:
+        s.fail("size", f"must hold at least 4 blocks ({format_size(4 * block)})")
+    s.finish()
+    return cfg
+
+
+def _parse_fs(s: _Section) -> FsConfig:
+    def ttl(key: str, default: float) -> float:
+        v = s.get(key, float, default)
+        if v < 0 or v > 3600:
+            s.fail(key, f"must be between 0 and 3600 seconds, got {v}")
+        return float(v)
+
+    cfg = FsConfig(
+        attr_timeout=ttl("attr_timeout", 1.0),
+        entry_timeout=ttl("entry_timeout", 1.0),
+        negative_timeout=ttl("negative_timeout", 1.0),
+        dir_timeout=ttl("dir_timeout", 1.0),
+        allow_other=s.get("allow_other", bool, True),
+    )
+    s.finish()
+    return cfg
+
+
+def _parse_bucket(s: _Section) -> BucketConfig:
+    name = s.get("name", str, what="the S3 bucket name")
+    if not _BUCKET_RE.match(name) or ".." in name:
+        s.fail("name", f"{name!r} is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+    owner = s.get("owner", str, what='who owns the bucket, e.g. "user:alice"')
+    if not _PRINCIPAL_RE.match(owner):
+        s.fail("owner", f"{owner!r}: use user:NAME, group:NAME or team:NAME")
+    s.finish()
+    return BucketConfig(name=name, owner=owner)

@@ -1,0 +1,165 @@
+"""The mount daemon: checks the config against the world, mounts, runs, unmounts.
+
+Owns the process: start-up checks (endpoint, credentials, buckets, owners,
+cache directory) that turn into one clear message before anything is
+mounted, the trio nursery in which every background task lives, signal
+handling, and the orderly unmount that waits for pending uploads.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from fedfs.cache import Cache
+from fedfs.config import Config
+from fedfs.errors import ConfigError, FedfsError, NotFound
+from fedfs.fs import Operations
+from fedfs.namespace import Namespace
+from fedfs.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def resolve_owner(cfg: Config, owner: str) -> tuple[int, int]:
+    """A bucket's [[buckets]] owner -> the uid/gid its unowned objects show."""
+    kind, name = owner.split(":", 1)
+    if kind == "user":
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise ConfigError(
+                f"{cfg.path}: [[buckets]] owner: no user {name!r} on this node"
+            ) from None
+        return pw.pw_uid, pw.pw_gid
+    if kind == "group":
+        try:
+            return 0, grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise ConfigError(
+                f"{cfg.path}: [[buckets]] owner: no group {name!r} on this node"
+            ) from None
+    # Teams get their gid from the policy; until one is assigned, root owns the data.
+    return 0, 0
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    if not mountpoint.is_dir():
+        raise FedfsError(f"mount point {mountpoint} is not a directory; create it with mkdir -p")
+    if os.path.ismount(mountpoint):
+        raise FedfsError(f"{mountpoint} is already a mount point; unmount it first (fedfs umount)")
+    if not os.path.exists("/dev/fuse"):
+        raise FedfsError(
+            "/dev/fuse is missing; load the fuse module (modprobe fuse) or install fuse3"
+        )
+
+
+def check_store(cfg: Config, store: ObjectStore) -> None:
+    """Fail early, with the bucket named, if the endpoint or a bucket is unusable."""
+    for b in cfg.buckets:
+        try:
+            store.check_bucket(b.name)
+        except NotFound:
+            raise ConfigError(
+                f"{cfg.path}: [[buckets]] name: bucket {b.name!r} does not exist at "
+                f"{cfg.store.endpoint or 'AWS S3'}; create it or fix the name"
+            ) from None
+        except FedfsError as e:
+            raise ConfigError(f"{cfg.path}: [store]: {e}") from None
+
+
+class Daemon:
+    def __init__(self, cfg: Config, mountpoint: Path) -> None:
+        self.cfg = cfg
+        self.mountpoint = mountpoint
+        self.store = ObjectStore(cfg.store)
+        self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
+        owners = {b.name: resolve_owner(cfg, b.owner) for b in cfg.buckets}
+        self.cache = Cache(cfg.cache, self.store, self.limiter)
+        self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
+        self.ops = Operations(self.ns, self.cache)
+        self.left: list[str] = []
+
+    def mount(self) -> None:
+        check_mountpoint(self.mountpoint)
+        check_store(self.cfg, self.store)
+        options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime"}
+        if self.cfg.fs.allow_other:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(self.ops, str(self.mountpoint), options)
+        except RuntimeError as e:
+            raise FedfsError(f"cannot mount on {self.mountpoint}: {e}") from e
+        log.info(
+            "mounted %s on %s (%d buckets)", self.cfg.path, self.mountpoint, len(self.cfg.buckets)
+        )
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        async with trio.open_nursery() as nursery:
+            self.ns.nursery = nursery
+            nursery.start_soon(self._signals, nursery)
+            if on_ready:
+                on_ready()
+            await pyfuse3.main(min_tasks=4, max_tasks=64)
+            self.left = await self.finish()
+            nursery.cancel_scope.cancel()
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for sig in signals:
+                log.info("received %s; unmounting", signal.Signals(sig).name)
+                pyfuse3.terminate()
+                return
+
+    async def finish(self) -> list[str]:
+        """Upload whatever is still dirty; return a line per file that could not be kept."""
+        left = []
+        for inode in list(self.ns.inodes.values()):
+            if inode.dirty and not inode.gone:
+                try:
+                    await self.ns.commit(inode)
+                except FedfsError as e:
+                    st = inode.staging
+                    left.append(
+                        f"{self.ns.path_of(inode)}: {e} (data kept in {st.path if st else '?'})"
+                    )
+        return left
+
+    def serve(self, on_ready: Callable[[], None] | None = None) -> int:
+        """Mount, run until unmounted or signalled, then clean up. Returns an exit code."""
+        self.mount()
+        code = 0
+        try:
+            trio.run(self.run, on_ready)
+            left = self.left
+            for line in left:
+                log.error("not uploaded: %s", line)
+            code = 1 if left else 0
+        finally:
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s", self.mountpoint)
+        return code
+
+
+def setup_logging(level: str = "INFO", logfile: Path | None = None) -> None:
+    handler: logging.Handler
+    if logfile is not None:
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logfile)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

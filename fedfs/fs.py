@@ -1,0 +1,432 @@
+"""The FUSE adapter: translates kernel requests into namespace and cache calls.
+
+Holds no policy and never talks to S3 itself. Permission checks are the
+kernel's (`default_permissions`): this module trusts that a request it gets
+was allowed. errno is chosen here and only here, from `ERRNO` below.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import pyfuse3
+
+from fedfs import errors
+from fedfs.cache import Cache
+from fedfs.names import BadName
+from fedfs.namespace import ROOT_INO, Inode, Kind, Namespace
+
+log = logging.getLogger(__name__)
+
+# The one table from fedfs errors to errno (most specific class first).
+ERRNO: list[tuple[type[Exception], int]] = [
+    (errors.NotFound, errno.ENOENT),
+    (errors.AccessDenied, errno.EACCES),
+    (errors.PreconditionFailed, errno.ESTALE),
+    (errors.Stale, errno.ESTALE),
+    (errors.Unavailable, errno.EIO),
+    (errors.CacheFull, errno.ENOSPC),
+    (errors.AlreadyExists, errno.EEXIST),
+    (errors.NotEmpty, errno.ENOTEMPTY),
+    (errors.IsDirectory, errno.EISDIR),
+    (errors.NotDirectory, errno.ENOTDIR),
+    (errors.NotPermitted, errno.EPERM),
+    (errors.NotSupported, errno.ENOTSUP),
+    (errors.CrossBucket, errno.EXDEV),
+    (errors.NoAttribute, pyfuse3.ENOATTR),
+    (errors.NoSpace, errno.ENOSPC),
+    (errors.FedfsError, errno.EIO),
+]
+STATFS_BLOCK = 4096
+STATFS_SIZE = 2**50  # object stores have no fixed capacity; report 1 PiB free
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def errno_of(e: BaseException) -> int:
+    if isinstance(e, BadName):
+        return errno.ENAMETOOLONG if e.too_long else errno.EINVAL
+    if isinstance(e, OSError) and e.errno:
+        return e.errno
+    for cls, code in ERRNO:
+        if isinstance(e, cls):
+            return code
+    return errno.EIO
+
+
+def fuse_errors(fn: F) -> F:
+    """Turn every fedfs error into the FUSEError the kernel understands."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kw: Any) -> Any:
+        try:
+            return await fn(*args, **kw)
+        except pyfuse3.FUSEError:
+            raise
+        except (errors.FedfsError, OSError) as e:
+            code = errno_of(e)
+            level = (
+                logging.WARNING
+                if code in (errno.EIO, errno.ENOSPC, errno.ESTALE)
+                else logging.DEBUG
+            )
+            log.log(level, "%s: %s (%s)", fn.__name__, e, errno.errorcode.get(code, code))
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s failed unexpectedly", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return cast(F, wrapper)
+
+
+@dataclass
+class Handle:
+    inode: Inode
+    writable: bool
+    etag: str | None  # the object version this handle reads
+    size: int
+    next_offset: int = 0  # for sequential-read detection (readahead)
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, ns: Namespace, cache: Cache) -> None:
+        super().__init__()
+        self.ns = ns
+        self.cache = cache
+        self.handles: dict[int, Handle] = {}
+        self.listings: dict[int, Any] = {}
+        self.next_fh = 1
+        self.entry_ttl = ns.cfg.fs.entry_timeout
+        self.attr_ttl = ns.cfg.fs.attr_timeout
+        self.negative_ttl = ns.cfg.fs.negative_timeout
+        self.ops = 0
+
+    # -- attributes --------------------------------------------------------
+
+    def attrs(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = pyfuse3.InodeT(inode.ino)
+        a.generation = 0
+        known = inode.meta_known or inode.dirty
+        # Entries whose metadata is not read yet get no caching, so the kernel asks
+        # again (lookup) before it trusts mode, owner or even the file type.
+        a.entry_timeout = self.entry_ttl if known else 0
+        a.attr_timeout = self.attr_ttl if known else 0
+        a.st_mode = pyfuse3.ModeT(inode.st_mode)
+        a.st_nlink = 1
+        a.st_uid = inode.uid
+        a.st_gid = inode.gid
+        a.st_rdev = 0
+        size = inode.staging.size if inode.staging is not None else inode.size
+        if inode.kind is Kind.LINK and inode.target is not None:
+            size = len(inode.target)
+        a.st_size = size
+        a.st_blksize = 128 * 1024
+        a.st_blocks = (size + 511) // 512
+        a.st_mtime_ns = inode.mtime_ns
+        a.st_ctime_ns = inode.ctime_ns
+        a.st_atime_ns = inode.mtime_ns
+        return a
+
+    def _fh(self, handle: Handle) -> pyfuse3.FileInfo:
+        fh = self.next_fh
+        self.next_fh += 1
+        self.handles[fh] = handle
+        inode = handle.inode
+        keep = inode.kernel_etag is not None and inode.kernel_etag == inode.etag
+        inode.kernel_etag = inode.etag
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep)
+
+    @fuse_errors
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        self.ops += 1
+        parent = self.ns.get(parent_inode)
+        if name == b".":
+            return self.attrs(parent)
+        if name == b"..":
+            return self.attrs(self.ns.get(parent.parent))
+        inode = await self.ns.lookup(parent, name)
+        if inode is None:
+            neg = pyfuse3.EntryAttributes()
+            neg.st_ino = pyfuse3.InodeT(0)
+            neg.entry_timeout = self.negative_ttl
+            return neg
+        return self.attrs(inode)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        # Inode numbers stay assigned for the life of the mount (stable st_ino),
+        # so there is nothing to free when the kernel forgets one.
+        return
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self.ops += 1
+        node = self.ns.get(inode)
+        await self.ns.revalidate(node)
+        return self.attrs(node)
+
+    @fuse_errors
+    async def setattr(
+        self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        self.ops += 1
+        node = self.ns.get(inode)
+        mtime_ns = None
+        if fields.update_mtime:
+            mtime_ns = attr.st_mtime_ns
+        await self.ns.set_attrs(
+            node,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            mtime_ns=mtime_ns,
+            size=attr.st_size if fields.update_size else None,
+        )
+        return self.attrs(node)
+
+    # -- directories -------------------------------------------------------
+
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self.ns.get(inode)
+        fh = self.next_fh
+        self.next_fh += 1
+        self.listings[fh] = self.ns.open_listing(node)
+        return fh
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        self.ops += 1
+        listing = self.listings[fh]
+        index = start_id
+        while True:
+            entry = await listing.entry(index)
+            if entry is None:
+                return
+            name, inode = entry
+            if not pyfuse3.readdir_reply(token, name.encode(), self.attrs(inode), index + 1):
+                return
+            index += 1
+
+    async def releasedir(self, fh: int) -> None:
+        self.listings.pop(fh, None)
+
+    @fuse_errors
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        self.ops += 1
+        d = await self.ns.mkdir(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        return self.attrs(d)
+
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self.ops += 1
+        await self.ns.rmdir(self.ns.get(parent_inode), name)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return  # directory changes are written to S3 before the call returns
+
+    # -- names -------------------------------------------------------------
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        self.ops += 1
+        await self.ns.unlink(self.ns.get(parent_inode), name)
+
+    @fuse_errors
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+    ) -> None:
+        self.ops += 1
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)  # no atomic exchange on an object store
+        await self.ns.rename(
+            self.ns.get(parent_inode_old),
+            name_old,
+            self.ns.get(parent_inode_new),
+            name_new,
+            noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+        )
+
+    @fuse_errors
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        self.ops += 1
+        link = await self.ns.symlink(self.ns.get(parent_inode), name, target, ctx.uid, ctx.gid)
+        return self.attrs(link)
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return await self.ns.readlink(self.ns.get(inode))
+
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        # One object per file cannot have two keys that stay in step.
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @fuse_errors
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise pyfuse3.FUSEError(errno.EPERM)  # no device nodes, FIFOs or sockets in S3
+        inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        await self.ns.release_data(inode)
+        return self.attrs(inode)
+
+    # -- files -------------------------------------------------------------
+
+    @fuse_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self.ops += 1
+        inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        inode.open_count += 1
+        fi = self._fh(Handle(inode, True, None, 0))
+        return fi, self.attrs(inode)
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        self.ops += 1
+        node = self.ns.get(inode)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        # Close-to-open: a new open sees the newest version once the attribute TTL passed.
+        await self.ns.revalidate(node)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            await self.ns.open_for_write(node)
+            if flags & os.O_TRUNC:
+                await self.ns.truncate(node, 0)
+        node.open_count += 1
+        return self._fh(Handle(node, bool(writable), node.etag, node.size))
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        self.ops += 1
+        h = self.handles[fh]
+        inode = h.inode
+        if inode.staging is not None:
+            return inode.staging.read(off, size)
+        if h.etag is None:
+            return b""
+        data = await self.cache.read(inode.bucket, inode.key, h.etag, h.size, off, size)
+        if off == h.next_offset and self.ns.nursery is not None:
+            self._readahead(h, off + size)
+        h.next_offset = off + len(data)
+        return data
+
+    def _readahead(self, h: Handle, end: int) -> None:
+        bs = self.cache.block_size
+        first = end // bs
+        assert h.etag is not None and self.ns.nursery is not None
+        for block in range(first, first + self.cache.cfg.readahead_blocks):
+            if block * bs >= h.size:
+                break
+            self.ns.nursery.start_soon(
+                self.cache.prefetch, h.inode.bucket, h.inode.key, h.etag, h.size, block
+            )
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self.ops += 1
+        h = self.handles[fh]
+        st = h.inode.staging
+        if st is None:
+            st = await self.ns.open_for_write(h.inode)
+        if st.lock.locked():
+            async with st.lock:  # an upload of this file is reading the staging copy
+                pass
+        n = st.write(off, buf)
+        h.inode.size = st.size
+        h.inode.mtime_ns = h.inode.ctime_ns = __import__("time").time_ns()
+        return n
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        # close(): the data must be in the object store before close returns
+        # success, so a failed upload is reported to the program that wrote it.
+        h = self.handles[fh]
+        if h.writable or h.inode.dirty:
+            await self.ns.commit(h.inode)
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.ns.commit(self.handles[fh].inode)
+
+    @fuse_errors
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh)
+        h.inode.open_count -= 1
+        try:
+            await self.ns.release_data(h.inode)
+        except errors.FedfsError as e:
+            st = h.inode.staging
+            log.error(
+                "%s: upload failed after close (%s); the data is kept in %s and retried at the next close",
+                self.ns.path_of(h.inode),
+                e,
+                st.path if st else "?",
+            )
+
+    # -- xattrs ------------------------------------------------------------
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        await self.ns.set_xattr(
+            self.ns.get(inode),
+            name.decode("utf-8", "surrogateescape"),
+            value,
+            replace_only=False,
+            create_only=False,
+        )
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return await self.ns.get_xattr(self.ns.get(inode), name.decode("utf-8", "surrogateescape"))
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        node = self.ns.get(inode)
+        await self.ns.revalidate(node)
+        return [k.encode("utf-8", "surrogateescape") for k in sorted(node.xattrs)]
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        await self.ns.remove_xattr(self.ns.get(inode), name.decode("utf-8", "surrogateescape"))
+
+    # -- filesystem --------------------------------------------------------
+
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = STATFS_BLOCK
+        s.f_blocks = s.f_bfree = s.f_bavail = STATFS_SIZE // STATFS_BLOCK
+        s.f_files = s.f_ffree = s.f_favail = 2**32
+        s.f_namemax = 255
+        return s
+
+
+ROOT = ROOT_INO

@@ -1,0 +1,83 @@
+"""Which S3 keys can be POSIX names, and how names become keys.
+
+A key is shown only if every component is a valid POSIX name: non-empty, not
+"." or "..", no NUL, at most 255 bytes, valid UTF-8. Other keys are hidden,
+logged once, and listed by `fedfs doctor`; a name that cannot be a key is
+refused with EINVAL or ENAMETOOLONG before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fedfs.errors import FedfsError
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+# The file `foo` that is shadowed by a prefix `foo/` appears inside the directory
+# `foo` under this name, so it stays reachable through the mount.
+SHADOW_NAME = ".fedfs-shadowed-file"
+_reported: set[tuple[str, str]] = set()
+
+
+class BadName(FedfsError):
+    """A name that cannot be stored as an S3 key component."""
+
+    def __init__(self, message: str, too_long: bool = False) -> None:
+        super().__init__(message)
+        self.too_long = too_long
+
+
+def component_problem(name: str | bytes) -> str | None:
+    """Why `name` cannot be one path component, or None if it can."""
+    raw = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
+    if not raw:
+        return "empty component"
+    if raw in (b".", b".."):
+        return f"{raw.decode()!r} component"
+    if b"\0" in raw:
+        return "NUL byte"
+    if b"/" in raw:
+        return "'/' inside a name"
+    if len(raw) > NAME_MAX:
+        return f"component of {len(raw)} bytes (more than {NAME_MAX})"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not valid UTF-8"
+    return None
+
+
+def name_to_str(name: bytes) -> str:
+    """A name from the kernel as a key component; BadName if it cannot be one."""
+    problem = component_problem(name)
+    if problem:
+        raise BadName(
+            f"{name!r} cannot be stored as an S3 key: {problem}", too_long=len(name) > NAME_MAX
+        )
+    return name.decode("utf-8")
+
+
+def key_problem(key: str) -> str | None:
+    """Why an S3 key cannot appear in the tree (checked per component)."""
+    body = key[:-1] if key.endswith("/") else key
+    for comp in body.split("/"):
+        problem = component_problem(comp)
+        if problem:
+            return problem
+    return None
+
+
+def report_hidden(bucket: str, key: str, problem: str) -> None:
+    if (bucket, key) not in _reported:
+        _reported.add((bucket, key))
+        log.warning("s3://%s/%r is not shown: %s (see 'fedfs doctor')", bucket, key, problem)
+
+
+def hidden_keys() -> list[tuple[str, str]]:
+    return sorted(_reported)
+
+
+def join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name

@@ -1,0 +1,937 @@
+"""The tree: inodes, directory listings and POSIX metadata over S3 keys.
+
+Owns the mapping between inode numbers and (bucket, key), the attribute and
+listing caches with their TTLs, and every tree-changing operation (create,
+mkdir, unlink, rename, setattr, xattrs). Data bytes live in `cache.py`; S3 is
+reached only through `store.py`, from worker threads.
+
+Concurrency: everything here runs in the trio thread. State may change at
+every `await`, so each operation re-reads what it needs after awaiting and
+never holds a reference to a dict entry across an await it depends on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote
+
+import trio
+
+from fedfs.cache import Cache, Staging
+from fedfs.config import Config
+from fedfs.errors import (
+    AlreadyExists,
+    CrossBucket,
+    IsDirectory,
+    NoAttribute,
+    NoSpace,
+    NotDirectory,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+)
+from fedfs.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
+from fedfs.store import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ROOT_INO = 1
+DEFAULT_FILE_MODE = 0o664
+DEFAULT_DIR_MODE = 0o775
+# S3 allows 2 KiB of user metadata; fedfs's own keys take < 100 bytes of it.
+MAX_USER_METADATA = 2048
+XATTR_META_KEY = "xattr"
+
+
+class Kind(Enum):
+    DIR = stat.S_IFDIR
+    FILE = stat.S_IFREG
+    LINK = stat.S_IFLNK
+
+
+@dataclass(eq=False)
+class Inode:
+    ino: int
+    parent: int
+    name: str
+    bucket: str  # "" for the mount root
+    key: str  # object key of a file, prefix (without "/") of a directory; "" for a bucket root
+    kind: Kind
+    mode: int = DEFAULT_FILE_MODE  # permission bits only
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    etag: str | None = None
+    last_modified: float = 0.0
+    meta_known: bool = False  # mode/uid/gid/xattrs were read from the object (or set here)
+    checked: float = -math.inf  # monotonic time the attributes were last confirmed in S3
+    local: bool = False  # exists only here so far: created, not yet uploaded
+    has_marker: bool | None = None  # directories: whether a "key/" marker object exists
+    shadows: bool = False  # directories: a file object with the same key exists
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    target: bytes | None = None  # symlinks
+    children: dict[str, int] | None = None  # directories: last complete listing
+    listed: float = -math.inf
+    staging: Staging | None = None
+    open_count: int = 0
+    kernel_etag: str | None = None  # the version the kernel page cache holds
+    gone: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is Kind.DIR
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix of this directory's children."""
+        return f"{self.key}/" if self.key else ""
+
+    @property
+    def is_bucket_root(self) -> bool:
+        return self.is_dir and self.key == "" and self.bucket != ""
+
+    @property
+    def dirty(self) -> bool:
+        return self.local or (self.staging is not None and self.staging.dirty)
+
+    @property
+    def st_mode(self) -> int:
+        return self.kind.value | self.mode
+
+
+def metadata_for(inode: Inode) -> dict[str, str]:
+    """The object user metadata (s3fs names) that carries an inode's POSIX attributes."""
+    meta = {
+        "mode": str(inode.st_mode),
+        "uid": str(inode.uid),
+        "gid": str(inode.gid),
+        "mtime": str(inode.mtime_ns // 1_000_000_000),
+        "mtime-ns": str(inode.mtime_ns),
+    }
+    if inode.xattrs:
+        enc = {k: base64.b64encode(v).decode() for k, v in sorted(inode.xattrs.items())}
+        meta[XATTR_META_KEY] = quote(json.dumps(enc, separators=(",", ":")), safe="")
+    return meta
+
+
+def _int(meta: dict[str, str], key: str) -> int | None:
+    try:
+        return int(float(meta[key]))
+    except (KeyError, ValueError):
+        return None
+
+
+class Namespace:
+    """Inodes and the operations that change the tree, for one mount."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: ObjectStore,
+        cache: Cache,
+        limiter: trio.CapacityLimiter,
+        owners: dict[str, tuple[int, int]],
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.cache = cache
+        self.limiter = limiter
+        self.owners = owners
+        self.attr_ttl = cfg.fs.attr_timeout
+        self.dir_ttl = cfg.fs.dir_timeout
+        self.inodes: dict[int, Inode] = {}
+        self.by_ident: dict[tuple[str, str, bool], int] = {}
+        self.next_ino = ROOT_INO + 1
+        self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
+        now_ns = time.time_ns()
+        root = Inode(
+            ROOT_INO,
+            ROOT_INO,
+            "",
+            "",
+            "",
+            Kind.DIR,
+            mode=0o755,
+            mtime_ns=now_ns,
+            ctime_ns=now_ns,
+            meta_known=True,
+            checked=math.inf,
+        )
+        root.children = {}
+        root.listed = math.inf
+        self.inodes[ROOT_INO] = root
+        for b in cfg.buckets:
+            uid, gid = owners[b.name]
+            ino = self._new_inode(ROOT_INO, b.name, b.name, "", Kind.DIR)
+            ino.mode, ino.uid, ino.gid = DEFAULT_DIR_MODE, uid, gid
+            ino.mtime_ns = ino.ctime_ns = now_ns
+            ino.meta_known, ino.checked, ino.has_marker = True, math.inf, True
+            root.children[b.name] = ino.ino
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def s3(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def _new_inode(self, parent: int, name: str, bucket: str, key: str, kind: Kind) -> Inode:
+        inode = Inode(self.next_ino, parent, name, bucket, key, kind)
+        self.next_ino += 1
+        self.inodes[inode.ino] = inode
+        self.by_ident[(bucket, key, kind is Kind.DIR)] = inode.ino
+        return inode
+
+    def _child(self, parent: Inode, name: str, kind: Kind) -> Inode:
+        """The inode for parent/name of this kind, created on first sight (numbers stay stable)."""
+        key = join(parent.key, name)
+        ident = (parent.bucket, key, kind is Kind.DIR)
+        ino = self.by_ident.get(ident)
+        inode = self.inodes.get(ino) if ino else None
+        if inode is None:
+            inode = self._new_inode(parent.ino, name, parent.bucket, key, kind)
+            uid, gid = self.owners[parent.bucket]
+            inode.uid, inode.gid = uid, gid
+            inode.mode = DEFAULT_DIR_MODE if kind is Kind.DIR else DEFAULT_FILE_MODE
+        inode.parent, inode.name, inode.gone = parent.ino, name, False
+        if kind is Kind.LINK:
+            inode.kind = Kind.LINK  # a listing cannot tell links from files; never downgrade
+        return inode
+
+    def get(self, ino: int) -> Inode:
+        inode = self.inodes.get(ino)
+        if inode is None or inode.gone:
+            raise NotFound(f"inode {ino} no longer exists")
+        return inode
+
+    def path_of(self, inode: Inode) -> str:
+        return f"/{inode.bucket}/{inode.key}".rstrip("/") if inode.bucket else "/"
+
+    def _apply_info(self, inode: Inode, info: ObjectInfo) -> None:
+        """Take size/etag/metadata from a HEAD (or PUT/COPY) answer."""
+        inode.size = info.size
+        inode.etag = info.etag
+        inode.last_modified = info.last_modified
+        inode.checked = time.monotonic()
+        lm_ns = int(info.last_modified * 1e9)
+        if info.metadata is None:
+            return
+        meta = info.metadata
+        mode = _int(meta, "mode")
+        if mode is not None:
+            inode.mode = stat.S_IMODE(mode)
+            if inode.kind is not Kind.DIR:
+                inode.kind = Kind.LINK if stat.S_ISLNK(mode) else Kind.FILE
+        else:
+            inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
+        uid, gid = _int(meta, "uid"), _int(meta, "gid")
+        owner = self.owners[inode.bucket]
+        inode.uid = uid if uid is not None else owner[0]
+        inode.gid = gid if gid is not None else owner[1]
+        mtime_s, mtime_ns = _int(meta, "mtime"), _int(meta, "mtime-ns")
+        if mtime_ns is not None and mtime_s is not None and mtime_ns // 1_000_000_000 == mtime_s:
+            inode.mtime_ns = mtime_ns
+        elif mtime_s is not None:
+            inode.mtime_ns = mtime_s * 1_000_000_000
+        else:
+            inode.mtime_ns = lm_ns
+        inode.ctime_ns = lm_ns
+        inode.xattrs = {}
+        if XATTR_META_KEY in meta:
+            try:
+                raw = json.loads(unquote(meta[XATTR_META_KEY]))
+                inode.xattrs = {str(k): base64.b64decode(v) for k, v in raw.items()}
+            except (ValueError, TypeError, AttributeError):
+                log.warning("%s: ignoring unreadable xattr metadata", self.path_of(inode))
+        inode.meta_known = True
+
+    def _forget_child(self, parent: Inode | None, inode: Inode) -> None:
+        inode.gone = True
+        self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
+        if parent is not None and parent.children is not None:
+            if parent.children.get(inode.name) == inode.ino:
+                del parent.children[inode.name]
+
+    # -- lookup and attributes ---------------------------------------------
+
+    def fresh(self, inode: Inode) -> bool:
+        return inode.dirty or time.monotonic() - inode.checked < self.attr_ttl
+
+    def listing_fresh(self, inode: Inode) -> bool:
+        return inode.children is not None and time.monotonic() - inode.listed < self.dir_ttl
+
+    async def lookup(self, parent: Inode, raw_name: bytes) -> Inode | None:
+        if not parent.is_dir:
+            raise NotDirectory(f"{self.path_of(parent)} is not a directory")
+        name = name_to_str(raw_name)
+        if parent.ino == ROOT_INO:
+            ino = parent.children.get(name) if parent.children else None
+            return self.inodes[ino] if ino else None
+        if name == SHADOW_NAME and parent.shadows:
+            alias = self._child(self.inodes[parent.parent], parent.name, Kind.FILE)
+            await self.revalidate(alias)
+            return alias
+        if self.listing_fresh(parent):
+            assert parent.children is not None
+            ino = parent.children.get(name)
+            if ino is None:
+                return None
+            inode = self.inodes[ino]
+            await self.revalidate(inode)
+            return None if inode.gone else inode
+        # Not listed recently: ask S3 whether name is a file and/or a prefix, in parallel.
+        key = join(parent.key, name)
+        for kind in (Kind.DIR, Kind.FILE):
+            ino = self.by_ident.get((parent.bucket, key, kind is Kind.DIR))
+            known = self.inodes.get(ino) if ino else None
+            if known is None or known.gone or known.parent != parent.ino or not self.fresh(known):
+                continue
+            if kind is Kind.DIR or not self._is_shadowed(parent, name):
+                return known
+        head: ObjectInfo | None = None
+        marker: ObjectInfo | None = None
+        is_prefix = False
+
+        async def get_head() -> None:
+            nonlocal head
+            head = await self.s3(self.store.head, parent.bucket, key)
+
+        async def get_prefix() -> None:
+            nonlocal is_prefix, marker
+            marker = await self.s3(self.store.head, parent.bucket, key + "/")
+            is_prefix = marker is not None or await self.s3(
+                self.store.prefix_exists, parent.bucket, key + "/"
+            )
+
+        async with trio.open_nursery() as n:
+            n.start_soon(get_head)
+            n.start_soon(get_prefix)
+        if is_prefix:
+            d = self._child(parent, name, Kind.DIR)
+            d.shadows = head is not None
+            d.has_marker = marker is not None
+            if marker is not None:
+                self._apply_info(d, marker)
+            else:
+                d.checked = time.monotonic()
+                d.meta_known = True
+            if parent.children is not None:
+                parent.children[name] = d.ino
+            return d
+        if head is not None:
+            f = self._child(parent, name, Kind.FILE)
+            self._apply_info(f, head)
+            if parent.children is not None:
+                parent.children[name] = f.ino
+            return f
+        # Nothing in S3; a file created here and not uploaded yet still exists.
+        ino = self.by_ident.get((parent.bucket, key, False))
+        local = self.inodes.get(ino) if ino else None
+        if local is not None and not local.gone and local.dirty:
+            return local
+        return None
+
+    def _is_shadowed(self, parent: Inode, name: str) -> bool:
+        ino = self.by_ident.get((parent.bucket, join(parent.key, name), True))
+        return ino is not None and not self.inodes[ino].gone
+
+    async def revalidate(self, inode: Inode) -> None:
+        """Re-read an inode's attributes from S3 if they are older than the TTL."""
+        if inode.gone:
+            raise NotFound(f"{self.path_of(inode)} no longer exists")
+        if self.fresh(inode) and inode.meta_known:
+            return
+        if inode.is_dir:
+            marker = await self.s3(self.store.head, inode.bucket, inode.key + "/")
+            if marker is not None:
+                inode.has_marker = True
+                self._apply_info(inode, marker)
+                return
+            inode.has_marker = False
+            if await self.s3(self.store.prefix_exists, inode.bucket, inode.key + "/"):
+                inode.checked = time.monotonic()
+                inode.meta_known = True
+                return
+            if self._has_local_descendants(inode):
+                inode.checked = time.monotonic()
+                return
+        else:
+            info = await self.s3(self.store.head, inode.bucket, inode.key)
+            if info is not None:
+                if inode.dirty:  # an upload raced this HEAD; local state wins
+                    return
+                self._apply_info(inode, info)
+                return
+            if inode.dirty:
+                return
+        self._forget_child(self.inodes.get(inode.parent), inode)
+        raise NotFound(f"{self.path_of(inode)} was removed from the object store")
+
+    def _has_local_descendants(self, d: Inode) -> bool:
+        pre = d.prefix
+        return any(
+            i.local and not i.gone and i.bucket == d.bucket and i.key.startswith(pre)
+            for i in self.inodes.values()
+        )
+
+    # -- listings ----------------------------------------------------------
+
+    def open_listing(self, d: Inode) -> DirListing:
+        if not d.is_dir:
+            raise NotDirectory(f"{self.path_of(d)} is not a directory")
+        return DirListing(self, d)
+
+    def prefetch_metadata(self, inodes: list[Inode]) -> None:
+        """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`)."""
+        todo = [i for i in inodes if not i.meta_known and not i.dirty]
+        if self.nursery is None or not todo:
+            return
+
+        async def one(inode: Inode) -> None:
+            try:
+                await self.revalidate(inode)
+            except Exception as e:  # a prefetch failure is harmless: getattr retries
+                log.debug("metadata prefetch of %s failed: %s", self.path_of(inode), e)
+
+        for inode in todo:
+            self.nursery.start_soon(one, inode)
+
+    # -- creating ----------------------------------------------------------
+
+    def _writable_parent(self, parent: Inode) -> None:
+        if not parent.is_dir:
+            raise NotDirectory(f"{self.path_of(parent)} is not a directory")
+        if parent.ino == ROOT_INO:
+            raise NotPermitted(
+                "the mount root lists the configured buckets; create inside a bucket"
+            )
+
+    async def _must_not_exist(self, parent: Inode, raw_name: bytes) -> str:
+        self._writable_parent(parent)
+        name = name_to_str(raw_name)
+        if name == SHADOW_NAME and parent.shadows:
+            raise AlreadyExists(f"{self.path_of(parent)}/{name} exists")
+        if await self.lookup(parent, raw_name) is not None:
+            raise AlreadyExists(f"{self.path_of(parent)}/{name} exists")
+        return name
+
+    def _init_new(self, inode: Inode, mode: int, uid: int, gid: int, parent: Inode) -> None:
+        now = time.time_ns()
+        inode.mode = stat.S_IMODE(mode)
+        inode.uid = uid
+        # A setgid directory passes its group on, as on every POSIX filesystem.
+        inode.gid = parent.gid if parent.mode & stat.S_ISGID else gid
+        if inode.is_dir and parent.mode & stat.S_ISGID:
+            inode.mode |= stat.S_ISGID
+        inode.mtime_ns = inode.ctime_ns = now
+        inode.meta_known = True
+        inode.xattrs = {}
+        inode.target = None
+        inode.gone = False
+
+    async def create(self, parent: Inode, raw_name: bytes, mode: int, uid: int, gid: int) -> Inode:
+        """A new empty file, local until its first upload (on close or fsync)."""
+        name = await self._must_not_exist(parent, raw_name)
+        inode = self._child(parent, name, Kind.FILE)
+        inode.kind = Kind.FILE
+        self._init_new(inode, mode, uid, gid, parent)
+        inode.size, inode.etag, inode.local = 0, None, True
+        inode.staging = self.cache.new_staging()
+        inode.staging.dirty = True
+        inode.checked = time.monotonic()
+        if parent.children is not None:
+            parent.children[name] = inode.ino
+        self._touch(parent)
+        return inode
+
+    async def mkdir(self, parent: Inode, raw_name: bytes, mode: int, uid: int, gid: int) -> Inode:
+        name = await self._must_not_exist(parent, raw_name)
+        d = self._child(parent, name, Kind.DIR)
+        self._init_new(d, mode, uid, gid, parent)
+        info = await self.s3(
+            self.store.put_bytes, d.bucket, d.key + "/", b"", metadata_for(d), DIR_CONTENT_TYPE
+        )
+        self._apply_info(d, info)
+        d.has_marker, d.shadows = True, False
+        d.children, d.listed = {}, time.monotonic()
+        if parent.children is not None:
+            parent.children[name] = d.ino
+        self._touch(parent)
+        return d
+
+    async def symlink(
+        self, parent: Inode, raw_name: bytes, target: bytes, uid: int, gid: int
+    ) -> Inode:
+        name = await self._must_not_exist(parent, raw_name)
+        link = self._child(parent, name, Kind.LINK)
+        link.kind = Kind.LINK
+        self._init_new(link, 0o777, uid, gid, parent)
+        info = await self.s3(
+            self.store.put_bytes, link.bucket, link.key, target, metadata_for(link)
+        )
+        self._apply_info(link, info)
+        link.target, link.local = target, False
+        if parent.children is not None:
+            parent.children[name] = link.ino
+        self._touch(parent)
+        return link
+
+    async def readlink(self, link: Inode) -> bytes:
+        if link.kind is not Kind.LINK:
+            raise NotSupported(f"{self.path_of(link)} is not a symbolic link")
+        if link.target is None:
+            await self.revalidate(link)
+            link.target = await self.s3(
+                self.store.get_range, link.bucket, link.key, 0, max(link.size, 1), link.etag
+            )
+        return link.target
+
+    def _touch(self, d: Inode) -> None:
+        d.mtime_ns = d.ctime_ns = time.time_ns()
+
+    # -- removing ----------------------------------------------------------
+
+    async def _keep_parent(self, parent: Inode) -> None:
+        """Write a marker for an implied directory before its last key goes, so it persists."""
+        if parent.is_bucket_root or parent.ino == ROOT_INO:
+            return
+        if parent.has_marker is None:
+            parent.has_marker = (
+                await self.s3(self.store.head, parent.bucket, parent.key + "/") is not None
+            )
+        if not parent.has_marker:
+            await self.s3(
+                self.store.put_bytes,
+                parent.bucket,
+                parent.key + "/",
+                b"",
+                metadata_for(parent),
+                DIR_CONTENT_TYPE,
+            )
+            parent.has_marker = True
+
+    async def _existing(self, parent: Inode, raw_name: bytes) -> Inode:
+        inode = await self.lookup(parent, raw_name)
+        if inode is None:
+            raise NotFound(f"{self.path_of(parent)}/{raw_name!r} does not exist")
+        return inode
+
+    async def unlink(self, parent: Inode, raw_name: bytes) -> Inode:
+        self._writable_parent(parent)
+        inode = await self._existing(parent, raw_name)
+        if inode.is_dir:
+            raise IsDirectory(f"{self.path_of(inode)} is a directory; use rmdir")
+        if not inode.local:
+            await self._keep_parent(parent)
+            await self.s3(self.store.delete, inode.bucket, inode.key)
+        self._discard_data(inode)
+        self._forget_child(parent, inode)
+        if inode.name == parent.name and parent.shadows:
+            parent.shadows = False
+        self._touch(parent)
+        return inode
+
+    def _discard_data(self, inode: Inode) -> None:
+        """Drop local data of a removed file; open handles keep reading the staged copy."""
+        inode.local = False
+        if inode.staging is not None:
+            inode.staging.dirty = False
+            if inode.open_count == 0:
+                inode.staging.close()
+                inode.staging = None
+
+    async def rmdir(self, parent: Inode, raw_name: bytes) -> Inode:
+        self._writable_parent(parent)
+        d = await self._existing(parent, raw_name)
+        if not d.is_dir:
+            raise NotDirectory(f"{self.path_of(d)} is not a directory")
+        await self._check_empty(d)
+        await self._keep_parent(parent)
+        await self.s3(self.store.delete, d.bucket, d.key + "/")
+        self._forget_child(parent, d)
+        self._touch(parent)
+        return d
+
+    async def _check_empty(self, d: Inode) -> None:
+        if d.shadows or self._has_local_descendants(d):
+            raise NotEmpty(f"{self.path_of(d)} is not empty")
+        page = await self.s3(self.store.list_page, d.bucket, d.prefix, None, 2, None)
+        if any(o.key != d.prefix for o in page.objects):
+            raise NotEmpty(f"{self.path_of(d)} is not empty")
+
+    # -- rename ------------------------------------------------------------
+
+    async def rename(
+        self, old_parent: Inode, old_raw: bytes, new_parent: Inode, new_raw: bytes, noreplace: bool
+    ) -> tuple[Inode, Inode | None]:
+        """Move a file or directory; returns (moved inode, replaced inode or None)."""
+        self._writable_parent(old_parent)
+        self._writable_parent(new_parent)
+        new_name = name_to_str(new_raw)
+        src = await self._existing(old_parent, old_raw)
+        if old_parent.bucket != new_parent.bucket:
+            raise CrossBucket("rename between buckets is not supported; copy, then delete")
+        if (
+            src.is_dir
+            and (new_parent.key + "/").startswith(src.key + "/")
+            and new_parent.bucket == src.bucket
+        ):
+            raise NotPermitted(f"cannot move {self.path_of(src)} into itself")
+        dst = await self.lookup(new_parent, new_raw)
+        if dst is src:
+            return src, None
+        if dst is not None:
+            if noreplace:
+                raise AlreadyExists(f"{self.path_of(dst)} exists")
+            if src.is_dir and not dst.is_dir:
+                raise NotDirectory(f"{self.path_of(dst)} is not a directory")
+            if dst.is_dir and not src.is_dir:
+                raise IsDirectory(f"{self.path_of(dst)} is a directory")
+            if dst.is_dir:
+                await self._check_empty(dst)
+        new_key = join(new_parent.key, new_name)
+        await self._keep_parent(old_parent)
+        if src.is_dir:
+            await self._rename_dir(src, new_key)
+        else:
+            await self._rename_file(src, new_key)
+        if dst is not None:
+            dst_parent = self.inodes.get(dst.parent)
+            self._discard_data(dst)
+            self._forget_child(dst_parent, dst)
+        self._forget_child(old_parent, src)
+        self._rekey(src, new_parent, new_name, new_key)
+        if new_parent.children is not None:
+            new_parent.children[new_name] = src.ino
+        self._touch(old_parent)
+        self._touch(new_parent)
+        return src, dst
+
+    def _rekey(self, inode: Inode, parent: Inode, name: str, key: str) -> None:
+        self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
+        inode.parent, inode.name, inode.key, inode.gone = parent.ino, name, key, False
+        self.by_ident[(inode.bucket, key, inode.is_dir)] = inode.ino
+
+    async def _rename_file(self, src: Inode, new_key: str) -> None:
+        if src.local:
+            return  # nothing in S3 yet: the first upload goes to the new key
+        await self.commit(src)
+        info = await self.s3(self.store.copy, src.bucket, src.key, new_key, src.size, None, None)
+        await self.s3(self.store.delete, src.bucket, src.key)
+        src.etag, src.last_modified = info.etag, info.last_modified
+
+    async def _rename_dir(self, d: Inode, new_key: str) -> None:
+        """Copy every key under the prefix, then delete the old ones (crash-safe order).
+
+        A crash part-way leaves every object in the old place, the new one or both,
+        never in neither: copies all finish before the first delete, and the old
+        marker is deleted last so the old directory exists until the end.
+        """
+        old_pre, new_pre = d.key + "/", new_key + "/"
+        for inode in list(self.inodes.values()):
+            if (
+                inode.bucket == d.bucket
+                and inode.key.startswith(old_pre)
+                and inode.dirty
+                and not inode.local
+            ):
+                await self.commit(inode)
+        keys: list[ObjectInfo] = []
+        for page in await self.s3(lambda: list(self.store.list_all(d.bucket, old_pre, None))):
+            keys.extend(page.objects)
+        marker = next((o for o in keys if o.key == old_pre), None)
+        children = [o for o in keys if o.key != old_pre]
+
+        async def copy(o: ObjectInfo) -> None:
+            await self.s3(
+                self.store.copy,
+                d.bucket,
+                o.key,
+                new_pre + o.key[len(old_pre) :],
+                o.size,
+                None,
+                None,
+            )
+
+        async with trio.open_nursery() as n:
+            for o in children:
+                n.start_soon(copy, o)
+        # The new marker goes last among the writes, so a half-copied tree is recognisable.
+        if marker is not None:
+            await copy(marker)
+        else:
+            await self.s3(
+                self.store.put_bytes, d.bucket, new_pre, b"", metadata_for(d), DIR_CONTENT_TYPE
+            )
+        d.has_marker = True
+        await self.s3(self.store.delete_many, d.bucket, [o.key for o in children])
+        if marker is not None:
+            await self.s3(self.store.delete, d.bucket, old_pre)
+        # Re-key every inode below, so inode numbers survive the move.
+        for inode in list(self.inodes.values()):
+            if inode.bucket == d.bucket and inode.key.startswith(old_pre) and not inode.gone:
+                self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
+                inode.key = new_pre + inode.key[len(old_pre) :]
+                self.by_ident[(inode.bucket, inode.key, inode.is_dir)] = inode.ino
+
+    # -- attributes --------------------------------------------------------
+
+    async def set_attrs(
+        self,
+        inode: Inode,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime_ns: int | None = None,
+        size: int | None = None,
+    ) -> None:
+        if inode.ino == ROOT_INO or inode.is_bucket_root:
+            if size is None and mode is None and uid is None and gid is None:
+                return  # touching a bucket root changes nothing that is stored
+            raise NotPermitted(
+                "a bucket root's owner and mode come from the config ([[buckets]] owner)"
+            )
+        if size is not None:
+            if inode.is_dir:
+                raise IsDirectory(f"{self.path_of(inode)} is a directory")
+            await self.truncate(inode, size)
+        if mode is not None:
+            inode.mode = stat.S_IMODE(mode)
+        if uid is not None:
+            inode.uid = uid
+        if gid is not None:
+            inode.gid = gid
+        inode.mtime_ns = mtime_ns if mtime_ns is not None else inode.mtime_ns
+        inode.ctime_ns = time.time_ns()
+        if size is not None and mtime_ns is None:
+            inode.mtime_ns = inode.ctime_ns
+        await self._store_metadata(inode)
+        if size is not None and inode.open_count == 0:
+            await self.release_data(inode)
+
+    async def _store_metadata(self, inode: Inode) -> None:
+        """Persist the POSIX attributes: in the next upload if dirty, else by CopyObject/PUT."""
+        meta = metadata_for(inode)
+        if sum(len(k) + len(v) for k, v in meta.items()) > MAX_USER_METADATA:
+            raise NoSpace(f"{self.path_of(inode)}: attributes exceed the 2 KiB of S3 user metadata")
+        if inode.dirty:
+            if inode.open_count == 0:
+                await self.commit(inode)
+            return
+        if inode.is_dir:
+            info = await self.s3(
+                self.store.put_bytes, inode.bucket, inode.key + "/", b"", meta, DIR_CONTENT_TYPE
+            )
+            inode.has_marker = True
+        else:
+            info = await self.s3(
+                self.store.copy, inode.bucket, inode.key, inode.key, inode.size, meta, None
+            )
+        inode.etag, inode.last_modified = info.etag, info.last_modified
+        inode.checked = time.monotonic()
+
+    # -- xattrs ------------------------------------------------------------
+
+    async def set_xattr(
+        self, inode: Inode, name: str, value: bytes, replace_only: bool, create_only: bool
+    ) -> None:
+        self._user_xattr(name)
+        await self.revalidate(inode)
+        if create_only and name in inode.xattrs:
+            raise AlreadyExists(f"attribute {name} exists")
+        if replace_only and name not in inode.xattrs:
+            raise NoAttribute(f"attribute {name} does not exist")
+        old = dict(inode.xattrs)
+        inode.xattrs[name] = value
+        try:
+            await self.set_attrs(inode)
+        except BaseException:
+            inode.xattrs = old
+            raise
+
+    async def remove_xattr(self, inode: Inode, name: str) -> None:
+        self._user_xattr(name)
+        await self.revalidate(inode)
+        if name not in inode.xattrs:
+            raise NoAttribute(f"attribute {name} does not exist")
+        del inode.xattrs[name]
+        await self.set_attrs(inode)
+
+    async def get_xattr(self, inode: Inode, name: str) -> bytes:
+        await self.revalidate(inode)
+        if name not in inode.xattrs:
+            raise NoAttribute(f"attribute {name} does not exist")
+        return inode.xattrs[name]
+
+    def _user_xattr(self, name: str) -> None:
+        if not name.startswith("user.") or len(name) <= 5:
+            raise NotSupported(f"only user.* extended attributes are stored, not {name!r}")
+
+    # -- data --------------------------------------------------------------
+
+    async def open_for_write(self, inode: Inode) -> Staging:
+        """The staging copy that writes go to, holding the current content."""
+        if inode.staging is None:
+            inode.staging = await self.cache.stage_existing(inode.bucket, inode.key, inode.size)
+        return inode.staging
+
+    async def truncate(self, inode: Inode, size: int) -> None:
+        if inode.staging is None:
+            if size == 0:
+                inode.staging = self.cache.new_staging()
+            else:
+                inode.staging = await self.cache.stage_existing(inode.bucket, inode.key, inode.size)
+        inode.staging.truncate(size)
+        inode.size = size
+
+    async def commit(self, inode: Inode) -> None:
+        """Upload a dirty file's staged content, with its metadata; raises on failure."""
+        st = inode.staging
+        if st is None or inode.gone:
+            return
+        async with st.lock:
+            if not st.dirty:
+                return
+            generation = st.generation
+            key = inode.key
+            info = await self.s3(
+                self.store.upload_file, inode.bucket, key, st.path, metadata_for(inode)
+            )
+            if st.generation == generation:
+                st.dirty = False
+            inode.local = False
+            self._apply_info(inode, info)
+            inode.size = st.size
+            inode.kernel_etag = info.etag  # the kernel's pages hold what we just wrote
+            if inode.gone or inode.key != key:
+                # Removed or renamed while uploading: the upload must not resurrect the old name.
+                await self.s3(self.store.delete, inode.bucket, key)
+
+    async def release_data(self, inode: Inode) -> None:
+        """After the last close: upload what is dirty, then drop the staging copy."""
+        st = inode.staging
+        if st is None or inode.open_count > 0:
+            return
+        if st.dirty and not inode.gone:
+            await self.commit(inode)
+        if inode.staging is st and not st.dirty and inode.open_count == 0:
+            st.close()
+            inode.staging = None
+
+
+class DirListing:
+    """One open directory: a snapshot listing filled page by page, with stable offsets."""
+
+    def __init__(self, ns: Namespace, d: Inode) -> None:
+        self.ns, self.dir = ns, d
+        self.entries: list[tuple[str, Inode]] = []
+        self.done = False
+        self.token: str | None = None
+        self.seen: set[str] = set()
+        self.held: list[ObjectInfo] = []
+        self.started = False
+
+    async def entry(self, index: int) -> tuple[str, Inode] | None:
+        """The index-th entry, listing more pages from S3 as needed."""
+        while index >= len(self.entries) and not self.done:
+            await self._next_page()
+        return self.entries[index] if index < len(self.entries) else None
+
+    def _add(self, name: str, inode: Inode) -> None:
+        if name not in self.seen:
+            self.seen.add(name)
+            self.entries.append((name, inode))
+
+    async def _next_page(self) -> None:
+        ns, d = self.ns, self.dir
+        if d.ino == ROOT_INO or (not self.started and ns.listing_fresh(d)):
+            assert d.children is not None
+            for name, ino in sorted(d.children.items()):
+                inode = ns.inodes.get(ino)
+                if inode is not None and not inode.gone:
+                    self._add(name, inode)
+            if d.shadows:
+                self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
+            self.done = True
+            return
+        self.started = True
+        page = await ns.s3(ns.store.list_page, d.bucket, d.prefix, self.token)
+        self.token = page.next_token
+        pre = d.prefix
+        new: list[Inode] = []
+        dirs: set[str] = set()
+        for p in page.prefixes:
+            name = p[len(pre) : -1]
+            problem = key_problem(p)
+            if problem:
+                report_hidden(d.bucket, p, problem)
+                continue
+            dirs.add(name)
+        objects = self.held + page.objects
+        self.held = []
+        if self.token:
+            # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
+            last = max([o.key for o in page.objects] + page.prefixes, default="")
+            self.held = [o for o in objects if last.startswith(o.key)]
+            objects = [o for o in objects if not last.startswith(o.key)]
+        for o in objects:
+            if o.key == pre:
+                d.has_marker = True
+                continue
+            name = o.key[len(pre) :]
+            problem = key_problem(o.key)
+            if problem:
+                report_hidden(d.bucket, o.key, problem)
+                continue
+            if name in dirs or name in self.seen:
+                sub = ns._child(d, name, Kind.DIR)
+                sub.shadows = True
+                continue
+            f = ns._child(d, name, Kind.FILE)
+            if not f.dirty and (f.etag != o.etag or f.last_modified != o.last_modified):
+                f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
+                f.meta_known = False
+                if f.mtime_ns == 0:
+                    f.mtime_ns = f.ctime_ns = int(o.last_modified * 1e9)
+            self._add(name, f)
+            new.append(f)
+        for name in sorted(dirs):
+            sub = ns._child(d, name, Kind.DIR)
+            self._add(name, sub)
+            new.append(sub)
+        ns.prefetch_metadata(new)
+        if not self.token:
+            self._finish()
+
+    def _finish(self) -> None:
+        ns, d = self.ns, self.dir
+        for o in self.held:
+            self._add(o.key[len(d.prefix) :], ns._child(d, o.key[len(d.prefix) :], Kind.FILE))
+        self.held = []
+        # Files created here and not uploaded yet are part of the directory too.
+        pre = d.prefix
+        for inode in list(ns.inodes.values()):
+            if (
+                inode.local
+                and not inode.gone
+                and inode.bucket == d.bucket
+                and inode.parent == d.ino
+                and inode.key.startswith(pre)
+            ):
+                self._add(inode.name, inode)
+        if d.shadows:
+            self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
+        d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
+        d.listed = time.monotonic()
+        self.done = True

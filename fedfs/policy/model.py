@@ -1,0 +1,178 @@
+"""The policy vocabulary: levels, principals, grants, teams and the identity snapshot.
+
+Everything here is an immutable value validated on construction, so the engine
+can trust what it is given; invalid input raises PolicyError with a sentence for a person.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from fedfs.errors import PolicyError
+
+PrincipalKind = Literal["user", "group", "team"]
+PRINCIPAL_KINDS: tuple[PrincipalKind, ...] = ("user", "group", "team")
+
+# POSIX portable user/group names, as useradd/groupadd accept them by default.
+_NAME_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
+NAME_MAX = 64
+_NAME_RULE = f"1 to {NAME_MAX} characters from A-Z a-z 0-9 . _ -, not starting with '-'"
+
+
+class Level(enum.IntEnum):
+    """How much a grant allows; higher levels include the lower ones."""
+
+    READ = 1
+    WRITE = 2
+    MANAGE = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        """Parse "read", "write" or "manage" (any case), as a person types it."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            valid = ", ".join(level.name.lower() for level in cls)
+            raise PolicyError(f"unknown access level {text!r}: use one of {valid}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+def validate_name(name: str, what: str) -> str:
+    """Return name if it is a portable user/group/team name, else raise PolicyError."""
+    if len(name) > NAME_MAX or not _NAME_RE.fullmatch(name):
+        raise PolicyError(f"invalid {what} name {name!r}: a name is {_NAME_RULE}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a grant is for: a user, an NSS/LDAP group, or a fedfs team."""
+
+    kind: PrincipalKind
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in PRINCIPAL_KINDS:
+            raise PolicyError(
+                f"unknown principal kind {self.kind!r}: use one of {', '.join(PRINCIPAL_KINDS)}"
+            )
+        validate_name(self.name, self.kind)
+
+    @classmethod
+    def parse(cls, text: str) -> Principal:
+        """Parse "user:NAME", "group:NAME" or "team:NAME"."""
+        kind, sep, name = text.strip().partition(":")
+        if not sep:
+            raise PolicyError(
+                f"invalid principal {text!r}: write user:NAME, group:NAME or team:NAME"
+            )
+        if kind not in PRINCIPAL_KINDS:
+            raise PolicyError(
+                f"unknown principal kind {kind!r} in {text!r}: "
+                f"write user:NAME, group:NAME or team:NAME"
+            )
+        return cls(cast(PrincipalKind, kind), name)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def normalize_path(path: str) -> str:
+    """Return the canonical "/bucket/a/b" form of a fedfs path.
+
+    A missing leading "/" is read as relative to the fedfs root, and "//", "."
+    and a trailing "/" are dropped; ".." is refused rather than resolved because
+    a grant path must name the place the person meant, not one it escapes to.
+    """
+    if "\0" in path:
+        raise PolicyError(f"invalid path {path!r}: a path cannot contain a NUL byte")
+    # Fast path: the mount passes canonical paths on every lookup.
+    if (
+        path.startswith("/")
+        and "//" not in path
+        and "/." not in path
+        and (len(path) == 1 or not path.endswith("/"))
+    ):
+        return path
+    if not path:
+        raise PolicyError("invalid path '': a path needs at least '/'")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PolicyError(f"invalid path {path!r}: '..' is not allowed in a fedfs path")
+    return "/" + "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One share: principal gets level on path and everything below it, until expires."""
+
+    path: str
+    principal: Principal
+    level: Level
+    granted_by: str
+    granted_at: float
+    expires: float | None = None
+
+    def __post_init__(self) -> None:
+        path = normalize_path(self.path)
+        if path == "/":
+            raise PolicyError("a grant needs a bucket: share '/BUCKET' or a path inside it")
+        object.__setattr__(self, "path", path)
+
+    def active(self, now: float) -> bool:
+        """True until the expiry time (a grant expiring at t no longer applies at t)."""
+        return self.expires is None or now < self.expires
+
+    def __str__(self) -> str:
+        return f"{self.principal} {self.level} on {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """A fedfs team: members get a team's grants, owners may change its membership."""
+
+    name: str
+    gid: int
+    members: frozenset[str] = frozenset()
+    owners: frozenset[str] = frozenset()
+    group: str | None = None  # the NSS/LDAP group that backs the team, if any
+
+    def __post_init__(self) -> None:
+        validate_name(self.name, "team")
+        if self.gid < 0:
+            raise PolicyError(f"team {self.name!r} has gid {self.gid}: a gid is 0 or more")
+        if self.group is not None:
+            validate_name(self.group, "group")
+
+
+@dataclass(frozen=True, slots=True)
+class Identities:
+    """A snapshot of the identity source (NSS/LDAP), so evaluating policy never does I/O."""
+
+    uids: Mapping[str, int] = field(default_factory=dict)  # user name -> uid
+    primary_gids: Mapping[int, int] = field(default_factory=dict)  # uid -> primary gid
+    gids: Mapping[str, int] = field(default_factory=dict)  # group name -> gid
+    supplementary: Mapping[int, frozenset[int]] = field(default_factory=dict)  # uid -> gids
+
+    def uid_of(self, user: str) -> int | None:
+        return self.uids.get(user)
+
+    def primary_gid_of(self, uid: int) -> int | None:
+        return self.primary_gids.get(uid)
+
+    def gid_of(self, group: str) -> int | None:
+        return self.gids.get(group)
+
+    def gids_of(self, uid: int) -> frozenset[int] | None:
+        """Every gid the kernel would check for uid (primary and supplementary), as for level_of."""
+        primary = self.primary_gids.get(uid)
+        extra = self.supplementary.get(uid)
+        if primary is None and extra is None:
+            return None
+        return (extra or frozenset()) | ({primary} if primary is not None else frozenset())

@@ -1,0 +1,347 @@
+"""The object store: the only module that speaks S3 (boto3).
+
+Every method is blocking and thread-safe; the daemon calls them from worker
+threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
+`store.max_connections`). Every call has connect/read timeouts and bounded
+retries with backoff (botocore's "standard" mode for throttling, 5xx and
+connection errors), so a dead endpoint becomes `Unavailable` in bounded time.
+S3 errors are translated here into the `StoreError` family; errno is chosen
+later, at the FUSE boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from fedfs.config import StoreConfig
+from fedfs.errors import AccessDenied, NotFound, PreconditionFailed, StoreError, Unavailable
+
+log = logging.getLogger(__name__)
+
+DIR_CONTENT_TYPE = "application/x-directory"
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_PRECONDITION = {"PreconditionFailed", "412"}
+# Errors botocore does not retry itself but that are transient for a data read.
+_BODY_ERRORS = (
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.ConnectionClosedError,
+)
+# CopyObject handles at most 5 GiB; above that the managed (multipart) copy is used.
+_MAX_SINGLE_COPY = 5 * 1024**3
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: float
+    metadata: dict[str, str] | None = None  # None: not fetched (listings carry none)
+    content_type: str | None = None
+
+
+@dataclass
+class ListPage:
+    prefixes: list[str] = field(default_factory=list)
+    objects: list[ObjectInfo] = field(default_factory=list)
+    next_token: str | None = None
+
+
+def _code(e: botocore.exceptions.ClientError) -> str:
+    err = e.response.get("Error", {})
+    return str(err.get("Code") or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+
+
+def translate(e: Exception, what: str) -> StoreError:
+    """One S3/botocore exception -> one fedfs StoreError with a readable message."""
+    if isinstance(e, StoreError):
+        return e
+    if isinstance(e, botocore.exceptions.ClientError):
+        code = _code(e)
+        msg = e.response.get("Error", {}).get("Message") or code
+        if code in _NOT_FOUND:
+            return NotFound(f"{what}: not found ({code})")
+        if code in _DENIED:
+            return AccessDenied(f"{what}: the object store refused access ({code}: {msg})")
+        if code in _PRECONDITION:
+            return PreconditionFailed(f"{what}: the object changed meanwhile ({code})")
+        return Unavailable(f"{what}: the object store failed ({code}: {msg})")
+    if isinstance(e, botocore.exceptions.NoCredentialsError):
+        return AccessDenied(
+            f"{what}: no S3 credentials; set [store] access_key/secret_key or AWS_* variables"
+        )
+    if isinstance(e, botocore.exceptions.BotoCoreError | OSError):
+        return Unavailable(f"{what}: the object store did not answer ({e})")
+    return StoreError(f"{what}: {e}")
+
+
+class ObjectStore:
+    """Blocking, thread-safe access to one S3 endpoint."""
+
+    def __init__(self, cfg: StoreConfig) -> None:
+        self.cfg = cfg
+        bcfg = botocore.config.Config(
+            region_name=cfg.region,
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+            retries={"mode": "standard", "max_attempts": cfg.max_attempts},
+            max_pool_connections=cfg.max_connections + 4,
+            s3={"addressing_style": cfg.addressing_style},
+            # Payload checksums cost client CPU and some S3 servers reject them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=cfg.access_key,
+            aws_secret_access_key=cfg.secret_key,
+            region_name=cfg.region,
+        )
+        self.client: Any = session.client("s3", endpoint_url=cfg.endpoint, config=bcfg)
+        self.transfer = TransferConfig(
+            multipart_threshold=cfg.multipart_threshold,
+            multipart_chunksize=cfg.multipart_chunksize,
+            max_concurrency=max(1, cfg.max_connections // 2),
+            use_threads=True,
+        )
+        self.requests = 0
+        self.errors = 0
+
+    def _call(self, what: str, fn: Any, **kw: Any) -> Any:
+        self.requests += 1
+        try:
+            return fn(**kw)
+        except Exception as e:
+            self.errors += 1
+            raise translate(e, what) from e
+
+    # -- buckets ---------------------------------------------------------
+
+    def check_bucket(self, bucket: str) -> None:
+        """Raise NotFound/AccessDenied/Unavailable unless the bucket is usable."""
+        self._call(f"bucket {bucket!r}", self.client.head_bucket, Bucket=bucket)
+
+    def create_bucket(self, bucket: str) -> None:
+        try:
+            self._call(f"create bucket {bucket!r}", self.client.create_bucket, Bucket=bucket)
+        except StoreError as e:
+            if "BucketAlreadyOwnedByYou" not in str(e) and "BucketAlreadyExists" not in str(e):
+                raise
+
+    # -- metadata --------------------------------------------------------
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            r = self._call(f"s3://{bucket}/{key}", self.client.head_object, Bucket=bucket, Key=key)
+        except NotFound:
+            return None
+        return ObjectInfo(
+            key=key,
+            size=r["ContentLength"],
+            etag=r["ETag"].strip('"'),
+            last_modified=r["LastModified"].timestamp(),
+            metadata={k.lower(): v for k, v in r.get("Metadata", {}).items()},
+            content_type=r.get("ContentType"),
+        )
+
+    def list_page(
+        self,
+        bucket: str,
+        prefix: str,
+        token: str | None = None,
+        max_keys: int = 1000,
+        delimiter: str | None = "/",
+    ) -> ListPage:
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if delimiter:
+            kw["Delimiter"] = delimiter
+        if token:
+            kw["ContinuationToken"] = token
+        r = self._call(f"list s3://{bucket}/{prefix}", self.client.list_objects_v2, **kw)
+        page = ListPage(
+            prefixes=[p["Prefix"] for p in r.get("CommonPrefixes", [])],
+            objects=[
+                ObjectInfo(
+                    key=o["Key"],
+                    size=o["Size"],
+                    etag=o.get("ETag", "").strip('"'),
+                    last_modified=o["LastModified"].timestamp(),
+                )
+                for o in r.get("Contents", [])
+            ],
+        )
+        if r.get("IsTruncated"):
+            page.next_token = r.get("NextContinuationToken")
+        return page
+
+    def list_all(self, bucket: str, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
+        token: str | None = None
+        while True:
+            page = self.list_page(bucket, prefix, token, delimiter=delimiter)
+            yield page
+            token = page.next_token
+            if not token:
+                return
+
+    def prefix_exists(self, bucket: str, prefix: str) -> bool:
+        page = self.list_page(bucket, prefix, max_keys=1, delimiter=None)
+        return bool(page.objects)
+
+    # -- data ------------------------------------------------------------
+
+    def get_range(self, bucket: str, key: str, start: int, length: int, etag: str | None) -> bytes:
+        """Bytes [start, start+length) of the object; PreconditionFailed if its ETag moved on."""
+        what = f"s3://{bucket}/{key}"
+        kw: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "Range": f"bytes={start}-{start + length - 1}",
+        }
+        if etag:
+            kw["IfMatch"] = f'"{etag}"'
+        for attempt in range(self.cfg.max_attempts):
+            r = self._call(what, self.client.get_object, **kw)
+            try:
+                return bytes(r["Body"].read())
+            except _BODY_ERRORS as e:
+                self.errors += 1
+                if attempt + 1 == self.cfg.max_attempts:
+                    raise translate(e, what) from e
+                log.warning("%s: read interrupted (%s); retrying", what, e)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    def download(self, bucket: str, key: str, fileobj: BinaryIO) -> None:
+        """Whole object into fileobj with parallel ranged GETs (boto3's transfer manager)."""
+        self._call(
+            f"s3://{bucket}/{key}",
+            self.client.download_fileobj,
+            Bucket=bucket,
+            Key=key,
+            Fileobj=fileobj,
+            Config=self.transfer,
+        )
+
+    def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        metadata: dict[str, str],
+        content_type: str | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectInfo:
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "Metadata": metadata}
+        if content_type:
+            kw["ContentType"] = content_type
+        if if_none_match:
+            kw["IfNoneMatch"] = "*"
+        r = self._call(f"s3://{bucket}/{key}", self.client.put_object, **kw)
+        return ObjectInfo(
+            key, len(data), r["ETag"].strip('"'), time.time(), dict(metadata), content_type
+        )
+
+    def upload_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        metadata: dict[str, str],
+        content_type: str | None = None,
+    ) -> ObjectInfo:
+        """A local file to an object; multipart with parallel parts above the threshold."""
+        size = path.stat().st_size
+        if size < self.cfg.multipart_threshold:
+            return self.put_bytes(bucket, key, path.read_bytes(), metadata, content_type)
+        extra: dict[str, Any] = {"Metadata": metadata}
+        if content_type:
+            extra["ContentType"] = content_type
+        self._call(
+            f"s3://{bucket}/{key}",
+            self.client.upload_file,
+            Filename=str(path),
+            Bucket=bucket,
+            Key=key,
+            ExtraArgs=extra,
+            Config=self.transfer,
+        )
+        info = self.head(bucket, key)
+        if info is None or info.size != size:
+            raise Unavailable(f"s3://{bucket}/{key}: upload finished but the object is not there")
+        return info
+
+    def copy(
+        self,
+        bucket: str,
+        src: str,
+        dst: str,
+        size: int,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> ObjectInfo:
+        """Server-side copy; with metadata, the copy's metadata is replaced (chmod, rename)."""
+        what = f"copy s3://{bucket}/{src} to {dst}"
+        src_ref = {"Bucket": bucket, "Key": src}
+        extra: dict[str, Any] = {}
+        if metadata is not None:
+            extra = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
+            if content_type:
+                extra["ContentType"] = content_type
+        if size < _MAX_SINGLE_COPY:
+            r = self._call(
+                what, self.client.copy_object, CopySource=src_ref, Bucket=bucket, Key=dst, **extra
+            )
+            res = r["CopyObjectResult"]
+            return ObjectInfo(
+                dst,
+                size,
+                res["ETag"].strip('"'),
+                res["LastModified"].timestamp(),
+                dict(metadata) if metadata is not None else None,
+                content_type,
+            )
+        self._call(
+            what,
+            self.client.copy,
+            CopySource=src_ref,
+            Bucket=bucket,
+            Key=dst,
+            ExtraArgs=extra,
+            Config=self.transfer,
+        )
+        info = self.head(bucket, dst)
+        if info is None:
+            raise Unavailable(f"{what}: copy finished but the object is not there")
+        return info
+
+    def delete(self, bucket: str, key: str) -> None:
+        self._call(f"delete s3://{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)
+
+    def delete_many(self, bucket: str, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i : i + 1000]
+            r = self._call(
+                f"delete {len(chunk)} keys in s3://{bucket}",
+                self.client.delete_objects,
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
+            errors = r.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise Unavailable(
+                    f"delete s3://{bucket}/{first.get('Key')}: {first.get('Code')} "
+                    f"({len(errors)} keys not deleted)"
+                )

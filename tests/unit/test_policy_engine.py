@@ -1,0 +1,316 @@
+"""Grants -> POSIX view and levels: what getfacl shows and who may do what, per path."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from fedfs.errors import PolicyError
+from fedfs.policy.acl import Acl, AclTag
+from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
+from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
+
+NOW = 1_700_000_000.0
+ROOT_FILE_0640 = ObjectMeta(uid=0, gid=0, mode=0o640)
+ROOT_DIR_0750 = ObjectMeta(uid=0, gid=0, mode=0o750)
+
+IDS = Identities(
+    uids={"alice": 1001, "bob": 1002, "carol": 1003, "owner": 500},
+    primary_gids={1001: 100, 1002: 100, 1003: 100, 500: 500},
+    gids={"climate": 2000, "staff": 100, "cosmo-ldap": 3000, "owners": 500},
+    supplementary={1001: frozenset({2000}), 1003: frozenset({3000})},
+)
+COSMO = Team("cosmo", gid=70001, members=frozenset({"bob", "carol", "ghost"}), owners=frozenset())
+COSMO_BACKED = Team("cosmo", gid=70001, members=frozenset({"bob"}), group="cosmo-ldap")
+
+# The bytes from the design review: write for uid 1001 on a root-owned 0640 file.
+GRANTED_0640 = bytes.fromhex(
+    "02000000 0100 0600 ffffffff 0200 0600 e9030000 0400 0400 ffffffff "
+    "1000 0600 ffffffff 2000 0000 ffffffff".replace(" ", "")
+)
+
+
+def grant(path: str, principal: str, level: str = "read", expires: float | None = None) -> Grant:
+    return Grant(path, Principal.parse(principal), Level.parse(level), "owner", NOW - 60, expires)
+
+
+def view(
+    grants: list[Grant],
+    path: str = "/b/runs/out.nc",
+    meta: ObjectMeta = ROOT_FILE_0640,
+    is_dir: bool = False,
+    teams: tuple[Team, ...] = (),
+) -> PosixView:
+    return PolicyEngine(grants, teams, IDS).view(path, meta, is_dir, NOW)
+
+
+def getfacl(data: bytes | None) -> str:
+    assert data is not None
+    return str(Acl.decode(data))
+
+
+# --- the POSIX view ---------------------------------------------------------------------
+
+
+def test_write_grant_on_0640_file_gives_the_reviewed_bytes() -> None:
+    shown = view([grant("/b/runs/out.nc", "user:alice", "write")])
+    assert shown.acl_access == GRANTED_0640
+    assert shown.mode == 0o660  # ls -l shows the mask in the group bits
+    assert (shown.uid, shown.gid, shown.acl_default) == (0, 0, None)
+
+
+def test_same_grants_in_any_order_give_identical_bytes() -> None:
+    grants = [
+        grant("/b", "user:bob"),
+        grant("/b/runs", "group:climate", "write"),
+        grant("/b/runs", "team:cosmo"),
+        grant("/b/runs/out.nc", "user:alice", "manage"),
+    ]
+    shown = {view(list(order), teams=(COSMO,)) for order in itertools.permutations(grants)}
+    assert len(shown) == 1
+
+
+def test_no_grants_means_no_acl_and_the_stored_mode() -> None:
+    shown = view([], meta=ObjectMeta(0, 0, 0o4750))
+    assert shown == PosixView(0, 0, 0o4750, None, None)
+
+
+def test_grants_for_one_person_merge_into_one_entry() -> None:
+    shown = view(
+        [grant("/b", "user:alice"), grant("/b/runs", "user:alice", "write")],
+        meta=ObjectMeta(0, 0, 0o600),
+    )
+    assert getfacl(shown.acl_access) == (
+        "user::rw-\nuser:1001:rw-\ngroup::---\nmask::rw-\nother::---"
+    )
+
+
+def test_team_grant_names_each_known_member() -> None:
+    shown = view([grant("/b/runs", "team:cosmo")], teams=(COSMO,))
+    # bob and carol by uid; ghost has no uid, and an unbacked team has no kernel group.
+    assert getfacl(shown.acl_access) == (
+        "user::rw-\nuser:1002:r--\nuser:1003:r--\ngroup::r--\nmask::r--\nother::---"
+    )
+
+
+def test_team_backed_by_a_group_also_gets_a_group_entry() -> None:
+    shown = view([grant("/b/runs", "team:cosmo", "write")], teams=(COSMO_BACKED,))
+    acl = Acl.decode(shown.acl_access or b"")
+    assert acl.perm(AclTag.USER, 1002) == 6
+    assert acl.perm(AclTag.GROUP, 3000) == 6
+
+
+def test_membership_change_shows_after_rebuild() -> None:
+    grants = [grant("/b", "team:cosmo")]
+    before = view(grants, teams=(COSMO,))
+    after = view(grants, teams=(Team("cosmo", 70001, members=frozenset({"alice"})),))
+    assert Acl.decode(before.acl_access or b"").perm(AclTag.USER, 1002) == 4
+    assert Acl.decode(after.acl_access or b"").perm(AclTag.USER, 1002) is None
+    assert Acl.decode(after.acl_access or b"").perm(AclTag.USER, 1001) == 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "is_dir", "level", "expected"),
+    [
+        (0o640, False, "read", 0o4),  # plain file: r, no x
+        (0o640, False, "write", 0o6),
+        (0o750, False, "read", 0o5),  # executable file: like chmod a+rX
+        (0o601, False, "read", 0o5),  # any execute bit counts
+        (0o700, True, "read", 0o5),  # directories always get x to be traversable
+        (0o700, True, "manage", 0o7),
+    ],
+)
+def test_execute_follows_the_rX_rule(mode: int, is_dir: bool, level: str, expected: int) -> None:
+    shown = view([grant("/b", "user:alice", level)], meta=ObjectMeta(0, 0, mode), is_dir=is_dir)
+    assert Acl.decode(shown.acl_access or b"").perm(AclTag.USER, 1001) == expected
+
+
+def test_directories_show_grants_as_default_acl_too() -> None:
+    shown = view([grant("/b", "group:climate")], path="/b/runs", meta=ROOT_DIR_0750, is_dir=True)
+    assert shown.acl_default == shown.acl_access
+    assert getfacl(shown.acl_default) == (
+        "user::rwx\ngroup::r-x\ngroup:2000:r-x\nmask::r-x\nother::---"
+    )
+
+
+def test_explicit_mask_limits_every_named_entry() -> None:
+    # The owner ran chmod 700 inside a shared tree: the file is private again.
+    private = view([grant("/b", "user:alice", "write")], meta=ObjectMeta(0, 0, 0o700, 0))
+    assert private.mode == 0o700
+    assert Acl.decode(private.acl_access or b"").perm(AclTag.MASK) == 0
+    # setfacl -m m::r-- keeps reading possible but not writing.
+    read_only = view([grant("/b", "user:alice", "write")], meta=ObjectMeta(0, 0, 0o640, 0o4))
+    assert read_only.mode == 0o640
+    assert Acl.decode(read_only.acl_access or b"").perm(AclTag.MASK) == 4
+
+
+def test_grants_work_on_files_created_with_a_strict_umask() -> None:
+    shown = view([grant("/b", "user:alice", "write")], meta=ObjectMeta(0, 0, 0o600))
+    assert shown.mode == 0o660
+    assert Acl.decode(shown.acl_access or b"").perm(AclTag.MASK) == 6
+
+
+def test_expired_grants_are_ignored() -> None:
+    shown = view(
+        [
+            grant("/b", "user:alice", expires=NOW - 1),
+            grant("/b", "user:bob", expires=NOW),  # expiry is exclusive
+            grant("/b", "user:carol", expires=NOW + 1),
+        ]
+    )
+    assert getfacl(shown.acl_access) == (
+        "user::rw-\nuser:1003:r--\ngroup::r--\nmask::r--\nother::---"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "covered"),
+    [
+        ("/b/runs", True),
+        ("/b/runs/x", True),
+        ("/b/runs/x/y/z.nc", True),
+        ("/b/runs2", False),
+        ("/b/run", False),
+        ("/b", False),
+        ("/c/runs", False),
+    ],
+)
+def test_a_grant_covers_its_path_and_everything_below(path: str, covered: bool) -> None:
+    shown = view([grant("/b/runs", "user:alice")], path=path)
+    assert (shown.acl_access is not None) == covered
+
+
+def test_paths_are_compared_in_canonical_form() -> None:
+    grants = [grant("b/runs/", "user:alice")]
+    assert view(grants, path="/b//runs/./x/") == view(grants, path="/b/runs/x")
+    assert view(grants, path="/b/runs/x").acl_access is not None
+
+
+def test_unknown_principals_add_nothing() -> None:
+    shown = view(
+        [grant("/b", "user:nobody-here"), grant("/b", "group:nogroup"), grant("/b", "team:none")]
+    )
+    assert shown.acl_access is None
+    assert shown.mode == 0o640
+
+
+def test_owner_is_not_repeated_as_a_named_user() -> None:
+    owned_by_alice = ObjectMeta(1001, 100, 0o640)
+    assert view([grant("/b", "user:alice", "write")], meta=owned_by_alice).acl_access is None
+
+
+def test_owning_group_entry_only_when_it_adds_access() -> None:
+    staff_file = ObjectMeta(0, 100, 0o640)
+    assert view([grant("/b", "group:staff")], meta=staff_file).acl_access is None
+    shown = view([grant("/b", "group:staff", "write")], meta=staff_file)
+    assert getfacl(shown.acl_access) == (
+        "user::rw-\ngroup::r--\ngroup:100:rw-\nmask::rw-\nother::---"
+    )
+
+
+# --- levels and listings ----------------------------------------------------------------
+
+
+def level(
+    engine: PolicyEngine, user: str, path: str = "/b/runs/x", now: float = NOW
+) -> Level | None:
+    uid = IDS.uid_of(user)
+    assert uid is not None
+    return engine.level_of(user, uid, IDS.gids_of(uid) or frozenset(), path, now)
+
+
+def test_level_through_user_group_and_team() -> None:
+    engine = PolicyEngine(
+        [
+            grant("/b", "user:alice", "read"),
+            grant("/b/runs", "group:climate", "manage"),  # alice is in climate
+            grant("/b/runs", "team:cosmo", "write"),  # bob is a member
+            grant("/b/runs/x", "team:cosmo", "manage", expires=NOW - 1),
+        ],
+        [COSMO_BACKED],
+        IDS,
+    )
+    assert level(engine, "alice") == Level.MANAGE
+    assert level(engine, "alice", "/b/other") == Level.READ
+    assert level(engine, "bob") == Level.WRITE
+    assert level(engine, "carol") == Level.WRITE  # via the team's backing group cosmo-ldap
+    assert level(engine, "owner") is None
+    assert level(engine, "bob", "/b") is None
+
+
+def test_level_of_a_team_member_unknown_to_identities() -> None:
+    engine = PolicyEngine([grant("/b", "team:cosmo")], [COSMO], IDS)
+    assert engine.level_of("ghost", 4242, frozenset(), "/b/x", NOW) == Level.READ
+
+
+def test_grants_at_lists_what_applies_sorted_by_path_then_principal() -> None:
+    engine = PolicyEngine(
+        [
+            grant("/b/runs/x", "user:bob"),
+            grant("/b/runs", "user:carol"),
+            grant("/b", "team:cosmo"),
+            grant("/b", "group:climate", expires=NOW),
+            grant("/b", "user:alice"),
+            grant("/b/runs2", "user:alice"),
+        ],
+        [COSMO],
+        IDS,
+    )
+    listed = [(str(g.principal), path) for g, path in engine.grants_at("/b/runs/x/y", NOW)]
+    assert listed == [
+        ("team:cosmo", "/b"),
+        ("user:alice", "/b"),
+        ("user:carol", "/b/runs"),
+        ("user:bob", "/b/runs/x"),
+    ]
+
+
+# --- the vocabulary people type ---------------------------------------------------------
+
+
+def test_level_parse_names_the_valid_levels() -> None:
+    assert Level.parse("Write") == Level.WRITE
+    assert Level.READ < Level.WRITE < Level.MANAGE
+    with pytest.raises(PolicyError, match="read, write, manage"):
+        Level.parse("admin")
+
+
+def test_principal_round_trips_through_text() -> None:
+    assert str(Principal.parse("team:cosmo")) == "team:cosmo"
+    assert Principal.parse("user:j.doe_2") == Principal("user", "j.doe_2")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cosmo", "write user:NAME, group:NAME or team:NAME"),
+        ("role:cosmo", "unknown principal kind 'role'"),
+        ("user:-rf", "not starting with '-'"),
+        ("user:a b", "A-Z a-z 0-9"),
+        ("group:", "1 to 64 characters"),
+        ("user:" + "a" * 65, "1 to 64 characters"),
+    ],
+)
+def test_bad_principals_say_what_is_valid(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        Principal.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [("/b/runs", "/b/runs"), ("/b//runs/", "/b/runs"), ("b/./runs", "/b/runs"), ("/", "/")],
+)
+def test_normalize_path(raw: str, canonical: str) -> None:
+    assert normalize_path(raw) == canonical
+
+
+@pytest.mark.parametrize("bad", ["", "/b/../etc", "/b/x\0y", ".."])
+def test_normalize_path_refuses_escapes_and_nul(bad: str) -> None:
+    with pytest.raises(PolicyError, match="invalid path"):
+        normalize_path(bad)
+
+
+def test_a_grant_needs_a_bucket() -> None:
+    with pytest.raises(PolicyError, match="needs a bucket"):
+        grant("/", "user:alice")
