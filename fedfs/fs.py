@@ -124,7 +124,7 @@ class Operations(pyfuse3.Operations):
         a.entry_timeout = self.entry_ttl if known else 0
         a.attr_timeout = self.attr_ttl if known else 0
         a.st_mode = pyfuse3.ModeT(inode.st_mode)
-        a.st_nlink = 1
+        a.st_nlink = 0 if inode.gone else 1
         a.st_uid = inode.uid
         a.st_gid = inode.gid
         a.st_rdev = 0

@@ -211,7 +211,7 @@ class Namespace:
 
     def get(self, ino: int) -> Inode:
         inode = self.inodes.get(ino)
-        if inode is None or inode.gone:
+        if inode is None or (inode.gone and inode.open_count == 0):
             raise NotFound(f"inode {ino} no longer exists")
         return inode
 
@@ -259,9 +259,9 @@ class Namespace:
     def _forget_child(self, parent: Inode | None, inode: Inode) -> None:
         inode.gone = True
         self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
-        if parent is not None and parent.children is not None:
-            if parent.children.get(inode.name) == inode.ino:
-                del parent.children[inode.name]
+        siblings = parent.children if parent is not None else None
+        if siblings is not None and siblings.get(inode.name) == inode.ino:
+            del siblings[inode.name]
 
     # -- lookup and attributes ---------------------------------------------
 
@@ -348,6 +348,8 @@ class Namespace:
 
     async def revalidate(self, inode: Inode) -> None:
         """Re-read an inode's attributes from S3 if they are older than the TTL."""
+        if inode.gone and inode.open_count > 0:
+            return  # unlinked while open: the open handles keep what they have
         if inode.gone:
             raise NotFound(f"{self.path_of(inode)} no longer exists")
         if self.fresh(inode) and inode.meta_known:

@@ -1,0 +1,282 @@
+"""Every POSIX operation of docs/SEMANTICS.md on a real mount over moto's S3 server."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import Mount
+
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def renameat2(old: Path, new: Path, flags: int) -> None:
+    if libc.renameat2(AT_FDCWD, bytes(old), AT_FDCWD, bytes(new), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def s3_body(s3: Any, bucket: str, key: str) -> bytes:
+    return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+
+def test_root_lists_buckets(mount: Mount, bucket: str) -> None:
+    assert os.listdir(mount.mountpoint) == [bucket]
+    st = os.stat(mount.mountpoint)
+    assert stat.S_ISDIR(st.st_mode)
+    with pytest.raises(PermissionError):
+        os.mkdir(mount.path("not-a-bucket"))
+
+
+def test_create_write_read_at_offsets(fs: Path, s3: Any, bucket: str) -> None:
+    p = fs / "data.bin"
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o640)
+    assert os.pwrite(fd, b"hello", 0) == 5
+    assert os.pwrite(fd, b"XY", 10) == 2  # a hole in between reads as zeros
+    assert os.pread(fd, 20, 0) == b"hello\0\0\0\0\0XY"
+    os.close(fd)
+    assert p.read_bytes() == b"hello\0\0\0\0\0XY"
+    assert s3_body(s3, bucket, "data.bin") == b"hello\0\0\0\0\0XY"
+    st = p.stat()
+    assert st.st_size == 12
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    # rewrite the middle of an existing object
+    with open(p, "r+b") as f:
+        f.seek(2)
+        f.write(b"LL")
+    assert s3_body(s3, bucket, "data.bin") == b"heLLo\0\0\0\0\0XY"
+
+
+def test_truncate_ftruncate_and_append(fs: Path, s3: Any, bucket: str) -> None:
+    p = fs / "t.txt"
+    p.write_bytes(b"0123456789")
+    os.truncate(p, 4)
+    assert p.read_bytes() == b"0123"
+    assert s3_body(s3, bucket, "t.txt") == b"0123"
+    os.truncate(p, 6)
+    assert p.read_bytes() == b"0123\0\0"
+    with open(p, "r+b") as f:
+        f.truncate(2)
+    assert s3_body(s3, bucket, "t.txt") == b"01"
+    with open(p, "ab") as f:
+        f.write(b"ab")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"cd")
+    os.close(fd)
+    assert p.read_bytes() == b"01abcd"
+    with open(p, "wb") as f:  # O_TRUNC
+        f.write(b"new")
+    assert s3_body(s3, bucket, "t.txt") == b"new"
+
+
+def test_unlink_and_rmdir(fs: Path, s3: Any, bucket: str) -> None:
+    (fs / "d").mkdir()
+    (fs / "d" / "f").write_text("x")
+    with pytest.raises(OSError) as e:
+        os.rmdir(fs / "d")
+    assert e.value.errno == errno.ENOTEMPTY
+    with pytest.raises(IsADirectoryError):
+        os.unlink(fs / "d")
+    os.unlink(fs / "d" / "f")
+    assert os.listdir(fs / "d") == []
+    assert (fs / "d").is_dir()  # an emptied directory persists
+    os.rmdir(fs / "d")
+    assert not (fs / "d").exists()
+    assert keys(s3, bucket) == []
+    with pytest.raises(FileNotFoundError):
+        os.unlink(fs / "nothing")
+    with pytest.raises(NotADirectoryError):
+        (fs / "plain").write_text("x")
+        os.rmdir(fs / "plain")
+
+
+def test_mkdir_writes_a_marker(fs: Path, s3: Any, bucket: str) -> None:
+    os.mkdir(fs / "empty", 0o750)
+    assert keys(s3, bucket) == ["empty/"]
+    assert stat.S_IMODE((fs / "empty").stat().st_mode) == 0o750
+    with pytest.raises(FileExistsError):
+        os.mkdir(fs / "empty")
+
+
+def test_directory_made_by_key_prefix_persists_when_emptied(fs: Path, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="implied/only.txt", Body=b"x")
+    assert os.listdir(fs / "implied") == ["only.txt"]
+    os.unlink(fs / "implied" / "only.txt")
+    assert (fs / "implied").is_dir()
+    assert "implied/" in keys(s3, bucket)
+
+
+def test_rename_file(fs: Path, s3: Any, bucket: str) -> None:
+    (fs / "a").write_bytes(b"A")
+    (fs / "b").write_bytes(b"B")
+    st = (fs / "a").stat()
+    os.chmod(fs / "a", 0o600)
+    os.rename(fs / "a", fs / "c")
+    assert (fs / "c").read_bytes() == b"A"
+    assert stat.S_IMODE((fs / "c").stat().st_mode) == 0o600
+    assert (fs / "c").stat().st_ino == st.st_ino  # the inode number moves with the file
+    os.rename(fs / "c", fs / "b")  # replaces
+    assert (fs / "b").read_bytes() == b"A"
+    assert keys(s3, bucket) == ["b"]
+    (fs / "x").write_bytes(b"X")
+    with pytest.raises(FileExistsError):
+        renameat2(fs / "x", fs / "b", RENAME_NOREPLACE)
+    assert (fs / "b").read_bytes() == b"A"
+    renameat2(fs / "x", fs / "y", RENAME_NOREPLACE)
+    assert (fs / "y").read_bytes() == b"X"
+    with pytest.raises(OSError) as e:
+        renameat2(fs / "y", fs / "b", RENAME_EXCHANGE)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_rename_directory_moves_every_key(fs: Path, s3: Any, bucket: str) -> None:
+    (fs / "src" / "sub").mkdir(parents=True)
+    for i in range(25):
+        (fs / "src" / f"f{i}").write_text(str(i))
+    (fs / "src" / "sub" / "deep").write_text("deep")
+    os.rename(fs / "src", fs / "dst")
+    assert not (fs / "src").exists()
+    assert sorted(os.listdir(fs / "dst")) == sorted([f"f{i}" for i in range(25)] + ["sub"])
+    assert (fs / "dst" / "sub" / "deep").read_text() == "deep"
+    assert all(k.startswith("dst/") for k in keys(s3, bucket))
+    assert len(keys(s3, bucket)) == 28  # 25 files, deep, sub/ and dst/ markers
+    (fs / "full").mkdir()
+    (fs / "full" / "f").write_text("x")
+    with pytest.raises(OSError) as e:
+        os.rename(fs / "dst", fs / "full")
+    assert e.value.errno == errno.ENOTEMPTY
+    (fs / "emptydir").mkdir()
+    os.rename(fs / "dst", fs / "emptydir")  # over an empty directory
+    assert (fs / "emptydir" / "f3").read_text() == "3"
+    with pytest.raises(OSError) as e:
+        os.rename(fs / "emptydir", fs / "emptydir" / "sub" / "x")
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(NotADirectoryError):
+        os.rename(fs / "emptydir", fs / "full" / "f")
+    with pytest.raises(IsADirectoryError):
+        os.rename(fs / "full" / "f", fs / "emptydir")
+
+
+def test_symlinks(fs: Path, s3: Any, bucket: str) -> None:
+    (fs / "target.txt").write_text("pointed at")
+    os.symlink("target.txt", fs / "link")
+    assert os.readlink(fs / "link") == "target.txt"
+    assert (fs / "link").read_text() == "pointed at"
+    assert stat.S_ISLNK(os.lstat(fs / "link").st_mode)
+    head = s3.head_object(Bucket=bucket, Key="link")
+    assert stat.S_ISLNK(int(head["Metadata"]["mode"]))  # s3fs's convention
+    assert s3_body(s3, bucket, "link") == b"target.txt"
+    os.symlink("/absolute/nowhere", fs / "dangling")
+    assert os.readlink(fs / "dangling") == "/absolute/nowhere"
+
+
+def test_chmod_chown_utimens(fs: Path, s3: Any, bucket: str) -> None:
+    p = fs / "m"
+    p.write_text("x")
+    os.chmod(p, 0o751)
+    os.chown(p, 1234, 5678)
+    os.utime(p, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+    st = p.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o751, 1234, 5678)
+    assert st.st_mtime_ns == 1_600_000_000_123_456_789
+    meta = s3.head_object(Bucket=bucket, Key="m")["Metadata"]
+    assert int(meta["mode"]) == stat.S_IFREG | 0o751
+    assert (meta["uid"], meta["gid"], meta["mtime"]) == ("1234", "5678", "1600000000")
+    (fs / "dd").mkdir()
+    os.chmod(fs / "dd", 0o700)
+    assert int(s3.head_object(Bucket=bucket, Key="dd/")["Metadata"]["mode"]) == stat.S_IFDIR | 0o700
+
+
+def test_user_xattrs(fs: Path) -> None:
+    p = fs / "x"
+    p.write_text("x")
+    os.setxattr(p, "user.project", b"cosmo")
+    os.setxattr(p, "user.bin", bytes(range(256)))
+    assert os.getxattr(p, "user.project") == b"cosmo"
+    assert os.getxattr(p, "user.bin") == bytes(range(256))
+    assert sorted(os.listxattr(p)) == ["user.bin", "user.project"]
+    os.removexattr(p, "user.project")
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "user.project")
+    assert e.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, "user.big", b"x" * 4096)
+    assert e.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, "trusted.x", b"1")
+    assert e.value.errno in (errno.ENOTSUP, errno.EPERM)
+    os.setxattr(p, "user.project", b"again", os.XATTR_CREATE)
+    with pytest.raises(FileExistsError):
+        os.setxattr(p, "user.project", b"again", os.XATTR_CREATE)
+
+
+def test_refused_operations(fs: Path) -> None:
+    (fs / "f").write_text("x")
+    with pytest.raises(PermissionError):
+        os.link(fs / "f", fs / "hard")
+    with pytest.raises(PermissionError):
+        os.mkfifo(fs / "fifo")
+    with pytest.raises(PermissionError):
+        os.mknod(fs / "dev", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+
+def test_statfs_flush_fsync(fs: Path, s3: Any, bucket: str) -> None:
+    sv = os.statvfs(fs)
+    assert sv.f_namemax == 255
+    assert sv.f_bavail > 0
+    fd = os.open(fs / "synced", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"durable")
+    os.fsync(fd)
+    assert s3_body(s3, bucket, "synced") == b"durable"  # fsync returned: it is in S3
+    os.write(fd, b"!")
+    os.fdatasync(fd)
+    assert s3_body(s3, bucket, "synced") == b"durable!"
+    os.close(fd)
+
+
+def test_inode_numbers_are_stable(fs: Path) -> None:
+    (fs / "d").mkdir()
+    (fs / "d" / "f").write_text("x")
+    first = {p: os.stat(fs / p).st_ino for p in ("d", "d/f")}
+    os.listdir(fs / "d")
+    again = {p: os.stat(fs / p).st_ino for p in ("d", "d/f")}
+    assert first == again
+    assert len(set(first.values())) == 2
+
+
+def test_open_file_survives_unlink(fs: Path) -> None:
+    with open(fs / "tmp", "w+") as f:
+        f.write("scratch")
+        f.flush()
+        os.unlink(fs / "tmp")
+        f.seek(0)
+        assert f.read() == "scratch"
+    assert not (fs / "tmp").exists()
+
+
+def test_changes_through_s3_show_after_ttl(fs: Path, s3: Any, bucket: str) -> None:
+    from tests.support import wait_for
+
+    (fs / "f").write_text("one")
+    s3.put_object(Bucket=bucket, Key="f", Body=b"two, longer")
+    wait_for(
+        lambda: (fs / "f").read_text() == "two, longer", "new content after the attribute TTL", 10
+    )
+    s3.put_object(Bucket=bucket, Key="new-from-s3", Body=b"")
+    wait_for(lambda: "new-from-s3" in os.listdir(fs), "new key listed after the directory TTL", 10)
+    s3.delete_object(Bucket=bucket, Key="f")
+    wait_for(lambda: not (fs / "f").exists(), "deleted key gone after the TTL", 10)

@@ -1,0 +1,238 @@
+"""Helpers the integration tests share: real S3 servers, mounts and users.
+
+Everything here starts real things: moto's S3 server as a process on
+loopback, `fedfs mount --foreground` as a process, and commands run under
+other uids. Waiting is polling with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+FEDFS = [sys.executable, "-m", "fedfs.cli"]
+KEY = "testing"
+
+
+def wait_for(probe: Callable[[], T], what: str, timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Call probe until it returns something truthy; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+            if last:
+                return last
+        except Exception as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MotoServer:
+    """moto's S3 server as a separate process on 127.0.0.1."""
+
+    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MotoServer:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, f"moto server on {self.url}")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/moto-api/", timeout=1)
+        except OSError as e:
+            return bool(getattr(e, "code", None))
+        return True
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def client(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=KEY,
+            aws_secret_access_key=KEY,
+        )
+
+
+def write_config(
+    path: Path,
+    endpoint: str,
+    buckets: list[tuple[str, str]],
+    cache_dir: Path,
+    extra: str = "",
+    store_extra: str = "",
+) -> Path:
+    lines = [
+        "[store]",
+        f'endpoint = "{endpoint}"',
+        f'access_key = "{KEY}"',
+        f'secret_key = "{KEY}"',
+        "connect_timeout = 2",
+        "read_timeout = 10",
+        "max_attempts = 3",
+        store_extra,
+        "[cache]",
+        f'dir = "{cache_dir}"',
+        'size = "4GiB"',
+        extra,
+    ]
+    for name, owner in buckets:
+        lines += ["[[buckets]]", f'name = "{name}"', f'owner = "{owner}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Mount:
+    """A running `fedfs mount --foreground` process and its mount point."""
+
+    config: Path
+    mountpoint: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Mount:
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*FEDFS, "mount", "--foreground", "--config", str(self.config), str(self.mountpoint)],
+            stdout=logf,
+            stderr=logf,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+
+        def mounted() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"fedfs mount exited with {self.proc.returncode}:\n{self.log_text()}"
+                )
+            return os.path.ismount(self.mountpoint)
+
+        wait_for(mounted, f"mount on {self.mountpoint}", timeout)
+        return self
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, timeout: float = 120.0) -> int:
+        """Unmount with `fedfs umount` and wait for the daemon to exit; its exit code."""
+        if self.proc is None:
+            return 0
+        if os.path.ismount(self.mountpoint):
+            subprocess.run(
+                [*FEDFS, "umount", "--wait", "0", str(self.mountpoint)], cwd=REPO, check=False
+            )
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (a crash) and clear the dead mount."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+        subprocess.run(
+            ["fusermount3", "-uz", str(self.mountpoint)], check=False, capture_output=True
+        )
+
+    def path(self, *parts: str) -> Path:
+        return self.mountpoint.joinpath(*parts)
+
+
+@dataclass(frozen=True)
+class TestUser:
+    name: str
+    uid: int
+    gid: int
+
+    def run(
+        self, *cmd: str | Path, check: bool = False, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a command as this user (its own uid, gid and no other groups)."""
+        return subprocess.run(
+            [str(c) for c in cmd],
+            user=self.uid,
+            group=self.gid,
+            extra_groups=[],
+            capture_output=True,
+            check=check,
+            input=input,
+            env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LC_ALL": "C"},
+        )
+
+    def python(self, code: str) -> subprocess.CompletedProcess[bytes]:
+        """Run a Python snippet as this user; it may print results and exit non-zero."""
+        return self.run(sys.executable, "-c", code)
+
+
+def ensure_user(name: str, uid: int) -> TestUser:
+    """A local account for permission tests (created once, kept between runs)."""
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--uid",
+                str(uid),
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            check=True,
+        )
+        pw = pwd.getpwnam(name)
+    return TestUser(name, pw.pw_uid, pw.pw_gid)
+
+
+def which_fusermount() -> str:
+    tool = shutil.which("fusermount3")
+    assert tool, "fusermount3 is missing: run scripts/install"
+    return tool
