@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import MotoServer, Mount, TestUser, ensure_user, write_config
+from tests.support import MotoServer, Mount, UnixUser, ensure_user, write_config
 
 
 @pytest.fixture(scope="session")
@@ -49,17 +49,17 @@ def bucket(s3: Any) -> str:
 
 
 @pytest.fixture(scope="session")
-def alice() -> TestUser:
+def alice() -> UnixUser:
     return ensure_user("fedfs-alice", 2901)
 
 
 @pytest.fixture(scope="session")
-def bob() -> TestUser:
+def bob() -> UnixUser:
     return ensure_user("fedfs-bob", 2902)
 
 
 @pytest.fixture(scope="session")
-def carol() -> TestUser:
+def carol() -> UnixUser:
     return ensure_user("fedfs-carol", 2903)
 
 

@@ -107,7 +107,7 @@ def write_config(
         f'access_key = "{KEY}"',
         f'secret_key = "{KEY}"',
         "connect_timeout = 2",
-        "read_timeout = 10",
+        "read_timeout = 60",
         "max_attempts = 3",
         store_extra,
         "[cache]",
@@ -185,7 +185,7 @@ class Mount:
 
 
 @dataclass(frozen=True)
-class TestUser:
+class UnixUser:
     name: str
     uid: int
     gid: int
@@ -210,7 +210,7 @@ class TestUser:
         return self.run(sys.executable, "-c", code)
 
 
-def ensure_user(name: str, uid: int) -> TestUser:
+def ensure_user(name: str, uid: int) -> UnixUser:
     """A local account for permission tests (created once, kept between runs)."""
     try:
         pw = pwd.getpwnam(name)
@@ -229,7 +229,7 @@ def ensure_user(name: str, uid: int) -> TestUser:
             check=True,
         )
         pw = pwd.getpwnam(name)
-    return TestUser(name, pw.pw_uid, pw.pw_gid)
+    return UnixUser(name, pw.pw_uid, pw.pw_gid)
 
 
 def which_fusermount() -> str:

@@ -1,0 +1,180 @@
+"""Keys that cannot be POSIX names, shadowed files, and interop with plain S3 and s3fs."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_posix_ops import keys, s3_body
+from tests.support import Mount, UnixUser
+
+SHADOW = ".fedfs-shadowed-file"
+
+
+def test_unrepresentable_keys_are_hidden_and_logged_once(
+    make_mount: Any, s3: Any, bucket: str
+) -> None:
+    long_name = "L" * 256
+    good = ["ok.txt", "dir/inner.txt", "x" * 255]
+    bad = ["a//b", "./dot", "up/../y", long_name, f"deep/{long_name}/z"]
+    for k in good + bad:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"1")
+    m = make_mount([(bucket, "user:root")])
+    root = m.path(bucket)
+    for _ in range(2):  # listed twice, logged once
+        names = sorted(os.listdir(root))
+        assert names == sorted(["ok.txt", "dir", "x" * 255, "a", "up", "deep"])
+        assert os.listdir(root / "a") == []  # "a//b" has an empty component
+        assert os.listdir(root / "up") == []
+        assert os.listdir(root / "deep") == []
+        time.sleep(1.1)  # past the directory TTL, so the second round lists S3 again
+    log = m.log_text()
+    # what is hidden is logged: the key, or the prefix that hides all keys below it
+    for k in ("a//", "up/../", "./", long_name, f"deep/{long_name}/"):
+        assert log.count(f"/{k!r} is not shown") == 1, (
+            f"{k!r} should be logged exactly once:\n{log}"
+        )
+    assert set(keys(s3, bucket)) == set(good + bad)  # nothing was changed
+
+
+def test_impossible_names_are_refused_and_change_nothing(fs: Path, s3: Any, bucket: str) -> None:
+    with pytest.raises(OSError) as e:
+        (fs / ("n" * 256)).write_text("x")
+    assert e.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as e:
+        os.mkdir(bytes(fs) + b"/bad\xff")
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        os.open(bytes(fs) + b"/bad\xfe", os.O_CREAT | os.O_WRONLY)
+    assert e.value.errno == errno.EINVAL
+    (fs / "ok").write_text("x")
+    with pytest.raises(OSError) as e:
+        os.rename(fs / "ok", bytes(fs) + b"/\xc3\x28")
+    assert e.value.errno == errno.EINVAL
+    assert keys(s3, bucket) == ["ok"]
+
+
+def test_file_shadowed_by_prefix_stays_reachable(fs: Path, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="foo", Body=b"the file foo")
+    s3.put_object(Bucket=bucket, Key="foo/bar", Body=b"bar")
+    assert os.listdir(fs) == ["foo"]
+    assert (fs / "foo").is_dir()
+    assert sorted(os.listdir(fs / "foo")) == [SHADOW, "bar"]
+    assert (fs / "foo" / SHADOW).read_bytes() == b"the file foo"
+    with pytest.raises(OSError) as e:
+        os.rmdir(fs / "foo")  # the directory still holds the shadowed file
+    assert e.value.errno == errno.ENOTEMPTY
+    os.unlink(fs / "foo" / SHADOW)
+    assert sorted(os.listdir(fs / "foo")) == ["bar"]
+    assert "foo" not in keys(s3, bucket)
+
+
+def test_file_written_by_fedfs_reads_back_through_s3(fs: Path, s3: Any, bucket: str) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (fs / "sub").mkdir()
+    (fs / "sub" / "blob").write_bytes(data)
+    os.chmod(fs / "sub" / "blob", 0o640)
+    assert s3_body(s3, bucket, "sub/blob") == data
+    meta = s3.head_object(Bucket=bucket, Key="sub/blob")["Metadata"]
+    # s3fs's metadata names: mode is st_mode in decimal, mtime in seconds
+    assert int(meta["mode"]) == stat.S_IFREG | 0o640
+    assert (meta["uid"], meta["gid"]) == ("0", "0")
+    assert abs(int(meta["mtime"]) - time.time()) < 300
+
+
+def test_s3fs_written_objects_show_their_metadata(fs: Path, s3: Any, bucket: str) -> None:
+    s3.put_object(
+        Bucket=bucket,
+        Key="s3fs-file",
+        Body=b"from s3fs",
+        Metadata={
+            "mode": str(stat.S_IFREG | 0o600),
+            "uid": "1000",
+            "gid": "1001",
+            "mtime": "1500000000",
+        },
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key="s3fs-dir/",
+        Body=b"",
+        ContentType="application/x-directory",
+        Metadata={"mode": str(stat.S_IFDIR | 0o750), "uid": "1000", "gid": "1001"},
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key="s3fs-link",
+        Body=b"s3fs-file",
+        Metadata={"mode": str(stat.S_IFLNK | 0o777)},
+    )
+    st = os.stat(fs / "s3fs-file")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)) == (
+        0o600,
+        1000,
+        1001,
+        1500000000,
+    )
+    st = os.stat(fs / "s3fs-dir")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750 and st.st_uid == 1000
+    assert os.readlink(fs / "s3fs-link") == "s3fs-file"
+
+
+def test_objects_without_metadata_belong_to_the_bucket_owner(
+    make_mount: Any, s3: Any, bucket: str, alice: UnixUser
+) -> None:
+    s3.put_object(Bucket=bucket, Key="plain/data.csv", Body=b"a,b\n")
+    m: Mount = make_mount([(bucket, f"user:{alice.name}")])
+    root = m.path(bucket)
+    for p, mode in ((root, 0o775), (root / "plain", 0o775), (root / "plain" / "data.csv", 0o664)):
+        st = os.stat(p)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (alice.uid, alice.gid, mode), p
+
+
+def test_listing_10000_objects_is_complete(fs: Path, s3: Any, bucket: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"obj-{i:05d}" for i in range(10_000)]
+
+    def put(chunk: list[str]) -> None:
+        for n in chunk:
+            s3.put_object(Bucket=bucket, Key=f"big/{n}", Body=b"")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, [names[i::16] for i in range(16)]))
+    listed = os.listdir(fs / "big")
+    assert len(listed) == 10_000
+    assert sorted(listed) == names
+    # and every entry answers stat (what ls -l does)
+    assert all(e.stat().st_size == 0 for e in os.scandir(fs / "big"))
+
+
+def test_one_gib_file_round_trips(make_mount: Any, bucket: str, s3: Any) -> None:
+    m: Mount = make_mount([(bucket, "user:root")])
+    path = m.path(bucket, "one-gib")
+    h_written = hashlib.sha256()
+    block = os.urandom(8 * 1024 * 1024)
+    with open(path, "wb") as f:
+        for i in range(128):
+            chunk = bytes([i]) + block[1:]  # every 8 MiB differs, so misplaced blocks are caught
+            f.write(chunk)
+            h_written.update(chunk)
+    assert path.stat().st_size == 1024**3
+    body = s3.get_object(Bucket=bucket, Key="one-gib")["Body"]
+    h_s3 = hashlib.sha256()
+    for chunk in iter(lambda: body.read(8 * 1024 * 1024), b""):
+        h_s3.update(chunk)
+    assert h_s3.hexdigest() == h_written.hexdigest()
+    m.stop()  # a fresh mount: the read below comes from S3, not the page cache
+    m.start()
+    h_read = hashlib.sha256()
+    with open(m.path(bucket, "one-gib"), "rb") as f:
+        for chunk in iter(lambda: f.read(8 * 1024 * 1024), b""):
+            h_read.update(chunk)
+    assert h_read.hexdigest() == h_written.hexdigest()
