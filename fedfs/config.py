@@ -7,6 +7,7 @@ raised before anything is mounted.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -134,7 +135,11 @@ class _Section:
         self.used.add(key)
         if key not in self.data:
             if default is ...:
-                self.fail(key, f"is required{'; ' + what if what else ''}")
+                typo = difflib.get_close_matches(
+                    key, [k for k in self.data if isinstance(k, str)], 1
+                )
+                hint = f" (is {typo[0]!r} a misspelling of it?)" if typo else ""
+                self.fail(key, f"is required{hint}{'; ' + what if what else ''}")
             return default
         value = self.data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)

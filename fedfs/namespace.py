@@ -13,12 +13,13 @@ never holds a reference to a dict entry across an await it depends on.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import math
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
@@ -125,6 +126,25 @@ def metadata_for(inode: Inode) -> dict[str, str]:
         enc = {k: base64.b64encode(v).decode() for k, v in sorted(inode.xattrs.items())}
         meta[XATTR_META_KEY] = quote(json.dumps(enc, separators=(",", ":")), safe="")
     return meta
+
+
+async def concurrently(*fns: Callable[[], Awaitable[None]]) -> None:
+    """Run fns in parallel; on failure raise the first real error itself, not a group."""
+    try:
+        async with trio.open_nursery() as n:
+            for fn in fns:
+                n.start_soon(fn)
+    except BaseExceptionGroup as group:
+        errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        if not errors:
+            raise
+        raise errors[0] from None
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
+    return [e]
 
 
 def _int(meta: dict[str, str], key: str) -> int | None:
@@ -314,9 +334,7 @@ class Namespace:
                 self.store.prefix_exists, parent.bucket, key + "/"
             )
 
-        async with trio.open_nursery() as n:
-            n.start_soon(get_head)
-            n.start_soon(get_prefix)
+        await concurrently(get_head, get_prefix)
         if is_prefix:
             d = self._child(parent, name, Kind.DIR)
             d.shadows = head is not None
@@ -666,9 +684,7 @@ class Namespace:
                 None,
             )
 
-        async with trio.open_nursery() as n:
-            for o in children:
-                n.start_soon(copy, o)
+        await concurrently(*(functools.partial(copy, o) for o in children))
         # The new marker goes last among the writes, so a half-copied tree is recognisable.
         if marker is not None:
             await copy(marker)
