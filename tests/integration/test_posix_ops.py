@@ -280,3 +280,32 @@ def test_changes_through_s3_show_after_ttl(fs: Path, s3: Any, bucket: str) -> No
     wait_for(lambda: "new-from-s3" in os.listdir(fs), "new key listed after the directory TTL", 10)
     s3.delete_object(Bucket=bucket, Key="f")
     wait_for(lambda: not (fs / "f").exists(), "deleted key gone after the TTL", 10)
+
+
+def test_mmap_read_and_write(fs: Path, s3: Any, bucket: str) -> None:
+    import mmap
+
+    p = fs / "mapped"
+    p.write_bytes(b"a" * 10000)
+    with open(p, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        assert mm[:3] == b"aaa"
+        mm[100:105] = b"HELLO"
+        mm.flush()
+    assert p.read_bytes()[100:105] == b"HELLO"
+    assert s3_body(s3, bucket, "mapped")[100:105] == b"HELLO"
+
+
+def test_replaced_object_gives_estale_to_an_old_handle(fs: Path, s3: Any, bucket: str) -> None:
+    size = 9 * 1024 * 1024  # two 8 MiB blocks
+    s3.put_object(Bucket=bucket, Key="v", Body=b"1" * size)
+    with open(fs / "v", "rb", buffering=0) as f:
+        f.seek(size - 10)
+        assert f.read(10) == b"1" * 10  # caches the second block only
+        s3.put_object(Bucket=bucket, Key="v", Body=b"2" * size)
+        f.seek(0)
+        with pytest.raises(OSError) as e:
+            f.read(10)  # the first block of version 1 is gone: no mixing of versions
+        assert e.value.errno == errno.ESTALE
+    from tests.support import wait_for
+
+    wait_for(lambda: (fs / "v").open("rb").read(10) == b"2" * 10, "a new open to read the new version", 10)
