@@ -211,13 +211,18 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         self.ops += 1
         listing = self.listings[fh]
+        # Offsets 0 and 1 are "." and ".."; entry i of the listing has offset i + 2.
         index = start_id
         while True:
-            entry = await listing.entry(index)
-            if entry is None:
-                return
-            name, inode = entry
-            if not pyfuse3.readdir_reply(token, name.encode(), self.attrs(inode), index + 1):
+            if index < 2:
+                d = listing.dir if index == 0 else self.ns.inodes[listing.dir.parent]
+                name, attrs = (b"." if index == 0 else b".."), self.attrs(d)
+            else:
+                entry = await listing.entry(index - 2)
+                if entry is None:
+                    return
+                name, attrs = entry[0].encode(), self.attrs(entry[1])
+            if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
                 return
             index += 1
 

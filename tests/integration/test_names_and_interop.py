@@ -178,3 +178,71 @@ def test_one_gib_file_round_trips(make_mount: Any, bucket: str, s3: Any) -> None
         for chunk in iter(lambda: f.read(8 * 1024 * 1024), b""):
             h_read.update(chunk)
     assert h_read.hexdigest() == h_written.hexdigest()
+
+
+@pytest.fixture
+def s3fs_mount(moto: Any, bucket: str, public_dir: Path, tmp_path: Path) -> Any:
+    """A real s3fs mount of the same bucket, made on demand (after the writes to inspect)."""
+    import shutil
+    import subprocess
+
+    from tests.support import KEY, wait_for
+
+    if not shutil.which("s3fs"):
+        pytest.skip("s3fs is not installed (scripts/install installs it)")
+    made: list[Path] = []
+
+    def mount() -> Path:
+        mnt = public_dir / f"{tmp_path.name}-s3fs{len(made)}"
+        mnt.mkdir()
+        pw = tmp_path / "s3fs.passwd"
+        pw.write_text(f"{KEY}:{KEY}\n")
+        pw.chmod(0o600)
+        subprocess.run(
+            [
+                "s3fs",
+                bucket,
+                str(mnt),
+                "-o",
+                f"url={moto.url}",
+                "-o",
+                "use_path_request_style",
+                "-o",
+                f"passwd_file={pw}",
+                "-o",
+                "endpoint=us-east-1",
+            ],
+            check=True,
+        )
+        wait_for(lambda: os.path.ismount(mnt), "s3fs mount")
+        made.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in made:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+
+
+def test_interop_with_real_s3fs_both_ways(fs: Path, s3fs_mount: Any) -> None:
+    (fs / "from-fedfs").write_bytes(b"written by fedfs\n")
+    os.chmod(fs / "from-fedfs", 0o640)
+    os.mkdir(fs / "dir-fedfs", 0o750)
+    os.symlink("from-fedfs", fs / "link-fedfs")
+    other = s3fs_mount()
+    st = os.stat(other / "from-fedfs")
+    assert stat.S_IMODE(st.st_mode) == 0o640 and stat.S_ISREG(st.st_mode)
+    assert (other / "from-fedfs").read_bytes() == b"written by fedfs\n"
+    assert stat.S_IMODE(os.stat(other / "dir-fedfs").st_mode) == 0o750
+    assert os.readlink(other / "link-fedfs") == "from-fedfs"
+
+    (other / "from-s3fs").write_bytes(b"written by s3fs\n")
+    os.chmod(other / "from-s3fs", 0o604)
+    os.chown(other / "from-s3fs", 4321, 8765)
+    os.mkdir(other / "dir-s3fs", 0o711)  # s3fs stores directory modes without S_IFDIR
+    os.symlink("from-s3fs", other / "link-s3fs")
+    st = os.stat(fs / "from-s3fs")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o604, 4321, 8765)
+    assert (fs / "from-s3fs").read_bytes() == b"written by s3fs\n"
+    st = os.stat(fs / "dir-s3fs")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o711
+    assert os.readlink(fs / "link-s3fs") == "from-s3fs"

@@ -308,4 +308,8 @@ def test_replaced_object_gives_estale_to_an_old_handle(fs: Path, s3: Any, bucket
         assert e.value.errno == errno.ESTALE
     from tests.support import wait_for
 
-    wait_for(lambda: (fs / "v").open("rb").read(10) == b"2" * 10, "a new open to read the new version", 10)
+    wait_for(
+        lambda: (fs / "v").open("rb").read(10) == b"2" * 10,
+        "a new open to read the new version",
+        10,
+    )

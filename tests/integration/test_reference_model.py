@@ -373,14 +373,16 @@ class RandomOps:
         return chmod(self.some("file", "dir", p=0.95), self.rng.choice(MODES))
 
     def symlink(self) -> Op:
+        # Targets never contain "..": a link moved elsewhere must still resolve inside
+        # the tree, or the local side would write outside it (and the mount into its root).
         path = self.new_path()
         parent = parent_of(path)
+        below = sorted(p for p in self.tree if not parent or p.startswith(parent + "/"))
         r = self.rng.random()
-        if r < 0.5 and self.tree:
-            # a relative path to an existing entry (which may be moved away later)
-            target = os.path.relpath(self.rng.choice(sorted(self.tree)), parent or ".")
-        elif r < 0.7 and parent:
-            target = "../" + self.rng.choice(NAMES)  # stays inside the tree
+        if r < 0.5 and below:
+            target = os.path.relpath(self.rng.choice(below), parent or ".")  # exists, for now
+        elif r < 0.7:
+            target = f"{self.rng.choice(NAMES)}/{self.rng.choice(NAMES)}"
         else:
             target = self.rng.choice(NAMES) + self.rng.choice(("", "-missing"))
         return symlink(path, target)
@@ -467,12 +469,15 @@ def test_outcome_names_the_errno(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_ops_stay_within_limits(seed: int, tmp_path: Path) -> None:
-    """The generator keeps the tree small and shallow, so per-step comparison stays cheap."""
+def test_random_ops_stay_small_and_inside_the_tree(seed: int, tmp_path: Path) -> None:
+    """The generator keeps the tree small and shallow, and no operation escapes it."""
+    root = tmp_path / "model"
+    root.mkdir()
     ops = RandomOps(random.Random(seed))
-    tree = snapshot(tmp_path)
-    for _ in range(300):
-        outcome(ops.next(tree), tmp_path)
-        tree = snapshot(tmp_path)
+    tree = snapshot(root)
+    for _ in range(500):
+        outcome(ops.next(tree), root)
+        tree = snapshot(root)
         assert len(tree) <= MAX_ENTRIES
         assert max((depth(p) for p in tree), default=0) <= MAX_DEPTH
+    assert os.listdir(tmp_path) == ["model"]
