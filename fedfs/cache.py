@@ -1,33 +1,40 @@
-"""The cache directory: writable staging copies and immutable clean blocks.
+"""The cache directory: dirty staging copies, the write-back journal, clean data.
 
 Layout under `cache.dir` (mode 0700, root only):
-  staging/   one file per file open for writing (or truncated), named by a
-             random id; it is the file's data until it is uploaded.
-  clean/     read-cache blocks keyed by (bucket, key, ETag, block number);
-             immutable, so a stale block is never served after the object
-             changes and several nodes may share the directory.
+  staging/     one file per file being written, named by a random id: the
+               file's data until it is uploaded. Never evicted.
+  journal.db   which staging files still have to reach the object store
+               (see journal.py), so a restarted daemon uploads them.
+  clean/       read cache keyed by (bucket, key, ETag): whole objects
+               (`HASH.full`, adopted from staging after an upload) and 8 MiB
+               blocks (`HASH.N`, from ranged GETs). Immutable, so a stale
+               block is never served after the object changes and several
+               nodes may share the directory (on Lustre).
 
-Concurrency: all bookkeeping runs in the trio thread; file I/O that may be
-large (downloads, uploads) runs in worker threads. Files are opened with
-O_NOFOLLOW so a planted symlink cannot redirect the daemon.
+Clean data is evicted LRU above the high watermark down to the low one.
+Dirty data is never evicted: when it fills the cache, writers wait for the
+flusher (backpressure), then get ENOSPC.
+
+Concurrency: bookkeeping runs in the trio thread; downloads and uploads run
+in worker threads. Files are opened with O_NOFOLLOW so a planted symlink
+cannot redirect the daemon.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 import secrets
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
-from fedfs.config import CacheConfig
+from fedfs.config import CacheConfig, format_size
 from fedfs.errors import CacheFull, FedfsError
+from fedfs.journal import Journal
 from fedfs.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,28 +53,32 @@ def prepare_dir(path: Path) -> None:
         raise FedfsError(f"cache directory {path} is not a directory; check [cache] dir")
     if st.st_uid != os.geteuid():
         raise FedfsError(
-            f"cache directory {path} is owned by uid {st.st_uid}, not by us; "
-            "use a directory only fedfs writes to"
+            f"cache directory {path} is owned by uid {st.st_uid}, not by us; use a directory only fedfs writes to"
         )
     os.chmod(path, 0o700)
     for sub in ("staging", "clean"):
         (path / sub).mkdir(mode=0o700, exist_ok=True)
 
 
-@dataclass
+@dataclass(eq=False)
 class Staging:
     """A file's local writable copy. `dirty` until its content is in the object store."""
 
     path: Path
     fd: int
+    cache: Cache
     size: int = 0
     dirty: bool = False
     generation: int = 0  # bumped by every change, so an upload knows if it raced a write
     lock: trio.Lock = field(default_factory=trio.Lock)
 
+    @property
+    def name(self) -> str:
+        return self.path.name
+
     def write(self, offset: int, data: bytes) -> int:
         n = os.pwrite(self.fd, data, offset)
-        self.size = max(self.size, offset + n)
+        self._resize(max(self.size, offset + n))
         self.dirty = True
         self.generation += 1
         return n
@@ -77,20 +88,29 @@ class Staging:
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
-        self.size = size
+        self._resize(size)
         self.dirty = True
         self.generation += 1
+
+    def _resize(self, size: int) -> None:
+        self.cache.staged_bytes += size - self.size
+        self.size = size
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
 
     def close(self, remove: bool = True) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+            self.cache.staged_bytes -= self.size
+            self.cache.room.set()
         if remove:
             self.path.unlink(missing_ok=True)
 
 
 class Cache:
-    """Staging files and the clean block cache of one mount."""
+    """Staging files, the journal and the clean cache of one mount."""
 
     def __init__(self, cfg: CacheConfig, store: ObjectStore, limiter: trio.CapacityLimiter) -> None:
         self.cfg = cfg
@@ -100,13 +120,16 @@ class Cache:
         prepare_dir(cfg.dir)
         self.staging_dir = cfg.dir / "staging"
         self.clean_dir = cfg.dir / "clean"
-        # block path -> size, in LRU order (oldest first)
-        self.blocks: OrderedDict[str, int] = OrderedDict()
+        self.journal = Journal(cfg.dir / "journal.db")
+        # clean file path -> size, in LRU order (oldest first)
+        self.clean: OrderedDict[str, int] = OrderedDict()
         self.clean_bytes = 0
         self.staged_bytes = 0
         self.inflight: dict[str, trio.Event] = {}
+        self.room = trio.Event()  # set whenever dirty data left the cache
         self.hits = 0
         self.misses = 0
+        self.evicted = 0
         self._scan_clean()
 
     # -- staging ---------------------------------------------------------
@@ -114,44 +137,78 @@ class Cache:
     def new_staging(self) -> Staging:
         path = self.staging_dir / secrets.token_hex(12)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
-        return Staging(path=path, fd=fd)
+        return Staging(path=path, fd=fd, cache=self)
 
-    async def stage_existing(self, bucket: str, key: str, size: int) -> Staging:
-        """A staging copy holding the object's current content (for a write to an old file)."""
-        st = self.new_staging()
-        self.reserve(size)
-        if size:
-
-            def fetch() -> None:
-                with open(st.fd, "r+b", closefd=False) as f:
-                    self.store.download(bucket, key, f)
-
-            try:
-                await trio.to_thread.run_sync(fetch, limiter=self.limiter)
-            except BaseException:
-                st.close()
-                raise
-        st.size = size
+    def open_staging(self, name: str) -> Staging:
+        """A staging file left by an earlier run (crash recovery)."""
+        path = self.staging_dir / name
+        fd = os.open(path, os.O_RDWR | _OPEN_FLAGS)
+        st = Staging(path=path, fd=fd, cache=self, dirty=True)
+        st._resize(os.fstat(fd).st_size)
         return st
 
-    def reserve(self, nbytes: int) -> None:
-        """Make room for nbytes of new local data, evicting clean blocks; CacheFull if impossible."""
+    async def stage_existing(self, bucket: str, key: str, etag: str | None, size: int) -> Staging:
+        """A staging copy holding the object's current content (for a write to an old file)."""
+        await self.wait_for_room(size)
+        st = self.new_staging()
+        try:
+            full = self._full_path(bucket, key, etag) if etag else None
+            if full is not None and str(full) in self.clean:
+                await trio.to_thread.run_sync(self._copy_into, full, st.fd)
+            elif size:
+
+                def fetch() -> None:
+                    with open(st.fd, "r+b", closefd=False) as f:
+                        self.store.download(bucket, key, f)
+
+                await trio.to_thread.run_sync(fetch, limiter=self.limiter)
+        except BaseException:
+            st.close()
+            raise
+        st._resize(size)
+        return st
+
+    @staticmethod
+    def _copy_into(src: Path, fd: int) -> None:
+        with open(src, "rb") as f:
+            os.copy_file_range(f.fileno(), fd, os.fstat(f.fileno()).st_size, 0, 0)
+
+    async def wait_for_room(self, nbytes: int) -> None:
+        """Backpressure: wait until nbytes more of dirty data fit, else CacheFull."""
+        with trio.move_on_after(self.cfg.dirty_wait):
+            while not self._fits(nbytes):
+                self.room = trio.Event()
+                await self.room.wait()
+            return
+        msg = (
+            f"cache {self.cfg.dir} is full of data not yet uploaded "
+            f"({format_size(self.staged_bytes)} dirty, [cache] size {format_size(self.cfg.size)}); "
+            f"waited {self.cfg.dirty_wait:.0f}s for uploads; check the object store and `fedfs status`"
+        )
+        log.error("ENOSPC: %s", msg)
+        raise CacheFull(msg)
+
+    def _fits(self, nbytes: int) -> bool:
+        if self.staged_bytes + nbytes > self.cfg.size:
+            return False
         self.evict(extra=nbytes)
-        free = self.free_disk()
-        if nbytes > free:
-            raise CacheFull(
-                f"cache directory {self.cfg.dir} has {free} bytes free, {nbytes} needed; "
-                "free space there or raise [cache] size"
-            )
+        return nbytes <= self.free_disk()
 
     def free_disk(self) -> int:
         st = os.statvfs(self.cfg.dir)
         return st.f_bavail * st.f_frsize
 
-    # -- clean blocks ----------------------------------------------------
+    # -- clean data ------------------------------------------------------
+
+    def _hash(self, bucket: str, key: str, etag: str) -> str:
+        return hashlib.sha256(f"{bucket}\0{key}\0{etag}".encode()).hexdigest()
+
+    def _full_path(self, bucket: str, key: str, etag: str) -> Path:
+        h = self._hash(bucket, key, etag)
+        return self.clean_dir / h[:2] / f"{h}.full"
 
     def _block_path(self, bucket: str, key: str, etag: str, block: int) -> Path:
-        h = hashlib.sha256(f"{bucket}\0{key}\0{etag}".encode()).hexdigest()
+        h = self._hash(bucket, key, etag)
         return self.clean_dir / h[:2] / f"{h}.{block}"
 
     def _scan_clean(self) -> None:
@@ -166,16 +223,42 @@ class Cache:
                 st = f.lstat()
                 found.append((st.st_atime, str(f), st.st_size))
         for _, p, size in sorted(found):
-            self.blocks[p] = size
-            self.clean_bytes += size
+            self._add_clean(p, size)
+        # Staging files no journal row names are leftovers of removed files.
+        named = {f.staging for f in self.journal.all()}
+        for f in self.staging_dir.iterdir():
+            if f.name not in named:
+                f.unlink(missing_ok=True)
+
+    def _add_clean(self, p: str, size: int) -> None:
+        if p in self.clean:
+            self.clean_bytes -= self.clean.pop(p)
+        self.clean[p] = size
+        self.clean_bytes += size
+
+    def adopt(self, st: Staging, bucket: str, key: str, etag: str) -> None:
+        """Move an uploaded staging file into the clean cache as the whole object `etag`."""
+        target = self._full_path(bucket, key, etag)
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        size = st.size
+        st.close(remove=False)
+        os.replace(st.path, target)
+        self._add_clean(str(target), size)
+        self.evict()
 
     async def read(
         self, bucket: str, key: str, etag: str, size: int, offset: int, length: int
     ) -> bytes:
-        """Bytes of one object version, through the clean block cache."""
+        """Bytes of one object version, through the clean cache."""
         end = min(size, offset + length)
         if offset >= end:
             return b""
+        full = str(self._full_path(bucket, key, etag))
+        if full in self.clean:
+            data = self._pread(full, offset, end - offset)
+            if data is not None:
+                self.hits += 1
+                return data
         bs = self.block_size
         parts = []
         for block in range(offset // bs, (end - 1) // bs + 1):
@@ -185,19 +268,24 @@ class Cache:
             parts.append(data[lo:hi])
         return b"".join(parts)
 
+    def has_block(self, bucket: str, key: str, etag: str, block: int) -> bool:
+        return (
+            str(self._full_path(bucket, key, etag)) in self.clean
+            or str(self._block_path(bucket, key, etag, block)) in self.clean
+        )
+
     async def prefetch(self, bucket: str, key: str, etag: str, size: int, block: int) -> None:
-        """Fetch one block into the cache if it is not there yet (readahead)."""
-        if block * self.block_size < size:
+        """Fetch one block into the cache if it is not there yet (readahead, stage-in)."""
+        if block * self.block_size < size and not self.has_block(bucket, key, etag, block):
             try:
                 await self._block(bucket, key, etag, size, block)
             except FedfsError as e:
-                log.debug("readahead of %s/%s block %d failed: %s", bucket, key, block, e)
+                log.debug("prefetch of %s/%s block %d failed: %s", bucket, key, block, e)
 
     async def _block(self, bucket: str, key: str, etag: str, size: int, block: int) -> bytes:
-        path = self._block_path(bucket, key, etag, block)
-        p = str(path)
+        p = str(self._block_path(bucket, key, etag, block))
         while True:
-            data = self._read_block_file(p)
+            data = self._pread(p, 0, self.block_size) if p in self.clean else None
             if data is not None:
                 self.hits += 1
                 return data
@@ -210,35 +298,32 @@ class Cache:
         try:
             start = block * self.block_size
             length = min(self.block_size, size - start)
-            self.reserve(length)
+            self.evict(extra=length)
             data = await trio.to_thread.run_sync(
                 self.store.get_range, bucket, key, start, length, etag, limiter=self.limiter
             )
-            await trio.to_thread.run_sync(self._write_block_file, path, data)
-            self.blocks[p] = len(data)
-            self.clean_bytes += len(data)
+            await trio.to_thread.run_sync(self._write_clean_file, Path(p), data)
+            self._add_clean(p, len(data))
             return data
         finally:
             del self.inflight[p]
             ev.set()
 
-    def _read_block_file(self, p: str) -> bytes | None:
-        if p not in self.blocks:
-            return None
+    def _pread(self, p: str, offset: int, length: int) -> bytes | None:
         try:
             fd = os.open(p, os.O_RDONLY | _OPEN_FLAGS)
-        except FileNotFoundError:
-            self.clean_bytes -= self.blocks.pop(p)
+        except FileNotFoundError:  # evicted by another node sharing the directory
+            self.clean_bytes -= self.clean.pop(p, 0)
             return None
         try:
-            data = os.read(fd, self.blocks[p] + 1)
+            data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
-        self.blocks.move_to_end(p)
+        self.clean.move_to_end(p)
         return data
 
     @staticmethod
-    def _write_block_file(path: Path, data: bytes) -> None:
+    def _write_clean_file(path: Path, data: bytes) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
@@ -249,24 +334,29 @@ class Cache:
         os.replace(tmp, path)
 
     def evict(self, extra: int = 0) -> None:
-        """LRU-evict clean blocks until clean + staged + extra fits in cache.size."""
-        limit = self.cfg.size
-        while self.blocks and self.clean_bytes + self.staged_bytes + extra > limit:
-            p, size = self.blocks.popitem(last=False)
-            self.clean_bytes -= size
+        """Above the high watermark, LRU-evict clean data down to the low watermark."""
+        size = self.cfg.size
+        if self.clean_bytes + self.staged_bytes + extra <= size * self.cfg.high_watermark:
+            return
+        target = size * self.cfg.low_watermark
+        while self.clean and self.clean_bytes + self.staged_bytes + extra > target:
+            p, n = self.clean.popitem(last=False)
+            self.clean_bytes -= n
+            self.evicted += 1
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
             except OSError as e:
-                if e.errno != errno.ENOENT:
-                    log.warning("cannot evict %s: %s", p, e)
+                log.warning("cannot evict %s: %s", p, e)
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> dict[str, int]:
         return {
+            "size": self.cfg.size,
             "clean_bytes": self.clean_bytes,
-            "clean_blocks": len(self.blocks),
+            "clean_files": len(self.clean),
+            "dirty_bytes": self.staged_bytes,
             "hits": self.hits,
             "misses": self.misses,
-            "time": time.time(),
+            "evicted": self.evicted,
         }

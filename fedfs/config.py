@@ -86,6 +86,13 @@ class CacheConfig:
     size: int
     block_size: int = 8 * 1024**2
     readahead_blocks: int = 4
+    flush_delay: float = 1.0  # seconds between close() and the upload (coalesces rewrites)
+    fsync: str = "local"  # "local": fsync = durable in the cache; "upload": fsync waits for S3
+    dirty_wait: float = 30.0  # how long a writer waits for room before ENOSPC
+    high_watermark: float = 0.9
+    low_watermark: float = 0.8
+    uploads: int = 4  # files uploaded at once by the flusher
+    write_back: bool = True  # False: close() returns only once the upload is done
 
 
 @dataclass(frozen=True)
@@ -253,11 +260,30 @@ def _parse_cache(s: _Section) -> CacheConfig:
     block = s.size("block_size", "8MiB")
     if block < 1024**2 or block & (block - 1):
         s.fail("block_size", 'must be a power of two of at least 1MiB, e.g. "8MiB"')
+    fsync = s.get("fsync", str, "local")
+    if fsync not in ("local", "upload"):
+        s.fail("fsync", f'{fsync!r}: valid values are "local" (durable in the cache) and "upload"')
+    high = s.get("high_watermark", float, 0.9)
+    low = s.get("low_watermark", float, 0.8)
+    if not 0 < low < high <= 1:
+        s.fail(
+            "low_watermark", f"need 0 < low_watermark < high_watermark <= 1, got {low} and {high}"
+        )
+    delay = s.get("flush_delay", float, 1.0)
+    if not 0 <= delay <= 3600:
+        s.fail("flush_delay", f"must be between 0 and 3600 seconds, got {delay}")
     cfg = CacheConfig(
         dir=Path(d),
         size=s.size("size"),
         block_size=block,
         readahead_blocks=s.get("readahead_blocks", int, 4),
+        flush_delay=delay,
+        fsync=fsync,
+        dirty_wait=s.positive("dirty_wait", float, 30.0),
+        high_watermark=high,
+        low_watermark=low,
+        uploads=s.positive("uploads", int, 4),
+        write_back=s.get("write_back", bool, True),
     )
     if cfg.size < 4 * block:
         s.fail("size", f"must hold at least 4 blocks ({format_size(4 * block)})")

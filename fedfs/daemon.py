@@ -14,6 +14,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import pyfuse3
 import trio
 
 from fedfs.cache import Cache
-from fedfs.config import Config
+from fedfs.config import Config, format_size
 from fedfs.errors import ConfigError, FedfsError, NotFound
+from fedfs.flusher import Flusher
 from fedfs.fs import Operations
 from fedfs.namespace import Namespace
 from fedfs.store import ObjectStore
@@ -86,12 +88,13 @@ class Daemon:
         owners = {b.name: resolve_owner(cfg, b.owner) for b in cfg.buckets}
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
+        self.flusher = Flusher(self.ns)
+        self.ns.flusher = self.flusher
         self.ops = Operations(self.ns, self.cache)
         self.left: list[str] = []
 
     def mount(self) -> None:
         check_mountpoint(self.mountpoint)
-        check_store(self.cfg, self.store)
         options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime"}
         if self.cfg.fs.allow_other:
             options.add("allow_other")
@@ -103,17 +106,59 @@ class Daemon:
             "mounted %s on %s (%d buckets)", self.cfg.path, self.mountpoint, len(self.cfg.buckets)
         )
 
-    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+    async def recover(self) -> None:
+        """Upload every file the journal lists: closed (or open) when the last run ended."""
+        rows = self.cache.journal.all()
+        if rows:
+            log.info("recovering %d files from the write-back journal", len(rows))
+        for row in rows:
+            path = f"/{row.bucket}/{row.key}"
+            if self.cfg.bucket(row.bucket) is None:
+                log.error(
+                    "%s: bucket %s is no longer in %s; its data stays in %s/staging/%s",
+                    path,
+                    row.bucket,
+                    self.cfg.path,
+                    self.cfg.cache.dir,
+                    row.staging,
+                )
+                continue
+            try:
+                st = self.cache.open_staging(row.staging)
+            except FileNotFoundError:
+                log.error(
+                    "%s: the journal names staging file %s, which is gone; nothing to upload",
+                    path,
+                    row.staging,
+                )
+                self.cache.journal.forget(row.bucket, row.key)
+                continue
+            if row.state == "open":
+                log.warning(
+                    "%s was open for writing when fedfs stopped; uploading the %d bytes "
+                    "that reached the cache",
+                    path,
+                    st.size,
+                )
+            inode = self.ns.detached_inode(row.bucket, row.key, row.metadata, row.base_etag, st)
+            await self.ns.commit(inode)
+            log.info("%s: recovered and uploaded (%d bytes)", path, st.size)
+
+    async def main(self, on_ready: Callable[[], None] | None = None) -> None:
+        check_store(self.cfg, self.store)
+        await self.recover()
+        self.mount()
         async with trio.open_nursery() as nursery:
             self.ns.nursery = nursery
-            nursery.start_soon(self._signals, nursery)
+            nursery.start_soon(self._signals)
+            nursery.start_soon(self.flusher.run)
             if on_ready:
                 on_ready()
             await pyfuse3.main(min_tasks=4, max_tasks=64)
             self.left = await self.finish()
             nursery.cancel_scope.cancel()
 
-    async def _signals(self, nursery: trio.Nursery) -> None:
+    async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for sig in signals:
                 log.info("received %s; unmounting", signal.Signals(sig).name)
@@ -121,33 +166,44 @@ class Daemon:
                 return
 
     async def finish(self) -> list[str]:
-        """Upload whatever is still dirty; return a line per file that could not be kept."""
-        left = []
+        """Upload what is queued; return a line per file that could not be uploaded."""
         for inode in list(self.ns.inodes.values()):
             if inode.dirty and not inode.gone:
-                try:
-                    await self.ns.commit(inode)
-                except FedfsError as e:
-                    st = inode.staging
-                    left.append(
-                        f"{self.ns.path_of(inode)}: {e} (data kept in {st.path if st else '?'})"
-                    )
-        return left
+                self.flusher.queue(inode, delay=0)
+        last = [0.0]
+
+        def progress(files: int, nbytes: int) -> None:
+            if files and time.monotonic() - last[0] > 5:
+                last[0] = time.monotonic()
+                log.info("unmount: waiting for %d uploads (%s)", files, format_size(nbytes))
+
+        left = await self.flusher.drain(progress=progress, give_up_after=60)
+        return [
+            f"{self.ns.path_of(p.inode)}: {p.error} (kept in "
+            f"{p.inode.staging.path if p.inode.staging else '?'}; uploaded at the next mount)"
+            for p in left
+        ]
 
     def serve(self, on_ready: Callable[[], None] | None = None) -> int:
-        """Mount, run until unmounted or signalled, then clean up. Returns an exit code."""
-        self.mount()
-        code = 0
+        """Check, recover, mount, run until unmounted or signalled, clean up. Exit code."""
+        mounted = False
+
+        def ready() -> None:
+            nonlocal mounted
+            mounted = True
+            if on_ready:
+                on_ready()
+
         try:
-            trio.run(self.run, on_ready)
-            left = self.left
-            for line in left:
-                log.error("not uploaded: %s", line)
-            code = 1 if left else 0
+            trio.run(self.main, ready)
         finally:
-            pyfuse3.close(unmount=True)
-            log.info("unmounted %s", self.mountpoint)
-        return code
+            if mounted:
+                pyfuse3.close(unmount=True)
+                log.info("unmounted %s", self.mountpoint)
+            self.cache.journal.close()
+        for line in self.left:
+            log.error("not uploaded: %s", line)
+        return 1 if self.left else 0
 
 
 def setup_logging(level: str = "INFO", logfile: Path | None = None) -> None:

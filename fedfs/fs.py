@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -110,6 +111,8 @@ class Operations(pyfuse3.Operations):
         self.entry_ttl = ns.cfg.fs.entry_timeout
         self.attr_ttl = ns.cfg.fs.attr_timeout
         self.negative_ttl = ns.cfg.fs.negative_timeout
+        self.write_back = ns.cfg.cache.write_back
+        self.fsync_uploads = ns.cfg.cache.fsync == "upload"
         self.ops = 0
 
     # -- attributes --------------------------------------------------------
@@ -298,7 +301,10 @@ class Operations(pyfuse3.Operations):
         if not stat.S_ISREG(mode):
             raise pyfuse3.FUSEError(errno.EPERM)  # no device nodes, FIFOs or sockets in S3
         inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
-        await self.ns.release_data(inode)
+        if self.write_back:
+            self.ns.closed(inode)
+        else:
+            await self.ns.commit(inode)
         return self.attrs(inode)
 
     # -- files -------------------------------------------------------------
@@ -310,6 +316,7 @@ class Operations(pyfuse3.Operations):
         self.ops += 1
         inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
         inode.open_count += 1
+        inode.writers += 1
         fi = self._fh(Handle(inode, True, None, 0))
         return fi, self.attrs(inode)
 
@@ -327,6 +334,7 @@ class Operations(pyfuse3.Operations):
             if flags & os.O_TRUNC:
                 await self.ns.truncate(node, 0)
         node.open_count += 1
+        node.writers += 1 if writable else 0
         return self._fh(Handle(node, bool(writable), node.etag, node.size))
 
     @fuse_errors
@@ -362,40 +370,44 @@ class Operations(pyfuse3.Operations):
         st = h.inode.staging
         if st is None:
             st = await self.ns.open_for_write(h.inode)
+        growth = off + len(buf) - st.size
+        if growth > 0:
+            await self.cache.wait_for_room(growth)  # backpressure, then ENOSPC
         if st.lock.locked():
             async with st.lock:  # an upload of this file is reading the staging copy
                 pass
         n = st.write(off, buf)
         h.inode.size = st.size
-        h.inode.mtime_ns = h.inode.ctime_ns = __import__("time").time_ns()
+        h.inode.mtime_ns = h.inode.ctime_ns = time.time_ns()
         return n
 
     @fuse_errors
     async def flush(self, fh: int) -> None:
-        # close(): the data must be in the object store before close returns
-        # success, so a failed upload is reported to the program that wrote it.
+        # close(): with write-back the data is in the cache and the journal when
+        # this returns, and the flusher uploads it; without, it is in S3.
         h = self.handles[fh]
-        if h.writable or h.inode.dirty:
+        if not h.writable:
+            return
+        if self.write_back:
+            self.ns.closed(h.inode)
+        else:
             await self.ns.commit(h.inode)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.ns.commit(self.handles[fh].inode)
+        inode = self.handles[fh].inode
+        if self.fsync_uploads or not self.write_back:
+            await self.ns.commit(inode)
+        else:
+            await self.ns.make_durable(inode)
 
     @fuse_errors
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh)
         h.inode.open_count -= 1
-        try:
-            await self.ns.release_data(h.inode)
-        except errors.FedfsError as e:
-            st = h.inode.staging
-            log.error(
-                "%s: upload failed after close (%s); the data is kept in %s and retried at the next close",
-                self.ns.path_of(h.inode),
-                e,
-                st.path if st else "?",
-            )
+        if h.writable:
+            h.inode.writers -= 1
+        await self.ns.release_data(h.inode)
 
     # -- xattrs ------------------------------------------------------------
 

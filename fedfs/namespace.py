@@ -17,12 +17,13 @@ import functools
 import json
 import logging
 import math
+import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote
 
 import trio
@@ -40,9 +41,14 @@ from fedfs.errors import (
     NotFound,
     NotPermitted,
     NotSupported,
+    PreconditionFailed,
 )
+from fedfs.journal import DirtyFile
 from fedfs.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
 from fedfs.store import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
+
+if TYPE_CHECKING:
+    from fedfs.flusher import Flusher
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +93,9 @@ class Inode:
     children: dict[str, int] | None = None  # directories: last complete listing
     listed: float = -math.inf
     staging: Staging | None = None
+    base_etag: str | None = None  # the version the staging copy was made from
     open_count: int = 0
+    writers: int = 0
     kernel_etag: str | None = None  # the version the kernel page cache holds
     gone: bool = False
 
@@ -176,6 +184,9 @@ class Namespace:
         self.by_ident: dict[tuple[str, str, bool], int] = {}
         self.next_ino = ROOT_INO + 1
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
+        self.flusher: Flusher | None = None  # set by the daemon
+        self.node = socket.gethostname()
+        self.conflicts = 0
         now_ns = time.time_ns()
         root = Inode(
             ROOT_INO,
@@ -205,6 +216,16 @@ class Namespace:
 
     async def s3(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def detached_inode(
+        self, bucket: str, key: str, metadata: dict[str, str], base_etag: str | None, st: Staging
+    ) -> Inode:
+        """An inode outside the tree for a journaled file being recovered at start-up."""
+        inode = Inode(0, ROOT_INO, key.rsplit("/", 1)[-1], bucket, key, Kind.FILE)
+        self._apply_info(inode, ObjectInfo(key, st.size, base_etag or "", time.time(), metadata))
+        inode.etag, inode.base_etag, inode.local = base_etag, base_etag, base_etag is None
+        inode.staging = st
+        return inode
 
     def _new_inode(self, parent: int, name: str, bucket: str, key: str, kind: Kind) -> Inode:
         inode = Inode(self.next_ino, parent, name, bucket, key, kind)
@@ -467,8 +488,7 @@ class Namespace:
         inode.kind = Kind.FILE
         self._init_new(inode, mode, uid, gid, parent)
         inode.size, inode.etag, inode.local = 0, None, True
-        inode.staging = self.cache.new_staging()
-        inode.staging.dirty = True
+        self._stage(inode, self.cache.new_staging()).dirty = True
         inode.checked = time.monotonic()
         if parent.children is not None:
             parent.children[name] = inode.ino
@@ -566,6 +586,7 @@ class Namespace:
         """Drop local data of a removed file; open handles keep reading the staged copy."""
         inode.local = False
         if inode.staging is not None:
+            self.cache.journal.forget(inode.bucket, inode.key, inode.staging.name)
             inode.staging.dirty = False
             if inode.open_count == 0:
                 inode.staging.close()
@@ -645,7 +666,9 @@ class Namespace:
 
     async def _rename_file(self, src: Inode, new_key: str) -> None:
         if src.local:
-            return  # nothing in S3 yet: the first upload goes to the new key
+            # Nothing in S3 yet: the first upload goes to the new key.
+            self.cache.journal.rename(src.bucket, src.key, new_key)
+            return
         await self.commit(src)
         info = await self.s3(self.store.copy, src.bucket, src.key, new_key, src.size, None, None)
         await self.s3(self.store.delete, src.bucket, src.key)
@@ -735,8 +758,6 @@ class Namespace:
         if size is not None and mtime_ns is None:
             inode.mtime_ns = inode.ctime_ns
         await self._store_metadata(inode)
-        if size is not None and inode.open_count == 0:
-            await self.release_data(inode)
 
     async def _store_metadata(self, inode: Inode) -> None:
         """Persist the POSIX attributes: in the next upload if dirty, else by CopyObject/PUT."""
@@ -744,8 +765,11 @@ class Namespace:
         if sum(len(k) + len(v) for k, v in meta.items()) > MAX_USER_METADATA:
             raise NoSpace(f"{self.path_of(inode)}: attributes exceed the 2 KiB of S3 user metadata")
         if inode.dirty:
-            if inode.open_count == 0:
-                await self.commit(inode)
+            # The next upload carries the attributes; record them with the queued data.
+            if inode.writers == 0:
+                self.closed(inode)
+            else:
+                self._journal(inode, "open")
             return
         if inode.is_dir:
             info = await self.s3(
@@ -798,54 +822,147 @@ class Namespace:
 
     # -- data --------------------------------------------------------------
 
+    def _journal(self, inode: Inode, state: str, durable: bool = False) -> None:
+        st = inode.staging
+        assert st is not None
+        self.cache.journal.record(
+            DirtyFile(
+                bucket=inode.bucket,
+                key=inode.key,
+                staging=st.name,
+                metadata=metadata_for(inode),
+                base_etag=inode.base_etag,
+                state=state,
+                queued_at=time.time(),
+            ),
+            durable=durable,
+        )
+
+    def _stage(self, inode: Inode, st: Staging) -> Staging:
+        inode.staging = st
+        inode.base_etag = None if inode.local else inode.etag
+        self._journal(inode, "open")
+        return st
+
     async def open_for_write(self, inode: Inode) -> Staging:
         """The staging copy that writes go to, holding the current content."""
         if inode.staging is None:
-            inode.staging = await self.cache.stage_existing(inode.bucket, inode.key, inode.size)
+            self._stage(
+                inode,
+                await self.cache.stage_existing(inode.bucket, inode.key, inode.etag, inode.size),
+            )
+        assert inode.staging is not None
         return inode.staging
 
     async def truncate(self, inode: Inode, size: int) -> None:
         if inode.staging is None:
             if size == 0:
-                inode.staging = self.cache.new_staging()
+                self._stage(inode, self.cache.new_staging())
             else:
-                inode.staging = await self.cache.stage_existing(inode.bucket, inode.key, inode.size)
-        inode.staging.truncate(size)
+                await self.open_for_write(inode)
+        st = inode.staging
+        assert st is not None
+        if size > st.size:
+            await self.cache.wait_for_room(size - st.size)
+        st.truncate(size)
         inode.size = size
 
+    def closed(self, inode: Inode) -> None:
+        """A writer closed the file: record it as queued and hand it to the flusher."""
+        if inode.dirty and inode.staging is not None and not inode.gone:
+            self._journal(inode, "queued")
+            if self.flusher is not None:
+                self.flusher.queue(inode)
+
+    async def make_durable(self, inode: Inode) -> None:
+        """fsync in "local" mode: the data and its journal row survive a crash of the node."""
+        st = inode.staging
+        if st is not None and st.dirty and not inode.gone:
+            await trio.to_thread.run_sync(st.sync)
+            self._journal(inode, "queued" if inode.writers == 0 else "open", durable=True)
+
     async def commit(self, inode: Inode) -> None:
-        """Upload a dirty file's staged content, with its metadata; raises on failure."""
+        """Upload a dirty file's staged content with its metadata now; raises on failure.
+
+        A writer elsewhere is detected, not overwritten: a new file is uploaded
+        with If-None-Match, an existing one only if its ETag is still the one we
+        staged from. On a conflict the other version stays under the key and ours
+        is kept beside it as KEY.fedfs-conflict-NODE-TIME (logged).
+        """
         st = inode.staging
         if st is None or inode.gone:
             return
         async with st.lock:
-            if not st.dirty:
+            if not st.dirty or inode.gone:
                 return
-            generation = st.generation
-            key = inode.key
-            info = await self.s3(
-                self.store.upload_file, inode.bucket, key, st.path, metadata_for(inode)
-            )
+            generation, key, bucket = st.generation, inode.key, inode.bucket
+            meta = metadata_for(inode)
+            new = inode.base_etag is None
+            conflict = False
+            if not new or st.size >= self.store.cfg.multipart_threshold:
+                current = await self.s3(self.store.head, bucket, key)
+                conflict = current is not None and current.etag != inode.base_etag
+            if not conflict:
+                try:
+                    info = await self.s3(
+                        self.store.upload_file, bucket, key, st.path, meta, None, new
+                    )
+                except PreconditionFailed:
+                    conflict = True
+            if conflict:
+                await self._keep_conflicting(inode, st, meta)
+                return
             if st.generation == generation:
                 st.dirty = False
+                self.cache.journal.forget(bucket, key, st.name)
             inode.local = False
             self._apply_info(inode, info)
             inode.size = st.size
+            inode.base_etag = info.etag
             inode.kernel_etag = info.etag  # the kernel's pages hold what we just wrote
             if inode.gone or inode.key != key:
                 # Removed or renamed while uploading: the upload must not resurrect the old name.
-                await self.s3(self.store.delete, inode.bucket, key)
+                await self.s3(self.store.delete, bucket, key)
+        if not st.dirty and inode.open_count == 0 and inode.staging is st:
+            self._adopt(inode)
 
-    async def release_data(self, inode: Inode) -> None:
-        """After the last close: upload what is dirty, then drop the staging copy."""
-        st = inode.staging
-        if st is None or inode.open_count > 0:
-            return
-        if st.dirty and not inode.gone:
-            await self.commit(inode)
-        if inode.staging is st and not st.dirty and inode.open_count == 0:
+    async def _keep_conflicting(self, inode: Inode, st: Staging, meta: dict[str, str]) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        ckey = f"{inode.key}.fedfs-conflict-{self.node}-{stamp}"
+        await self.s3(self.store.upload_file, inode.bucket, ckey, st.path, meta, None, False)
+        log.warning(
+            "%s was changed in the object store by another writer since this node read it; "
+            "that version stays at s3://%s/%s and this node's version is kept as s3://%s/%s",
+            self.path_of(inode),
+            inode.bucket,
+            inode.key,
+            inode.bucket,
+            ckey,
+        )
+        self.conflicts += 1
+        st.dirty = False
+        self.cache.journal.forget(inode.bucket, inode.key, st.name)
+        inode.local = False
+        inode.checked = -math.inf  # show the other writer's version from now on
+        if inode.open_count == 0:
             st.close()
             inode.staging = None
+
+    def _adopt(self, inode: Inode) -> None:
+        """The uploaded staging copy becomes clean cached data of its new version."""
+        st = inode.staging
+        if st is not None and inode.etag and not inode.gone:
+            self.cache.adopt(st, inode.bucket, inode.key, inode.etag)
+        elif st is not None:
+            st.close()
+        inode.staging = None
+
+    async def release_data(self, inode: Inode) -> None:
+        """After the last close: a clean staging copy moves into the clean cache."""
+        st = inode.staging
+        if st is None or inode.open_count > 0 or st.dirty:
+            return  # dirty data waits for the flusher
+        self._adopt(inode)
 
 
 class DirListing:

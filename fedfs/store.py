@@ -260,11 +260,17 @@ class ObjectStore:
         path: Path,
         metadata: dict[str, str],
         content_type: str | None = None,
+        if_none_match: bool = False,
     ) -> ObjectInfo:
-        """A local file to an object; multipart with parallel parts above the threshold."""
+        """A local file to an object; multipart with parallel parts above the threshold.
+
+        if_none_match (single PUTs only): PreconditionFailed if the key exists.
+        """
         size = path.stat().st_size
         if size < self.cfg.multipart_threshold:
-            return self.put_bytes(bucket, key, path.read_bytes(), metadata, content_type)
+            return self.put_bytes(
+                bucket, key, path.read_bytes(), metadata, content_type, if_none_match
+            )
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type

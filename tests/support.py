@@ -113,6 +113,7 @@ def write_config(
         "[cache]",
         f'dir = "{cache_dir}"',
         'size = "4GiB"',
+        "flush_delay = 0.2",
         extra,
     ]
     for name, owner in buckets:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_posix_ops import keys, s3_body
-from tests.support import Mount, UnixUser
+from tests.integration.test_posix_ops import in_s3, keys, keys_become
+from tests.support import Mount, UnixUser, wait_for
 
 SHADOW = ".fedfs-shadowed-file"
 
@@ -58,7 +58,7 @@ def test_impossible_names_are_refused_and_change_nothing(fs: Path, s3: Any, buck
     with pytest.raises(OSError) as e:
         os.rename(fs / "ok", bytes(fs) + b"/\xc3\x28")
     assert e.value.errno == errno.EINVAL
-    assert keys(s3, bucket) == ["ok"]
+    keys_become(s3, bucket, ["ok"])
 
 
 def test_file_shadowed_by_prefix_stays_reachable(fs: Path, s3: Any, bucket: str) -> None:
@@ -81,7 +81,7 @@ def test_file_written_by_fedfs_reads_back_through_s3(fs: Path, s3: Any, bucket: 
     (fs / "sub").mkdir()
     (fs / "sub" / "blob").write_bytes(data)
     os.chmod(fs / "sub" / "blob", 0o640)
-    assert s3_body(s3, bucket, "sub/blob") == data
+    in_s3(s3, bucket, "sub/blob", data)
     meta = s3.head_object(Bucket=bucket, Key="sub/blob")["Metadata"]
     # s3fs's metadata names: mode is st_mode in decimal, mtime in seconds
     assert int(meta["mode"]) == stat.S_IFREG | 0o640
@@ -223,11 +223,18 @@ def s3fs_mount(moto: Any, bucket: str, public_dir: Path, tmp_path: Path) -> Any:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
 
 
-def test_interop_with_real_s3fs_both_ways(fs: Path, s3fs_mount: Any) -> None:
+def test_interop_with_real_s3fs_both_ways(fs: Path, s3fs_mount: Any, s3: Any, bucket: str) -> None:
     (fs / "from-fedfs").write_bytes(b"written by fedfs\n")
     os.chmod(fs / "from-fedfs", 0o640)
     os.mkdir(fs / "dir-fedfs", 0o750)
     os.symlink("from-fedfs", fs / "link-fedfs")
+    in_s3(s3, bucket, "from-fedfs", b"written by fedfs\n")
+    wait_for(
+        lambda: (
+            s3.head_object(Bucket=bucket, Key="from-fedfs")["Metadata"]["mode"] == str(0o100640)
+        ),
+        "mode",
+    )
     other = s3fs_mount()
     st = os.stat(other / "from-fedfs")
     assert stat.S_IMODE(st.st_mode) == 0o640 and stat.S_ISREG(st.st_mode)

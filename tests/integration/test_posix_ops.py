@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Mount
+from tests.support import Mount, wait_for
 
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -34,6 +34,21 @@ def keys(s3: Any, bucket: str) -> list[str]:
     return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 
 
+def in_s3(s3: Any, bucket: str, key: str, data: bytes, timeout: float = 30) -> None:
+    """Wait until the flusher uploaded `data` under key (write-back: close returns first)."""
+    wait_for(
+        lambda: s3_body(s3, bucket, key) == data,
+        f"s3://{bucket}/{key} to hold {data[:40]!r}",
+        timeout,
+    )
+
+
+def keys_become(s3: Any, bucket: str, expected: list[str], timeout: float = 30) -> None:
+    wait_for(
+        lambda: keys(s3, bucket) == sorted(expected), f"keys of {bucket} to be {expected}", timeout
+    )
+
+
 def test_root_lists_buckets(mount: Mount, bucket: str) -> None:
     assert os.listdir(mount.mountpoint) == [bucket]
     st = os.stat(mount.mountpoint)
@@ -50,7 +65,7 @@ def test_create_write_read_at_offsets(fs: Path, s3: Any, bucket: str) -> None:
     assert os.pread(fd, 20, 0) == b"hello\0\0\0\0\0XY"
     os.close(fd)
     assert p.read_bytes() == b"hello\0\0\0\0\0XY"
-    assert s3_body(s3, bucket, "data.bin") == b"hello\0\0\0\0\0XY"
+    in_s3(s3, bucket, "data.bin", b"hello\0\0\0\0\0XY")
     st = p.stat()
     assert st.st_size == 12
     assert stat.S_IMODE(st.st_mode) == 0o640
@@ -58,7 +73,7 @@ def test_create_write_read_at_offsets(fs: Path, s3: Any, bucket: str) -> None:
     with open(p, "r+b") as f:
         f.seek(2)
         f.write(b"LL")
-    assert s3_body(s3, bucket, "data.bin") == b"heLLo\0\0\0\0\0XY"
+    in_s3(s3, bucket, "data.bin", b"heLLo\0\0\0\0\0XY")
 
 
 def test_truncate_ftruncate_and_append(fs: Path, s3: Any, bucket: str) -> None:
@@ -66,12 +81,12 @@ def test_truncate_ftruncate_and_append(fs: Path, s3: Any, bucket: str) -> None:
     p.write_bytes(b"0123456789")
     os.truncate(p, 4)
     assert p.read_bytes() == b"0123"
-    assert s3_body(s3, bucket, "t.txt") == b"0123"
+    in_s3(s3, bucket, "t.txt", b"0123")
     os.truncate(p, 6)
     assert p.read_bytes() == b"0123\0\0"
     with open(p, "r+b") as f:
         f.truncate(2)
-    assert s3_body(s3, bucket, "t.txt") == b"01"
+    in_s3(s3, bucket, "t.txt", b"01")
     with open(p, "ab") as f:
         f.write(b"ab")
     fd = os.open(p, os.O_WRONLY | os.O_APPEND)
@@ -80,7 +95,7 @@ def test_truncate_ftruncate_and_append(fs: Path, s3: Any, bucket: str) -> None:
     assert p.read_bytes() == b"01abcd"
     with open(p, "wb") as f:  # O_TRUNC
         f.write(b"new")
-    assert s3_body(s3, bucket, "t.txt") == b"new"
+    in_s3(s3, bucket, "t.txt", b"new")
 
 
 def test_unlink_and_rmdir(fs: Path, s3: Any, bucket: str) -> None:
@@ -96,7 +111,7 @@ def test_unlink_and_rmdir(fs: Path, s3: Any, bucket: str) -> None:
     assert (fs / "d").is_dir()  # an emptied directory persists
     os.rmdir(fs / "d")
     assert not (fs / "d").exists()
-    assert keys(s3, bucket) == []
+    keys_become(s3, bucket, [])
     with pytest.raises(FileNotFoundError):
         os.unlink(fs / "nothing")
     with pytest.raises(NotADirectoryError):
@@ -106,7 +121,7 @@ def test_unlink_and_rmdir(fs: Path, s3: Any, bucket: str) -> None:
 
 def test_mkdir_writes_a_marker(fs: Path, s3: Any, bucket: str) -> None:
     os.mkdir(fs / "empty", 0o750)
-    assert keys(s3, bucket) == ["empty/"]
+    keys_become(s3, bucket, ["empty/"])
     assert stat.S_IMODE((fs / "empty").stat().st_mode) == 0o750
     with pytest.raises(FileExistsError):
         os.mkdir(fs / "empty")
@@ -117,7 +132,7 @@ def test_directory_made_by_key_prefix_persists_when_emptied(fs: Path, s3: Any, b
     assert os.listdir(fs / "implied") == ["only.txt"]
     os.unlink(fs / "implied" / "only.txt")
     assert (fs / "implied").is_dir()
-    assert "implied/" in keys(s3, bucket)
+    wait_for(lambda: "implied/" in keys(s3, bucket), "the implied directory's marker")
 
 
 def test_rename_file(fs: Path, s3: Any, bucket: str) -> None:
@@ -131,7 +146,7 @@ def test_rename_file(fs: Path, s3: Any, bucket: str) -> None:
     assert (fs / "c").stat().st_ino == st.st_ino  # the inode number moves with the file
     os.rename(fs / "c", fs / "b")  # replaces
     assert (fs / "b").read_bytes() == b"A"
-    assert keys(s3, bucket) == ["b"]
+    keys_become(s3, bucket, ["b"])
     (fs / "x").write_bytes(b"X")
     with pytest.raises(FileExistsError):
         renameat2(fs / "x", fs / "b", RENAME_NOREPLACE)
@@ -152,8 +167,8 @@ def test_rename_directory_moves_every_key(fs: Path, s3: Any, bucket: str) -> Non
     assert not (fs / "src").exists()
     assert sorted(os.listdir(fs / "dst")) == sorted([f"f{i}" for i in range(25)] + ["sub"])
     assert (fs / "dst" / "sub" / "deep").read_text() == "deep"
+    wait_for(lambda: len(keys(s3, bucket)) == 28, "25 files, deep, sub/ and dst/ markers in S3")
     assert all(k.startswith("dst/") for k in keys(s3, bucket))
-    assert len(keys(s3, bucket)) == 28  # 25 files, deep, sub/ and dst/ markers
     (fs / "full").mkdir()
     (fs / "full" / "f").write_text("x")
     with pytest.raises(OSError) as e:
@@ -179,7 +194,7 @@ def test_symlinks(fs: Path, s3: Any, bucket: str) -> None:
     assert stat.S_ISLNK(os.lstat(fs / "link").st_mode)
     head = s3.head_object(Bucket=bucket, Key="link")
     assert stat.S_ISLNK(int(head["Metadata"]["mode"]))  # s3fs's convention
-    assert s3_body(s3, bucket, "link") == b"target.txt"
+    in_s3(s3, bucket, "link", b"target.txt")
     os.symlink("/absolute/nowhere", fs / "dangling")
     assert os.readlink(fs / "dangling") == "/absolute/nowhere"
 
@@ -193,7 +208,10 @@ def test_chmod_chown_utimens(fs: Path, s3: Any, bucket: str) -> None:
     st = p.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o751, 1234, 5678)
     assert st.st_mtime_ns == 1_600_000_000_123_456_789
-    meta = s3.head_object(Bucket=bucket, Key="m")["Metadata"]
+    meta = wait_for(
+        lambda: (m := s3.head_object(Bucket=bucket, Key="m")["Metadata"])["uid"] == "1234" and m,
+        "the new attributes in S3",
+    )
     assert int(meta["mode"]) == stat.S_IFREG | 0o751
     assert (meta["uid"], meta["gid"], meta["mtime"]) == ("1234", "5678", "1600000000")
     (fs / "dd").mkdir()
@@ -234,7 +252,8 @@ def test_refused_operations(fs: Path) -> None:
         os.mknod(fs / "dev", stat.S_IFCHR | 0o600, os.makedev(1, 3))
 
 
-def test_statfs_flush_fsync(fs: Path, s3: Any, bucket: str) -> None:
+def test_statfs_and_fsync_that_waits_for_the_upload(make_mount: Any, s3: Any, bucket: str) -> None:
+    fs = make_mount([(bucket, "user:root")], extra='fsync = "upload"').path(bucket)
     sv = os.statvfs(fs)
     assert sv.f_namemax == 255
     assert sv.f_bavail > 0
@@ -292,7 +311,7 @@ def test_mmap_read_and_write(fs: Path, s3: Any, bucket: str) -> None:
         mm[100:105] = b"HELLO"
         mm.flush()
     assert p.read_bytes()[100:105] == b"HELLO"
-    assert s3_body(s3, bucket, "mapped")[100:105] == b"HELLO"
+    wait_for(lambda: s3_body(s3, bucket, "mapped")[100:105] == b"HELLO", "the mmap write in S3")
 
 
 def test_replaced_object_gives_estale_to_an_old_handle(fs: Path, s3: Any, bucket: str) -> None:

@@ -1,0 +1,164 @@
+"""The flusher: uploads closed, dirty files in the background.
+
+A file is uploaded `cache.flush_delay` seconds after its last close, so a
+file rewritten quickly is uploaded once. At most `cache.uploads` files go up
+at a time (each multipart with parallel parts). A failed upload stays queued
+and is retried with backoff (capped at a minute) until it succeeds: the
+staging copy and its journal row are the data until then.
+
+Runs as one task in the daemon's nursery; all state lives in the trio thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from fedfs.errors import FedfsError
+from fedfs.namespace import Inode, Namespace
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class Pending:
+    inode: Inode
+    due: float
+    first: float  # when it was first queued: coalescing never delays it past a bound
+    attempts: int = 0
+    error: str | None = None
+
+
+class Flusher:
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self.delay = ns.cfg.cache.flush_delay
+        self.pending: dict[int, Pending] = {}
+        self.uploading: set[int] = set()
+        self.wakeup = trio.Event()
+        self.changed = trio.Event()  # set whenever an upload finished or failed
+        self.slots = trio.Semaphore(ns.cfg.cache.uploads)
+        self.uploaded = 0
+        self.uploaded_bytes = 0
+        self.failures = 0
+
+    def queue(self, inode: Inode, delay: float | None = None) -> None:
+        now = time.monotonic()
+        due = now + (self.delay if delay is None else delay)
+        p = self.pending.get(inode.ino)
+        if p is None:
+            self.pending[inode.ino] = Pending(inode, due, now)
+        elif p.attempts == 0:
+            # Rewritten before its upload: wait again (coalesce), but not forever.
+            p.due = min(due, p.first + 10 * self.delay + 5)
+        self.wakeup.set()
+
+    def queued_bytes(self) -> int:
+        return sum(p.inode.staging.size for p in self.pending.values() if p.inode.staging)
+
+    def failed(self) -> list[Pending]:
+        return [p for p in self.pending.values() if p.error]
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                now = time.monotonic()
+                due = [
+                    p
+                    for p in self.pending.values()
+                    if p.due <= now and p.inode.ino not in self.uploading
+                ]
+                for p in due:
+                    if p.inode.writers > 0:
+                        p.due = now + max(
+                            self.delay, 0.5
+                        )  # still being written: wait for its close
+                        continue
+                    self.uploading.add(p.inode.ino)
+                    nursery.start_soon(self._upload, p)
+                nxt = min(
+                    (p.due for p in self.pending.values() if p.inode.ino not in self.uploading),
+                    default=math.inf,
+                )
+                self.wakeup = trio.Event()
+                with trio.move_on_after(
+                    max(0.0, nxt - time.monotonic()) if nxt < math.inf else 3600
+                ):
+                    await self.wakeup.wait()
+
+    async def _upload(self, p: Pending) -> None:
+        inode = p.inode
+        try:
+            async with self.slots:
+                size = inode.staging.size if inode.staging else 0
+                await self.ns.commit(inode)
+            if not inode.dirty or inode.gone:
+                self.pending.pop(inode.ino, None)
+                self.uploaded += 1
+                self.uploaded_bytes += size
+                if p.error:
+                    log.info(
+                        "%s: uploaded after %d failed attempts", self.ns.path_of(inode), p.attempts
+                    )
+            else:
+                p.due = time.monotonic() + self.delay  # written again during the upload
+        except FedfsError as e:
+            p.attempts += 1
+            self.failures += 1
+            backoff = min(MAX_BACKOFF, 2 ** min(p.attempts, 10))
+            p.due = time.monotonic() + backoff
+            level = (
+                logging.WARNING if p.attempts in (1, 3) or p.attempts % 10 == 0 else logging.DEBUG
+            )
+            st = inode.staging
+            log.log(
+                level,
+                "upload of %s failed (attempt %d): %s; retrying in %.0fs, data kept in %s",
+                self.ns.path_of(inode),
+                p.attempts,
+                e,
+                backoff,
+                st.path if st else "?",
+            )
+            p.error = str(e)
+            self.ns.cache.journal.failed(inode.bucket, inode.key, str(e))
+        finally:
+            self.uploading.discard(inode.ino)
+            self.ns.cache.room.set()
+            self.changed.set()
+            self.changed = trio.Event()
+            self.wakeup.set()
+
+    async def drain(
+        self,
+        wanted: Callable[[Inode], bool] = lambda i: True,
+        progress: Callable[[int, int], None] | None = None,
+        give_up_after: float = math.inf,
+    ) -> list[Pending]:
+        """Upload every queued file that `wanted` selects now; wait until done.
+
+        Returns those still pending when a file failed and give_up_after passed.
+        """
+        for p in self.pending.values():
+            if wanted(p.inode) and p.inode.ino not in self.uploading:
+                p.due = min(p.due, time.monotonic())
+        self.wakeup.set()
+        deadline = time.monotonic() + give_up_after
+        while True:
+            left = [p for p in self.pending.values() if wanted(p.inode)]
+            if progress:
+                progress(len(left), sum(p.inode.staging.size for p in left if p.inode.staging))
+            if not left:
+                return []
+            if time.monotonic() > deadline and all(p.error for p in left):
+                return left
+            changed = self.changed
+            with trio.move_on_after(1.0):
+                await changed.wait()

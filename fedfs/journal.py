@@ -1,0 +1,126 @@
+"""The write-back journal: which staged files still have to reach the object store.
+
+One SQLite database per node in the cache directory (WAL), so that a file
+whose close() returned is recorded before the caller hears success, and a
+restarted daemon finds and uploads every one of them. Commits reach the
+kernel at once (they survive a killed daemon); fsync() also forces them to
+disk (they survive a crashed node).
+Rows are written from the trio thread only (no database access from threads).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from fedfs.errors import FedfsError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DirtyFile:
+    """A staged file that is not (all) in the object store yet."""
+
+    bucket: str
+    key: str
+    staging: str  # file name inside the staging directory
+    metadata: dict[str, str]  # the object user metadata to upload with it
+    base_etag: str | None  # the version it was staged from (None: a new object)
+    state: str  # "open": a writer has it open; "queued": closed, waiting for upload
+    queued_at: float
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise FedfsError(
+                f"write-back journal {path} is damaged ({e}); it lists files not yet uploaded: "
+                "move it aside, run `fedfs fsck` to upload what its staging files hold, then mount"
+            ) from None
+        if ok != "ok":
+            raise FedfsError(
+                f"write-back journal {path} failed its integrity check ({ok}); run `fedfs fsck`"
+            )
+        path.chmod(0o600)
+        self.db = sqlite_utils.Database(conn)
+        if "dirty" not in self.db.table_names():
+            self.db.table("dirty").create(
+                {
+                    "bucket": str,
+                    "key": str,
+                    "staging": str,
+                    "metadata": str,
+                    "base_etag": str,
+                    "state": str,
+                    "queued_at": float,
+                    "attempts": int,
+                    "last_error": str,
+                },
+                pk=("bucket", "key"),
+            )
+            self.db.table("meta").insert({"name": "schema", "value": SCHEMA_VERSION}, pk="name")
+
+    def record(self, f: DirtyFile, durable: bool = False) -> None:
+        """Insert or replace the row for (bucket, key).
+
+        Every commit reaches the kernel before this returns, so the row survives
+        a crash of the daemon; with durable=True it is also on disk (fsync), so
+        it survives a crash of the node.
+        """
+        row = {**f.__dict__, "metadata": json.dumps(f.metadata, sort_keys=True)}
+        if durable:
+            self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.db.table("dirty").upsert(row, pk=("bucket", "key"))
+        finally:
+            if durable:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def forget(self, bucket: str, key: str, staging: str | None = None) -> None:
+        """Drop the row once the upload is in the store (only if it still names `staging`)."""
+        where = "bucket = ? and key = ?"
+        args: list[str] = [bucket, key]
+        if staging is not None:
+            where += " and staging = ?"
+            args.append(staging)
+        self.db.execute(f"delete from dirty where {where}", args)
+
+    def failed(self, bucket: str, key: str, error: str) -> None:
+        self.db.execute(
+            "update dirty set attempts = attempts + 1, last_error = ? where bucket = ? and key = ?",
+            [error, bucket, key],
+        )
+
+    def rename(self, bucket: str, old: str, new: str) -> None:
+        self.db.execute("delete from dirty where bucket = ? and key = ?", [bucket, new])
+        self.db.execute("update dirty set key = ? where bucket = ? and key = ?", [new, bucket, old])
+
+    def all(self) -> list[DirtyFile]:
+        return [
+            DirtyFile(**{**r, "metadata": json.loads(r["metadata"])})
+            for r in self.db["dirty"].rows_where(order_by="queued_at")
+        ]
+
+    def count(self) -> int:
+        return int(self.db.execute("select count(*) from dirty").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+def now() -> float:
+    return time.time()
