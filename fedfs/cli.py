@@ -7,12 +7,17 @@ or one line of error for people (exit status 1); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
+import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fedfs import __version__
 from fedfs.errors import FedfsError
@@ -96,6 +101,21 @@ def cmd_umount(args: argparse.Namespace) -> int:
     mountpoint = str(Path(args.mountpoint).resolve())
     if not os.path.ismount(mountpoint):
         raise FedfsError(f"{mountpoint} is not mounted")
+    if not args.lazy:
+        # Upload what is queued while the mount still answers, with progress; what
+        # cannot be uploaded stays in the cache and the journal for the next mount.
+        try:
+            locate(mountpoint)
+        except FedfsError:
+            pass
+        else:
+            sync_args = argparse.Namespace(path=mountpoint, timeout=args.wait, quiet=False)
+            if cmd_sync(sync_args) != 0:
+                print(
+                    "fedfs: unmounting anyway: the files above stay in the cache and are "
+                    "uploaded when this config is mounted again",
+                    file=sys.stderr,
+                )
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u", mountpoint] if tool else ["umount", mountpoint]
     if args.lazy:
@@ -129,6 +149,252 @@ def _daemon_alive(mountpoint: str) -> bool:
         ):
             return True
     return False
+
+
+def locate(path: str) -> tuple[Path, str, str]:
+    """A path on a fedfs mount -> (mount point, fedfs path "/bucket/key", control socket)."""
+    p = Path(os.path.abspath(path))
+    if not os.path.lexists(p):
+        raise FedfsError(f"{path}: no such file or directory")
+    mount = p
+    while not os.path.ismount(mount):
+        if mount.parent == mount:
+            raise FedfsError(f"{path} is not on a mounted filesystem")
+        mount = mount.parent
+    try:
+        socket = os.getxattr(mount, "user.fedfs.socket").decode()
+    except OSError:
+        raise FedfsError(
+            f"{path} is not on a fedfs mount ({mount} is another filesystem)"
+        ) from None
+    rel = p.relative_to(mount).as_posix()
+    return mount, "/" + ("" if rel == "." else rel), socket
+
+
+def client(socket: str, timeout: float = 30.0) -> Any:
+    from fedfs.control import ControlClient
+
+    return ControlClient(socket, timeout=timeout)
+
+
+def parse_expiry(text: str) -> float:
+    """--expires: a date (2026-12-31, 2026-12-31T18:00) or a duration from now (7d, 12h)."""
+    from fedfs.policy.site import parse_duration
+
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.datetime.strptime(text, fmt).astimezone().timestamp()
+        except ValueError:
+            pass
+    try:
+        return time.time() + parse_duration(text)
+    except FedfsError:
+        raise FedfsError(
+            f"--expires {text!r}: use a date (2026-12-31 or 2026-12-31T18:00) or a duration (7d, 12h, 30m)"
+        ) from None
+
+
+def when(t: float | None) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def output(
+    args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str], title: str = ""
+) -> None:
+    """A table for people, or --json / --csv for tools."""
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if getattr(args, "csv", False):
+        w = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+    Console().print(table)
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    _, fpath, socket = locate(args.path)
+    expires = parse_expiry(args.expires) if args.expires else None
+    with client(socket) as c:
+        r = c.call("share", path=fpath, principal=args.principal, level=args.level, expires=expires)
+    change = f" (was {r['replaced']})" if r["replaced"] else ""
+    until = f", until {when(r['expires'])}" if r["expires"] else ""
+    print(f"shared {args.path} with {r['principal']}: {r['level']}{change}{until}")
+    return 0
+
+
+def cmd_unshare(args: argparse.Namespace) -> int:
+    _, fpath, socket = locate(args.path)
+    with client(socket) as c:
+        r = c.call("unshare", path=fpath, principal=args.principal)
+    print(f"removed {r['level']} for {r['principal']} on {args.path}")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    _, fpath, socket = locate(args.path)
+    with client(socket) as c:
+        rows = c.call("grants", path=fpath)
+    for r in rows:
+        r["from"] = "this path" if not r["inherited"] else r["path"]
+        r["until"] = when(r["expires"])
+        r["since"] = when(r["granted_at"])
+    output(
+        args,
+        rows,
+        ["principal", "level", "from", "granted_by", "since", "until"],
+        f"grants on {args.path}",
+    )
+    return 0
+
+
+def _team_socket(args: argparse.Namespace) -> str:
+    return locate(args.mount)[2]
+
+
+def cmd_team(args: argparse.Namespace) -> int:
+    with client(_team_socket(args)) as c:
+        if args.team_command == "create":
+            t = c.call("team-create", name=args.name, group=args.group)
+            print(f"team {t['name']} created with gid {t['gid']}; owner: {', '.join(t['owners'])}")
+        elif args.team_command == "add":
+            t = c.call("team-add", name=args.name, users=args.users, owner=args.owner)
+            print(f"team {t['name']}: {len(t['members'])} members")
+        elif args.team_command == "remove":
+            t = c.call("team-remove", name=args.name, users=args.users)
+            print(f"team {t['name']}: {len(t['members'])} members")
+        elif args.team_command == "show":
+            t = c.call("team-show", name=args.name)
+            rows = [{"member": m, "owner": "yes" if m in t["owners"] else ""} for m in t["members"]]
+            if args.json:
+                print(json.dumps(t, indent=2))
+            else:
+                output(args, rows, ["member", "owner"], f"team {t['name']} (gid {t['gid']})")
+        else:
+            teams = c.call("team-list")
+            for t in teams:
+                t["members"] = len(t["members"])
+                t["owners"] = ", ".join(t["owners"])
+            output(args, teams, ["name", "gid", "members", "owners", "group"], "teams")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Wait until every upload queued under PATH is in the object store, with progress."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    _, fpath, socket = locate(args.path)
+    deadline = time.monotonic() + args.timeout
+    with client(socket) as c:
+        first = c.call("sync", path=fpath)
+        total = max(first["bytes"], 1)
+        with Progress(
+            TextColumn("uploading {task.fields[files]} files"),
+            BarColumn(),
+            DownloadColumn(),
+            disable=not sys.stderr.isatty() or args.quiet,
+        ) as bar:
+            task = bar.add_task("sync", total=total, files=first["files"])
+            state = first
+            while state["files"]:
+                if (
+                    state["failed"] and len(state["failed"]) == state["files"]
+                ) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+                state = c.call("pending", path=fpath)
+                bar.update(task, completed=total - state["bytes"], files=state["files"])
+    if state["files"]:
+        print(
+            f"fedfs: {state['files']} files under {args.path} are not uploaded yet:",
+            file=sys.stderr,
+        )
+        for f in state["failed"]:
+            print(
+                f"  {f['path']}: {f['error']} (kept in {f['kept_in']}; retried automatically)",
+                file=sys.stderr,
+            )
+        return 1
+    if state["open"]:
+        print(
+            f"note: {len(state['open'])} files are still open for writing and upload after they close"
+        )
+    if not args.quiet:
+        print(f"synced {args.path}: {first['files']} files uploaded")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Prefetch files (or whole trees) into the cache before a job reads them."""
+    from rich.progress import Progress
+
+    targets: list[tuple[str, str, int]] = []
+    for path in args.paths:
+        _, _, socket = locate(path)
+        for root, _, files in (
+            os.walk(path)
+            if os.path.isdir(path)
+            else [(os.path.dirname(path), [], [os.path.basename(path)])]
+        ):
+            for f in files:
+                full = os.path.join(root, f)
+                st = os.lstat(full)
+                if stat.S_ISREG(st.st_mode):
+                    targets.append((full, socket, st.st_size))
+    done, nbytes, refused = 0, 0, []
+    with Progress(disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("staging", total=sum(t[2] for t in targets) or 1)
+        for i in range(0, len(targets), 64):
+            batch = targets[i : i + 64]
+            by_socket: dict[str, list[str]] = {}
+            for full, socket, _ in batch:
+                by_socket.setdefault(socket, []).append(locate(full)[1])
+            for socket, fpaths in by_socket.items():
+                with client(socket, timeout=3600) as c:
+                    r = c.call("stage", paths=fpaths)
+                done += r["files"]
+                nbytes += r["bytes"]
+                refused += r["refused"]
+            bar.update(task, advance=sum(t[2] for t in batch))
+    for line in refused:
+        print(f"fedfs: not staged: {line}", file=sys.stderr)
+    print(f"staged {done} files ({nbytes} bytes) into the cache")
+    return 1 if refused else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fedfs.config import format_size
+
+    _, _, socket = locate(args.path)
+    with client(socket) as c:
+        s = c.call("status")
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    cache, up, pol, ident = s["cache"], s["uploads"], s["policy"], s["identity"]
+    lines = [
+        f"mount      {s['mountpoint']}  ({s['config']}, fedfs {s['version']}, up {s['uptime']:.0f}s)",
+        f"store      {s['endpoint']}  buckets: {', '.join(s['buckets'])}",
+        f"           {s['s3']['requests']} requests, {s['s3']['errors']} errors",
+        f"cache      {cache['dir']}: {format_size(cache['clean_bytes'] + cache['dirty_bytes'])} of "
+        f"{format_size(cache['size'])} used ({format_size(cache['dirty_bytes'])} dirty), "
+        f"{format_size(cache['free_disk'])} free on disk; {cache['hits']} hits, {cache['misses']} misses",
+        f"uploads    {up['queued']} queued ({format_size(up['queued_bytes'])}), {up['failed']} failing, "
+        f"{up['done']} done, {up['conflicts']} conflicts",
+        f"policy     version {pol['version']}: {pol['grants']} grants, {pol['teams']} teams",
+        f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -195,6 +461,113 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=9000, help="S3 port on 127.0.0.1 (default 9000)")
     d.add_argument("--stop", action="store_true", help="unmount and stop the demo S3 server")
     d.set_defaults(func=cmd_demo)
+
+    def table_flags(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--json", action="store_true", help="print JSON for tools")
+        g.add_argument("--csv", action="store_true", help="print CSV for tools")
+
+    sh = sub.add_parser(
+        "share",
+        help="give a user, group or team access to a path",
+        description="Grant PRINCIPAL a level of access to PATH and everything below it, "
+        "existing and new. Needs manage at PATH (the bucket owner, a manage grant, "
+        "or a site admin). Levels: read (r + X), write (rw + X), manage (write, and "
+        "may share below PATH).",
+    )
+    sh.add_argument("path", help="a file or directory on a fedfs mount")
+    sh.add_argument(
+        "--with",
+        dest="principal",
+        required=True,
+        metavar="PRINCIPAL",
+        help="user:NAME, group:NAME or team:NAME",
+    )
+    sh.add_argument(
+        "--level", default="read", choices=["read", "write", "manage"], help="default: read"
+    )
+    sh.add_argument(
+        "--read", dest="level", action="store_const", const="read", help="same as --level read"
+    )
+    sh.add_argument(
+        "--write", dest="level", action="store_const", const="write", help="same as --level write"
+    )
+    sh.add_argument(
+        "--manage",
+        dest="level",
+        action="store_const",
+        const="manage",
+        help="same as --level manage",
+    )
+    sh.add_argument("--expires", metavar="WHEN", help="a date (2026-12-31) or a duration (7d, 12h)")
+    sh.set_defaults(func=cmd_share)
+
+    un = sub.add_parser(
+        "unshare",
+        help="remove a grant",
+        description="Remove the grant for PRINCIPAL "
+        "made on PATH itself (grants on parent paths are removed there). Needs "
+        "manage, except to give up a grant naming yourself.",
+    )
+    un.add_argument("path")
+    un.add_argument("--with", dest="principal", required=True, metavar="PRINCIPAL")
+    un.set_defaults(func=cmd_unshare)
+
+    gr = sub.add_parser("grants", help="what grants apply to a path, and where they come from")
+    gr.add_argument("path")
+    table_flags(gr)
+    gr.set_defaults(func=cmd_grants)
+
+    tm = sub.add_parser(
+        "team",
+        help="create and change teams (scientist-managed groups)",
+        description="Teams are groups that scientists manage: the creator is the first "
+        "owner; owners add and remove members. A team gets a fixed gid from the "
+        "site's range. Commands act on the mount holding --mount (default: the "
+        "current directory).",
+    )
+    tsub = tm.add_subparsers(dest="team_command", metavar="ACTION", required=True)
+    for action, helptext in (
+        ("create", "create a team; you become its owner"),
+        ("add", "add members (--owner: as owners)"),
+        ("remove", "remove members or owners (anyone may leave)"),
+        ("show", "list a team's members and owners"),
+        ("list", "list all teams"),
+    ):
+        t = tsub.add_parser(action, help=helptext)
+        t.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
+        if action != "list":
+            t.add_argument("name", help="the team's name")
+        if action in ("add", "remove"):
+            t.add_argument("users", nargs="+", help="user names")
+        if action == "add":
+            t.add_argument("--owner", action="store_true", help="add them as owners too")
+        if action == "create":
+            t.add_argument(
+                "--group", help="an NSS/LDAP group that backs the team (you must be in it)"
+            )
+        if action in ("show", "list"):
+            table_flags(t)
+        t.set_defaults(func=cmd_team)
+
+    sy = sub.add_parser(
+        "sync", help="wait until pending uploads under PATH are in the object store"
+    )
+    sy.add_argument("path", nargs="?", default=".", help="default: the current directory")
+    sy.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds")
+    sy.add_argument("--quiet", "-q", action="store_true")
+    sy.set_defaults(func=cmd_sync)
+
+    st = sub.add_parser(
+        "stage", help="prefetch files or trees into the cache before a job (stage-in)"
+    )
+    st.add_argument("paths", nargs="+")
+    st.set_defaults(func=cmd_stage)
+
+    ss = sub.add_parser("status", help="one screen about a mount: cache, uploads, policy, identity")
+    ss.add_argument("path", nargs="?", default=".", help="a path on the mount (default: .)")
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(func=cmd_status)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=cmd_version)

@@ -105,6 +105,29 @@ class FsConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    state_dir: Path  # policy database (and, later, node keys and the audit chain)
+    site_dir: Path = Path("/etc/fedfs/policy.d")  # site policy files, over the shipped default
+    sweep_interval: float = 60.0  # the longest the expiry sweeper sleeps
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    source: str = "nss"  # "nss" (the node's pwd/grp, e.g. sssd) or "ldap"
+    url: str | None = None
+    base_dn: str | None = None
+    bind_dn: str | None = None
+    password: str | None = None
+    timeout: float = 5.0
+    ttl: float = 300.0
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: Path
+
+
+@dataclass(frozen=True)
 class BucketConfig:
     name: str
     owner: str
@@ -116,7 +139,15 @@ class Config:
     store: StoreConfig
     cache: CacheConfig
     buckets: tuple[BucketConfig, ...]
+    policy: PolicyConfig
+    control: ControlConfig
     fs: FsConfig = field(default_factory=FsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+
+    @property
+    def name(self) -> str:
+        """The mount's name: the config file's stem (climate.toml -> climate)."""
+        return self.path.stem
 
     def bucket(self, name: str) -> BucketConfig | None:
         return next((b for b in self.buckets if b.name == name), None)
@@ -199,6 +230,9 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         _Section(path, "cache", top.get("cache", dict, what="add a [cache] table"))
     )
     fs = _parse_fs(_Section(path, "fs", top.get("fs", dict, {})))
+    policy = _parse_policy(_Section(path, "policy", top.get("policy", dict, {})), path.stem)
+    identity = _parse_identity(_Section(path, "identity", top.get("identity", dict, {})))
+    control = _parse_control(_Section(path, "control", top.get("control", dict, {})), path.stem)
     buckets_raw = top.get("buckets", list, what="add at least one [[buckets]] table")
     top.finish()
     if not buckets_raw:
@@ -210,7 +244,60 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         top.fail("buckets", f"bucket {dup!r} is listed twice; list each bucket once")
-    return Config(path=path, store=store, cache=cache, buckets=tuple(buckets), fs=fs)
+    return Config(
+        path=path,
+        store=store,
+        cache=cache,
+        buckets=tuple(buckets),
+        policy=policy,
+        control=control,
+        fs=fs,
+        identity=identity,
+    )
+
+
+def _abs_path(s: _Section, key: str, default: str) -> Path:
+    value = s.get(key, str, default)
+    if not value.startswith("/"):
+        s.fail(key, f"{value!r} must be an absolute path")
+    return Path(value)
+
+
+def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
+    cfg = PolicyConfig(
+        state_dir=_abs_path(s, "state_dir", f"/var/lib/fedfs/{stem}"),
+        site_dir=_abs_path(s, "site_dir", "/etc/fedfs/policy.d"),
+        sweep_interval=s.positive("sweep_interval", float, 60.0),
+    )
+    s.finish()
+    return cfg
+
+
+def _parse_identity(s: _Section) -> IdentityConfig:
+    source = s.get("source", str, "nss")
+    if source not in ("nss", "ldap"):
+        s.fail("source", f'{source!r}: valid values are "nss" and "ldap"')
+    cfg = IdentityConfig(
+        source=source,
+        url=s.get("url", str, None),
+        base_dn=s.get("base_dn", str, None),
+        bind_dn=s.get("bind_dn", str, None),
+        password=s.get("password", str, None),
+        timeout=s.positive("timeout", float, 5.0),
+        ttl=s.positive("ttl", float, 300.0),
+    )
+    if source == "ldap" and (cfg.url is None or cfg.base_dn is None):
+        s.fail("url" if cfg.url is None else "base_dn", 'source = "ldap" needs url and base_dn')
+    s.finish()
+    return cfg
+
+
+def _parse_control(s: _Section, stem: str) -> ControlConfig:
+    cfg = ControlConfig(socket=_abs_path(s, "socket", f"/run/fedfs/{stem}.sock"))
+    if len(str(cfg.socket).encode()) > 100:
+        s.fail("socket", "a Unix socket path must be shorter than 100 bytes")
+    s.finish()
+    return cfg
 
 
 def _parse_store(s: _Section) -> StoreConfig:

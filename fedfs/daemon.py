@@ -8,10 +8,9 @@ handling, and the orderly unmount that waits for pending uploads.
 
 from __future__ import annotations
 
-import grp
+import contextlib
 import logging
 import os
-import pwd
 import signal
 import sys
 import time
@@ -22,36 +21,52 @@ import pyfuse3
 import trio
 
 from fedfs.cache import Cache
+from fedfs.commands import Commands
 from fedfs.config import Config, format_size
+from fedfs.control import ControlServer
 from fedfs.errors import ConfigError, FedfsError, NotFound
 from fedfs.flusher import Flusher
 from fedfs.fs import Operations
+from fedfs.identity import IdentitySource, LdapIdentity, NssIdentity
 from fedfs.namespace import Namespace
+from fedfs.policy.model import Principal
+from fedfs.policy.sharing import BucketOwner, Sharing
+from fedfs.policy.site import load_site_policy, policy_files
+from fedfs.policy.store import PolicyStore
 from fedfs.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 
-def resolve_owner(cfg: Config, owner: str) -> tuple[int, int]:
-    """A bucket's [[buckets]] owner -> the uid/gid its unowned objects show."""
-    kind, name = owner.split(":", 1)
-    if kind == "user":
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
+def make_identity(cfg: Config) -> IdentitySource:
+    ident = cfg.identity
+    if ident.source == "ldap":
+        assert ident.url is not None and ident.base_dn is not None
+        return LdapIdentity(
+            ident.url,
+            ident.base_dn,
+            ident.bind_dn,
+            ident.password,
+            timeout=ident.timeout,
+            ttl=ident.ttl,
+        )
+    return NssIdentity()
+
+
+def check_owners(cfg: Config, identity: IdentitySource, owners: dict[str, BucketOwner]) -> None:
+    """Every [[buckets]] owner must exist (a team may be created later, on the mount)."""
+    for owner in owners.values():
+        p = owner.principal
+        found = True
+        if p.kind == "user":
+            found = identity.user(p.name) is not None
+        elif p.kind == "group":
+            found = identity.group(p.name) is not None
+        if not found:
             raise ConfigError(
-                f"{cfg.path}: [[buckets]] owner: no user {name!r} on this node"
-            ) from None
-        return pw.pw_uid, pw.pw_gid
-    if kind == "group":
-        try:
-            return 0, grp.getgrnam(name).gr_gid
-        except KeyError:
-            raise ConfigError(
-                f"{cfg.path}: [[buckets]] owner: no group {name!r} on this node"
-            ) from None
-    # Teams get their gid from the policy; until one is assigned, root owns the data.
-    return 0, 0
+                f"{cfg.path}: [[buckets]] owner: no {p.kind} {p.name!r} for bucket {owner.bucket} "
+                f"(checked with {identity.health().source})"
+            )
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -83,15 +98,65 @@ class Daemon:
     def __init__(self, cfg: Config, mountpoint: Path) -> None:
         self.cfg = cfg
         self.mountpoint = mountpoint
+        self.started = time.monotonic()
         self.store = ObjectStore(cfg.store)
         self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
-        owners = {b.name: resolve_owner(cfg, b.owner) for b in cfg.buckets}
+        self.identity = make_identity(cfg)
+        self.site = load_site_policy(policy_files(cfg.policy.site_dir))
+        owners = {b.name: BucketOwner(b.name, Principal.parse(b.owner)) for b in cfg.buckets}
+        check_owners(cfg, self.identity, owners)
+        cfg.policy.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.policy_store = PolicyStore(cfg.policy.state_dir / "policy.db", self.site.team_gids)
+        self.sharing = Sharing(
+            self.policy_store,
+            self.site,
+            self.identity,
+            owners,
+            trio.CapacityLimiter(4),
+            self.invalidate,
+        )
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
         self.flusher = Flusher(self.ns)
         self.ns.flusher = self.flusher
-        self.ops = Operations(self.ns, self.cache)
+        self.ops = Operations(self.ns, self.cache, self.sharing, str(cfg.control.socket))
+        self.commands = Commands(self)
+        self.mounted = False
+        self.expiry_changed = trio.Event()
         self.left: list[str] = []
+
+    def invalidate(self, paths: list[str]) -> None:
+        """Policy changed at these paths: the kernel must re-read attributes and ACLs below them."""
+        self.ns.refresh_owners()
+        self.expiry_changed.set()
+        if not self.mounted:
+            return
+        seen: set[int] = set()
+        for path in paths:
+            for inode in self.ns.under(path):
+                if inode.ino in seen:
+                    continue
+                seen.add(inode.ino)
+                # OSError: the kernel does not know this inode, so nothing is cached to drop.
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_inode(pyfuse3.InodeT(inode.ino), attr_only=True)
+        log.debug("invalidated %d inodes under %s", len(seen), ", ".join(paths))
+
+    async def sweep_expired(self) -> None:
+        """Remove grants when they expire, so the kernel stops honouring them on time."""
+        while True:
+            nxt = self.sharing.next_expiry()
+            wait = self.cfg.policy.sweep_interval
+            if nxt is not None:
+                wait = min(wait, max(0.0, nxt - time.time()))
+            self.expiry_changed = trio.Event()
+            with trio.move_on_after(wait):
+                await self.expiry_changed.wait()
+                continue
+            try:
+                await self.sharing.expire()
+            except FedfsError as e:
+                log.error("expiring grants failed: %s", e)
 
     def mount(self) -> None:
         check_mountpoint(self.mountpoint)
@@ -146,15 +211,22 @@ class Daemon:
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         check_store(self.cfg, self.store)
+        await self.sharing.rebuild()
+        self.ns.refresh_owners()
         await self.recover()
         self.mount()
+        self.mounted = True
         async with trio.open_nursery() as nursery:
             self.ns.nursery = nursery
             nursery.start_soon(self._signals)
             nursery.start_soon(self.flusher.run)
+            nursery.start_soon(self.sweep_expired)
+            control = ControlServer(self.cfg.control.socket, self.commands.handle)
+            await nursery.start(control.serve)
             if on_ready:
                 on_ready()
             await pyfuse3.main(min_tasks=4, max_tasks=64)
+            self.mounted = False
             self.left = await self.finish()
             nursery.cancel_scope.cancel()
 
@@ -201,6 +273,7 @@ class Daemon:
                 pyfuse3.close(unmount=True)
                 log.info("unmounted %s", self.mountpoint)
             self.cache.journal.close()
+            self.policy_store.close()
         for line in self.left:
             log.error("not uploaded: %s", line)
         return 1 if self.left else 0

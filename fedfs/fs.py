@@ -23,6 +23,8 @@ from fedfs import errors
 from fedfs.cache import Cache
 from fedfs.names import BadName
 from fedfs.namespace import ROOT_INO, Inode, Kind, Namespace
+from fedfs.policy.engine import ObjectMeta, PosixView
+from fedfs.policy.sharing import Refused, Sharing
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ ERRNO: list[tuple[type[Exception], int]] = [
     (errors.CrossBucket, errno.EXDEV),
     (errors.NoAttribute, pyfuse3.ENOATTR),
     (errors.NoSpace, errno.ENOSPC),
+    (Refused, errno.EPERM),  # policy said no (setfacl by someone who may not share)
+    (errors.PolicyError, errno.EINVAL),  # bytes that are no valid ACL
     (errors.FedfsError, errno.EIO),
 ]
 STATFS_BLOCK = 4096
@@ -96,15 +100,22 @@ class Handle:
     next_offset: int = 0  # for sequential-read detection (readahead)
 
 
+ACL_ACCESS = "system.posix_acl_access"
+ACL_DEFAULT = "system.posix_acl_default"
+SOCKET_XATTR = "user.fedfs.socket"  # on the mount root: where the control socket is
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
-    enable_acl = False
+    enable_acl = True  # the kernel enforces the ACLs policy computes, for every process
 
-    def __init__(self, ns: Namespace, cache: Cache) -> None:
+    def __init__(self, ns: Namespace, cache: Cache, policy: Sharing, socket: str) -> None:
         super().__init__()
         self.ns = ns
         self.cache = cache
+        self.policy = policy
+        self.socket = socket
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, Any] = {}
         self.next_fh = 1
@@ -117,6 +128,13 @@ class Operations(pyfuse3.Operations):
 
     # -- attributes --------------------------------------------------------
 
+    def view(self, inode: Inode) -> PosixView:
+        """What the kernel enforces for this inode: owner, mode and ACLs from policy."""
+        meta = ObjectMeta(inode.uid, inode.gid, inode.mode, inode.explicit_mask)
+        if inode.kind is Kind.LINK or inode.ino == ROOT_INO:
+            return PosixView(inode.uid, inode.gid, inode.mode, None, None)
+        return self.policy.view(self.ns.path_of(inode), meta, inode.is_dir)
+
     def attrs(self, inode: Inode) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = pyfuse3.InodeT(inode.ino)
@@ -126,10 +144,11 @@ class Operations(pyfuse3.Operations):
         # again (lookup) before it trusts mode, owner or even the file type.
         a.entry_timeout = self.entry_ttl if known else 0
         a.attr_timeout = self.attr_ttl if known else 0
-        a.st_mode = pyfuse3.ModeT(inode.st_mode)
+        view = self.view(inode)
+        a.st_mode = pyfuse3.ModeT(inode.kind.value | view.mode)
         a.st_nlink = 0 if inode.gone else 1
-        a.st_uid = inode.uid
-        a.st_gid = inode.gid
+        a.st_uid = view.uid
+        a.st_gid = view.gid
         a.st_rdev = 0
         size = inode.staging.size if inode.staging is not None else inode.size
         if inode.kind is Kind.LINK and inode.target is not None:
@@ -190,9 +209,16 @@ class Operations(pyfuse3.Operations):
         mtime_ns = None
         if fields.update_mtime:
             mtime_ns = attr.st_mtime_ns
+        mode: int | None = None
+        mask: int | bool | None = False
+        if fields.update_mode and node.kind is not Kind.LINK:
+            meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
+            changed = self.policy.chmod(self.ns.path_of(node), meta, node.is_dir, attr.st_mode)
+            mode, mask = changed.mode, changed.explicit_mask
         await self.ns.set_attrs(
             node,
-            mode=attr.st_mode if fields.update_mode else None,
+            mode=mode,
+            mask=mask,
             uid=attr.st_uid if fields.update_uid else None,
             gid=attr.st_gid if fields.update_gid else None,
             mtime_ns=mtime_ns,
@@ -413,27 +439,60 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        await self.ns.set_xattr(
-            self.ns.get(inode),
-            name.decode("utf-8", "surrogateescape"),
-            value,
-            replace_only=False,
-            create_only=False,
-        )
+        node = self.ns.get(inode)
+        key = name.decode("utf-8", "surrogateescape")
+        if key in (ACL_ACCESS, ACL_DEFAULT):
+            await self._set_acl(node, value, ctx)
+            return
+        await self.ns.set_xattr(node, key, value, replace_only=False, create_only=False)
+
+    async def _set_acl(self, node: Inode, value: bytes | None, ctx: Any) -> None:
+        """setfacl: the kernel checked the caller owns the file; policy decides the rest."""
+        if node.kind is Kind.LINK or node.ino == ROOT_INO or node.is_bucket_root:
+            raise errors.NotPermitted("ACLs of the mount root and bucket roots come from policy")
+        actor = await self.policy.actor(ctx.uid)
+        meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
+        new = await self.policy.set_acl(actor, self.ns.path_of(node), node.is_dir, value, meta)
+        await self.ns.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        return await self.ns.get_xattr(self.ns.get(inode), name.decode("utf-8", "surrogateescape"))
+        node = self.ns.get(inode)
+        key = name.decode("utf-8", "surrogateescape")
+        if key in (ACL_ACCESS, ACL_DEFAULT):
+            view = self.view(node)
+            value = view.acl_access if key == ACL_ACCESS else view.acl_default
+            if value is None:
+                raise errors.NoAttribute(f"no {key}")
+            return value
+        if node.ino == ROOT_INO:
+            if key == SOCKET_XATTR:
+                return self.socket.encode()
+            raise errors.NoAttribute(f"no {key}")
+        return await self.ns.get_xattr(node, key)
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         node = self.ns.get(inode)
+        if node.ino == ROOT_INO:
+            return [SOCKET_XATTR.encode()]
         await self.ns.revalidate(node)
-        return [k.encode("utf-8", "surrogateescape") for k in sorted(node.xattrs)]
+        names = [k.encode("utf-8", "surrogateescape") for k in sorted(node.xattrs)]
+        view = self.view(node)
+        if view.acl_access is not None:
+            names.append(ACL_ACCESS.encode())
+        if view.acl_default is not None:
+            names.append(ACL_DEFAULT.encode())
+        return names
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        await self.ns.remove_xattr(self.ns.get(inode), name.decode("utf-8", "surrogateescape"))
+        node = self.ns.get(inode)
+        key = name.decode("utf-8", "surrogateescape")
+        if key in (ACL_ACCESS, ACL_DEFAULT):
+            await self._set_acl(node, None, ctx)
+            return
+        await self.ns.remove_xattr(node, key)
 
     # -- filesystem --------------------------------------------------------
 

@@ -20,10 +20,10 @@ import math
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import trio
@@ -59,6 +59,7 @@ DEFAULT_DIR_MODE = 0o775
 # S3 allows 2 KiB of user metadata; fedfs's own keys take < 100 bytes of it.
 MAX_USER_METADATA = 2048
 XATTR_META_KEY = "xattr"
+MASK_META_KEY = "fedfs-mask"
 
 
 class Kind(Enum):
@@ -89,6 +90,7 @@ class Inode:
     has_marker: bool | None = None  # directories: whether a "key/" marker object exists
     shadows: bool = False  # directories: a file object with the same key exists
     xattrs: dict[str, bytes] = field(default_factory=dict)
+    explicit_mask: int | None = None  # ACL mask set by chmod/setfacl while grants apply
     target: bytes | None = None  # symlinks
     children: dict[str, int] | None = None  # directories: last complete listing
     listed: float = -math.inf
@@ -130,6 +132,8 @@ def metadata_for(inode: Inode) -> dict[str, str]:
         "mtime": str(inode.mtime_ns // 1_000_000_000),
         "mtime-ns": str(inode.mtime_ns),
     }
+    if inode.explicit_mask is not None:
+        meta[MASK_META_KEY] = str(inode.explicit_mask)
     if inode.xattrs:
         enc = {k: base64.b64encode(v).decode() for k, v in sorted(inode.xattrs.items())}
         meta[XATTR_META_KEY] = quote(json.dumps(enc, separators=(",", ":")), safe="")
@@ -162,6 +166,13 @@ def _int(meta: dict[str, str], key: str) -> int | None:
         return None
 
 
+class Owner(Protocol):
+    """Who owns a bucket's objects that carry no metadata (from [[buckets]] owner)."""
+
+    uid: int
+    gid: int
+
+
 class Namespace:
     """Inodes and the operations that change the tree, for one mount."""
 
@@ -171,7 +182,7 @@ class Namespace:
         store: ObjectStore,
         cache: Cache,
         limiter: trio.CapacityLimiter,
-        owners: dict[str, tuple[int, int]],
+        owners: Mapping[str, Owner],
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -205,9 +216,8 @@ class Namespace:
         root.listed = math.inf
         self.inodes[ROOT_INO] = root
         for b in cfg.buckets:
-            uid, gid = owners[b.name]
             ino = self._new_inode(ROOT_INO, b.name, b.name, "", Kind.DIR)
-            ino.mode, ino.uid, ino.gid = DEFAULT_DIR_MODE, uid, gid
+            ino.mode, ino.uid, ino.gid = DEFAULT_DIR_MODE, owners[b.name].uid, owners[b.name].gid
             ino.mtime_ns = ino.ctime_ns = now_ns
             ino.meta_known, ino.checked, ino.has_marker = True, math.inf, True
             root.children[b.name] = ino.ino
@@ -242,13 +252,36 @@ class Namespace:
         inode = self.inodes.get(ino) if ino else None
         if inode is None:
             inode = self._new_inode(parent.ino, name, parent.bucket, key, kind)
-            uid, gid = self.owners[parent.bucket]
-            inode.uid, inode.gid = uid, gid
+            owner = self.owners[parent.bucket]
+            inode.uid, inode.gid = owner.uid, owner.gid
             inode.mode = DEFAULT_DIR_MODE if kind is Kind.DIR else DEFAULT_FILE_MODE
         inode.parent, inode.name, inode.gone = parent.ino, name, False
         if kind is Kind.LINK:
             inode.kind = Kind.LINK  # a listing cannot tell links from files; never downgrade
         return inode
+
+    def refresh_owners(self) -> None:
+        """Bucket roots show their owner's current uid/gid (a team's gid may be new)."""
+        root = self.inodes[ROOT_INO]
+        assert root.children is not None
+        for name, ino in root.children.items():
+            self.inodes[ino].uid, self.inodes[ino].gid = (
+                self.owners[name].uid,
+                self.owners[name].gid,
+            )
+
+    def under(self, path: str) -> list[Inode]:
+        """Known inodes at or below a fedfs path (for cache invalidation)."""
+        parts = path.strip("/").split("/", 1)
+        bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")
+        pre = key + "/"
+        return [
+            i
+            for i in self.inodes.values()
+            if i.bucket == bucket
+            and not i.gone
+            and (not key or i.key == key or i.key.startswith(pre))
+        ]
 
     def get(self, ino: int) -> Inode:
         inode = self.inodes.get(ino)
@@ -278,8 +311,8 @@ class Namespace:
             inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
         uid, gid = _int(meta, "uid"), _int(meta, "gid")
         owner = self.owners[inode.bucket]
-        inode.uid = uid if uid is not None else owner[0]
-        inode.gid = gid if gid is not None else owner[1]
+        inode.uid = uid if uid is not None else owner.uid
+        inode.gid = gid if gid is not None else owner.gid
         mtime_s, mtime_ns = _int(meta, "mtime"), _int(meta, "mtime-ns")
         if mtime_ns is not None and mtime_s is not None and mtime_ns // 1_000_000_000 == mtime_s:
             inode.mtime_ns = mtime_ns
@@ -288,6 +321,8 @@ class Namespace:
         else:
             inode.mtime_ns = lm_ns
         inode.ctime_ns = lm_ns
+        mask = _int(meta, MASK_META_KEY)
+        inode.explicit_mask = mask if mask is not None and 0 <= mask <= 7 else None
         inode.xattrs = {}
         if XATTR_META_KEY in meta:
             try:
@@ -736,9 +771,11 @@ class Namespace:
         gid: int | None = None,
         mtime_ns: int | None = None,
         size: int | None = None,
+        mask: int | bool | None = False,
     ) -> None:
+        """Change attributes and store them; mask False leaves the explicit mask alone."""
         if inode.ino == ROOT_INO or inode.is_bucket_root:
-            if size is None and mode is None and uid is None and gid is None:
+            if size is None and mode is None and uid is None and gid is None and mask is False:
                 return  # touching a bucket root changes nothing that is stored
             raise NotPermitted(
                 "a bucket root's owner and mode come from the config ([[buckets]] owner)"
@@ -749,6 +786,10 @@ class Namespace:
             await self.truncate(inode, size)
         if mode is not None:
             inode.mode = stat.S_IMODE(mode)
+        if mask is not False:
+            inode.explicit_mask = (
+                mask if isinstance(mask, int) and not isinstance(mask, bool) else None
+            )
         if uid is not None:
             inode.uid = uid
         if gid is not None:

@@ -100,8 +100,19 @@ def write_config(
     cache_dir: Path,
     extra: str = "",
     store_extra: str = "",
+    socket: Path | None = None,
+    top: str = "",
 ) -> Path:
+    """A mount config; state and the site policy dir sit beside the cache dir."""
+    state = cache_dir.with_name(cache_dir.name + "-state")
+    socket = socket or Path(f"/tmp/fedfs-sock-{os.getpid()}-{abs(hash(str(path))) % 10**8}.sock")
     lines = [
+        top,
+        "[policy]",
+        f'state_dir = "{state}"',
+        f'site_dir = "{state}-site"',
+        "[control]",
+        f'socket = "{socket}"',
         "[store]",
         f'endpoint = "{endpoint}"',
         f'access_key = "{KEY}"',
@@ -161,7 +172,7 @@ class Mount:
             return 0
         if os.path.ismount(self.mountpoint):
             subprocess.run(
-                [*FEDFS, "umount", "--wait", "0", str(self.mountpoint)], cwd=REPO, check=False
+                [*FEDFS, "umount", "--wait", "120", str(self.mountpoint)], cwd=REPO, check=False
             )
         try:
             code = self.proc.wait(timeout)

@@ -200,3 +200,47 @@ class Acl:
 
 def _rwx(perm: int) -> str:
     return "".join(ch if perm & bit else "-" for ch, bit in (("r", R), ("w", W), ("x", X)))
+
+
+def permits(
+    mode: int,
+    acl: bytes | None,
+    owner_uid: int,
+    owner_gid: int,
+    uid: int,
+    gids: frozenset[int],
+    want: int,
+) -> bool:
+    """Whether the kernel's POSIX ACL check lets uid (in gids) have `want` (rwx bits).
+
+    The access check algorithm of acl(5): owner, then named users, then the
+    owning and named groups (any one granting suffices), then other; named
+    entries and the owning group are limited by the mask. `mode` is what
+    getattr shows (its group bits are the mask when an ACL is present).
+    """
+    if uid == 0:
+        return True
+    if acl is None:
+        if uid == owner_uid:
+            return (mode >> 6) & want == want
+        if owner_gid in gids:
+            return (mode >> 3) & want == want
+        return mode & want == want
+    entries = Acl.decode(acl).entries
+    mask = next((e.perm for e in entries if e.tag == AclTag.MASK), 7)
+    if uid == owner_uid:
+        return (mode >> 6) & want == want
+    for e in entries:
+        if e.tag == AclTag.USER and e.id == uid:
+            return e.perm & mask & want == want
+    matched = False
+    for e in entries:
+        if (e.tag == AclTag.GROUP_OBJ and owner_gid in gids) or (
+            e.tag == AclTag.GROUP and e.id in gids
+        ):
+            matched = True
+            if e.perm & mask & want == want:
+                return True
+    if matched:
+        return False
+    return mode & want == want

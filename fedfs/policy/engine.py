@@ -67,6 +67,17 @@ class PolicyEngine:
         self._index: dict[str, tuple[_Compiled, ...]] = {
             path: tuple(compiled) for path, compiled in index.items()
         }
+        # A grant lets its principal search (x, not list) every directory above its path,
+        # so the path can be reached in a tree that is otherwise private.
+        below: dict[str, list[_Compiled]] = {}
+        for path, compiled in index.items():
+            cut = path.rfind("/")
+            while cut > 0:
+                below.setdefault(path[:cut], []).extend(compiled)
+                cut = path.rfind("/", 0, cut)
+        self._traverse: dict[str, tuple[_Compiled, ...]] = {
+            path: tuple(compiled) for path, compiled in below.items()
+        }
 
     def _compile(self, grant: Grant) -> _Compiled:
         ids = self._identities
@@ -125,6 +136,15 @@ class PolicyEngine:
         group_obj = (mode >> 3) & 7
         users: dict[int, int] = {}
         groups: dict[int, int] = {}
+        if is_dir:
+            for compiled in self._traverse.get(normalize_path(path), ()):
+                if compiled.expires is not None and now >= compiled.expires:
+                    continue
+                for uid in compiled.uids:
+                    if uid != meta.uid:
+                        users[uid] = users.get(uid, 0) | X
+                for gid in compiled.gids:
+                    groups[gid] = groups.get(gid, 0) | X
         for compiled in self._applicable(path):
             if compiled.expires is not None and now >= compiled.expires:
                 continue

@@ -314,3 +314,15 @@ def test_normalize_path_refuses_escapes_and_nul(bad: str) -> None:
 def test_a_grant_needs_a_bucket() -> None:
     with pytest.raises(PolicyError, match="needs a bucket"):
         grant("/", "user:alice")
+
+
+def test_a_grant_lets_its_principal_search_but_not_list_the_directories_above() -> None:
+    engine = PolicyEngine([grant("/b/private/deep/file.csv", "user:bob")], [], IDS)
+    for d in ("/b", "/b/private", "/b/private/deep"):
+        acl = Acl.decode(engine.view(d, ObjectMeta(1000, 1000, 0o700), True, 0).acl_access or b"")
+        assert acl.perm(AclTag.USER, 1002) == 1, d  # bob: --x, reach the path, not list names
+    sibling = engine.view("/b/private/other", ObjectMeta(1000, 1000, 0o700), True, 0)
+    assert sibling.acl_access is None
+    assert (
+        engine.view("/b/private/deep", ObjectMeta(1000, 1000, 0o700), False, 0).acl_access is None
+    )

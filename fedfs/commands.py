@@ -1,0 +1,284 @@
+"""The daemon's side of every `fedfs` command that talks to a running mount.
+
+Maps a control-socket request (op + args, and the caller's uid from
+SO_PEERCRED) to the module that decides it: policy changes to
+`policy/sharing.py`, uploads to the flusher, stage-in to the cache. Checks
+the shape of every argument first, so a hostile request gets a clear
+`bad-request` and touches nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from fedfs import __version__
+from fedfs.control import ControlError, Peer
+from fedfs.errors import FedfsError, NotFound
+from fedfs.namespace import Inode, Kind
+from fedfs.policy.acl import R, permits
+from fedfs.policy.model import Team
+
+if TYPE_CHECKING:
+    from fedfs.daemon import Daemon
+
+Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
+
+
+def _str(args: dict[str, Any], key: str, optional: bool = False) -> Any:
+    value = args.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise ControlError(f"argument {key!r} must be a non-empty string", "bad-request")
+    return value
+
+
+def _names(args: dict[str, Any], key: str) -> list[str]:
+    value = args.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ControlError(f"argument {key!r} must be a non-empty list of names", "bad-request")
+    if len(value) > 10000:
+        raise ControlError(f"argument {key!r} lists more than 10000 names", "bad-request")
+    return value
+
+
+def _team(t: Team) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "gid": t.gid,
+        "owners": sorted(t.owners),
+        "members": sorted(t.members),
+        "group": t.group,
+    }
+
+
+class Commands:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.ops: dict[str, Op] = {
+            "share": self.share,
+            "unshare": self.unshare,
+            "grants": self.grants,
+            "team-create": self.team_create,
+            "team-add": self.team_add,
+            "team-remove": self.team_remove,
+            "team-show": self.team_show,
+            "team-list": self.team_list,
+            "sync": self.sync,
+            "pending": self.pending,
+            "stage": self.stage,
+            "status": self.status,
+        }
+
+    async def handle(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
+        fn = self.ops.get(op)
+        if fn is None:
+            raise ControlError(
+                f"unknown request {op!r}; known: {', '.join(sorted(self.ops))}", "bad-request"
+            )
+        return await fn(peer, args)
+
+    # -- policy ----------------------------------------------------------------
+
+    async def share(self, peer: Peer, args: dict[str, Any]) -> Any:
+        expires = args.get("expires")
+        if expires is not None and (
+            not isinstance(expires, int | float) or isinstance(expires, bool)
+        ):
+            raise ControlError(
+                "argument 'expires' must be a time in seconds since the epoch", "bad-request"
+            )
+        sharing = self.d.sharing
+        actor = await sharing.actor(peer.uid)
+        grant, previous = await sharing.share(
+            actor, _str(args, "path"), _str(args, "principal"), _str(args, "level"), expires
+        )
+        return {
+            "path": grant.path,
+            "principal": str(grant.principal),
+            "level": str(grant.level),
+            "expires": grant.expires,
+            "replaced": str(previous.level) if previous else None,
+        }
+
+    async def unshare(self, peer: Peer, args: dict[str, Any]) -> Any:
+        sharing = self.d.sharing
+        actor = await sharing.actor(peer.uid)
+        g = await sharing.unshare(actor, _str(args, "path"), _str(args, "principal"))
+        return {"path": g.path, "principal": str(g.principal), "level": str(g.level)}
+
+    async def grants(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor = await self.d.sharing.actor(peer.uid)
+        return self.d.sharing.grants_at(actor, _str(args, "path"))
+
+    async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor = await self.d.sharing.actor(peer.uid)
+        team = await self.d.sharing.team_create(
+            actor, _str(args, "name"), _str(args, "group", optional=True)
+        )
+        return _team(team)
+
+    async def team_add(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor = await self.d.sharing.actor(peer.uid)
+        owner = args.get("owner", False)
+        if not isinstance(owner, bool):
+            raise ControlError("argument 'owner' must be true or false", "bad-request")
+        team = await self.d.sharing.team_add(
+            actor, _str(args, "name"), _names(args, "users"), owner
+        )
+        return _team(team)
+
+    async def team_remove(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor = await self.d.sharing.actor(peer.uid)
+        team = await self.d.sharing.team_remove(actor, _str(args, "name"), _names(args, "users"))
+        return _team(team)
+
+    async def team_show(self, peer: Peer, args: dict[str, Any]) -> Any:
+        name = _str(args, "name")
+        team = self.d.sharing.store.team(name)
+        if team is None:
+            raise ControlError(
+                f"there is no team {name!r}; `fedfs team list` shows the teams", "not-found"
+            )
+        return _team(team)
+
+    async def team_list(self, peer: Peer, args: dict[str, Any]) -> Any:
+        return [_team(t) for t in self.d.sharing.store.teams()]
+
+    # -- data ------------------------------------------------------------------
+
+    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode], bool]:
+        path = _str(args, "path", optional=True)
+        if path is None or path == "/":
+            return lambda inode: True
+        prefix = path.rstrip("/")
+        return lambda inode: (p := self.d.ns.path_of(inode)) == prefix or p.startswith(prefix + "/")
+
+    async def sync(self, peer: Peer, args: dict[str, Any]) -> Any:
+        """Start every queued upload under path now; `pending` then reports progress."""
+        wanted = self._wanted(args)
+        flusher = self.d.flusher
+        for inode in list(self.d.ns.inodes.values()):
+            if inode.dirty and not inode.gone and inode.writers == 0 and wanted(inode):
+                flusher.queue(inode, delay=0)
+        return await self.pending(peer, args)
+
+    async def pending(self, peer: Peer, args: dict[str, Any]) -> Any:
+        wanted = self._wanted(args)
+        left = [p for p in self.d.flusher.pending.values() if wanted(p.inode)]
+        open_for_writing = [
+            i
+            for i in self.d.ns.inodes.values()
+            if i.dirty and i.writers > 0 and not i.gone and wanted(i)
+        ]
+        return {
+            "files": len(left),
+            "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
+            "open": [self.d.ns.path_of(i) for i in open_for_writing][:100],
+            "failed": [
+                {
+                    "path": self.d.ns.path_of(p.inode),
+                    "error": p.error,
+                    "attempts": p.attempts,
+                    "kept_in": str(p.inode.staging.path) if p.inode.staging else None,
+                }
+                for p in left
+                if p.error
+            ][:100],
+        }
+
+    async def stage(self, peer: Peer, args: dict[str, Any]) -> Any:
+        """Prefetch whole files into the cache (stage-in); only files the caller may read."""
+        paths = _names(args, "paths")
+        actor = await self.d.sharing.actor(peer.uid)
+        staged, nbytes, refused = 0, 0, []
+        async with trio.open_nursery() as nursery:
+            for path in paths:
+                inode = await self._resolve(path)
+                if inode is None or inode.kind is not Kind.FILE:
+                    refused.append(f"{path}: not a file")
+                    continue
+                view = self.d.ops.view(inode)
+                if not permits(
+                    view.mode,
+                    view.acl_access,
+                    view.uid,
+                    view.gid,
+                    actor.uid,
+                    actor.gids | {peer.gid},
+                    R,
+                ):
+                    refused.append(f"{path}: permission denied")
+                    continue
+                if inode.etag is None:
+                    continue  # written here and not uploaded: its data is local already
+                staged += 1
+                nbytes += inode.size
+                bs = self.d.cache.block_size
+                for block in range((inode.size + bs - 1) // bs):
+                    nursery.start_soon(
+                        self.d.cache.prefetch,
+                        inode.bucket,
+                        inode.key,
+                        inode.etag,
+                        inode.size,
+                        block,
+                    )
+        return {"files": staged, "bytes": nbytes, "refused": refused}
+
+    async def _resolve(self, path: str) -> Inode | None:
+        ns = self.d.ns
+        node = ns.get(1)
+        try:
+            for part in path.strip("/").split("/"):
+                if not part:
+                    continue
+                found = await ns.lookup(node, part.encode())
+                if found is None:
+                    return None
+                node = found
+            await ns.revalidate(node)
+        except (FedfsError, NotFound):
+            return None
+        return node
+
+    async def status(self, peer: Peer, args: dict[str, Any]) -> Any:
+        d = self.d
+        health = d.sharing.identity.health()
+        return {
+            "version": __version__,
+            "config": str(d.cfg.path),
+            "mountpoint": str(d.mountpoint),
+            "endpoint": d.cfg.store.endpoint or "AWS S3",
+            "buckets": [b.name for b in d.cfg.buckets],
+            "uptime": time.monotonic() - d.started,
+            "cache": {
+                **d.cache.stats(),
+                "dir": str(d.cfg.cache.dir),
+                "free_disk": d.cache.free_disk(),
+            },
+            "uploads": {
+                "queued": len(d.flusher.pending),
+                "queued_bytes": d.flusher.queued_bytes(),
+                "failed": len(d.flusher.failed()),
+                "done": d.flusher.uploaded,
+                "done_bytes": d.flusher.uploaded_bytes,
+                "conflicts": d.ns.conflicts,
+            },
+            "s3": {"requests": d.store.requests, "errors": d.store.errors},
+            "policy": {
+                "version": d.sharing.store.version,
+                "grants": len(d.sharing.store.grants()),
+                "teams": len(d.sharing.store.teams()),
+            },
+            "identity": {
+                "source": health.source,
+                "ok": health.ok,
+                "last_error": health.last_error,
+            },
+            "fuse_requests": d.ops.ops,
+        }

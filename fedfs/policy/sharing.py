@@ -1,0 +1,572 @@
+"""Who may change policy, and the changes: share, unshare, teams, expiry.
+
+Owns the rules of "who may share" (the bucket owner, holders of manage at or
+above the path, site admins; nobody grants more than they hold, in level or
+in time), the site rules of policy/*.toml, and every change to the policy
+store. After each change it rebuilds the PolicyEngine (the pure evaluator)
+from a fresh identity snapshot and reports which paths changed, so the
+mount can invalidate what the kernel cached. Every refusal is one sentence
+that names the reason and changes nothing.
+
+Runs in the trio thread; identity lookups (NSS or LDAP) go to worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from fedfs.errors import PolicyError
+from fedfs.identity import IdentitySource, User
+from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
+from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
+from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
+from fedfs.policy.site import SitePolicy
+from fedfs.policy.store import PolicyStore
+
+log = logging.getLogger(__name__)
+
+
+class Refused(PolicyError):
+    """A request that the rules do not allow; the message says why."""
+
+    code = "refused"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: the uid the kernel vouched for (SO_PEERCRED or the FUSE request)."""
+
+    uid: int
+    name: str | None
+    gids: frozenset[int] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    @property
+    def label(self) -> str:
+        return self.name or f"uid {self.uid}"
+
+
+@dataclass(frozen=True)
+class Authority:
+    """What an actor holds at a path, and why (for messages and for `fedfs grants`)."""
+
+    level: Level | None
+    reason: str
+    expires: float | None = None  # a manage grant that lapses caps what its holder can grant
+
+
+@dataclass
+class BucketOwner:
+    bucket: str
+    principal: Principal
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass
+class Sharing:
+    store: PolicyStore
+    site: SitePolicy
+    identity: IdentitySource
+    owners: dict[str, BucketOwner]
+    limiter: trio.CapacityLimiter
+    on_change: Callable[[list[str]], None] = lambda paths: None
+    engine: PolicyEngine = field(init=False)
+    identities: Identities = field(init=False, default_factory=Identities)
+
+    def __post_init__(self) -> None:
+        self.engine = PolicyEngine(self._grants(), self.store.teams(), self.identities)
+
+    # -- identities and the engine -------------------------------------------
+
+    async def _ask(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    async def actor(self, uid: int) -> Actor:
+        user: User | None = await self._ask(self.identity.user_by_uid, uid)
+        if user is None:
+            return Actor(uid, None)
+        names = set()
+        for gid in user.gids:
+            g = await self._ask(self.identity.group_by_gid, gid)
+            if g is not None:
+                names.add(g.name)
+        return Actor(uid, user.name, user.gids, frozenset(names))
+
+    def _grants(self) -> list[Grant]:
+        """Stored grants plus the implicit ones bucket ownership gives."""
+        grants = self.store.grants()
+        for owner in self.owners.values():
+            if owner.principal.kind == "team":
+                # A team-owned bucket: the team's members write, its owners manage.
+                grants.append(
+                    Grant(f"/{owner.bucket}", owner.principal, Level.WRITE, "(bucket owner)", 0)
+                )
+        return grants
+
+    async def rebuild(self) -> None:
+        """A fresh identity snapshot for every name policy mentions, then a new engine."""
+        grants = self._grants()
+        teams = self.store.teams()
+        users: set[str] = set()
+        groups: set[str] = set()
+        for g in grants:
+            if g.principal.kind == "user":
+                users.add(g.principal.name)
+            elif g.principal.kind == "group":
+                groups.add(g.principal.name)
+        for t in teams:
+            users |= t.members
+            if t.group:
+                groups.add(t.group)
+        uids: dict[str, int] = {}
+        primary: dict[int, int] = {}
+        supplementary: dict[int, frozenset[int]] = {}
+        for name in users:
+            u = await self._ask(self.identity.user, name)
+            if u is not None:
+                uids[name], primary[u.uid], supplementary[u.uid] = u.uid, u.gid, u.gids
+        gids: dict[str, int] = {}
+        for name in groups:
+            gr = await self._ask(self.identity.group, name)
+            if gr is not None:
+                gids[name] = gr.gid
+        self.identities = Identities(uids, primary, gids, supplementary)
+        self.engine = PolicyEngine(grants, teams, self.identities)
+        for owner in self.owners.values():
+            await self._resolve_owner(owner)
+
+    async def _resolve_owner(self, owner: BucketOwner) -> None:
+        p = owner.principal
+        if p.kind == "user":
+            u = await self._ask(self.identity.user, p.name)
+            owner.uid, owner.gid = (u.uid, u.gid) if u else (0, 0)
+        elif p.kind == "group":
+            g = await self._ask(self.identity.group, p.name)
+            owner.uid, owner.gid = 0, g.gid if g else 0
+        else:
+            t = self.store.team(p.name)
+            owner.uid, owner.gid = 0, t.gid if t else 0
+
+    def view(self, path: str, meta: ObjectMeta, is_dir: bool) -> PosixView:
+        return self.engine.view(path, meta, is_dir, time.time())
+
+    def chmod(self, path: str, meta: ObjectMeta, is_dir: bool, mode: int) -> ObjectMeta:
+        """chmod as POSIX ACLs define it: while named entries apply, the group bits set the mask.
+
+        So `chmod 700 f` makes one file private inside a shared tree, and the owning
+        group's own bits (GROUP_OBJ) stay as they were.
+        """
+        mode &= 0o7777
+        if self.engine.view(path, meta, is_dir, time.time()).acl_access is None:
+            return ObjectMeta(meta.uid, meta.gid, mode, meta.explicit_mask)
+        return ObjectMeta(
+            meta.uid, meta.gid, (mode & ~0o070) | (meta.mode & 0o070), (mode >> 3) & 7
+        )
+
+    # -- authority -------------------------------------------------------------
+
+    def _bucket_of(self, path: str) -> BucketOwner:
+        parts = path.split("/")
+        owner = self.owners.get(parts[1]) if len(parts) > 1 else None
+        if owner is None:
+            known = ", ".join(sorted(self.owners))
+            raise Refused(f"{path} is not inside a bucket of this mount (buckets: {known})")
+        return owner
+
+    def _owns(self, actor: Actor, owner: BucketOwner) -> bool:
+        p = owner.principal
+        if p.kind == "user":
+            return actor.name == p.name
+        if p.kind == "group":
+            return p.name in actor.groups
+        team = self.store.team(p.name)
+        return team is not None and actor.name in team.owners
+
+    def authority(self, actor: Actor, path: str) -> Authority:
+        """The level actor holds at path for changing policy, and where it comes from."""
+        path = normalize_path(path)
+        owner = self._bucket_of(path)
+        if self.site.is_admin(actor.uid, actor.name, actor.groups):
+            return Authority(Level.MANAGE, "site admin")
+        if self._owns(actor, owner):
+            return Authority(Level.MANAGE, f"owner of bucket {owner.bucket} ({owner.principal})")
+        now = time.time()
+        best: Authority = Authority(None, "no grant")
+        for grant, _ in self.engine.grants_at(path, now):
+            if not self._holds(actor, grant.principal):
+                continue
+            if (
+                best.level is None
+                or grant.level > best.level
+                or (grant.level == best.level and _later(grant.expires, best.expires))
+            ):
+                best = Authority(
+                    grant.level,
+                    f"{grant.level} on {grant.path} via {grant.principal}",
+                    grant.expires,
+                )
+        return best
+
+    def _holds(self, actor: Actor, principal: Principal) -> bool:
+        if principal.kind == "user":
+            return actor.name == principal.name
+        if principal.kind == "group":
+            return principal.name in actor.groups
+        team = self.store.team(principal.name)
+        if team is None:
+            return False
+        return actor.name in team.members or (team.group is not None and team.group in actor.groups)
+
+    def _need_manage(self, actor: Actor, path: str, doing: str) -> Authority:
+        auth = self.authority(actor, path)
+        if auth.level is not Level.MANAGE:
+            held = f"holds {auth.reason}" if auth.level else "holds nothing"
+            raise Refused(
+                f"{actor.label} {held} at {path}; {doing} needs manage there "
+                f"(the bucket owner {self._bucket_of(path).principal}, a manage grant at or above "
+                f"{path}, or a site admin)"
+            )
+        return auth
+
+    # -- principals ------------------------------------------------------------
+
+    async def _principal(self, text: str) -> Principal:
+        try:
+            p = Principal.parse(text)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        try:
+            self.site.check_principal(p)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        if p.kind == "user" and await self._ask(self.identity.user, p.name) is None:
+            raise Refused(
+                f"there is no user {p.name!r} (checked with {self.identity.health().source})"
+            )
+        if p.kind == "group" and await self._ask(self.identity.group, p.name) is None:
+            raise Refused(
+                f"there is no group {p.name!r} (checked with {self.identity.health().source})"
+            )
+        if p.kind == "team" and self.store.team(p.name) is None:
+            raise Refused(
+                f"there is no team {p.name!r}; create it with `fedfs team create {p.name}`"
+            )
+        return p
+
+    # -- changes ---------------------------------------------------------------
+
+    async def share(
+        self, actor: Actor, path: str, principal: str, level: str, expires: float | None
+    ) -> tuple[Grant, Grant | None]:
+        """Add or change a grant; returns (new grant, the grant it replaced or None)."""
+        path = _path(path)
+        auth = self._need_manage(actor, path, "sharing")
+        try:
+            lvl = Level.parse(level)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        p = await self._principal(principal)
+        now = time.time()
+        try:
+            expiry = self.site.grant_expiry(now, expires)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        if auth.expires is not None and (expiry is None or expiry > auth.expires):
+            raise Refused(
+                f"{actor.label} holds manage at {path} only until {_when(auth.expires)}; "
+                f"a grant made by {actor.label} must expire by then (use --expires)"
+            )
+        # Only manage holders share, and manage is the top level: nobody grants above theirs.
+        grant = Grant(path, p, lvl, actor.label, now, expiry)
+        previous = self.store.put_grant(grant)
+        await self._changed([path])
+        log.info(
+            "share %s with %s: %s by %s%s",
+            path,
+            p,
+            lvl,
+            actor.label,
+            f" until {_when(expiry)}" if expiry else "",
+        )
+        return grant, previous
+
+    async def unshare(self, actor: Actor, path: str, principal: str) -> Grant:
+        path = _path(path)
+        try:
+            p = Principal.parse(principal)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        existing = self.store.grant(path, p)
+        if existing is None:
+            inherited = [g for g, _ in self.engine.grants_at(path, time.time()) if g.principal == p]
+            hint = (
+                f"; it holds {inherited[0].level} through a grant on {inherited[0].path}"
+                if inherited
+                else ""
+            )
+            raise Refused(f"there is no grant for {p} on {path}{hint}")
+        if not self._holds(actor, p) or p.kind != "user":
+            self._need_manage(actor, path, "unsharing")
+        removed = self.store.delete_grant(path, p)
+        assert removed is not None
+        await self._changed([path])
+        log.info("unshare %s from %s by %s", path, p, actor.label)
+        return removed
+
+    async def expire(self, now: float | None = None) -> list[Grant]:
+        """Remove grants whose time has come; returns them."""
+        now = time.time() if now is None else now
+        gone = self.store.expired(now)
+        if not gone:
+            return []
+        with self.store.transaction():
+            for g in gone:
+                self.store.delete_grant(g.path, g.principal)
+        await self._changed([g.path for g in gone])
+        for g in gone:
+            log.info(
+                "expire %s for %s (%s, granted by %s)", g.path, g.principal, g.level, g.granted_by
+            )
+        return gone
+
+    def next_expiry(self) -> float | None:
+        return self.store.next_expiry()
+
+    async def _changed(self, paths: Iterable[str]) -> None:
+        await self.rebuild()
+        self.on_change(sorted(set(paths)))
+
+    # -- teams -----------------------------------------------------------------
+
+    def _team(self, name: str) -> Team:
+        team = self.store.team(name)
+        if team is None:
+            raise Refused(f"there is no team {name!r}; `fedfs team list` shows the teams")
+        return team
+
+    def _may_change_team(self, actor: Actor, team: Team) -> None:
+        if actor.name in team.owners or self.site.is_admin(actor.uid, actor.name, actor.groups):
+            return
+        owners = ", ".join(sorted(team.owners))
+        raise Refused(
+            f"{actor.label} is not an owner of team {team.name}; its owners are: {owners}"
+        )
+
+    async def _users(self, names: Iterable[str]) -> list[str]:
+        out = []
+        for n in names:
+            if await self._ask(self.identity.user, n) is None:
+                raise Refused(
+                    f"there is no user {n!r} (checked with {self.identity.health().source})"
+                )
+            out.append(n)
+        return out
+
+    async def team_create(self, actor: Actor, name: str, group: str | None) -> Team:
+        if not self.site.may_create_team(actor.uid, actor.name, actor.groups):
+            raise Refused(
+                f"{actor.label} may not create teams at this site (policy: team_creators)"
+            )
+        if actor.name is None:
+            raise Refused(f"uid {actor.uid} has no user name, and a team needs a named owner")
+        if group is not None:
+            if await self._ask(self.identity.group, group) is None:
+                raise Refused(f"there is no group {group!r} to back team {name}")
+            if group not in actor.groups and not self.site.is_admin(
+                actor.uid, actor.name, actor.groups
+            ):
+                raise Refused(
+                    f"{actor.label} is not in group {group}, so cannot make it back team {name}"
+                )
+        try:
+            team = self.store.create_team(name, {actor.name}, {actor.name}, group)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        await self._changed(self._team_paths(team))
+        log.info("team create %s (gid %d) by %s", name, team.gid, actor.label)
+        return team
+
+    async def team_add(self, actor: Actor, name: str, users: list[str], owners: bool) -> Team:
+        team = self._team(name)
+        self._may_change_team(actor, team)
+        new = await self._users(users)
+        try:
+            self.site.check_team_size(name, len(team.members | set(new)))
+            team = self.store.add_members(name, new, owners=owners)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        await self._changed(self._team_paths(team))
+        log.info(
+            "team add %s: %s%s by %s",
+            name,
+            ", ".join(new),
+            " (owners)" if owners else "",
+            actor.label,
+        )
+        return team
+
+    async def team_remove(self, actor: Actor, name: str, users: list[str]) -> Team:
+        team = self._team(name)
+        if users != [actor.name]:  # anyone may leave a team
+            self._may_change_team(actor, team)
+        try:
+            team = self.store.remove_members(name, users)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        await self._changed(self._team_paths(team))
+        log.info("team remove %s: %s by %s", name, ", ".join(users), actor.label)
+        return team
+
+    def _team_paths(self, team: Team) -> list[str]:
+        paths = [g.path for g in self._grants() if g.principal == Principal("team", team.name)]
+        return paths or []
+
+    # -- setfacl ----------------------------------------------------------------
+
+    async def set_acl(
+        self, actor: Actor, path: str, is_dir: bool, value: bytes | None, meta: ObjectMeta
+    ) -> ObjectMeta:
+        """`setfacl` on the mount: named entries that differ become grants or unshares here.
+
+        Returns the object's new stored attributes: USER_OBJ/GROUP_OBJ/OTHER become
+        the mode and MASK the explicit mask. value None is `setfacl -b` (remove the
+        ACL): every grant made exactly on this path goes, and the mask with it.
+        Entries that come from grants on parent paths cannot be removed here.
+        """
+        path = _path(path)
+        current = self.engine.view(path, meta, is_dir, time.time())
+        old_users, old_groups = _named(current.acl_access)
+        if value is None:
+            new_users: dict[int, int] = {}
+            new_groups: dict[int, int] = {}
+            mode, mask = meta.mode, None
+        else:
+            acl = Acl.decode(value)  # PolicyError (EINVAL) for bytes that are no ACL
+            new_users, new_groups = _named(value)
+            perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
+            mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | perms[AclTag.GROUP_OBJ] << 3
+            mode |= perms[AclTag.OTHER]
+            mask = perms.get(AclTag.MASK)
+            if (
+                mask is not None
+                and mask | perms[AclTag.GROUP_OBJ] == 7
+                and not new_users
+                and not new_groups
+            ):
+                mask = None
+        changes: list[tuple[Principal, int]] = []  # perm 0: remove
+        pairs: tuple[tuple[dict[int, int], dict[int, int], Literal["user", "group"]], ...] = (
+            (old_users, new_users, "user"),
+            (old_groups, new_groups, "group"),
+        )
+        for ids, new, kind in pairs:
+            for id_ in set(ids) | set(new):
+                if ids.get(id_) == new.get(id_):
+                    continue
+                name = await self._name_of(kind, id_)
+                changes.append((Principal(kind, name), new.get(id_, 0)))
+        if changes or (value is None and self.store.grants_under(path)):
+            self._need_manage(actor, path, "changing the ACL (setfacl)")
+        now = time.time()
+        for principal, perm in changes:
+            existing = self.store.grant(path, principal)
+            if perm & 6:
+                level = Level.WRITE if perm & 2 else Level.READ
+                self.site.check_principal(principal)
+                expiry = existing.expires if existing else self.site.grant_expiry(now, None)
+                self.store.put_grant(Grant(path, principal, level, actor.label, now, expiry))
+            elif existing is not None:
+                self.store.delete_grant(path, principal)
+            else:
+                inherited = [
+                    g for g, _ in self.engine.grants_at(path, now) if g.principal == principal
+                ]
+                where = inherited[0].path if inherited else "a parent path"
+                raise Refused(
+                    f"the entry for {principal} comes from a grant on {where}; "
+                    f"remove it there with `fedfs unshare {where} --with {principal}`"
+                )
+        if value is None:
+            for g in self.store.grants_under(path):
+                if g.path == path:
+                    self.store.delete_grant(g.path, g.principal)
+        if changes or value is None:
+            await self._changed([path])
+            log.info(
+                "setfacl %s by %s: %s",
+                path,
+                actor.label,
+                ", ".join(f"{p}={_rwx(perm)}" for p, perm in changes) or "removed",
+            )
+        return ObjectMeta(meta.uid, meta.gid, mode, mask)
+
+    async def _name_of(self, kind: str, id_: int) -> str:
+        if kind == "user":
+            u = await self._ask(self.identity.user_by_uid, id_)
+            if u is None:
+                raise Refused(f"uid {id_} has no user name, and a grant names a user")
+            return str(u.name)
+        g = await self._ask(self.identity.group_by_gid, id_)
+        if g is None:
+            raise Refused(f"gid {id_} has no group name, and a grant names a group")
+        return str(g.name)
+
+    # -- questions -------------------------------------------------------------
+
+    def grants_at(self, actor: Actor, path: str) -> list[dict[str, Any]]:
+        """What applies at path and where it comes from. Only for those with any access there."""
+        path = _path(path)
+        auth = self.authority(actor, path)
+        if auth.level is None:
+            raise Refused(f"{actor.label} holds nothing at {path}, so cannot list its grants")
+        now = time.time()
+        return [
+            {
+                "path": g.path,
+                "principal": str(g.principal),
+                "level": str(g.level),
+                "granted_by": g.granted_by,
+                "granted_at": g.granted_at,
+                "expires": g.expires,
+                "inherited": g.path != path,
+            }
+            for g, _ in self.engine.grants_at(path, now)
+        ]
+
+
+def _named(value: bytes | None) -> tuple[dict[int, int], dict[int, int]]:
+    users: dict[int, int] = {}
+    groups: dict[int, int] = {}
+    if value is not None:
+        for e in Acl.decode(value).entries:
+            if e.tag == AclTag.USER:
+                users[e.id] = e.perm
+            elif e.tag == AclTag.GROUP:
+                groups[e.id] = e.perm
+    return users, groups
+
+
+def _rwx(perm: int) -> str:
+    return "".join(c if perm & b else "-" for c, b in (("r", 4), ("w", 2), ("x", 1)))
+
+
+def _path(path: str) -> str:
+    try:
+        return normalize_path(path)
+    except PolicyError as e:
+        raise Refused(str(e)) from None
+
+
+def _later(a: float | None, b: float | None) -> bool:
+    return a is None or (b is not None and a > b)
+
+
+def _when(t: float | None) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
