@@ -249,7 +249,7 @@ class Daemon:
                 last[0] = time.monotonic()
                 log.info("unmount: waiting for %d uploads (%s)", files, format_size(nbytes))
 
-        left = await self.flusher.drain(progress=progress, give_up_after=60)
+        left = await self.flusher.drain(progress=progress, give_up_after=0)
         return [
             f"{self.ns.path_of(p.inode)}: {p.error} (kept in "
             f"{p.inode.staging.path if p.inode.staging else '?'}; uploaded at the next mount)"

@@ -55,6 +55,9 @@ class Flusher:
         p = self.pending.get(inode.ino)
         if p is None:
             self.pending[inode.ino] = Pending(inode, due, now)
+        elif delay == 0:
+            p.due = now  # asked for now (sync, unmount): also retries a failing one at once
+            p.error = None
         elif p.attempts == 0:
             # Rewritten before its upload: wait again (coalesce), but not forever.
             p.due = min(due, p.first + 10 * self.delay + 5)
@@ -149,6 +152,7 @@ class Flusher:
         for p in self.pending.values():
             if wanted(p.inode) and p.inode.ino not in self.uploading:
                 p.due = min(p.due, time.monotonic())
+                p.error = None  # try each once more before giving up
         self.wakeup.set()
         deadline = time.monotonic() + give_up_after
         while True:

@@ -42,6 +42,7 @@ from fedfs.errors import (
     NotPermitted,
     NotSupported,
     PreconditionFailed,
+    Unavailable,
 )
 from fedfs.journal import DirtyFile
 from fedfs.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
@@ -198,6 +199,7 @@ class Namespace:
         self.flusher: Flusher | None = None  # set by the daemon
         self.node = socket.gethostname()
         self.conflicts = 0
+        self.outage_logged = -math.inf
         now_ns = time.time_ns()
         root = Inode(
             ROOT_INO,
@@ -390,7 +392,15 @@ class Namespace:
                 self.store.prefix_exists, parent.bucket, key + "/"
             )
 
-        await concurrently(get_head, get_prefix)
+        try:
+            await concurrently(get_head, get_prefix)
+        except Unavailable:
+            # The store is away: answer from the last listing, if there is one.
+            if parent.children is None:
+                raise
+            ino = parent.children.get(name)
+            self._note_outage()
+            return self.inodes[ino] if ino is not None else None
         if is_prefix:
             d = self._child(parent, name, Kind.DIR)
             d.shadows = head is not None
@@ -420,8 +430,27 @@ class Namespace:
         ino = self.by_ident.get((parent.bucket, join(parent.key, name), True))
         return ino is not None and not self.inodes[ino].gone
 
+    def _note_outage(self) -> None:
+        now = time.monotonic()
+        if now - self.outage_logged > 60:
+            self.outage_logged = now
+            log.warning("the object store does not answer; serving cached attributes and listings")
+
     async def revalidate(self, inode: Inode) -> None:
-        """Re-read an inode's attributes from S3 if they are older than the TTL."""
+        """Re-read an inode's attributes from S3 if they are older than the TTL.
+
+        While the store does not answer, attributes read before stay in use (reads of
+        cached data keep working); an inode never seen in S3 gives the error.
+        """
+        try:
+            await self._revalidate(inode)
+        except Unavailable:
+            if not inode.meta_known or inode.gone:
+                raise
+            self._note_outage()
+            inode.checked = time.monotonic()  # ask again after the TTL, not on every call
+
+    async def _revalidate(self, inode: Inode) -> None:
         if inode.gone and inode.open_count > 0:
             return  # unlinked while open: the open handles keep what they have
         if inode.gone:
@@ -1075,7 +1104,9 @@ class DirListing:
                 sub.shadows = True
                 continue
             f = ns._child(d, name, Kind.FILE)
-            if not f.dirty and (f.etag != o.etag or f.last_modified != o.last_modified):
+            if not f.dirty and f.etag == o.etag and not f.last_modified:
+                f.last_modified = o.last_modified  # our own upload: now we know its time
+            elif not f.dirty and (f.etag != o.etag or f.last_modified != o.last_modified):
                 f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
                 f.meta_known = False
                 if f.mtime_ns == 0:

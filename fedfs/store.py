@@ -249,9 +249,8 @@ class ObjectStore:
         if if_none_match:
             kw["IfNoneMatch"] = "*"
         r = self._call(f"s3://{bucket}/{key}", self.client.put_object, **kw)
-        return ObjectInfo(
-            key, len(data), r["ETag"].strip('"'), time.time(), dict(metadata), content_type
-        )
+        # PUT does not say when the store stamped it: 0.0 = unknown, learnt from a listing.
+        return ObjectInfo(key, len(data), r["ETag"].strip('"'), 0.0, dict(metadata), content_type)
 
     def upload_file(
         self,

@@ -248,3 +248,94 @@ def which_fusermount() -> str:
     tool = shutil.which("fusermount3")
     assert tool, "fusermount3 is missing: run scripts/install"
     return tool
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of a server, to cut, slow down and restore it.
+
+    cut(): stop listening and drop every connection (clients see refused
+    connections); restore(): listen again on the same port. delay: seconds
+    added before each forwarded chunk (a slow server).
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> TcpProxy:
+        import threading
+
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(64)
+        self._listener = ls
+        t = threading.Thread(target=self._accept, args=(ls,), daemon=True)
+        t.start()
+        return self
+
+    def _accept(self, ls: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = ls.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            # shutdown wakes the thread blocked in accept(); close alone would not
+            # stop the kernel from accepting on it.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.start()
+
+    def stop(self) -> None:
+        self.cut()
