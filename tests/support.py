@@ -7,6 +7,7 @@ other uids. Waiting is polling with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -310,19 +311,15 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         if self._listener is not None:
             # shutdown wakes the thread blocked in accept(); close alone would not
             # stop the kernel from accepting on it.
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
