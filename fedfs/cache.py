@@ -279,7 +279,7 @@ class Cache:
         if block * self.block_size < size and not self.has_block(bucket, key, etag, block):
             try:
                 await self._block(bucket, key, etag, size, block)
-            except FedfsError as e:
+            except (FedfsError, OSError) as e:  # a prefetch failure only costs a later miss
                 log.debug("prefetch of %s/%s block %d failed: %s", bucket, key, block, e)
 
     async def _block(self, bucket: str, key: str, etag: str, size: int, block: int) -> bytes:

@@ -155,8 +155,8 @@ class Daemon:
                 continue
             try:
                 await self.sharing.expire()
-            except FedfsError as e:
-                log.error("expiring grants failed: %s", e)
+            except Exception:  # try again at the next wake-up
+                log.exception("expiring grants failed")
 
     def mount(self) -> None:
         check_mountpoint(self.mountpoint)

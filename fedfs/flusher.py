@@ -112,7 +112,9 @@ class Flusher:
                     )
             else:
                 p.due = time.monotonic() + self.delay  # written again during the upload
-        except FedfsError as e:
+        except Exception as e:  # one file's failure must not stop the flusher
+            if not isinstance(e, FedfsError | OSError):
+                log.exception("upload of %s failed unexpectedly", self.ns.path_of(inode))
             p.attempts += 1
             self.failures += 1
             backoff = min(MAX_BACKOFF, 2 ** min(p.attempts, 10))

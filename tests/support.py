@@ -125,9 +125,18 @@ def write_config(
         "max_attempts = 3",
         store_extra,
         "[cache]",
-        f'dir = "{cache_dir}"',
-        'size = "4GiB"',
-        "" if "flush_delay" in extra else "flush_delay = 0.2",
+        *(
+            line
+            for key, line in (
+                ("dir", f'dir = "{cache_dir}"'),
+                ("size", 'size = "4GiB"'),
+                ("flush_delay", "flush_delay = 0.2"),
+            )
+            if not any(
+                x.strip().startswith(key + " ") or x.strip().startswith(key + "=")
+                for x in extra.splitlines()
+            )
+        ),
         extra,
     ]
     for name, owner in buckets:
