@@ -78,6 +78,7 @@ def make_mount(moto: MotoServer, public_dir: Path, tmp_path: Path) -> Iterator[M
         store_extra: str = "",
         name: str | None = None,
         start: bool = True,
+        top: str = "",
     ) -> Mount:
         name = name or f"m{len(mounts)}"
         base = public_dir / f"{tmp_path.name}-{name}"
@@ -89,6 +90,7 @@ def make_mount(moto: MotoServer, public_dir: Path, tmp_path: Path) -> Iterator[M
             tmp_path / f"cache-{name}",
             extra,
             store_extra,
+            top=top,
         )
         m = Mount(cfg, base / "mnt", tmp_path / f"{name}.log")
         mounts.append(m)

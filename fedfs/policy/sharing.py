@@ -247,13 +247,9 @@ class Sharing:
         except PolicyError as e:
             raise Refused(str(e)) from None
         if p.kind == "user" and await self._ask(self.identity.user, p.name) is None:
-            raise Refused(
-                f"there is no user {p.name!r} (checked with {self.identity.health().source})"
-            )
+            raise Refused(f"there is no user {p.name!r} ({self._checked_with()})")
         if p.kind == "group" and await self._ask(self.identity.group, p.name) is None:
-            raise Refused(
-                f"there is no group {p.name!r} (checked with {self.identity.health().source})"
-            )
+            raise Refused(f"there is no group {p.name!r} ({self._checked_with()})")
         if p.kind == "team" and self.store.team(p.name) is None:
             raise Refused(
                 f"there is no team {p.name!r}; create it with `fedfs team create {p.name}`"
@@ -359,13 +355,20 @@ class Sharing:
             f"{actor.label} is not an owner of team {team.name}; its owners are: {owners}"
         )
 
+    def _checked_with(self) -> str:
+        health = self.identity.health()
+        if health.ok:
+            return f"checked with {health.source}"
+        return (
+            f"{health.source} does not answer ({health.last_error}), so only names it knew "
+            "before are known; try again when it is back"
+        )
+
     async def _users(self, names: Iterable[str]) -> list[str]:
         out = []
         for n in names:
             if await self._ask(self.identity.user, n) is None:
-                raise Refused(
-                    f"there is no user {n!r} (checked with {self.identity.health().source})"
-                )
+                raise Refused(f"there is no user {n!r} ({self._checked_with()})")
             out.append(n)
         return out
 
