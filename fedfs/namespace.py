@@ -87,6 +87,9 @@ class Inode:
     last_modified: float = 0.0
     meta_known: bool = False  # mode/uid/gid/xattrs were read from the object (or set here)
     checked: float = -math.inf  # monotonic time the attributes were last confirmed in S3
+    # monotonic time this node last changed the object: an S3 answer to a request sent
+    # before then (a HEAD or a listing racing an upload) is older than what we know
+    changed: float = -math.inf
     local: bool = False  # exists only here so far: created, not yet uploaded
     has_marker: bool | None = None  # directories: whether a "key/" marker object exists
     shadows: bool = False  # directories: a file object with the same key exists
@@ -200,6 +203,7 @@ class Namespace:
         self.node = socket.gethostname()
         self.conflicts = 0
         self.outage_logged = -math.inf
+        self.moving: list[tuple[str, str, trio.Event]] = []  # directory renames under way
         now_ns = time.time_ns()
         root = Inode(
             ROOT_INO,
@@ -336,6 +340,7 @@ class Namespace:
 
     def _forget_child(self, parent: Inode | None, inode: Inode) -> None:
         inode.gone = True
+        inode.changed = time.monotonic()
         self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
         siblings = parent.children if parent is not None else None
         if siblings is not None and siblings.get(inode.name) == inode.ino:
@@ -458,7 +463,10 @@ class Namespace:
         if self.fresh(inode) and inode.meta_known:
             return
         if inode.is_dir:
+            asked = time.monotonic()
             marker = await self.s3(self.store.head, inode.bucket, inode.key + "/")
+            if inode.changed > asked:
+                return
             if marker is not None:
                 inode.has_marker = True
                 self._apply_info(inode, marker)
@@ -472,13 +480,12 @@ class Namespace:
                 inode.checked = time.monotonic()
                 return
         else:
+            asked = time.monotonic()
             info = await self.s3(self.store.head, inode.bucket, inode.key)
+            if inode.dirty or inode.changed > asked:
+                return  # changed here while the HEAD was on its way: what we know is newer
             if info is not None:
-                if inode.dirty:  # an upload raced this HEAD; local state wins
-                    return
                 self._apply_info(inode, info)
-                return
-            if inode.dirty:
                 return
         self._forget_child(self.inodes.get(inode.parent), inode)
         raise NotFound(f"{self.path_of(inode)} was removed from the object store")
@@ -544,6 +551,7 @@ class Namespace:
         inode.xattrs = {}
         inode.target = None
         inode.gone = False
+        inode.changed = time.monotonic()
 
     async def create(self, parent: Inode, raw_name: bytes, mode: int, uid: int, gid: int) -> Inode:
         """A new empty file, local until its first upload (on close or fsync)."""
@@ -636,6 +644,7 @@ class Namespace:
         inode = await self._existing(parent, raw_name)
         if inode.is_dir:
             raise IsDirectory(f"{self.path_of(inode)} is a directory; use rmdir")
+        await self._settle(inode)
         if not inode.local:
             await self._keep_parent(parent)
             await self.s3(self.store.delete, inode.bucket, inode.key)
@@ -646,9 +655,18 @@ class Namespace:
         self._touch(parent)
         return inode
 
+    async def _settle(self, inode: Inode) -> None:
+        """Wait for an upload of this file in flight, so it cannot land after its key is reused."""
+        st = inode.staging
+        if st is not None and st.lock.locked():
+            async with st.lock:
+                pass
+
     def _discard_data(self, inode: Inode) -> None:
         """Drop local data of a removed file; open handles keep reading the staged copy."""
         inode.local = False
+        if self.flusher is not None:
+            self.flusher.pending.pop(inode.ino, None)
         if inode.staging is not None:
             self.cache.journal.forget(inode.bucket, inode.key, inode.staging.name)
             inode.staging.dirty = False
@@ -707,14 +725,20 @@ class Namespace:
                 await self._check_empty(dst)
         new_key = join(new_parent.key, new_name)
         await self._keep_parent(old_parent)
+        if dst is not None:
+            # The replaced file goes first: an upload of it still on its way could
+            # otherwise land on the key after the moved file's copy.
+            await self._settle(dst)
+            replaced_in_s3 = not dst.is_dir and not dst.local
+            self._discard_data(dst)
+            self._forget_child(self.inodes.get(dst.parent), dst)
+            if replaced_in_s3 and src.local:
+                # No copy will overwrite the replaced object: it must not outlive the rename.
+                await self.s3(self.store.delete, dst.bucket, dst.key)
         if src.is_dir:
             await self._rename_dir(src, new_key)
         else:
             await self._rename_file(src, new_key)
-        if dst is not None:
-            dst_parent = self.inodes.get(dst.parent)
-            self._discard_data(dst)
-            self._forget_child(dst_parent, dst)
         self._forget_child(old_parent, src)
         self._rekey(src, new_parent, new_name, new_key)
         if new_parent.children is not None:
@@ -726,6 +750,7 @@ class Namespace:
     def _rekey(self, inode: Inode, parent: Inode, name: str, key: str) -> None:
         self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
         inode.parent, inode.name, inode.key, inode.gone = parent.ino, name, key, False
+        inode.changed = time.monotonic()
         self.by_ident[(inode.bucket, key, inode.is_dir)] = inode.ino
 
     async def _rename_file(self, src: Inode, new_key: str) -> None:
@@ -754,6 +779,20 @@ class Namespace:
                 and not inode.local
             ):
                 await self.commit(inode)
+        # From here no upload under the old prefix starts (commit waits for the move),
+        # and the ones already on their way finish before the listing.
+        done = trio.Event()
+        self.moving.append((d.bucket, old_pre, done))
+        try:
+            for inode in list(self.inodes.values()):
+                if inode.bucket == d.bucket and inode.key.startswith(old_pre):
+                    await self._settle(inode)
+            await self._move_keys(d, old_pre, new_pre)
+        finally:
+            self.moving.remove((d.bucket, old_pre, done))
+            done.set()
+
+    async def _move_keys(self, d: Inode, old_pre: str, new_pre: str) -> None:
         keys: list[ObjectInfo] = []
         for page in await self.s3(lambda: list(self.store.list_all(d.bucket, old_pre, None))):
             keys.extend(page.objects)
@@ -787,7 +826,11 @@ class Namespace:
         for inode in list(self.inodes.values()):
             if inode.bucket == d.bucket and inode.key.startswith(old_pre) and not inode.gone:
                 self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
-                inode.key = new_pre + inode.key[len(old_pre) :]
+                new_child_key = new_pre + inode.key[len(old_pre) :]
+                if inode.staging is not None:
+                    self.cache.journal.rename(inode.bucket, inode.key, new_child_key)
+                inode.key = new_child_key
+                inode.changed = time.monotonic()
                 self.by_ident[(inode.bucket, inode.key, inode.is_dir)] = inode.ino
 
     # -- attributes --------------------------------------------------------
@@ -835,7 +878,10 @@ class Namespace:
         if sum(len(k) + len(v) for k, v in meta.items()) > MAX_USER_METADATA:
             raise NoSpace(f"{self.path_of(inode)}: attributes exceed the 2 KiB of S3 user metadata")
         if inode.dirty:
-            # The next upload carries the attributes; record them with the queued data.
+            # The next upload carries the attributes; record them with the queued data,
+            # and make an upload already on its way leave the file dirty.
+            if inode.staging is not None:
+                inode.staging.generation += 1
             if inode.writers == 0:
                 self.closed(inode)
             else:
@@ -851,7 +897,7 @@ class Namespace:
                 self.store.copy, inode.bucket, inode.key, inode.key, inode.size, meta, None
             )
         inode.etag, inode.last_modified = info.etag, info.last_modified
-        inode.checked = time.monotonic()
+        inode.checked = inode.changed = time.monotonic()
 
     # -- xattrs ------------------------------------------------------------
 
@@ -962,39 +1008,59 @@ class Namespace:
         st = inode.staging
         if st is None or inode.gone:
             return
-        async with st.lock:
-            if not st.dirty or inode.gone:
-                return
-            generation, key, bucket = st.generation, inode.key, inode.bucket
-            meta = metadata_for(inode)
-            new = inode.base_etag is None
-            conflict = False
-            if not new or st.size >= self.store.cfg.multipart_threshold:
-                current = await self.s3(self.store.head, bucket, key)
-                conflict = current is not None and current.etag != inode.base_etag
-            if not conflict:
-                try:
-                    info = await self.s3(
-                        self.store.upload_file, bucket, key, st.path, meta, None, new
-                    )
-                except PreconditionFailed:
-                    conflict = True
-            if conflict:
-                await self._keep_conflicting(inode, st, meta)
-                return
-            if st.generation == generation:
-                st.dirty = False
-                self.cache.journal.forget(bucket, key, st.name)
-            inode.local = False
-            self._apply_info(inode, info)
-            inode.size = st.size
-            inode.base_etag = info.etag
-            inode.kernel_etag = info.etag  # the kernel's pages hold what we just wrote
-            if inode.gone or inode.key != key:
-                # Removed or renamed while uploading: the upload must not resurrect the old name.
-                await self.s3(self.store.delete, bucket, key)
+        while True:
+            # A directory rename under way moves this file's key: upload after it.
+            while (move := self._move_of(inode)) is not None:
+                await move.wait()
+            async with st.lock:
+                if self._move_of(inode) is None:
+                    await self._upload_locked(inode, st)
+                    break
         if not st.dirty and inode.open_count == 0 and inode.staging is st:
             self._adopt(inode)
+
+    def _move_of(self, inode: Inode) -> trio.Event | None:
+        for bucket, prefix, done in self.moving:
+            if inode.bucket == bucket and inode.key.startswith(prefix):
+                return done
+        return None
+
+    async def _upload_locked(self, inode: Inode, st: Staging) -> None:
+        if not st.dirty or inode.gone:
+            return
+        generation, key, bucket = st.generation, inode.key, inode.bucket
+        meta = metadata_for(inode)
+        new = inode.base_etag is None
+        conflict = False
+        if not new or st.size >= self.store.cfg.multipart_threshold:
+            current = await self.s3(self.store.head, bucket, key)
+            conflict = current is not None and current.etag != inode.base_etag
+        if not conflict:
+            try:
+                info = await self.s3(self.store.upload_file, bucket, key, st.path, meta, None, new)
+            except PreconditionFailed:
+                conflict = True
+        if conflict:
+            await self._keep_conflicting(inode, st, meta)
+            return
+        if inode.gone or inode.key != key:
+            # Removed or renamed while uploading: the upload must not resurrect the old
+            # name, and a renamed file still has to reach its new key.
+            await self.s3(self.store.delete, bucket, key)
+            if not inode.gone and self.flusher is not None:
+                self.flusher.queue(inode, delay=0)
+            return
+        if st.generation == generation:
+            st.dirty = False
+            self.cache.journal.forget(bucket, key, st.name)
+        inode.local = False
+        # The attributes here are what was uploaded or newer (a chmod during the upload):
+        # take only what the store decided.
+        inode.etag, inode.last_modified = info.etag, info.last_modified
+        inode.checked = inode.changed = time.monotonic()
+        inode.size = st.size
+        inode.base_etag = info.etag
+        inode.kernel_etag = info.etag  # the kernel's pages hold what we just wrote
 
     async def _keep_conflicting(self, inode: Inode, st: Staging, meta: dict[str, str]) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -1046,6 +1112,7 @@ class DirListing:
         self.seen: set[str] = set()
         self.held: list[ObjectInfo] = []
         self.started = False
+        self.started_at = math.inf
 
     async def entry(self, index: int) -> tuple[str, Inode] | None:
         """The index-th entry, listing more pages from S3 as needed."""
@@ -1070,7 +1137,10 @@ class DirListing:
                 self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
             self.done = True
             return
+        if not self.started:
+            self.started_at = time.monotonic()
         self.started = True
+        asked = time.monotonic()
         page = await ns.s3(ns.store.list_page, d.bucket, d.prefix, self.token)
         self.token = page.next_token
         pre = d.prefix
@@ -1103,6 +1173,10 @@ class DirListing:
                 sub = ns._child(d, name, Kind.DIR)
                 sub.shadows = True
                 continue
+            known = ns.by_ident.get((d.bucket, o.key, False))
+            if known is not None and ns.inodes[known].changed > asked:
+                self._add(name, ns.inodes[known])  # changed here since this page was asked for
+                continue
             f = ns._child(d, name, Kind.FILE)
             if not f.dirty and f.etag == o.etag and not f.last_modified:
                 f.last_modified = o.last_modified  # our own upload: now we know its time
@@ -1126,11 +1200,12 @@ class DirListing:
         for o in self.held:
             self._add(o.key[len(d.prefix) :], ns._child(d, o.key[len(d.prefix) :], Kind.FILE))
         self.held = []
-        # Files created here and not uploaded yet are part of the directory too.
+        # Files created here and not uploaded yet are part of the directory too, and so
+        # is anything this node put here after the listing began.
         pre = d.prefix
         for inode in list(ns.inodes.values()):
             if (
-                inode.local
+                (inode.local or inode.changed > self.started_at)
                 and not inode.gone
                 and inode.bucket == d.bucket
                 and inode.parent == d.ino

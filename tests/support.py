@@ -158,7 +158,16 @@ class Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*FEDFS, "mount", "--foreground", "--config", str(self.config), str(self.mountpoint)],
+            [
+                *FEDFS,
+                "mount",
+                "--foreground",
+                "--log-level",
+                os.environ.get("FEDFS_TEST_LOG_LEVEL", "INFO"),
+                "--config",
+                str(self.config),
+                str(self.mountpoint),
+            ],
             stdout=logf,
             stderr=logf,
             stdin=subprocess.DEVNULL,

@@ -29,7 +29,7 @@ MAX_DEPTH = 3
 MAX_ENTRIES = 40
 MODES = (0o600, 0o640, 0o644, 0o664, 0o700, 0o755)
 MAX_NEW_FILE = 64 * 1024
-HISTORY_SHOWN = 25
+HISTORY_SHOWN = int(os.environ.get("FEDFS_MODEL_HISTORY", "25"))
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,13 @@ def test_mount_behaves_like_a_local_directory(mount: Mount, fs: Path, tmp_path: 
             step, f"{op.text}: {expected} locally, {actual} on the mount"
         )
         tree = snapshot(local)
-        diffs = differences(tree, snapshot(fs))
+        try:
+            mounted = snapshot(fs)
+        except OSError as e:
+            raise AssertionError(
+                failure(step, f"after {op.text}: reading the mount failed: {e!r}")
+            ) from e
+        diffs = differences(tree, mounted)
         assert not diffs, failure(step, f"after {op.text}:\n  " + "\n  ".join(diffs))
 
     assert mount.stop() == 0, failure(n, "the daemon exited non-zero on unmount")
