@@ -649,3 +649,111 @@ def verify_chains(
     return {
         node: verify(chains.get(node, ()), keyring, expected.get(node), node=node) for node in nodes
     }
+
+
+class AuditTrail:
+    """One node's audit chain on disk, appended durably before a change is acknowledged.
+
+    Layout under the state directory's `audit/`:
+      NODE.log        one canonical record per line, fsync'd after every append
+      NODE.head       the newest checkpoint, kept apart so a cut-off log is caught
+      keys/ID.json    the public keys trusted for verification (node, validity window)
+    A partial last line (a crash in the middle of an append, never acknowledged) is
+    dropped on open; any other damage stops the daemon from appending to the chain.
+    """
+
+    def __init__(
+        self, directory: Path, node: str, key: SigningKey, checkpoint_every: int = 100
+    ) -> None:
+        self.dir = directory
+        self.node = node
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.dir / "keys").mkdir(mode=0o700, exist_ok=True)
+        self.log_path = self.dir / f"{node}.log"
+        self.head_path = self.dir / f"{node}.head"
+        self._enroll(key)
+        records = self._read_lines(repair=True)
+        report = self.verify()
+        if not report.ok:
+            raise AuditError(
+                f"audit chain {self.log_path} fails verification ({report.reason}); fedfs will not "
+                "append to a damaged chain: keep the file for investigation, move it aside and start again"
+            )
+        last = AuditRecord.decode(records[-1]) if records else None
+        self.writer = AuditWriter(
+            node, key.private_key, key.key_id, last, checkpoint_every=checkpoint_every
+        )
+
+    def _enroll(self, key: SigningKey) -> None:
+        entry = self.dir / "keys" / f"{key.key_id}.json"
+        if not entry.exists():
+            data = {
+                "node": self.node,
+                "public_pem": key.public_pem().decode(),
+                "valid_from": _time.time() - 1,
+            }
+            entry.write_text(json.dumps(data, sort_keys=True))
+
+    def keyring(self) -> KeyRing:
+        ring = KeyRing()
+        for f in sorted((self.dir / "keys").glob("*.json")):
+            data = json.loads(f.read_text())
+            pub = serialization.load_pem_public_key(data["public_pem"].encode())
+            assert isinstance(pub, Ed25519PublicKey)
+            ring.add(pub, data["node"], data["valid_from"], data.get("valid_until"))
+        return ring
+
+    def _read_lines(self, repair: bool = False) -> list[bytes]:
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            if repair:
+                # The tail was being written when the daemon died: it was never acknowledged.
+                with open(self.log_path, "r+b") as f:
+                    f.truncate(cut)
+                    os.fsync(f.fileno())
+            data = data[:cut]
+        return [line for line in data.split(b"\n") if line]
+
+    def records(self) -> list[AuditRecord]:
+        return [AuditRecord.decode(line) for line in self._read_lines()]
+
+    def expected_length(self) -> int | None:
+        try:
+            return AuditRecord.decode(self.head_path.read_bytes().strip()).checkpoint_length
+        except FileNotFoundError:
+            return None
+        except AuditError:
+            return None  # a damaged head file: verify still checks the chain itself
+
+    def verify(self) -> VerifyReport:
+        return verify(self._read_lines(), self.keyring(), self.expected_length(), node=self.node)
+
+    def append(self, **fields: Any) -> AuditRecord:
+        """Sign, chain and durably store one record (and any checkpoint it triggers)."""
+        record = self.writer.append(**fields)
+        self._store(self.writer.drain())
+        return record
+
+    def checkpoint(self) -> AuditRecord:
+        record = self.writer.checkpoint()
+        self._store(self.writer.drain())
+        return record
+
+    def _store(self, made: list[AuditRecord]) -> None:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, b"".join(r.encode() + b"\n" for r in made))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        checkpoints = [r for r in made if r.action == CHECKPOINT]
+        if checkpoints:
+            tmp = self.head_path.with_suffix(".tmp")
+            tmp.write_bytes(checkpoints[-1].encode() + b"\n")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.head_path)

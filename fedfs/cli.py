@@ -218,7 +218,8 @@ def output(
         table.add_column(c)
     for r in rows:
         table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
-    Console().print(table)
+    # Piped output keeps whole cells (rich would fold them to 80 columns).
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 def cmd_share(args: argparse.Namespace) -> int:
@@ -369,6 +370,78 @@ def cmd_stage(args: argparse.Namespace) -> int:
         print(f"fedfs: not staged: {line}", file=sys.stderr)
     print(f"staged {done} files ({nbytes} bytes) into the cache")
     return 1 if refused else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Admins' questions, answered from the policy in force and the signed audit log."""
+    from fedfs.policy.site import parse_duration
+
+    what = args.audit_command
+    if what == "who":
+        _, fpath, socket = locate(args.path)
+    else:
+        _, _, socket = locate(args.mount)
+    with client(socket, timeout=300) as c:
+        if what == "verify":
+            r = c.call("audit-verify")
+            if args.json:
+                print(json.dumps(r, indent=2))
+            else:
+                print(f"{r['log']}: {r['summary']}")
+            return 0 if r["ok"] else 1
+        if what == "who":
+            rows = c.call("audit-who", path=fpath)
+            cols, title = ["principal", "level", "via", "until"], f"who can access {args.path}"
+        elif what == "user":
+            rows = c.call("audit-user", name=args.name)
+            cols, title = ["path", "level", "via", "until"], f"what {args.name} can access"
+        elif what == "expiring":
+            rows = c.call("audit-expiring", within=parse_duration(args.within))
+            cols, title = (
+                ["path", "principal", "level", "until", "granted_by"],
+                f"grants expiring within {args.within}",
+            )
+        elif what == "orphans":
+            rows = c.call("audit-orphans")
+            cols, title = (
+                ["kind", "path", "principal", "problem"],
+                "grants and data whose owner is gone",
+            )
+        else:
+            since = parse_expiry_past(args.since) if args.since else None
+            rows = c.call(
+                "audit-log",
+                since=since,
+                path=locate(args.path)[1] if args.path else None,
+                actor=args.actor,
+            )
+            for r in rows:
+                r["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+            cols, title = (
+                ["when", "actor", "action", "principal", "path", "level", "before", "after"],
+                "audit log",
+            )
+    for r in rows:
+        if "until" in r:
+            r["until"] = when(r["until"]) if not (args.json or args.csv) else r["until"]
+    output(args, rows, cols, title)
+    return 0
+
+
+def parse_expiry_past(text: str) -> float:
+    """--since: a date, or a duration back from now (7d = the last seven days)."""
+    from fedfs.policy.site import parse_duration
+
+    try:
+        return datetime.datetime.fromisoformat(text).astimezone().timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(text)
+    except FedfsError:
+        raise FedfsError(
+            f"--since {text!r}: use a date (2026-11-01) or a duration back from now (7d, 12h)"
+        ) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -563,6 +636,49 @@ def parser() -> argparse.ArgumentParser:
     )
     st.add_argument("paths", nargs="+")
     st.set_defaults(func=cmd_stage)
+
+    au = sub.add_parser(
+        "audit",
+        help="who can access what, what changed, and is the log intact",
+        description="Questions admins ask, answered from the policy in force and the "
+        "signed audit log. Site admins and audit_readers see everything; others see "
+        "what concerns paths they manage.",
+    )
+    asub = au.add_subparsers(dest="audit_command", metavar="QUESTION", required=True)
+    a = asub.add_parser("verify", help="check the audit chain: signatures, order, gaps, truncation")
+    a.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_audit)
+    a = asub.add_parser(
+        "who", help="every principal with access to PATH, through which grant, until when"
+    )
+    a.add_argument("path")
+    table_flags(a)
+    a.set_defaults(func=cmd_audit)
+    a = asub.add_parser("user", help="everything user NAME can access (direct, groups, teams)")
+    a.add_argument("name")
+    a.add_argument("--mount", default=".")
+    table_flags(a)
+    a.set_defaults(func=cmd_audit)
+    a = asub.add_parser("expiring", help="grants that expire soon")
+    a.add_argument("--within", default="7d", help="a duration (default 7d)")
+    a.add_argument("--mount", default=".")
+    table_flags(a)
+    a.set_defaults(func=cmd_audit)
+    a = asub.add_parser(
+        "orphans",
+        help="grants naming users or groups that no longer exist, data whose owner is gone",
+    )
+    a.add_argument("--mount", default=".")
+    table_flags(a)
+    a.set_defaults(func=cmd_audit)
+    a = asub.add_parser("log", help="the history of policy changes")
+    a.add_argument("--since", help="a date or a duration back from now (7d)")
+    a.add_argument("--path", help="only changes at, above or below this path")
+    a.add_argument("--actor", help="only changes made by this user")
+    a.add_argument("--mount", default=".")
+    table_flags(a)
+    a.set_defaults(func=cmd_audit)
 
     ss = sub.add_parser("status", help="one screen about a mount: cache, uploads, policy, identity")
     ss.add_argument("path", nargs="?", default=".", help="a path on the mount (default: .)")

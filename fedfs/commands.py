@@ -19,8 +19,10 @@ from fedfs import __version__
 from fedfs.control import ControlError, Peer
 from fedfs.errors import FedfsError, NotFound
 from fedfs.namespace import Inode, Kind
+from fedfs.policy import reports
 from fedfs.policy.acl import R, permits
-from fedfs.policy.model import Team
+from fedfs.policy.model import Level, Principal, Team
+from fedfs.policy.sharing import Actor
 
 if TYPE_CHECKING:
     from fedfs.daemon import Daemon
@@ -72,6 +74,12 @@ class Commands:
             "pending": self.pending,
             "stage": self.stage,
             "status": self.status,
+            "audit-verify": self.audit_verify,
+            "audit-who": self.audit_who,
+            "audit-user": self.audit_user,
+            "audit-expiring": self.audit_expiring,
+            "audit-orphans": self.audit_orphans,
+            "audit-log": self.audit_log,
         }
 
     async def handle(self, peer: Peer, op: str, args: dict[str, Any]) -> Any:
@@ -245,6 +253,171 @@ class Commands:
         except (FedfsError, NotFound):
             return None
         return node
+
+    # -- audit -----------------------------------------------------------------
+
+    async def _reader(self, peer: Peer) -> tuple[Actor, bool]:
+        """The caller, and whether they may read all of the audit (admins, audit readers)."""
+        actor = await self.d.sharing.actor(peer.uid)
+        return actor, self.d.site.may_read_audit(actor.uid, actor.name, actor.groups)
+
+    def _manages(self, actor: Actor, path: str | None) -> bool:
+        if not path:
+            return False
+        try:
+            return self.d.sharing.authority(actor, path).level is Level.MANAGE
+        except FedfsError:
+            return False
+
+    async def audit_verify(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor, everything = await self._reader(peer)
+        if not everything:
+            raise ControlError(
+                f"{actor.label} may not verify the audit log (site admins and audit_readers)"
+            )
+        trail = self.d.trail
+        report = trail.verify()
+        return {
+            "ok": report.ok,
+            "checked": report.checked,
+            "first_bad": report.first_bad,
+            "reason": report.reason,
+            "node": trail.node,
+            "log": str(trail.log_path),
+            "summary": str(report),
+        }
+
+    async def audit_who(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor, everything = await self._reader(peer)
+        path = _str(args, "path")
+        if not everything and not self._manages(actor, path):
+            raise ControlError(
+                f"{actor.label} does not manage {path}; `fedfs audit who` needs manage there"
+            )
+        sharing = self.d.sharing
+        owner = sharing._bucket_of(path).principal
+        teams = {t.name: t for t in sharing.store.teams()}
+        return reports.who(sharing.engine, teams, owner, path, time.time())
+
+    async def audit_user(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor, everything = await self._reader(peer)
+        name = _str(args, "name")
+        if not everything and name != actor.name:
+            raise ControlError(
+                f"{actor.label} may only ask about themselves (site admins may ask about anyone)"
+            )
+        sharing = self.d.sharing
+        user = await sharing._ask(sharing.identity.user, name)
+        groups: set[str] = set()
+        if user is not None:
+            for gid in user.gids:
+                g = await sharing._ask(sharing.identity.group_by_gid, gid)
+                if g is not None:
+                    groups.add(g.name)
+        owned = [
+            o.bucket
+            for o in sharing.owners.values()
+            if await self._owns_by_name(name, groups, o.principal)
+        ]
+        teams = {t.name: t for t in sharing.store.teams()}
+        return reports.user_access(sharing.store.grants(), teams, name, groups, owned, time.time())
+
+    async def _owns_by_name(self, name: str, groups: set[str], owner: Any) -> bool:
+        if owner.kind == "user":
+            return bool(owner.name == name)
+        if owner.kind == "group":
+            return owner.name in groups
+        team = self.d.sharing.store.team(owner.name)
+        return team is not None and name in team.owners
+
+    async def audit_expiring(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor, everything = await self._reader(peer)
+        within = args.get("within", 7 * 86400)
+        if not isinstance(within, int | float) or isinstance(within, bool) or within < 0:
+            raise ControlError("argument 'within' must be a number of seconds", "bad-request")
+        rows = reports.expiring(self.d.sharing.store.grants(), float(within), time.time())
+        return [r for r in rows if everything or self._manages(actor, r["path"])]
+
+    async def audit_orphans(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor, everything = await self._reader(peer)
+        sharing = self.d.sharing
+        rows: list[dict[str, Any]] = []
+        known: dict[str, bool] = {}
+
+        async def exists(p: Any) -> bool:
+            key = str(p)
+            if key not in known:
+                if p.kind == "user":
+                    known[key] = await sharing._ask(sharing.identity.user, p.name) is not None
+                elif p.kind == "group":
+                    known[key] = await sharing._ask(sharing.identity.group, p.name) is not None
+                else:
+                    known[key] = sharing.store.team(p.name) is not None
+            return known[key]
+
+        for g in sharing.store.grants():
+            if not await exists(g.principal):
+                rows.append(
+                    {
+                        "kind": "grant",
+                        "path": g.path,
+                        "principal": str(g.principal),
+                        "problem": f"{g.principal} no longer exists",
+                        "level": str(g.level),
+                    }
+                )
+        for t in sharing.store.teams():
+            for m in sorted(t.members):
+                if not await exists(Principal("user", m)):
+                    rows.append(
+                        {
+                            "kind": "team",
+                            "path": None,
+                            "principal": f"team:{t.name}",
+                            "problem": f"member {m} no longer exists",
+                            "level": None,
+                        }
+                    )
+        for o in sharing.owners.values():
+            if o.principal.kind != "team" and not await exists(o.principal):
+                rows.append(
+                    {
+                        "kind": "bucket",
+                        "path": f"/{o.bucket}",
+                        "principal": str(o.principal),
+                        "problem": "the bucket owner no longer exists",
+                        "level": "owner",
+                    }
+                )
+        for inode in list(self.d.ns.inodes.values()):
+            if inode.meta_known and not inode.gone and inode.bucket and inode.uid != 0:
+                user = await sharing._ask(sharing.identity.user_by_uid, inode.uid)
+                if user is None:
+                    rows.append(
+                        {
+                            "kind": "data",
+                            "path": self.d.ns.path_of(inode),
+                            "principal": f"uid {inode.uid}",
+                            "problem": "owned by a uid with no user (seen by this mount)",
+                            "level": None,
+                        }
+                    )
+        return [r for r in rows if everything or self._manages(actor, r["path"])]
+
+    async def audit_log(self, peer: Peer, args: dict[str, Any]) -> Any:
+        actor, everything = await self._reader(peer)
+        since = args.get("since")
+        if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
+            raise ControlError(
+                "argument 'since' must be a time in seconds since the epoch", "bad-request"
+            )
+        rows = reports.history(
+            self.d.trail.records(),
+            since,
+            _str(args, "path", optional=True),
+            _str(args, "actor", optional=True),
+        )
+        return [r for r in rows if everything or self._manages(actor, r["path"])]
 
     async def status(self, peer: Peer, args: dict[str, Any]) -> Any:
         d = self.d

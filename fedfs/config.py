@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ class FsConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    state_dir: Path  # policy database (and, later, node keys and the audit chain)
+    state_dir: Path  # policy database, this node's signing key and audit chain
+    node: str = ""  # this node's name in the audit chain (default: the host name)
     site_dir: Path = Path("/etc/fedfs/policy.d")  # site policy files, over the shipped default
     sweep_interval: float = 60.0  # the longest the expiry sweeper sleeps
 
@@ -268,7 +270,10 @@ def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
         state_dir=_abs_path(s, "state_dir", f"/var/lib/fedfs/{stem}"),
         site_dir=_abs_path(s, "site_dir", "/etc/fedfs/policy.d"),
         sweep_interval=s.positive("sweep_interval", float, 60.0),
+        node=s.get("node", str, socket.gethostname()),
     )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cfg.node):
+        s.fail("node", f"{cfg.node!r}: use letters, digits, '.', '_' and '-' (a host name)")
     s.finish()
     return cfg
 

@@ -9,6 +9,7 @@ handling, and the orderly unmount that waits for pending uploads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from fedfs.audit import AuditTrail, SigningKey
 from fedfs.cache import Cache
 from fedfs.commands import Commands
 from fedfs.config import Config, format_size
@@ -36,6 +38,17 @@ from fedfs.policy.store import PolicyStore
 from fedfs.store import ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+def node_key(cfg: Config) -> SigningKey:
+    """This node's Ed25519 signing key, made on first start (state_dir/node.key, 0600)."""
+    path = cfg.policy.state_dir / "node.key"
+    if path.exists():
+        return SigningKey.load(path)
+    key = SigningKey.generate()
+    key.save(path)
+    log.info("generated node signing key %s (%s)", key.key_id, path)
+    return key
 
 
 def make_identity(cfg: Config) -> IdentitySource:
@@ -107,6 +120,7 @@ class Daemon:
         check_owners(cfg, self.identity, owners)
         cfg.policy.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.policy_store = PolicyStore(cfg.policy.state_dir / "policy.db", self.site.team_gids)
+        self.trail = AuditTrail(cfg.policy.state_dir / "audit", cfg.policy.node, node_key(cfg))
         self.sharing = Sharing(
             self.policy_store,
             self.site,
@@ -114,7 +128,9 @@ class Daemon:
             owners,
             trio.CapacityLimiter(4),
             self.invalidate,
+            self.trail,
         )
+        self._record_site_policy()
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
         self.flusher = Flusher(self.ns)
@@ -124,6 +140,26 @@ class Daemon:
         self.mounted = False
         self.expiry_changed = trio.Event()
         self.left: list[str] = []
+
+    def _record_site_policy(self) -> None:
+        """A changed site policy (policy/*.toml) is an admin action the audit shows."""
+        digest = hashlib.sha256(repr(self.site).encode()).hexdigest()
+        last = next(
+            (r for r in reversed(self.trail.records()) if r.action == "policy-change"), None
+        )
+        if last is None or last.after != digest:
+            files = (
+                ", ".join(str(p) for p in policy_files(self.cfg.policy.site_dir))
+                or "(built-in default)"
+            )
+            self.trail.append(
+                actor_uid=os.getuid(),
+                actor="fedfs",
+                action="policy-change",
+                before=last.after if last else None,
+                after=digest,
+                detail={"files": files[:1000]},
+            )
 
     def invalidate(self, paths: list[str]) -> None:
         """Policy changed at these paths: the kernel must re-read attributes and ACLs below them."""

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import trio
 
+from fedfs.audit import AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.identity import IdentitySource, User
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
@@ -77,6 +78,7 @@ class Sharing:
     owners: dict[str, BucketOwner]
     limiter: trio.CapacityLimiter
     on_change: Callable[[list[str]], None] = lambda paths: None
+    trail: AuditTrail | None = None  # every change is recorded here before it is acknowledged
     engine: PolicyEngine = field(init=False)
     identities: Identities = field(init=False, default_factory=Identities)
 
@@ -281,7 +283,17 @@ class Sharing:
             )
         # Only manage holders share, and manage is the top level: nobody grants above theirs.
         grant = Grant(path, p, lvl, actor.label, now, expiry)
-        previous = self.store.put_grant(grant)
+        with self.store.transaction():
+            previous = self.store.put_grant(grant)
+            self.record(
+                actor,
+                "share",
+                principal=str(p),
+                path=path,
+                level=str(lvl),
+                before=_desc(previous),
+                after=_desc(grant),
+            )
         await self._changed([path])
         log.info(
             "share %s with %s: %s by %s%s",
@@ -310,8 +322,18 @@ class Sharing:
             raise Refused(f"there is no grant for {p} on {path}{hint}")
         if not self._holds(actor, p) or p.kind != "user":
             self._need_manage(actor, path, "unsharing")
-        removed = self.store.delete_grant(path, p)
-        assert removed is not None
+        with self.store.transaction():
+            removed = self.store.delete_grant(path, p)
+            assert removed is not None
+            self.record(
+                actor,
+                "unshare",
+                principal=str(p),
+                path=path,
+                level=str(removed.level),
+                before=_desc(removed),
+                after=None,
+            )
         await self._changed([path])
         log.info("unshare %s from %s by %s", path, p, actor.label)
         return removed
@@ -325,6 +347,15 @@ class Sharing:
         with self.store.transaction():
             for g in gone:
                 self.store.delete_grant(g.path, g.principal)
+                self.record(
+                    SYSTEM,
+                    "expire",
+                    principal=str(g.principal),
+                    path=g.path,
+                    level=str(g.level),
+                    before=_desc(g),
+                    after=None,
+                )
         await self._changed([g.path for g in gone])
         for g in gone:
             log.info(
@@ -334,6 +365,11 @@ class Sharing:
 
     def next_expiry(self) -> float | None:
         return self.store.next_expiry()
+
+    def record(self, actor: Actor, action: str, **fields: Any) -> None:
+        """One audit record, durable before the change it describes is acknowledged."""
+        if self.trail is not None:
+            self.trail.append(actor_uid=actor.uid, actor=actor.label, action=action, **fields)
 
     async def _changed(self, paths: Iterable[str]) -> None:
         await self.rebuild()
@@ -389,7 +425,15 @@ class Sharing:
                     f"{actor.label} is not in group {group}, so cannot make it back team {name}"
                 )
         try:
-            team = self.store.create_team(name, {actor.name}, {actor.name}, group)
+            with self.store.transaction():
+                team = self.store.create_team(name, {actor.name}, {actor.name}, group)
+                self.record(
+                    actor,
+                    "team-create",
+                    principal=f"team:{name}",
+                    after=_team_desc(team),
+                    detail={"gid": team.gid},
+                )
         except PolicyError as e:
             raise Refused(str(e)) from None
         await self._changed(self._team_paths(team))
@@ -402,7 +446,17 @@ class Sharing:
         new = await self._users(users)
         try:
             self.site.check_team_size(name, len(team.members | set(new)))
-            team = self.store.add_members(name, new, owners=owners)
+            with self.store.transaction():
+                before = team
+                team = self.store.add_members(name, new, owners=owners)
+                self.record(
+                    actor,
+                    "team-add",
+                    principal=f"team:{name}",
+                    before=_team_desc(before),
+                    after=_team_desc(team),
+                    detail={"users": ",".join(new), "owners": int(owners)},
+                )
         except PolicyError as e:
             raise Refused(str(e)) from None
         await self._changed(self._team_paths(team))
@@ -420,7 +474,17 @@ class Sharing:
         if users != [actor.name]:  # anyone may leave a team
             self._may_change_team(actor, team)
         try:
-            team = self.store.remove_members(name, users)
+            with self.store.transaction():
+                before = team
+                team = self.store.remove_members(name, users)
+                self.record(
+                    actor,
+                    "team-remove",
+                    principal=f"team:{name}",
+                    before=_team_desc(before),
+                    after=_team_desc(team),
+                    detail={"users": ",".join(users)},
+                )
         except PolicyError as e:
             raise Refused(str(e)) from None
         await self._changed(self._team_paths(team))
@@ -478,28 +542,8 @@ class Sharing:
         if changes or (value is None and self.store.grants_under(path)):
             self._need_manage(actor, path, "changing the ACL (setfacl)")
         now = time.time()
-        for principal, perm in changes:
-            existing = self.store.grant(path, principal)
-            if perm & 6:
-                level = Level.WRITE if perm & 2 else Level.READ
-                self.site.check_principal(principal)
-                expiry = existing.expires if existing else self.site.grant_expiry(now, None)
-                self.store.put_grant(Grant(path, principal, level, actor.label, now, expiry))
-            elif existing is not None:
-                self.store.delete_grant(path, principal)
-            else:
-                inherited = [
-                    g for g, _ in self.engine.grants_at(path, now) if g.principal == principal
-                ]
-                where = inherited[0].path if inherited else "a parent path"
-                raise Refused(
-                    f"the entry for {principal} comes from a grant on {where}; "
-                    f"remove it there with `fedfs unshare {where} --with {principal}`"
-                )
-        if value is None:
-            for g in self.store.grants_under(path):
-                if g.path == path:
-                    self.store.delete_grant(g.path, g.principal)
+        with self.store.transaction():
+            self._apply_acl_changes(actor, path, changes, value is None, now)
         if changes or value is None:
             await self._changed([path])
             log.info(
@@ -509,6 +553,68 @@ class Sharing:
                 ", ".join(f"{p}={_rwx(perm)}" for p, perm in changes) or "removed",
             )
         return ObjectMeta(meta.uid, meta.gid, mode, mask)
+
+    def _apply_acl_changes(
+        self,
+        actor: Actor,
+        path: str,
+        changes: list[tuple[Principal, int]],
+        remove_all: bool,
+        now: float,
+    ) -> None:
+        for principal, perm in changes:
+            existing = self.store.grant(path, principal)
+            if perm & 6:
+                level = Level.WRITE if perm & 2 else Level.READ
+                self.site.check_principal(principal)
+                expiry = existing.expires if existing else self.site.grant_expiry(now, None)
+                grant = Grant(path, principal, level, actor.label, now, expiry)
+                self.store.put_grant(grant)
+                self.record(
+                    actor,
+                    "share",
+                    principal=str(principal),
+                    path=path,
+                    level=str(level),
+                    before=_desc(existing),
+                    after=_desc(grant),
+                    detail={"via": "setfacl"},
+                )
+            elif existing is not None:
+                self.store.delete_grant(path, principal)
+                self.record(
+                    actor,
+                    "unshare",
+                    principal=str(principal),
+                    path=path,
+                    level=str(existing.level),
+                    before=_desc(existing),
+                    after=None,
+                    detail={"via": "setfacl"},
+                )
+            else:
+                inherited = [
+                    g for g, _ in self.engine.grants_at(path, now) if g.principal == principal
+                ]
+                where = inherited[0].path if inherited else "a parent path"
+                raise Refused(
+                    f"the entry for {principal} comes from a grant on {where}; "
+                    f"remove it there with `fedfs unshare {where} --with {principal}`"
+                )
+        if remove_all:
+            for g in self.store.grants_under(path):
+                if g.path == path:
+                    self.store.delete_grant(g.path, g.principal)
+                    self.record(
+                        actor,
+                        "unshare",
+                        principal=str(g.principal),
+                        path=path,
+                        level=str(g.level),
+                        before=_desc(g),
+                        after=None,
+                        detail={"via": "setfacl -b"},
+                    )
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":
@@ -542,6 +648,23 @@ class Sharing:
             }
             for g, _ in self.engine.grants_at(path, now)
         ]
+
+
+SYSTEM = Actor(0, "fedfs")
+
+
+def _desc(g: Grant | None) -> str | None:
+    """A grant as the audit log states it: level, who made it, until when."""
+    if g is None:
+        return None
+    until = f" until {_when(g.expires)}" if g.expires else ""
+    return f"{g.level} by {g.granted_by}{until}"
+
+
+def _team_desc(t: Team) -> str:
+    return (
+        f"gid {t.gid}; owners {','.join(sorted(t.owners))}; members {','.join(sorted(t.members))}"
+    )
 
 
 def _named(value: bytes | None) -> tuple[dict[int, int], dict[int, int]]:

@@ -509,3 +509,34 @@ def test_any_record_reencodes_byte_identically(
     ring = KeyRing()
     ring.add(key.public_key, "prop-node", valid_from=0)
     assert verify([data], ring).ok
+
+
+# --- the trail on disk ----------------------------------------------------------------
+
+
+def test_trail_survives_reopen_drops_a_torn_tail_and_catches_truncation(tmp_path: Path) -> None:
+    from fedfs.audit import AuditTrail, SigningKey
+
+    key = SigningKey.generate()
+    trail = AuditTrail(tmp_path / "audit", "n1", key, checkpoint_every=3)
+    for i in range(7):
+        trail.append(
+            actor_uid=1000, actor="alice", action="share", path=f"/b/{i}", principal="user:bob"
+        )
+    assert trail.verify().ok and len(trail.records()) == 9  # 7 + 2 checkpoints
+    # a crash in the middle of an append leaves a partial line: dropped on open
+    with open(trail.log_path, "ab") as f:
+        f.write(b'{"v":1,"seq":9,"node":"n1"')
+    reopened = AuditTrail(tmp_path / "audit", "n1", key, checkpoint_every=3)
+    assert len(reopened.records()) == 9 and reopened.verify().ok
+    reopened.append(
+        actor_uid=1000, actor="alice", action="unshare", path="/b/1", principal="user:bob"
+    )
+    assert reopened.verify().ok
+    # cutting whole records off the end is caught through the checkpoint kept beside the log
+    lines = reopened.log_path.read_bytes().splitlines(keepends=True)
+    reopened.log_path.write_bytes(b"".join(lines[:5]))
+    report = reopened.verify()
+    assert not report.ok and "truncated" in (report.reason or "")
+    with pytest.raises(AuditError, match="fails verification"):
+        AuditTrail(tmp_path / "audit", "n1", key)

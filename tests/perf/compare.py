@@ -1,0 +1,969 @@
+"""Compare fedfs with a local directory, s3fs, rclone and bare boto3, against one S3 server.
+
+Run as root, after scripts/install and scripts/ceph-rgw-install:
+
+    python tests/perf/compare.py --backend ceph|moto [--quick] [--json FILE] [--profile DIR]
+
+One run starts the S3 server (a single-node Ceph RGW or moto, on 127.0.0.1), seeds
+it with boto3, measures every tool against it in turn, prints the figures and the
+ratios the project's targets are stated in (PASS/FAIL), and stops everything it
+started, also on failure or Ctrl-C. Not part of the pytest suite. docs/PERFORMANCE.md
+explains the measurements and holds the latest results. --profile DIR attaches
+py-spy to the fedfs daemon during each fedfs measurement (slower; use for diagnosis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import boto3  # noqa: E402
+import botocore.config  # noqa: E402
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tests.backends.ceph_rgw import CephRgw  # noqa: E402
+from tests.support import KEY, MotoServer  # noqa: E402
+
+MiB = 1024**2
+IO_BLOCK = MiB  # dd-like: 1 MiB write() and read() calls
+SMALL_FILE = 4096
+BUCKET = "cmp"
+TOOLS = ("passthrough", "boto3", "fedfs", "s3fs", "rclone")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+console = Console()
+
+
+@dataclass(frozen=True)
+class Sizes:
+    big: int  # the sequentially written and read file
+    creates: int  # small files created one after another
+    listing: int  # objects in the directory `ls -l` lists
+    moved: int  # files in the directory `mv` renames
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(big=1024 * MiB, creates=1000, listing=10_000, moved=1000)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(big=256 * MiB, creates=200, listing=2000, moved=200)
+
+
+@dataclass
+class Server:
+    url: str
+    access_key: str
+    secret_key: str
+    pids: Callable[[], list[int]]  # the server's processes, for its CPU time
+    stop: Callable[[], None]
+    bring_up: float
+    version: str
+
+
+@dataclass
+class Measurement:
+    wall: float | None = None
+    value: float | None = None  # in the unit of its row (MiB/s, files/s or s)
+    daemon_cpu: float | None = None  # the tool's own process (FUSE daemon), seconds
+    server_cpu: float | None = None
+    load: float | None = None  # 1-min load average at the end, other work on the machine
+    error: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Results:
+    backend: str
+    sizes: Sizes
+    machine: dict[str, Any]
+    server: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, dict[str, Measurement]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def put(self, tool: str, metric: str, m: Measurement) -> None:
+        self.figures.setdefault(tool, {})[metric] = m
+
+    def value(self, tool: str, metric: str) -> float | None:
+        m = self.figures.get(tool, {}).get(metric)
+        return None if m is None else m.value
+
+
+# -- small tools ---------------------------------------------------------
+
+
+def run(*cmd: str | Path, timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(str(c) for c in cmd)}: exit {r.returncode}: {(r.stderr or r.stdout).strip()}"
+        )
+    return r
+
+
+def wait_for(probe: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+    return total / CLK_TCK
+
+
+def pids_with_arg(arg: str) -> list[int]:
+    """Processes with `arg` as one of their command-line arguments (a mount point)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                if arg.encode() in argv:
+                    found.append(int(entry))
+    return found
+
+
+def pids_of_exe(*names: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/comm").read_text().strip() in names:
+                    found.append(int(entry))
+    return found
+
+
+def write_file(path: Path, size: int) -> None:
+    """dd-like: 1 MiB write() calls until size, then close(); no fsync."""
+    block = _pattern()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(size // IO_BLOCK):
+            os.write(fd, block)
+    finally:
+        os.close(fd)
+
+
+def read_file(path: Path) -> int:
+    """dd-like: 1 MiB read() calls to the end; the number of bytes read."""
+    buf = bytearray(IO_BLOCK)
+    total = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [buf]):
+            total += n
+    finally:
+        os.close(fd)
+    return total
+
+
+def check_content(path: Path, size: int) -> None:
+    """Outside the timed part: the first and last MiB hold the written pattern."""
+    block = _pattern()
+    with open(path, "rb") as f:
+        head = f.read(IO_BLOCK)
+        f.seek(size - IO_BLOCK)
+        tail = f.read(IO_BLOCK)
+    if head != block or tail != block:
+        raise RuntimeError(f"{path}: content differs from what was written")
+
+
+_PATTERN: list[bytes] = []
+
+
+def _pattern() -> bytes:
+    if not _PATTERN:
+        _PATTERN.append(os.urandom(IO_BLOCK))
+    return _PATTERN[0]
+
+
+def small_creates(directory: Path, n: int) -> None:
+    data = os.urandom(SMALL_FILE)
+    for i in range(n):
+        fd = os.open(directory / f"f{i:05d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def ls_l(directory: Path, expect: int) -> None:
+    r = run("ls", "-l", directory, timeout=1800)
+    entries = len(r.stdout.splitlines()) - 1  # "total N" first
+    if entries != expect:
+        raise RuntimeError(f"ls -l {directory} showed {entries} entries, expected {expect}")
+
+
+# -- the S3 server ---------------------------------------------------------
+
+
+def start_server(backend: str, workdir: Path) -> Server:
+    began = time.monotonic()
+    if backend == "ceph":
+        rgw = CephRgw(workdir / "ceph").start()
+        version = run("radosgw", "--version").stdout.split("(")[0].strip()
+        return Server(
+            rgw.url,
+            rgw.access_key,
+            rgw.secret_key,
+            lambda: pids_of_exe("ceph-mon", "ceph-osd", "radosgw"),
+            rgw.stop,
+            time.monotonic() - began,
+            version,
+        )
+    moto = MotoServer(log=workdir / "moto.log").start()
+    import moto as moto_pkg
+
+    assert moto.proc is not None
+    pid = moto.proc.pid
+    return Server(
+        moto.url,
+        KEY,
+        KEY,
+        lambda: [pid],
+        moto.stop,
+        time.monotonic() - began,
+        f"moto {moto_pkg.__version__}",
+    )
+
+
+def s3_client(server: Server, connections: int = 32) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=botocore.config.Config(
+            max_pool_connections=connections,
+            retries={"mode": "standard", "max_attempts": 5},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def count_keys(s3: Any, prefix: str) -> int:
+    n = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        n += page.get("KeyCount", 0)
+    return n
+
+
+def object_size(s3: Any, key: str) -> int | None:
+    try:
+        return int(s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"])
+    except Exception:
+        return None
+
+
+# -- mounts --------------------------------------------------------------
+
+
+class Mount:
+    """One FUSE mount of the benchmark bucket by one tool; stop() or kill() ends it."""
+
+    tool = ""
+
+    def __init__(self, bench: Bench, name: str) -> None:
+        self.bench = bench
+        self.dir = bench.workdir / f"{self.tool}-{name}"
+        self.dir.mkdir()
+        self.mountpoint = self.dir / "mnt"
+        self.mountpoint.mkdir()
+        self.log = self.dir / "log"
+
+    @property
+    def root(self) -> Path:
+        """The bucket's directory on the mount."""
+        return self.mountpoint
+
+    def pids(self) -> list[int]:
+        return pids_with_arg(str(self.mountpoint))
+
+    def start(self) -> Mount:
+        self.bench.mounts.append(self)
+        self._mount()
+        wait_for(lambda: os.path.ismount(self.mountpoint), f"{self.tool} on {self.mountpoint}")
+        wait_for(lambda: self.root.is_dir(), f"{self.root} to answer")
+        return self
+
+    def stop(self) -> None:
+        """Unmount the orderly way (uploads finish) and wait for the daemon to exit."""
+        pids = self.pids()
+        if os.path.ismount(self.mountpoint):
+            self._unmount()
+        wait_for(lambda: not any(_alive(p) for p in pids), f"{self.tool} to exit", 600)
+        self.bench.mounts.remove(self)
+
+    def kill(self) -> None:
+        """Clean-up after a failure: lazy unmount, then SIGTERM what is left."""
+        subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], capture_output=True)
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _mount(self) -> None:
+        raise NotImplementedError
+
+    def _unmount(self) -> None:
+        run("fusermount3", "-u", self.mountpoint)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class FedfsMount(Mount):
+    tool = "fedfs"
+
+    @property
+    def root(self) -> Path:
+        return self.mountpoint / BUCKET  # fedfs shows each configured bucket as a directory
+
+    def _mount(self) -> None:
+        s = self.bench.server
+        socket = Path(tempfile.gettempdir()) / f"fedfs-cmp-{os.getpid()}-{self.dir.name}.sock"
+        self.config = self.dir / "fedfs.toml"
+        self.config.write_text(
+            f"""[store]
+endpoint = "{s.url}"
+access_key = "{s.access_key}"
+secret_key = "{s.secret_key}"
+
+[cache]
+dir = "{self.dir / "cache"}"
+size = "8GiB"
+
+[policy]
+state_dir = "{self.dir / "state"}"
+site_dir = "{self.dir / "site"}"
+
+[control]
+socket = "{socket}"
+
+[[buckets]]
+name = "{BUCKET}"
+owner = "user:root"
+"""
+        )
+        run(*fedfs_cmd(), "mount", "--config", self.config, self.mountpoint, "--log-file", self.log)
+
+    def _unmount(self) -> None:
+        run(*fedfs_cmd(), "umount", self.mountpoint, timeout=900)
+
+    def sync(self, path: Path) -> None:
+        run(*fedfs_cmd(), "sync", "--quiet", path, timeout=1800)
+
+
+def fedfs_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("fedfs")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "fedfs.cli"]
+
+
+class S3fsMount(Mount):
+    tool = "s3fs"
+
+    def _mount(self) -> None:
+        s = self.bench.server
+        passwd = self.dir / "passwd"
+        passwd.write_text(f"{s.access_key}:{s.secret_key}\n")
+        passwd.chmod(0o600)
+        options = f"url={s.url},use_path_request_style,passwd_file={passwd}"
+        with open(self.log, "ab") as log:
+            subprocess.run(
+                ["s3fs", BUCKET, str(self.mountpoint), "-o", options],
+                stdout=log,
+                stderr=log,
+                check=True,
+                timeout=60,
+            )
+
+
+class RcloneMount(Mount):
+    tool = "rclone"
+
+    def _mount(self) -> None:
+        s = self.bench.server
+        provider = "Ceph" if self.bench.backend == "ceph" else "Other"
+        self.config = self.dir / "rclone.conf"
+        self.config.write_text(
+            f"""[cmp]
+type = s3
+provider = {provider}
+access_key_id = {s.access_key}
+secret_access_key = {s.secret_key}
+endpoint = {s.url}
+region = us-east-1
+force_path_style = true
+"""
+        )
+        run(
+            "rclone",
+            "mount",
+            f"cmp:{BUCKET}",
+            self.mountpoint,
+            "--config",
+            self.config,
+            "--vfs-cache-mode",
+            "writes",
+            "--cache-dir",
+            self.dir / "cache",
+            "--log-file",
+            self.log,
+            "--daemon",
+            timeout=120,
+        )
+
+
+# -- the benchmark ---------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.backend: str = args.backend
+        self.sizes = Sizes.quick() if args.quick else Sizes.full()
+        self.workdir = workdir
+        self.mounts: list[Mount] = []
+        self.profile_dir: Path | None = args.profile
+        self.results = Results(self.backend, self.sizes, machine_facts(workdir))
+        self.server: Server
+        self.s3: Any = None
+        self.local = workdir / "local"
+
+    # -- measuring --
+
+    @contextlib.contextmanager
+    def measure(
+        self,
+        tool: str,
+        metric: str,
+        mount: Mount | None = None,
+        per: float | None = None,
+        rate: bool = False,
+    ) -> Iterator[Measurement]:
+        """Time the block; value = per / seconds if rate (MiB/s, files/s), else seconds.
+
+        A failure is recorded and the run goes on with the next measurement.
+        """
+        m = Measurement()
+        daemon = mount.pids() if mount is not None else []
+        profiler = self._profile(tool, metric, daemon)
+        d0, s0 = cpu_seconds(daemon), cpu_seconds(self.server.pids())
+        t0 = time.perf_counter()
+        try:
+            yield m
+        except Exception as e:
+            m.error = f"{type(e).__name__}: {e}"[:300]
+            console.print(f"[red]{tool} {metric} failed:[/] {m.error}")
+        else:
+            m.wall = time.perf_counter() - t0
+            if per is not None and rate:
+                m.value = per / m.wall
+            else:
+                m.value = m.wall
+        finally:
+            m.daemon_cpu = round(cpu_seconds(daemon) - d0, 3) if daemon else None
+            m.server_cpu = round(cpu_seconds(self.server.pids()) - s0, 3)
+            m.load = os.getloadavg()[0]
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
+            self.results.put(tool, metric, m)
+            shown = "error" if m.value is None else f"{m.value:,.2f}"
+            console.print(f"  {tool:<11} {metric:<22} {shown}", highlight=False)
+
+    def _profile(self, tool: str, metric: str, pids: list[int]) -> subprocess.Popen[bytes] | None:
+        if self.profile_dir is None or tool != "fedfs" or len(pids) != 1:
+            return None
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.profile_dir / f"fedfs-{metric}.svg"
+        proc = subprocess.Popen(
+            [pyspy, "record", "--nonblocking", "-p", str(pids[0]), "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy needs a moment to attach; there is nothing to poll for
+        return proc
+
+    # -- the run --
+
+    def run(self) -> Results:
+        console.print(f"[bold]S3 server:[/] {self.backend}, starting")
+        self.server = start_server(self.backend, self.workdir)
+        self.results.server = {
+            "software": self.server.version,
+            "url": self.server.url,
+            "bring_up_s": round(self.server.bring_up, 1),
+        }
+        console.print(f"  up in {self.server.bring_up:.1f} s at {self.server.url}")
+        self.s3 = s3_client(self.server)
+        self.passthrough()
+        self.seed()
+        phases = {
+            "boto3": self.boto3_baseline,
+            "fedfs": self.fedfs,
+            "s3fs": self.s3fs,
+            "rclone": self.rclone,
+        }
+        for tool, phase in phases.items():
+            if tool not in self.args.tools:
+                continue
+            try:
+                phase()
+            except Exception as e:  # a tool that breaks leaves the others to measure
+                console.print(f"[red]{tool}: stopped early:[/] {type(e).__name__}: {e}")
+                self.results.errors.append(f"{tool}: {type(e).__name__}: {e}")
+                for m in [m for m in self.mounts if m.tool == tool]:
+                    m.kill()
+                    self.mounts.remove(m)
+        return self.results
+
+    def passthrough(self) -> None:
+        sz = self.sizes
+        self.local.mkdir()
+        big = self.local / "big.bin"
+        console.print("[bold]passthrough[/] (local directory beside the cache dirs)")
+        os.sync()
+        with self.measure("passthrough", "write", per=sz.big / MiB, rate=True):
+            write_file(big, sz.big)
+        best = None
+        for _ in range(3):  # a page-cache read is fast enough for timing noise to matter
+            t0 = time.perf_counter()
+            read_file(big)
+            dt = time.perf_counter() - t0
+            best = dt if best is None else min(best, dt)
+        with self.measure("passthrough", "warm_read", per=sz.big / MiB, rate=True) as m:
+            read_file(big)
+            m.note = f"best of 3 earlier reads: {sz.big / MiB / best:,.0f} MiB/s"
+        (self.local / "small").mkdir()
+        with self.measure("passthrough", "creates", per=sz.creates, rate=True):
+            small_creates(self.local / "small", sz.creates)
+
+    def seed(self) -> None:
+        """Through boto3: the big object, the listed directory, one directory to move per tool."""
+        sz, s3 = self.sizes, self.s3
+        s3.create_bucket(Bucket=BUCKET)
+        console.print("[bold]seeding[/] the bucket with boto3")
+        markers = ["shared/", "shared/many/"]
+        for tool in ("fedfs", "s3fs", "rclone"):
+            markers += [f"{tool}/", f"{tool}/mvsrc/"]
+        puts = [(k, b"") for k in markers]
+        puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
+        small = os.urandom(SMALL_FILE)
+        for tool in ("fedfs", "s3fs", "rclone"):
+            puts += [(f"{tool}/mvsrc/f{i:05d}", small) for i in range(sz.moved)]
+
+        def put(item: tuple[str, bytes]) -> None:
+            key, body = item
+            extra = {"ContentType": "application/x-directory"} if key.endswith("/") else {}
+            s3.put_object(Bucket=BUCKET, Key=key, Body=body, **extra)
+
+        with (
+            self.measure("boto3", "seed_puts", per=len(puts), rate=True),
+            ThreadPoolExecutor(16) as pool,
+        ):
+            list(pool.map(put, puts))
+        cfg = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=8)
+        with self.measure("boto3", "put_big", per=sz.big / MiB, rate=True):
+            s3.upload_file(str(self.local / "big.bin"), BUCKET, "shared/big.bin", Config=cfg)
+
+    def boto3_baseline(self) -> None:
+        sz, s3 = self.sizes, self.s3
+        console.print("[bold]boto3[/] baseline")
+        drop_caches()
+        with self.measure("boto3", "cold_read", per=sz.big / MiB, rate=True):
+            body = s3.get_object(Bucket=BUCKET, Key="shared/big.bin")["Body"]
+            got = 0
+            while chunk := body.read(8 * MiB):
+                got += len(chunk)
+            if got != sz.big:
+                raise RuntimeError(f"GET returned {got} bytes, expected {sz.big}")
+        with self.measure("boto3", "ls_cold"):
+            n = count_keys(s3, "shared/many/")
+            if n != sz.listing + 1:  # + the directory marker
+                raise RuntimeError(f"listed {n} keys, expected {sz.listing + 1}")
+
+    def fedfs(self) -> None:
+        sz = self.sizes
+        console.print("[bold]fedfs[/]")
+        m = FedfsMount(self, "a").start()
+        assert isinstance(m, FedfsMount)
+        mine = m.root / "fedfs"
+        big = mine / "big.bin"
+        os.sync()
+        with self.measure("fedfs", "write", m, per=sz.big / MiB, rate=True):
+            write_file(big, sz.big)
+        with self.measure("fedfs", "write_sync", m):
+            m.sync(mine)
+        with self.measure("fedfs", "warm_read", m, per=sz.big / MiB, rate=True):
+            read_file(big)
+        with self.measure("fedfs", "warm_read_again", m, per=sz.big / MiB, rate=True):
+            read_file(big)
+        with contextlib.suppress(Exception):
+            check_content(big, sz.big)
+        (mine / "small").mkdir()
+        with self.measure("fedfs", "creates", m, per=sz.creates, rate=True):
+            small_creates(mine / "small", sz.creates)
+        with self.measure("fedfs", "creates_sync", m):
+            m.sync(mine / "small")
+        self._check_uploaded("fedfs", "fedfs/small/", sz.creates + 1)  # + mkdir's marker
+        with self.measure("fedfs", "mv", m):
+            run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
+        self._check_moved("fedfs")
+        m.stop()
+        self._cold_read(FedfsMount(self, "b"))
+        self._ls(FedfsMount(self, "c"))
+
+    def s3fs(self) -> None:
+        sz = self.sizes
+        console.print("[bold]s3fs[/]")
+        m = S3fsMount(self, "a").start()
+        mine = m.root / "s3fs"
+        os.sync()
+        with self.measure("s3fs", "write", m, per=sz.big / MiB, rate=True):
+            write_file(mine / "big.bin", sz.big)  # s3fs uploads in close()
+        (mine / "small").mkdir()
+        with self.measure("s3fs", "creates", m, per=sz.creates, rate=True):
+            small_creates(mine / "small", sz.creates)
+        with self.measure("s3fs", "mv", m):
+            run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
+        self._check_moved("s3fs")
+        m.stop()
+        self._cold_read(S3fsMount(self, "b"))
+        self._ls(S3fsMount(self, "c"))
+
+    def rclone(self) -> None:
+        sz = self.sizes
+        console.print("[bold]rclone[/] mount --vfs-cache-mode writes")
+        m = RcloneMount(self, "a").start()
+        mine = m.root / "rclone"
+        os.sync()
+        with self.measure("rclone", "write", m, per=sz.big / MiB, rate=True):
+            write_file(mine / "big.bin", sz.big)
+        with self.measure("rclone", "write_sync", m) as meas:
+            meas.note = "until the object is in S3 (polled), from close()"
+            wait_for(lambda: object_size(self.s3, "rclone/big.bin") == sz.big, "upload", 1800)
+        (mine / "small").mkdir()
+        with self.measure("rclone", "creates", m, per=sz.creates, rate=True):
+            small_creates(mine / "small", sz.creates)
+        with self.measure("rclone", "creates_sync", m) as meas:
+            meas.note = "until all objects are in S3 (polled), from the last close()"
+            wait_for(lambda: count_keys(self.s3, "rclone/small/") >= sz.creates, "uploads", 1800)
+        with self.measure("rclone", "mv", m):
+            run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
+        self._check_moved("rclone")
+        m.stop()
+        self._ls(RcloneMount(self, "c"))
+
+    def _cold_read(self, m: Mount) -> None:
+        m.start()
+        big = m.root / "shared" / "big.bin"
+        drop_caches()
+        with self.measure(m.tool, "cold_read", m, per=self.sizes.big / MiB, rate=True):
+            got = read_file(big)
+            if got != self.sizes.big:
+                raise RuntimeError(f"read {got} bytes, expected {self.sizes.big}")
+        m.stop()
+
+    def _ls(self, m: Mount) -> None:
+        m.start()
+        many = m.root / "shared" / "many"
+        with self.measure(m.tool, "ls_cold", m):
+            ls_l(many, self.sizes.listing)
+        with self.measure(m.tool, "ls_warm", m):
+            ls_l(many, self.sizes.listing)
+        m.stop()
+
+    def _check_uploaded(self, tool: str, prefix: str, n: int) -> None:
+        got = count_keys(self.s3, prefix)
+        if got != n:
+            console.print(f"[red]{tool}: {got} objects under {prefix}, expected {n}[/]")
+
+    def _check_moved(self, tool: str) -> None:
+        src = count_keys(self.s3, f"{tool}/mvsrc/")
+        dst = count_keys(self.s3, f"{tool}/mvdst/")
+        if src or dst < self.sizes.moved:
+            console.print(f"[red]{tool} mv: {src} keys left in mvsrc/, {dst} in mvdst/[/]")
+
+    def cleanup(self) -> None:
+        for m in list(self.mounts):
+            m.kill()
+        for m in list(self.mounts):
+            with contextlib.suppress(Exception):
+                wait_for(lambda m=m: not m.pids(), f"{m.tool} to exit", 30)
+        if getattr(self, "server", None) is not None:
+            self.server.stop()
+
+
+def machine_facts(workdir: Path) -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    fs = run("df", "--output=fstype,source", workdir).stdout.splitlines()[-1].split()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 1024**3, 1),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "local_fs": " on ".join(fs),
+        "python": platform.python_version(),
+        "s3fs": _first_line("s3fs", "--version"),
+        "rclone": _first_line("rclone", "version"),
+        "load_at_start": os.getloadavg()[0],
+    }
+
+
+def _os_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+def _first_line(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        return "missing"
+
+
+# -- the report ------------------------------------------------------------
+
+# (metric, label, unit); the label's {} are filled from Sizes.
+ROWS = [
+    ("write", "seq. write {big}, until close()", "MiB/s"),
+    ("write_sync", "  then until in S3 (sync)", "s"),
+    ("warm_read", "warm seq. read {big}", "MiB/s"),
+    ("warm_read_again", "  the same, second read", "MiB/s"),
+    ("cold_read", "cold seq. read {big}", "MiB/s"),
+    ("creates", "{creates} creates of 4 KiB", "files/s"),
+    ("creates_sync", "  then until in S3 (sync)", "s"),
+    ("ls_cold", "ls -l of {listing} objects, cold", "s"),
+    ("ls_warm", "  the same, second run (warm)", "s"),
+    ("mv", "mv of a directory of {moved} files", "s"),
+    ("seed_puts", "seeding: parallel PUTs (16 threads)", "objects/s"),
+    ("put_big", "seeding: multipart PUT {big}", "MiB/s"),
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    num: tuple[str, str]  # (tool, metric)
+    den: tuple[str, str] | None  # None: an absolute limit on num
+    op: str  # ">=", "<=", "<"
+    limit: float
+
+    def evaluate(self, r: Results) -> dict[str, Any]:
+        a = r.value(*self.num)
+        b = r.value(*self.den) if self.den else 1.0
+        ratio = None if a is None or not b else a / b
+        ok = None
+        if ratio is not None:
+            ok = {
+                ">=": ratio >= self.limit,
+                "<=": ratio <= self.limit,
+                "<": ratio < self.limit,
+            }[self.op]
+        return {
+            "target": self.name,
+            "value": ratio,
+            "limit": f"{self.op} {self.limit:g}",
+            "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+        }
+
+
+TARGETS = [
+    Target(
+        "fedfs warm read / passthrough warm read",
+        ("fedfs", "warm_read"),
+        ("passthrough", "warm_read"),
+        ">=",
+        0.9,
+    ),
+    Target(
+        "fedfs write until close / passthrough write",
+        ("fedfs", "write"),
+        ("passthrough", "write"),
+        ">=",
+        0.9,
+    ),
+    Target(
+        "fedfs creates/s / rclone creates/s", ("fedfs", "creates"), ("rclone", "creates"), ">=", 1
+    ),
+    Target(
+        "fedfs cold read / boto3 single-stream GET",
+        ("fedfs", "cold_read"),
+        ("boto3", "cold_read"),
+        ">=",
+        0.9,
+    ),
+    Target(
+        "fedfs cold read / s3fs cold read", ("fedfs", "cold_read"), ("s3fs", "cold_read"), ">=", 1.5
+    ),
+    Target(
+        "fedfs ls -l cold / boto3 ListObjectsV2 (time)",
+        ("fedfs", "ls_cold"),
+        ("boto3", "ls_cold"),
+        "<=",
+        1.5,
+    ),
+    Target("fedfs ls -l warm (s)", ("fedfs", "ls_warm"), None, "<", 0.2),
+    Target("fedfs mv / rclone mv (time)", ("fedfs", "mv"), ("rclone", "mv"), "<=", 0.5),
+]
+
+
+def report(r: Results) -> list[dict[str, Any]]:
+    sz = r.sizes
+    labels = {
+        "big": f"{sz.big // MiB} MiB" if sz.big < 1024**3 else f"{sz.big // 1024**3} GiB",
+        "creates": f"{sz.creates:,}",
+        "listing": f"{sz.listing:,}",
+        "moved": f"{sz.moved:,}",
+    }
+    t = Table(title=f"fedfs and peers on {r.server.get('software', r.backend)} (127.0.0.1)")
+    t.add_column("measurement")
+    t.add_column("unit")
+    for tool in TOOLS:
+        t.add_column(tool, justify="right")
+    for metric, label, unit in ROWS:
+        cells = []
+        for tool in TOOLS:
+            m = r.figures.get(tool, {}).get(metric)
+            if m is None:
+                cells.append("")
+            elif m.value is None:
+                cells.append("[red]error[/]")
+            else:
+                cells.append(f"{m.value:,.0f}" if m.value >= 100 else f"{m.value:,.2f}")
+        if any(cells):
+            t.add_row(label.format(**labels), unit, *cells)
+    console.print(t)
+    verdicts = [target.evaluate(r) for target in TARGETS]
+    v = Table(title="targets")
+    for col in ("target", "value", "limit", "result"):
+        v.add_column(col, justify="right" if col != "target" else "left")
+    for row in verdicts:
+        colour = {"PASS": "green", "FAIL": "red"}.get(row["result"], "yellow")
+        value = "" if row["value"] is None else f"{row['value']:.2f}"
+        v.add_row(row["target"], value, row["limit"], f"[{colour}]{row['result']}[/]")
+    console.print(v)
+    c = Table(title="where the time went (CPU seconds during each measurement)")
+    for col in ("tool", "measurement", "wall s", "daemon CPU s", "server CPU s", "load"):
+        c.add_column(col, justify="left" if col in ("tool", "measurement") else "right")
+    for tool, figures in r.figures.items():
+        for metric, m in figures.items():
+            c.add_row(
+                tool,
+                metric,
+                _num(m.wall),
+                _num(m.daemon_cpu),
+                _num(m.server_cpu),
+                _num(m.load),
+            )
+    console.print(c)
+    errors = [(t, k, m.error) for t, f in r.figures.items() for k, m in f.items() if m.error]
+    for tool, metric, err in errors:
+        console.print(f"[red]{tool} {metric}:[/] {err}")
+    for err in r.errors:
+        console.print(f"[red]{err}[/]")
+    return verdicts
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="See docs/PERFORMANCE.md."
+    )
+    p.add_argument("--backend", choices=["ceph", "moto"], required=True, help="the S3 server")
+    p.add_argument(
+        "--quick", action="store_true", help="256 MiB, 200 creates, 2,000 objects: a smoke run"
+    )
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--profile", type=Path, help="write py-spy flame graphs of fedfs here")
+    p.add_argument(
+        "--tools",
+        type=lambda s: s.split(","),
+        default=list(TOOLS),
+        help="comma-separated subset of " + ",".join(TOOLS) + " (passthrough always runs)",
+    )
+    p.add_argument(
+        "--workdir", type=Path, help="parent of the scratch directory (default /var/tmp)"
+    )
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        p.error("run as root: it mounts filesystems and drops the page cache")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on kill, too
+    workdir = Path(tempfile.mkdtemp(prefix="fedfs-compare-", dir=args.workdir or "/var/tmp"))
+    bench = Bench(args, workdir)
+    began = time.monotonic()
+    try:
+        results = bench.run()
+    finally:
+        bench.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    results.machine["load_at_end"] = os.getloadavg()[0]
+    results.machine["run_minutes"] = round((time.monotonic() - began) / 60, 1)
+    verdicts = report(results)
+    if args.json:
+        doc = asdict(results)
+        doc["targets"] = verdicts
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        console.print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
