@@ -229,11 +229,11 @@ class Sharing:
     def _need_manage(self, actor: Actor, path: str, doing: str) -> Authority:
         auth = self.authority(actor, path)
         if auth.level is not Level.MANAGE:
-            held = f"holds {auth.reason}" if auth.level else "holds nothing"
+            held = f"holds {auth.reason}" if auth.level else f"holds nothing at {path}"
             raise Refused(
-                f"{actor.label} {held} at {path}; {doing} needs manage there "
-                f"(the bucket owner {self._bucket_of(path).principal}, a manage grant at or above "
-                f"{path}, or a site admin)"
+                f"{actor.label} {held}; {doing} needs manage at {path} "
+                f"(held by the bucket owner {self._bucket_of(path).principal}, by a manage grant at "
+                f"or above it, or by a site admin)"
             )
         return auth
 

@@ -49,7 +49,7 @@ SMALL_FILE = 4096
 BUCKET = "cmp"
 TOOLS = ("passthrough", "boto3", "fedfs", "s3fs", "rclone")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,11 @@ class Mount:
 
     def start(self) -> Mount:
         self.bench.mounts.append(self)
-        self._mount()
+        try:
+            self._mount()
+        except Exception as e:
+            tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+            raise RuntimeError(f"{e}\n{self.log}:\n{tail}") from None
         wait_for(lambda: os.path.ismount(self.mountpoint), f"{self.tool} on {self.mountpoint}")
         wait_for(lambda: self.root.is_dir(), f"{self.root} to answer")
         return self
@@ -438,6 +442,8 @@ region = us-east-1
 force_path_style = true
 """
         )
+        # The sandbox's AWS_CA_BUNDLE makes rclone's S3 client fail on an http endpoint.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         run(
             "rclone",
             "mount",
@@ -453,6 +459,7 @@ force_path_style = true
             self.log,
             "--daemon",
             timeout=120,
+            env=env,
         )
 
 
