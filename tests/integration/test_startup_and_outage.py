@@ -133,6 +133,14 @@ def test_outage_keeps_cached_reads_and_new_writes_then_uploads_them(
         assert r.returncode == 1 and "not uploaded yet" in r.stderr and "kept in" in r.stderr, (
             r.stderr
         )
+        # keep the store away for 30 s in all, reading and writing all along
+        during: list[str] = []
+        while time.monotonic() - started < 30:
+            name = f"during-{len(during):03d}"
+            (root / name).write_bytes(name.encode() * 100)
+            during.append(name)
+            assert (root / "before").read_text() == "kept"
+            time.sleep(0.5)
 
         proxy.restore()
         r = sync(m, timeout=120)  # uploads retry with backoff and complete
@@ -140,6 +148,8 @@ def test_outage_keeps_cached_reads_and_new_writes_then_uploads_them(
         body = lambda k: s3.get_object(Bucket=bucket, Key=k)["Body"].read()  # noqa: E731
         assert body("during") == b"written during the outage"
         assert body("open-across") == b"across the outage"
+        for name in during:
+            assert body(name) == name.encode() * 100
         assert "upload of /" in m.log_text() and "retrying" in m.log_text()
         assert m.stop() == 0
     finally:
