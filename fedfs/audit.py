@@ -651,48 +651,14 @@ def verify_chains(
     }
 
 
-class AuditTrail:
-    """One node's audit chain on disk, appended durably before a change is acknowledged.
+class AuditChain:
+    """One node's audit chain on disk, read only: what `fedfs doctor` verifies without a key."""
 
-    Layout under the state directory's `audit/`:
-      NODE.log        one canonical record per line, fsync'd after every append
-      NODE.head       the newest checkpoint, kept apart so a cut-off log is caught
-      keys/ID.json    the public keys trusted for verification (node, validity window)
-    A partial last line (a crash in the middle of an append, never acknowledged) is
-    dropped on open; any other damage stops the daemon from appending to the chain.
-    """
-
-    def __init__(
-        self, directory: Path, node: str, key: SigningKey, checkpoint_every: int = 100
-    ) -> None:
+    def __init__(self, directory: Path, node: str) -> None:
         self.dir = directory
         self.node = node
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.dir / "keys").mkdir(mode=0o700, exist_ok=True)
         self.log_path = self.dir / f"{node}.log"
         self.head_path = self.dir / f"{node}.head"
-        self._enroll(key)
-        records = self._read_lines(repair=True)
-        report = self.verify()
-        if not report.ok:
-            raise AuditError(
-                f"audit chain {self.log_path} fails verification ({report.reason}); fedfs will not "
-                "append to a damaged chain: keep the file for investigation, move it aside and start again"
-            )
-        last = AuditRecord.decode(records[-1]) if records else None
-        self.writer = AuditWriter(
-            node, key.private_key, key.key_id, last, checkpoint_every=checkpoint_every
-        )
-
-    def _enroll(self, key: SigningKey) -> None:
-        entry = self.dir / "keys" / f"{key.key_id}.json"
-        if not entry.exists():
-            data = {
-                "node": self.node,
-                "public_pem": key.public_pem().decode(),
-                "valid_from": _time.time() - 1,
-            }
-            entry.write_text(json.dumps(data, sort_keys=True))
 
     def keyring(self) -> KeyRing:
         ring = KeyRing()
@@ -731,6 +697,47 @@ class AuditTrail:
 
     def verify(self) -> VerifyReport:
         return verify(self._read_lines(), self.keyring(), self.expected_length(), node=self.node)
+
+
+class AuditTrail(AuditChain):
+    """One node's audit chain on disk, appended durably before a change is acknowledged.
+
+    Layout under the state directory's `audit/`:
+      NODE.log        one canonical record per line, fsync'd after every append
+      NODE.head       the newest checkpoint, kept apart so a cut-off log is caught
+      keys/ID.json    the public keys trusted for verification (node, validity window)
+    A partial last line (a crash in the middle of an append, never acknowledged) is
+    dropped on open; any other damage stops the daemon from appending to the chain.
+    """
+
+    def __init__(
+        self, directory: Path, node: str, key: SigningKey, checkpoint_every: int = 100
+    ) -> None:
+        super().__init__(directory, node)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.dir / "keys").mkdir(mode=0o700, exist_ok=True)
+        self._enroll(key)
+        records = self._read_lines(repair=True)
+        report = self.verify()
+        if not report.ok:
+            raise AuditError(
+                f"audit chain {self.log_path} fails verification ({report.reason}); fedfs will not "
+                "append to a damaged chain: keep the file for investigation, move it aside and start again"
+            )
+        last = AuditRecord.decode(records[-1]) if records else None
+        self.writer = AuditWriter(
+            node, key.private_key, key.key_id, last, checkpoint_every=checkpoint_every
+        )
+
+    def _enroll(self, key: SigningKey) -> None:
+        entry = self.dir / "keys" / f"{key.key_id}.json"
+        if not entry.exists():
+            data = {
+                "node": self.node,
+                "public_pem": key.public_pem().decode(),
+                "valid_from": _time.time() - 1,
+            }
+            entry.write_text(json.dumps(data, sort_keys=True))
 
     def append(self, **fields: Any) -> AuditRecord:
         """Sign, chain and durably store one record (and any checkpoint it triggers)."""

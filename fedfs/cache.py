@@ -34,6 +34,7 @@ import trio
 
 from fedfs.config import CacheConfig, format_size
 from fedfs.errors import CacheFull, FedfsError
+from fedfs.events import event
 from fedfs.journal import Journal
 from fedfs.store import ObjectStore
 
@@ -185,7 +186,16 @@ class Cache:
             f"({format_size(self.staged_bytes)} dirty, [cache] size {format_size(self.cfg.size)}); "
             f"waited {self.cfg.dirty_wait:.0f}s for uploads; check the object store and `fedfs status`"
         )
-        log.error("ENOSPC: %s", msg)
+        event(
+            log,
+            "cache-full",
+            severity=logging.ERROR,
+            dir=self.cfg.dir,
+            dirty_bytes=self.staged_bytes,
+            size=self.cfg.size,
+            waited=f"{self.cfg.dirty_wait:.0f}s",
+            msg=f"ENOSPC: {msg}",
+        )
         raise CacheFull(msg)
 
     def _fits(self, nbytes: int) -> bool:

@@ -470,12 +470,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fedfs import doctor
+
+    return doctor.report(Path(args.config), as_json=args.json, max_keys=args.max_keys)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fedfs import demo
 
     if args.stop:
         return demo.stop(Path(args.mountpoint), Path(args.state))
     return demo.start(Path(args.mountpoint), Path(args.state), args.port)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(parser(), shell=args.shell), end="")
+    return 0
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -684,6 +697,36 @@ def parser() -> argparse.ArgumentParser:
     ss.add_argument("path", nargs="?", default=".", help="a path on the mount (default: .)")
     ss.add_argument("--json", action="store_true")
     ss.set_defaults(func=cmd_status)
+
+    dr = sub.add_parser(
+        "doctor",
+        help="check a config against the world and say how to fix each problem",
+        description="Check CONFIG without mounting it: the file, the endpoint, the "
+        "credentials, the clock, each bucket and the keys fedfs cannot show, the "
+        "identity source and bucket owners, the cache directory and its disk, FUSE, "
+        "the site policy, the policy database and the audit chain, the metrics outputs, "
+        "and the running mount if its control socket answers. Each check prints OK, "
+        "WARN or FAIL with the fix; exit status 1 if any check failed. Changes nothing.",
+    )
+    dr.add_argument("--config", "-c", required=True, help="TOML config file")
+    dr.add_argument("--json", action="store_true", help="print JSON for tools")
+    dr.add_argument(
+        "--max-keys",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="list at most N keys per bucket looking for hidden names (default 100000)",
+    )
+    dr.set_defaults(func=cmd_doctor)
+
+    co = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print the completion script for SHELL, e.g. "
+        "fedfs completion bash > /etc/bash_completion.d/fedfs (the RPM installs it).",
+    )
+    co.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    co.set_defaults(func=cmd_completion)
 
     v = sub.add_parser("version", help="print the version")
     v.set_defaults(func=cmd_version)

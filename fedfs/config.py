@@ -8,6 +8,7 @@ raised before anything is mounted.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import socket
 import tomllib
@@ -130,6 +131,14 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None  # HTTP endpoint for Prometheus; off when None
+    textfile: Path | None = None  # node_exporter textfile, rewritten every `interval` s
+    interval: float = 15.0
+    allow_remote: bool = False  # listen on a non-loopback address (the endpoint has no auth)
+
+
+@dataclass(frozen=True)
 class BucketConfig:
     name: str
     owner: str
@@ -145,6 +154,7 @@ class Config:
     control: ControlConfig
     fs: FsConfig = field(default_factory=FsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def name(self) -> str:
@@ -235,6 +245,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     policy = _parse_policy(_Section(path, "policy", top.get("policy", dict, {})), path.stem)
     identity = _parse_identity(_Section(path, "identity", top.get("identity", dict, {})))
     control = _parse_control(_Section(path, "control", top.get("control", dict, {})), path.stem)
+    metrics = _parse_metrics(_Section(path, "metrics", top.get("metrics", dict, {})))
     buckets_raw = top.get("buckets", list, what="add at least one [[buckets]] table")
     top.finish()
     if not buckets_raw:
@@ -255,6 +266,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         control=control,
         fs=fs,
         identity=identity,
+        metrics=metrics,
     )
 
 
@@ -301,6 +313,44 @@ def _parse_control(s: _Section, stem: str) -> ControlConfig:
     cfg = ControlConfig(socket=_abs_path(s, "socket", f"/run/fedfs/{stem}.sock"))
     if len(str(cfg.socket).encode()) > 100:
         s.fail("socket", "a Unix socket path must be shorter than 100 bytes")
+    s.finish()
+    return cfg
+
+
+def _parse_metrics(s: _Section) -> MetricsConfig:
+    listen = s.get("listen", str, None, what='an address such as "127.0.0.1:9468"')
+    allow_remote = s.get("allow_remote", bool, False)
+    address = None
+    if listen is not None:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            s.fail("listen", f'{listen!r} is not HOST:PORT, e.g. "127.0.0.1:9468"')
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not allow_remote:
+            s.fail(
+                "listen",
+                f"{listen!r} is not a loopback address; the metrics endpoint has no "
+                "authentication, so listen on 127.0.0.1 (and let node_exporter or a proxy "
+                "publish it) or set allow_remote = true",
+            )
+        address = (host, int(port))
+    textfile = s.get("textfile", str, None)
+    if textfile is not None and (not textfile.startswith("/") or not textfile.endswith(".prom")):
+        s.fail(
+            "textfile",
+            f"{textfile!r} must be an absolute path ending in .prom (node_exporter's textfile "
+            'collector reads only *.prom), e.g. "/var/lib/node_exporter/textfile/fedfs.prom"',
+        )
+    cfg = MetricsConfig(
+        listen=address,
+        textfile=Path(textfile) if textfile else None,
+        interval=s.positive("interval", float, 15.0),
+        allow_remote=allow_remote,
+    )
     s.finish()
     return cfg
 

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from fedfs import events, notify
 from fedfs.audit import AuditTrail, SigningKey
 from fedfs.cache import Cache
 from fedfs.commands import Commands
@@ -30,6 +30,7 @@ from fedfs.errors import ConfigError, FedfsError, NotFound
 from fedfs.flusher import Flusher
 from fedfs.fs import Operations
 from fedfs.identity import IdentitySource, LdapIdentity, NssIdentity
+from fedfs.metrics import Metrics
 from fedfs.namespace import Namespace
 from fedfs.policy.model import Principal
 from fedfs.policy.sharing import BucketOwner, Sharing
@@ -140,6 +141,8 @@ class Daemon:
         self.mounted = False
         self.expiry_changed = trio.Event()
         self.left: list[str] = []
+        events.set_context(mount=cfg.name)
+        self.metrics = Metrics(self)
 
     def _record_site_policy(self) -> None:
         """A changed site policy (policy/*.toml) is an admin action the audit shows."""
@@ -203,8 +206,13 @@ class Daemon:
             pyfuse3.init(self.ops, str(self.mountpoint), options)
         except RuntimeError as e:
             raise FedfsError(f"cannot mount on {self.mountpoint}: {e}") from e
-        log.info(
-            "mounted %s on %s (%d buckets)", self.cfg.path, self.mountpoint, len(self.cfg.buckets)
+        events.event(
+            log,
+            "mount",
+            config=self.cfg.path,
+            mountpoint=self.mountpoint,
+            buckets=",".join(b.name for b in self.cfg.buckets),
+            endpoint=self.cfg.store.endpoint or "AWS S3",
         )
 
     async def recover(self) -> None:
@@ -250,6 +258,7 @@ class Daemon:
         await self.sharing.rebuild()
         self.ns.refresh_owners()
         await self.recover()
+        self.metrics.listen()
         self.mount()
         self.mounted = True
         async with trio.open_nursery() as nursery:
@@ -257,14 +266,29 @@ class Daemon:
             nursery.start_soon(self._signals)
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self.sweep_expired)
+            nursery.start_soon(self.metrics.run)
             control = ControlServer(self.cfg.control.socket, self.commands.handle)
             await nursery.start(control.serve)
             if on_ready:
                 on_ready()
+            nursery.start_soon(self._notify_ready)
+            nursery.start_soon(notify.keep_watchdog_fed)
             await pyfuse3.main(min_tasks=4, max_tasks=64)
+            notify.stopping("unmounted; uploading what is pending")
             self.mounted = False
             self.left = await self.finish()
             nursery.cancel_scope.cancel()
+
+    async def _notify_ready(self) -> None:
+        """READY=1 for systemd once the mount answers: this stat waits for pyfuse3.main."""
+        while True:
+            try:
+                await trio.to_thread.run_sync(os.stat, self.mountpoint, abandon_on_cancel=True)
+                break
+            except OSError as e:
+                log.warning("mount point does not answer yet: %s", e)
+                await trio.sleep(0.5)
+        notify.ready(f"{self.cfg.path} mounted on {self.mountpoint}")
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -284,6 +308,7 @@ class Daemon:
             if files and time.monotonic() - last[0] > 5:
                 last[0] = time.monotonic()
                 log.info("unmount: waiting for %d uploads (%s)", files, format_size(nbytes))
+                notify.status(f"unmount: waiting for {files} uploads ({format_size(nbytes)})")
 
         left = await self.flusher.drain(progress=progress, give_up_after=0)
         return [
@@ -307,7 +332,9 @@ class Daemon:
         finally:
             if mounted:
                 pyfuse3.close(unmount=True)
-                log.info("unmounted %s", self.mountpoint)
+                events.event(
+                    log, "unmount", mountpoint=self.mountpoint, not_uploaded=len(self.left)
+                )
             self.cache.journal.close()
             self.policy_store.close()
         for line in self.left:
@@ -321,7 +348,7 @@ def setup_logging(level: str = "INFO", logfile: Path | None = None) -> None:
         logfile.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(logfile)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = events.console_handler()  # the journal's native protocol under systemd
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

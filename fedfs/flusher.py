@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from fedfs.errors import FedfsError
+from fedfs.events import event
 from fedfs.namespace import Inode, Namespace
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,8 @@ class Flusher:
                 self.pending.pop(inode.ino, None)
                 self.uploaded += 1
                 self.uploaded_bytes += size
-                if p.error:
-                    log.info(
-                        "%s: uploaded after %d failed attempts", self.ns.path_of(inode), p.attempts
-                    )
+                if p.attempts:  # not p.error: sync and drain clear it to retry at once
+                    event(log, "upload-resumed", path=self.ns.path_of(inode), attempts=p.attempts)
             else:
                 p.due = time.monotonic() + self.delay  # written again during the upload
         except Exception as e:  # one file's failure must not stop the flusher
@@ -123,14 +122,17 @@ class Flusher:
                 logging.WARNING if p.attempts in (1, 3) or p.attempts % 10 == 0 else logging.DEBUG
             )
             st = inode.staging
-            log.log(
-                level,
-                "upload of %s failed (attempt %d): %s; retrying in %.0fs, data kept in %s",
-                self.ns.path_of(inode),
-                p.attempts,
-                e,
-                backoff,
-                st.path if st else "?",
+            path = self.ns.path_of(inode)
+            event(
+                log,
+                "upload-failed",
+                severity=level,
+                path=path,
+                attempt=p.attempts,
+                error=e,
+                retry_in=f"{backoff:.0f}s",
+                kept_in=st.path if st else None,
+                msg=f"upload of {path} failed; retrying in {backoff:.0f}s, the data is safe in the cache",
             )
             p.error = str(e)
             self.ns.cache.journal.failed(inode.bucket, inode.key, str(e))

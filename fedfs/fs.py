@@ -125,6 +125,8 @@ class Operations(pyfuse3.Operations):
         self.write_back = ns.cfg.cache.write_back
         self.fsync_uploads = ns.cfg.cache.fsync == "upload"
         self.ops = 0
+        self.bytes_read = 0  # through the mount, for metrics
+        self.bytes_written = 0
 
     # -- attributes --------------------------------------------------------
 
@@ -369,10 +371,13 @@ class Operations(pyfuse3.Operations):
         h = self.handles[fh]
         inode = h.inode
         if inode.staging is not None:
-            return inode.staging.read(off, size)
+            data = inode.staging.read(off, size)
+            self.bytes_read += len(data)
+            return data
         if h.etag is None:
             return b""
         data = await self.cache.read(inode.bucket, inode.key, h.etag, h.size, off, size)
+        self.bytes_read += len(data)
         if off == h.next_offset and self.ns.nursery is not None:
             self._readahead(h, off + size)
         h.next_offset = off + len(data)
@@ -403,6 +408,7 @@ class Operations(pyfuse3.Operations):
             async with st.lock:  # an upload of this file is reading the staging copy
                 pass
         n = st.write(off, buf)
+        self.bytes_written += n
         h.inode.size = st.size
         h.inode.mtime_ns = h.inode.ctime_ns = time.time_ns()
         return n

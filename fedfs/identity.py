@@ -30,6 +30,7 @@ from ldap3.core.exceptions import LDAPException, LDAPOperationResult
 from ldap3.utils.conv import escape_filter_chars
 
 from fedfs.errors import IdentityError
+from fedfs.events import event
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class LdapIdentity:
     def _record_success(self, key: _CacheKey, answer: User | Group | None) -> None:
         with self._state_lock:
             if self._last_error is not None:
-                log.info("LDAP server %s answers again", self.url)
+                event(log, "identity-up", source="ldap", url=self.url)
             self._last_error = None
             self._last_success = time.time()
             # Re-inserting keeps the dict ordered oldest-first, so trimming drops
@@ -355,7 +356,15 @@ class LdapIdentity:
     def _record_failure(self, message: str) -> None:
         with self._state_lock:
             if self._last_error is None:
-                log.warning("%s; serving last known identities until it is back", message)
+                event(
+                    log,
+                    "identity-down",
+                    severity=logging.WARNING,
+                    source="ldap",
+                    url=self.url,
+                    error=message,
+                    msg="serving last known identities until it is back",
+                )
             self._last_error = message
             self._quiet_until = time.monotonic() + self._retry_interval
 

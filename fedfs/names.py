@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from fedfs.errors import FedfsError
+from fedfs.events import event
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,15 @@ def key_problem(key: str) -> str | None:
 def report_hidden(bucket: str, key: str, problem: str) -> None:
     if (bucket, key) not in _reported:
         _reported.add((bucket, key))
-        log.warning("s3://%s/%r is not shown: %s (see 'fedfs doctor')", bucket, key, problem)
+        event(
+            log,
+            "hidden-key",
+            severity=logging.WARNING,
+            bucket=bucket,
+            key=key,
+            reason=problem,
+            msg=f"s3://{bucket}/{key!r} is not shown: {problem} (see 'fedfs doctor')",
+        )
 
 
 def hidden_keys() -> list[tuple[str, str]]:

@@ -44,6 +44,7 @@ from fedfs.errors import (
     PreconditionFailed,
     Unavailable,
 )
+from fedfs.events import event
 from fedfs.journal import DirtyFile
 from fedfs.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
 from fedfs.store import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
@@ -439,7 +440,12 @@ class Namespace:
         now = time.monotonic()
         if now - self.outage_logged > 60:
             self.outage_logged = now
-            log.warning("the object store does not answer; serving cached attributes and listings")
+            event(
+                log,
+                "store-unreachable",
+                severity=logging.WARNING,
+                msg="the object store does not answer; serving cached attributes and listings",
+            )
 
     async def revalidate(self, inode: Inode) -> None:
         """Re-read an inode's attributes from S3 if they are older than the TTL.
@@ -1066,14 +1072,16 @@ class Namespace:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         ckey = f"{inode.key}.fedfs-conflict-{self.node}-{stamp}"
         await self.s3(self.store.upload_file, inode.bucket, ckey, st.path, meta, None, False)
-        log.warning(
-            "%s was changed in the object store by another writer since this node read it; "
-            "that version stays at s3://%s/%s and this node's version is kept as s3://%s/%s",
-            self.path_of(inode),
-            inode.bucket,
-            inode.key,
-            inode.bucket,
-            ckey,
+        event(
+            log,
+            "upload-conflict",
+            severity=logging.WARNING,
+            path=self.path_of(inode),
+            bucket=inode.bucket,
+            key=inode.key,
+            kept_as=ckey,
+            msg="another writer changed the object since this node read it; its version "
+            "stays under the key and this node's version is kept beside it",
         )
         self.conflicts += 1
         st.dirty = False

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,6 +52,15 @@ class ObjectInfo:
     last_modified: float
     metadata: dict[str, str] | None = None  # None: not fetched (listings carry none)
     content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one unconditional request (ListBuckets) got back: for `fedfs doctor`."""
+
+    code: str | None  # the S3 error code; None when the request succeeded
+    message: str
+    server_time: float | None  # the answer's Date header (Unix time), None if it had none
 
 
 @dataclass
@@ -118,14 +128,45 @@ class ObjectStore:
         )
         self.requests = 0
         self.errors = 0
+        # Called after every request with (operation, seconds, error class name or None),
+        # from the calling thread: metrics.py times requests without this module knowing it.
+        self.on_call: Callable[[str, float, str | None], None] | None = None
 
     def _call(self, what: str, fn: Any, **kw: Any) -> Any:
         self.requests += 1
+        started = time.monotonic()
+        error: str | None = None
         try:
             return fn(**kw)
         except Exception as e:
             self.errors += 1
-            raise translate(e, what) from e
+            failure = translate(e, what)
+            error = type(failure).__name__
+            raise failure from e
+        finally:
+            if self.on_call is not None:
+                self.on_call(getattr(fn, "__name__", "other"), time.monotonic() - started, error)
+
+    def probe(self) -> Probe:
+        """One ListBuckets request; what the endpoint answered, and its clock.
+
+        A refusal is an answer too (it tells bad credentials from a skewed clock);
+        only silence raises Unavailable.
+        """
+        try:
+            r = self.client.list_buckets()
+            code, message = None, "ok"
+        except botocore.exceptions.ClientError as e:
+            r, code = e.response, _code(e)
+            message = str(e.response.get("Error", {}).get("Message") or code)
+        except Exception as e:
+            raise translate(e, "list buckets") from e
+        date = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            server_time = parsedate_to_datetime(date).timestamp() if date else None
+        except (TypeError, ValueError):
+            server_time = None
+        return Probe(code, message, server_time)
 
     # -- buckets ---------------------------------------------------------
 

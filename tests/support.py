@@ -56,10 +56,13 @@ def free_port() -> int:
 class MotoServer:
     """moto's S3 server as a separate process on 127.0.0.1."""
 
-    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.env = env or {}  # e.g. INITIAL_NO_AUTH_ACTION_COUNT=0: moto checks credentials
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoServer:
@@ -69,6 +72,7 @@ class MotoServer:
             stdout=out,
             stderr=out,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
         )
         wait_for(self._answers, f"moto server on {self.url}")
         return self
@@ -154,7 +158,7 @@ class Mount:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> Mount:
+    def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         logf = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -172,6 +176,7 @@ class Mount:
             stderr=logf,
             stdin=subprocess.DEVNULL,
             cwd=REPO,
+            env={**os.environ, **env} if env else None,
         )
 
         def mounted() -> bool:

@@ -23,6 +23,7 @@ import trio
 
 from fedfs.audit import AuditTrail
 from fedfs.errors import PolicyError
+from fedfs.events import event, iso
 from fedfs.identity import IdentitySource, User
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
 from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
@@ -295,13 +296,15 @@ class Sharing:
                 after=_desc(grant),
             )
         await self._changed([path])
-        log.info(
-            "share %s with %s: %s by %s%s",
-            path,
-            p,
-            lvl,
-            actor.label,
-            f" until {_when(expiry)}" if expiry else "",
+        event(
+            log,
+            "share",
+            path=path,
+            principal=p,
+            level=lvl,
+            actor=actor.label,
+            expires=iso(expiry) if expiry else None,
+            replaced=previous.level if previous else None,
         )
         return grant, previous
 
@@ -335,7 +338,7 @@ class Sharing:
                 after=None,
             )
         await self._changed([path])
-        log.info("unshare %s from %s by %s", path, p, actor.label)
+        event(log, "unshare", path=path, principal=p, level=removed.level, actor=actor.label)
         return removed
 
     async def expire(self, now: float | None = None) -> list[Grant]:
@@ -358,8 +361,13 @@ class Sharing:
                 )
         await self._changed([g.path for g in gone])
         for g in gone:
-            log.info(
-                "expire %s for %s (%s, granted by %s)", g.path, g.principal, g.level, g.granted_by
+            event(
+                log,
+                "expire",
+                path=g.path,
+                principal=g.principal,
+                level=g.level,
+                granted_by=g.granted_by,
             )
         return gone
 
@@ -437,7 +445,7 @@ class Sharing:
         except PolicyError as e:
             raise Refused(str(e)) from None
         await self._changed(self._team_paths(team))
-        log.info("team create %s (gid %d) by %s", name, team.gid, actor.label)
+        event(log, "team-create", team=name, gid=team.gid, actor=actor.label)
         return team
 
     async def team_add(self, actor: Actor, name: str, users: list[str], owners: bool) -> Team:
@@ -460,13 +468,7 @@ class Sharing:
         except PolicyError as e:
             raise Refused(str(e)) from None
         await self._changed(self._team_paths(team))
-        log.info(
-            "team add %s: %s%s by %s",
-            name,
-            ", ".join(new),
-            " (owners)" if owners else "",
-            actor.label,
-        )
+        event(log, "team-add", team=name, users=",".join(new), owners=owners, actor=actor.label)
         return team
 
     async def team_remove(self, actor: Actor, name: str, users: list[str]) -> Team:
@@ -488,7 +490,7 @@ class Sharing:
         except PolicyError as e:
             raise Refused(str(e)) from None
         await self._changed(self._team_paths(team))
-        log.info("team remove %s: %s by %s", name, ", ".join(users), actor.label)
+        event(log, "team-remove", team=name, users=",".join(users), actor=actor.label)
         return team
 
     def _team_paths(self, team: Team) -> list[str]:
@@ -546,11 +548,12 @@ class Sharing:
             self._apply_acl_changes(actor, path, changes, value is None, now)
         if changes or value is None:
             await self._changed([path])
-            log.info(
-                "setfacl %s by %s: %s",
-                path,
-                actor.label,
-                ", ".join(f"{p}={_rwx(perm)}" for p, perm in changes) or "removed",
+            event(
+                log,
+                "setfacl",
+                path=path,
+                actor=actor.label,
+                changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes) or "removed",
             )
         return ObjectMeta(meta.uid, meta.gid, mode, mask)
 

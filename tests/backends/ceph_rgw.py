@@ -103,6 +103,14 @@ class CephRgw:
             "conf": str(self.conf),
         }
 
+    def request_counts(self) -> dict[str, int]:
+        """radosgw's own counters (requests, GETs, PUTs, failures) from its admin socket."""
+        out = self._run(
+            "ceph", "--admin-daemon", self.dir / "run" / "client.rgw.a.asok", "perf", "dump", "rgw"
+        )
+        rgw = json.loads(out)["rgw"]
+        return {k: int(rgw[k]) for k in ("req", "get", "put", "failed_req")}
+
     def client(self) -> object:
         import boto3
 

@@ -77,6 +77,7 @@ class Server:
     stop: Callable[[], None]
     bring_up: float
     version: str
+    requests: Callable[[], int] | None = None  # requests the server answered so far
 
 
 @dataclass
@@ -86,6 +87,9 @@ class Measurement:
     daemon_cpu: float | None = None  # the tool's own process (FUSE daemon), seconds
     server_cpu: float | None = None
     load: float | None = None  # 1-min load average at the end, other work on the machine
+    s3_requests: int | None = None  # as counted by the server (Ceph only)
+    fedfs_s3_requests: int | None = None  # as counted by fedfs (`fedfs status`)
+    fuse_requests: int | None = None  # FUSE requests fedfs served (`fedfs status`)
     error: str | None = None
     note: str | None = None
 
@@ -97,7 +101,7 @@ class Results:
     machine: dict[str, Any]
     server: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, dict[str, Measurement]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # failures and surprises, for the reader
 
     def put(self, tool: str, metric: str, m: Measurement) -> None:
         self.figures.setdefault(tool, {})[metric] = m
@@ -246,6 +250,7 @@ def start_server(backend: str, workdir: Path) -> Server:
             rgw.stop,
             time.monotonic() - began,
             version,
+            lambda: rgw.request_counts()["req"],
         )
     moto = MotoServer(log=workdir / "moto.log").start()
     import moto as moto_pkg
@@ -350,6 +355,16 @@ class Mount:
         run("fusermount3", "-u", self.mountpoint)
 
 
+def daemonize(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run a command that forks a daemon: output to log, never to a pipe the daemon keeps open."""
+    with open(log, "ab") as out:
+        code = subprocess.run(
+            cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, timeout=120
+        ).returncode
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {code}")
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -386,6 +401,7 @@ site_dir = "{self.dir / "site"}"
 [control]
 socket = "{socket}"
 
+{self._fs_section()}
 [[buckets]]
 name = "{BUCKET}"
 owner = "user:root"
@@ -393,8 +409,22 @@ owner = "user:root"
         )
         run(*fedfs_cmd(), "mount", "--config", self.config, self.mountpoint, "--log-file", self.log)
 
+    def _fs_section(self) -> str:
+        ttl = self.bench.args.fedfs_ttl
+        if ttl is None:
+            return ""  # fedfs's defaults: 1 s for attributes, entries and listings
+        keys = ("attr_timeout", "entry_timeout", "negative_timeout", "dir_timeout")
+        return "[fs]\n" + "".join(f"{k} = {float(ttl)}\n" for k in keys)
+
     def _unmount(self) -> None:
         run(*fedfs_cmd(), "umount", self.mountpoint, timeout=900)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            out = run(*fedfs_cmd(), "status", "--json", self.mountpoint, timeout=60).stdout
+            return dict(json.loads(out))
+        except Exception:
+            return {}
 
     def sync(self, path: Path) -> None:
         run(*fedfs_cmd(), "sync", "--quiet", path, timeout=1800)
@@ -414,14 +444,7 @@ class S3fsMount(Mount):
         passwd.write_text(f"{s.access_key}:{s.secret_key}\n")
         passwd.chmod(0o600)
         options = f"url={s.url},use_path_request_style,passwd_file={passwd}"
-        with open(self.log, "ab") as log:
-            subprocess.run(
-                ["s3fs", BUCKET, str(self.mountpoint), "-o", options],
-                stdout=log,
-                stderr=log,
-                check=True,
-                timeout=60,
-            )
+        daemonize(["s3fs", BUCKET, str(self.mountpoint), "-o", options], self.log)
 
 
 class RcloneMount(Mount):
@@ -444,22 +467,24 @@ force_path_style = true
         )
         # The sandbox's AWS_CA_BUNDLE makes rclone's S3 client fail on an http endpoint.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        run(
-            "rclone",
-            "mount",
-            f"cmp:{BUCKET}",
-            self.mountpoint,
-            "--config",
-            self.config,
-            "--vfs-cache-mode",
-            "writes",
-            "--cache-dir",
-            self.dir / "cache",
-            "--log-file",
+        daemonize(
+            [
+                "rclone",
+                "mount",
+                f"cmp:{BUCKET}",
+                str(self.mountpoint),
+                "--config",
+                str(self.config),
+                "--vfs-cache-mode",
+                "writes",
+                "--cache-dir",
+                str(self.dir / "cache"),
+                "--log-file",
+                str(self.log),
+                "--daemon",
+            ],
             self.log,
-            "--daemon",
-            timeout=120,
-            env=env,
+            env,
         )
 
 
@@ -496,6 +521,7 @@ class Bench:
         """
         m = Measurement()
         daemon = mount.pids() if mount is not None else []
+        counters0 = self._counters(mount)
         profiler = self._profile(tool, metric, daemon)
         d0, s0 = cpu_seconds(daemon), cpu_seconds(self.server.pids())
         t0 = time.perf_counter()
@@ -517,9 +543,25 @@ class Bench:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(60)
+            counters = self._counters(mount)
+            for name, before in counters0.items():
+                if counters.get(name) is not None and before is not None:
+                    setattr(m, name, counters[name] - before)
             self.results.put(tool, metric, m)
             shown = "error" if m.value is None else f"{m.value:,.2f}"
             console.print(f"  {tool:<11} {metric:<22} {shown}", highlight=False)
+
+    def _counters(self, mount: Mount | None) -> dict[str, int | None]:
+        """Request counters of the server and of fedfs, read outside the timed part."""
+        counters: dict[str, int | None] = {"s3_requests": None}
+        with contextlib.suppress(Exception):
+            if self.server.requests is not None:
+                counters["s3_requests"] = self.server.requests()
+        if isinstance(mount, FedfsMount):
+            status = mount.status()
+            counters["fedfs_s3_requests"] = status.get("s3", {}).get("requests")
+            counters["fuse_requests"] = status.get("fuse_requests")
+        return counters
 
     def _profile(self, tool: str, metric: str, pids: list[int]) -> subprocess.Popen[bytes] | None:
         if self.profile_dir is None or tool != "fedfs" or len(pids) != 1:
@@ -562,7 +604,7 @@ class Bench:
                 phase()
             except Exception as e:  # a tool that breaks leaves the others to measure
                 console.print(f"[red]{tool}: stopped early:[/] {type(e).__name__}: {e}")
-                self.results.errors.append(f"{tool}: {type(e).__name__}: {e}")
+                self.results.notes.append(f"{tool}: {type(e).__name__}: {e}")
                 for m in [m for m in self.mounts if m.tool == tool]:
                     m.kill()
                     self.mounts.remove(m)
@@ -730,10 +772,16 @@ class Bench:
             console.print(f"[red]{tool}: {got} objects under {prefix}, expected {n}[/]")
 
     def _check_moved(self, tool: str) -> None:
+        """Every file arrived under the new name; notes what stayed under the old one."""
         src = count_keys(self.s3, f"{tool}/mvsrc/")
         dst = count_keys(self.s3, f"{tool}/mvdst/")
-        if src or dst < self.sizes.moved:
-            console.print(f"[red]{tool} mv: {src} keys left in mvsrc/, {dst} in mvdst/[/]")
+        if dst < self.sizes.moved or src:
+            left = object_size(self.s3, f"{tool}/mvsrc/") is not None
+            what = "only its directory marker" if src == 1 and left else f"{src} keys"
+            console.print(
+                f"[yellow]{tool} mv: {what} left under mvsrc/, {dst} keys under mvdst/[/]"
+            )
+            self.results.notes.append(f"{tool} mv left {what} under the old prefix")
 
     def cleanup(self) -> None:
         for m in list(self.mounts):
@@ -904,8 +952,9 @@ def report(r: Results) -> list[dict[str, Any]]:
         value = "" if row["value"] is None else f"{row['value']:.2f}"
         v.add_row(row["target"], value, row["limit"], f"[{colour}]{row['result']}[/]")
     console.print(v)
-    c = Table(title="where the time went (CPU seconds during each measurement)")
-    for col in ("tool", "measurement", "wall s", "daemon CPU s", "server CPU s", "load"):
+    c = Table(title="where the time went: CPU seconds and requests during each measurement")
+    columns = ("tool", "measurement", "wall s", "daemon CPU s", "server CPU s", "S3 requests")
+    for col in (*columns, "FUSE requests", "load"):
         c.add_column(col, justify="left" if col in ("tool", "measurement") else "right")
     for tool, figures in r.figures.items():
         for metric, m in figures.items():
@@ -915,13 +964,15 @@ def report(r: Results) -> list[dict[str, Any]]:
                 _num(m.wall),
                 _num(m.daemon_cpu),
                 _num(m.server_cpu),
+                "" if m.s3_requests is None else f"{m.s3_requests:,}",
+                "" if m.fuse_requests is None else f"{m.fuse_requests:,}",
                 _num(m.load),
             )
     console.print(c)
     errors = [(t, k, m.error) for t, f in r.figures.items() for k, m in f.items() if m.error]
     for tool, metric, err in errors:
         console.print(f"[red]{tool} {metric}:[/] {err}")
-    for err in r.errors:
+    for err in r.notes:
         console.print(f"[red]{err}[/]")
     return verdicts
 
@@ -947,6 +998,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of " + ",".join(TOOLS) + " (passthrough always runs)",
     )
     p.add_argument(
+        "--fedfs-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="mount fedfs with this [fs] attr/entry/negative/dir timeout (default: fedfs's, 1 s)",
+    )
+    p.add_argument(
         "--workdir", type=Path, help="parent of the scratch directory (default /var/tmp)"
     )
     args = p.parse_args(argv)
@@ -966,6 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = report(results)
     if args.json:
         doc = asdict(results)
+        doc["command"] = sys.argv
         doc["targets"] = verdicts
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"results written to {args.json}")
