@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from fedfs import config
 from fedfs.audit import AuditChain
@@ -106,32 +107,7 @@ def check_store(cfg: Config, max_keys: int = MAX_KEYS) -> list[Finding]:
     try:
         probe = store.probe()
     except FedfsError as e:
-        if isinstance(e, AccessDenied):  # no credentials at all: nothing was sent
-            return [
-                Finding("endpoint", SKIP, "not checked: there are no credentials to sign with"),
-                Finding(
-                    "credentials",
-                    FAIL,
-                    str(e),
-                    "set [store] access_key and secret_key, or AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY in the mount's environment",
-                ),
-            ]
-        skipped = [
-            Finding(c, SKIP, "not checked: the endpoint did not answer")
-            for c in ("credentials", "clock", *(f"bucket {b.name}" for b in cfg.buckets))
-        ]
-        return [
-            Finding(
-                "endpoint",
-                FAIL,
-                f"{endpoint} did not answer within {store.cfg.connect_timeout:g} s: {e}",
-                "start the S3 service, or correct [store] endpoint (scheme, host and port); "
-                f"from this node, `curl -sI {cfg.store.endpoint or 'https://s3.amazonaws.com'}` "
-                "must print an HTTP status",
-            ),
-            *skipped,
-        ]
+        return _unanswered(cfg, store, e)
     ms = (time.monotonic() - started) * 1000
     found = [Finding("endpoint", OK, f"{endpoint} answered in {ms:.0f} ms")]
     found.append(_credentials(cfg, probe))
@@ -148,6 +124,54 @@ def check_store(cfg: Config, max_keys: int = MAX_KEYS) -> list[Finding]:
         if bucket.status == OK:
             found.append(check_names(store, b.name, max_keys))
     return found
+
+
+def _unanswered(cfg: Config, store: ObjectStore, error: FedfsError) -> list[Finding]:
+    """What to say when ListBuckets got no answer: no endpoint, or nothing to sign with."""
+    endpoint = cfg.store.endpoint or f"AWS S3 ({cfg.store.region})"
+    checks = ("credentials", "clock", *(f"bucket {b.name}" for b in cfg.buckets))
+
+    def dead(why: object) -> Finding:
+        return Finding(
+            "endpoint",
+            FAIL,
+            f"{endpoint} did not answer within {store.cfg.connect_timeout:g} s: {why}",
+            "start the S3 service, or correct [store] endpoint (scheme, host and port); "
+            f"from this node, `curl -sI {cfg.store.endpoint or 'https://s3.amazonaws.com'}` "
+            "must print an HTTP status",
+        )
+
+    if not isinstance(error, AccessDenied):
+        skipped = [Finding(c, SKIP, "not checked: the endpoint did not answer") for c in checks]
+        return [dead(error), *skipped]
+    # No credentials: nothing was sent, so only a TCP connection can test the endpoint.
+    reached = (
+        Finding("endpoint", OK, f"{endpoint} accepts connections")
+        if _connects(cfg, store.cfg.connect_timeout)
+        else dead("no TCP connection")
+    )
+    return [
+        reached,
+        Finding(
+            "credentials",
+            FAIL,
+            str(error),
+            "set [store] access_key and secret_key, or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY in the mount's environment",
+        ),
+        *(Finding(c, SKIP, "not checked: no credentials") for c in checks[1:]),
+    ]
+
+
+def _connects(cfg: Config, timeout: float) -> bool:
+    """A TCP connection to the endpoint: all that can be tried without credentials."""
+    url = urlparse(cfg.store.endpoint or f"https://s3.{cfg.store.region}.amazonaws.com")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _credentials(cfg: Config, probe: Probe) -> Finding:

@@ -32,13 +32,14 @@ from tests.support import FEDFS, REPO, MotoServer, Mount, UnixUser, free_port, w
 Findings = dict[str, dict[str, Any]]
 
 
-def run_doctor(cfg: Path, *extra: str) -> tuple[int, Findings]:
+def run_doctor(cfg: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, Findings]:
     r = subprocess.run(
         [*FEDFS, "doctor", "--config", str(cfg), "--json", *extra],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=120,
+        env=env,
     )
     assert r.returncode in (0, 1), r.stderr
     found = json.loads(r.stdout)["findings"]
@@ -122,10 +123,11 @@ def test_an_unreachable_endpoint_fails_in_bounded_time(make_config: MakeConfig) 
 
 @pytest.fixture(scope="module")
 def strict_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoServer, str, str]]:
-    """A moto server that checks credentials, with one IAM key pair made before it starts to."""
+    """A moto server that checks credentials, with one IAM key pair (allowed nothing) and one
+    bucket made before it starts to."""
     server = MotoServer(
         log=tmp_path_factory.mktemp("strict") / "moto.log",
-        env={"INITIAL_NO_AUTH_ACTION_COUNT": "2"},  # create_user, create_access_key
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"},  # create_user, create_access_key, create_bucket
     ).start()
     iam = boto3.client(
         "iam",
@@ -136,6 +138,7 @@ def strict_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Moto
     )
     iam.create_user(UserName="doctor")
     key = iam.create_access_key(UserName="doctor")["AccessKey"]
+    server.client().create_bucket(Bucket="b-doctor")
     yield server, key["AccessKeyId"], key["SecretAccessKey"]
     server.stop()
 
@@ -154,8 +157,30 @@ def test_unknown_access_key_and_wrong_secret_are_told_apart(
         text = cfg.read_text().replace('access_key = "testing"', f'access_key = "{access}"')
         cfg.write_text(text.replace('secret_key = "testing"', f'secret_key = "{secret_key}"'))
         code, found = run_doctor(cfg)
+        assert code == 1
         assert_finding(found, "credentials", status, words)
-        assert code == 1  # the bucket does not exist (or cannot be listed) either way
+        if status == "FAIL":
+            assert found["bucket b-doctor"]["status"] == "SKIP"
+        else:  # a key the store knows, which no policy allows to list the bucket
+            assert_finding(found, "bucket b-doctor", "FAIL", "may not list", "s3:ListBucket")
+
+
+def test_no_credentials_at_all(make_config: MakeConfig, tmp_path: Path) -> None:
+    cfg = make_config()
+    cfg.write_text(
+        cfg.read_text()
+        .replace('access_key = "testing"\n', "")
+        .replace('secret_key = "testing"\n', "")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    code, found = run_doctor(cfg, env=env)
+    assert code == 1
+    assert_finding(found, "endpoint", "OK", "accepts connections")
+    assert_finding(found, "credentials", "FAIL", "no S3 credentials", "AWS_ACCESS_KEY_ID")
 
 
 def test_a_missing_bucket_and_a_missing_owner(make_config: MakeConfig, bucket: str) -> None:
