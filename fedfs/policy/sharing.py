@@ -285,16 +285,7 @@ class Sharing:
         # Only manage holders share, and manage is the top level: nobody grants above theirs.
         grant = Grant(path, p, lvl, actor.label, now, expiry)
         with self.store.transaction():
-            previous = self.store.put_grant(grant)
-            self.record(
-                actor,
-                "share",
-                principal=str(p),
-                path=path,
-                level=str(lvl),
-                before=_desc(previous),
-                after=_desc(grant),
-            )
+            previous = self._put_grant(actor, grant)
         await self._changed([path])
         event(
             log,
@@ -326,20 +317,10 @@ class Sharing:
         if not self._holds(actor, p) or p.kind != "user":
             self._need_manage(actor, path, "unsharing")
         with self.store.transaction():
-            removed = self.store.delete_grant(path, p)
-            assert removed is not None
-            self.record(
-                actor,
-                "unshare",
-                principal=str(p),
-                path=path,
-                level=str(removed.level),
-                before=_desc(removed),
-                after=None,
-            )
+            self._drop_grant(actor, existing)
         await self._changed([path])
-        event(log, "unshare", path=path, principal=p, level=removed.level, actor=actor.label)
-        return removed
+        event(log, "unshare", path=path, principal=p, level=existing.level, actor=actor.label)
+        return existing
 
     async def expire(self, now: float | None = None) -> list[Grant]:
         """Remove grants whose time has come; returns them."""
@@ -349,16 +330,7 @@ class Sharing:
             return []
         with self.store.transaction():
             for g in gone:
-                self.store.delete_grant(g.path, g.principal)
-                self.record(
-                    SYSTEM,
-                    "expire",
-                    principal=str(g.principal),
-                    path=g.path,
-                    level=str(g.level),
-                    before=_desc(g),
-                    after=None,
-                )
+                self._drop_grant(SYSTEM, g, action="expire")
         await self._changed([g.path for g in gone])
         for g in gone:
             event(
@@ -373,6 +345,37 @@ class Sharing:
 
     def next_expiry(self) -> float | None:
         return self.store.next_expiry()
+
+    def _put_grant(self, actor: Actor, grant: Grant, **detail: str) -> Grant | None:
+        """Store a grant and its audit record (inside the caller's transaction)."""
+        previous = self.store.put_grant(grant)
+        self.record(
+            actor,
+            "share",
+            principal=str(grant.principal),
+            path=grant.path,
+            level=str(grant.level),
+            before=_desc(previous),
+            after=_desc(grant),
+            detail=detail,
+        )
+        return previous
+
+    def _drop_grant(
+        self, actor: Actor, grant: Grant, action: str = "unshare", **detail: str
+    ) -> None:
+        """Delete a grant and record it (inside the caller's transaction)."""
+        self.store.delete_grant(grant.path, grant.principal)
+        self.record(
+            actor,
+            action,
+            principal=str(grant.principal),
+            path=grant.path,
+            level=str(grant.level),
+            before=_desc(grant),
+            after=None,
+            detail=detail,
+        )
 
     def record(self, actor: Actor, action: str, **fields: Any) -> None:
         """One audit record, durable before the change it describes is acknowledged."""
@@ -572,29 +575,9 @@ class Sharing:
                 self.site.check_principal(principal)
                 expiry = existing.expires if existing else self.site.grant_expiry(now, None)
                 grant = Grant(path, principal, level, actor.label, now, expiry)
-                self.store.put_grant(grant)
-                self.record(
-                    actor,
-                    "share",
-                    principal=str(principal),
-                    path=path,
-                    level=str(level),
-                    before=_desc(existing),
-                    after=_desc(grant),
-                    detail={"via": "setfacl"},
-                )
+                self._put_grant(actor, grant, via="setfacl")
             elif existing is not None:
-                self.store.delete_grant(path, principal)
-                self.record(
-                    actor,
-                    "unshare",
-                    principal=str(principal),
-                    path=path,
-                    level=str(existing.level),
-                    before=_desc(existing),
-                    after=None,
-                    detail={"via": "setfacl"},
-                )
+                self._drop_grant(actor, existing, via="setfacl")
             else:
                 inherited = [
                     g for g, _ in self.engine.grants_at(path, now) if g.principal == principal
@@ -607,17 +590,7 @@ class Sharing:
         if remove_all:
             for g in self.store.grants_under(path):
                 if g.path == path:
-                    self.store.delete_grant(g.path, g.principal)
-                    self.record(
-                        actor,
-                        "unshare",
-                        principal=str(g.principal),
-                        path=path,
-                        level=str(g.level),
-                        before=_desc(g),
-                        after=None,
-                        detail={"via": "setfacl -b"},
-                    )
+                    self._drop_grant(actor, g, via="setfacl -b")
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":
