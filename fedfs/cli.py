@@ -457,13 +457,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines = [
         f"mount      {s['mountpoint']}  ({s['config']}, fedfs {s['version']}, up {s['uptime']:.0f}s)",
         f"store      {s['endpoint']}  buckets: {', '.join(s['buckets'])}",
-        f"           {s['s3']['requests']} requests, {s['s3']['errors']} errors",
+        f"           {s['s3']['requests']} requests, {s['s3']['errors']} errors, latency p50 "
+        f"{s['s3']['latency_p50_ms']} ms, p99 {s['s3']['latency_p99_ms']} ms (latest requests)",
         f"cache      {cache['dir']}: {format_size(cache['clean_bytes'] + cache['dirty_bytes'])} of "
         f"{format_size(cache['size'])} used ({format_size(cache['dirty_bytes'])} dirty), "
         f"{format_size(cache['free_disk'])} free on disk; {cache['hits']} hits, {cache['misses']} misses",
         f"uploads    {up['queued']} queued ({format_size(up['queued_bytes'])}), {up['failed']} failing, "
         f"{up['done']} done, {up['conflicts']} conflicts",
-        f"policy     version {pol['version']}: {pol['grants']} grants, {pol['teams']} teams",
+        f"policy     version {pol['version']}: {pol['grants']} grants, {pol['teams']} teams, "
+        f"lag {pol['lag']:.1f}s",
         f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
     ]
     print("\n".join(lines))

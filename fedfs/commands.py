@@ -442,8 +442,15 @@ class Commands:
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.ns.conflicts,
             },
-            "s3": {"requests": d.store.requests, "errors": d.store.errors},
+            "s3": {
+                "requests": d.store.requests,
+                "errors": d.store.errors,
+                **_latency_ms(list(d.store.recent)),
+            },
             "policy": {
+                # One node applies its own changes at once; several nodes sharing a
+                # policy log will report how far behind the newest event they are.
+                "lag": 0.0,
                 "version": d.sharing.store.version,
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),
@@ -455,3 +462,12 @@ class Commands:
             },
             "fuse_requests": d.ops.ops,
         }
+
+
+def _latency_ms(durations: list[float]) -> dict[str, float | None]:
+    """p50 and p99 of the latest S3 requests, in milliseconds (None before the first)."""
+    if not durations:
+        return {"latency_p50_ms": None, "latency_p99_ms": None}
+    ordered = sorted(durations)
+    pick = lambda q: round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
+    return {"latency_p50_ms": pick(0.5), "latency_p99_ms": pick(0.99)}

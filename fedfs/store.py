@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -128,6 +129,7 @@ class ObjectStore:
         )
         self.requests = 0
         self.errors = 0
+        self.recent: deque[float] = deque(maxlen=500)  # latest request durations, for status
         # Called after every request with (operation, seconds, error class name or None),
         # from the calling thread: metrics.py times requests without this module knowing it.
         self.on_call: Callable[[str, float, str | None], None] | None = None
@@ -144,6 +146,7 @@ class ObjectStore:
             error = type(failure).__name__
             raise failure from e
         finally:
+            self.recent.append(time.monotonic() - started)
             if self.on_call is not None:
                 self.on_call(getattr(fn, "__name__", "other"), time.monotonic() - started, error)
 

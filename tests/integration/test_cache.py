@@ -81,8 +81,9 @@ def test_stage_status_and_reads_from_the_cache(make_mount: Any, bucket: str, s3:
         status["cache"]["misses"] == misses and status["cache"]["hits"] > 0
     )  # served from the cache
     text = cli("status", m.mountpoint).stdout
-    for label in ("mount", "store", "cache", "uploads", "policy", "identity"):
+    for label in ("mount", "store", "cache", "uploads", "policy", "identity", "latency p50", "lag"):
         assert label in text
+    assert status["s3"]["latency_p50_ms"] > 0 and status["s3"]["requests"] > 0
     # staging something you may not read is refused
     os.chmod(m.path(bucket, "in", "data-2.bin"), 0o600)
     r = subprocess.run(
