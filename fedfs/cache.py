@@ -272,10 +272,9 @@ class Cache:
         bs = self.block_size
         parts = []
         for block in range(offset // bs, (end - 1) // bs + 1):
-            data = await self._block(bucket, key, etag, size, block)
             lo = max(offset, block * bs) - block * bs
             hi = min(end, (block + 1) * bs) - block * bs
-            parts.append(data[lo:hi])
+            parts.append(await self._block(bucket, key, etag, size, block, lo, hi))
         return b"".join(parts)
 
     def has_block(self, bucket: str, key: str, etag: str, block: int) -> bool:
@@ -288,14 +287,25 @@ class Cache:
         """Fetch one block into the cache if it is not there yet (readahead, stage-in)."""
         if block * self.block_size < size and not self.has_block(bucket, key, etag, block):
             try:
-                await self._block(bucket, key, etag, size, block)
+                await self._block(bucket, key, etag, size, block, 0, 0)  # only make it present
             except (FedfsError, OSError) as e:  # a prefetch failure only costs a later miss
                 log.debug("prefetch of %s/%s block %d failed: %s", bucket, key, block, e)
 
-    async def _block(self, bucket: str, key: str, etag: str, size: int, block: int) -> bytes:
+    async def _block(
+        self,
+        bucket: str,
+        key: str,
+        etag: str,
+        size: int,
+        block: int,
+        lo: int = 0,
+        hi: int | None = None,
+    ) -> bytes:
+        """Bytes [lo, hi) of one block: read from its cache file (only that range), or fetched."""
         p = str(self._block_path(bucket, key, etag, block))
+        hi = self.block_size if hi is None else hi
         while True:
-            data = self._pread(p, 0, self.block_size) if p in self.clean else None
+            data = self._pread(p, lo, hi - lo) if p in self.clean else None
             if data is not None:
                 self.hits += 1
                 return data
@@ -314,7 +324,7 @@ class Cache:
             )
             await trio.to_thread.run_sync(self._write_clean_file, Path(p), data)
             self._add_clean(p, len(data))
-            return data
+            return data[lo:hi]
         finally:
             del self.inflight[p]
             ev.set()

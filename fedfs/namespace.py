@@ -392,11 +392,13 @@ class Namespace:
             head = await self.s3(self.store.head, parent.bucket, key)
 
         async def get_prefix() -> None:
+            # One LIST tells whether the prefix exists and (sorting first) whether it has
+            # a marker; only a marker's metadata (the directory's mode) needs a HEAD.
             nonlocal is_prefix, marker
-            marker = await self.s3(self.store.head, parent.bucket, key + "/")
-            is_prefix = marker is not None or await self.s3(
-                self.store.prefix_exists, parent.bucket, key + "/"
-            )
+            page = await self.s3(self.store.list_page, parent.bucket, key + "/", None, 1, None)
+            is_prefix = bool(page.objects)
+            if is_prefix and page.objects[0].key == key + "/":
+                marker = await self.s3(self.store.head, parent.bucket, key + "/")
 
         try:
             await concurrently(get_head, get_prefix)
