@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import stat
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -410,7 +409,7 @@ class Operations(pyfuse3.Operations):
         n = st.write(off, buf)
         self.bytes_written += n
         h.inode.size = st.size
-        h.inode.mtime_ns = h.inode.ctime_ns = time.time_ns()
+        h.inode.mtime_pending = True  # set at close (see Inode.mtime_pending)
         return n
 
     @fuse_errors

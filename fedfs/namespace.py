@@ -103,6 +103,9 @@ class Inode:
     base_etag: str | None = None  # the version the staging copy was made from
     open_count: int = 0
     writers: int = 0
+    # Written since the last close: mtime moves at close, not at every write(), so the
+    # kernel's attribute refreshes during a long write do not drop the page cache.
+    mtime_pending: bool = False
     kernel_etag: str | None = None  # the version the kernel page cache holds
     gone: bool = False
 
@@ -166,9 +169,14 @@ def _leaves(e: BaseException) -> list[BaseException]:
 
 def _int(meta: dict[str, str], key: str) -> int | None:
     try:
-        return int(float(meta[key]))
-    except (KeyError, ValueError):
+        return int(meta[key])  # exact: float() would round a nanosecond mtime
+    except KeyError:
         return None
+    except ValueError:
+        try:
+            return int(float(meta[key]))  # "1500000000.5" as other tools may write it
+        except ValueError:
+            return None
 
 
 class Owner(Protocol):
@@ -991,8 +999,14 @@ class Namespace:
         st.truncate(size)
         inode.size = size
 
+    def touch_written(self, inode: Inode) -> None:
+        if inode.mtime_pending:
+            inode.mtime_pending = False
+            inode.mtime_ns = inode.ctime_ns = time.time_ns()
+
     def closed(self, inode: Inode) -> None:
         """A writer closed the file: record it as queued and hand it to the flusher."""
+        self.touch_written(inode)
         if inode.dirty and inode.staging is not None and not inode.gone:
             self._journal(inode, "queued")
             if self.flusher is not None:
@@ -1000,6 +1014,7 @@ class Namespace:
 
     async def make_durable(self, inode: Inode) -> None:
         """fsync in "local" mode: the data and its journal row survive a crash of the node."""
+        self.touch_written(inode)
         st = inode.staging
         if st is not None and st.dirty and not inode.gone:
             await trio.to_thread.run_sync(st.sync)
@@ -1016,6 +1031,7 @@ class Namespace:
         st = inode.staging
         if st is None or inode.gone:
             return
+        self.touch_written(inode)
         while True:
             # A directory rename under way moves this file's key: upload after it.
             while (move := self._move_of(inode)) is not None:
@@ -1190,7 +1206,8 @@ class DirListing:
             f = ns._child(d, name, Kind.FILE)
             if not f.dirty and f.etag == o.etag and not f.last_modified:
                 f.last_modified = o.last_modified  # our own upload: now we know its time
-            elif not f.dirty and (f.etag != o.etag or f.last_modified != o.last_modified):
+            # HEAD answers in whole seconds, listings (Ceph) in milliseconds: compare seconds.
+            elif not f.dirty and (f.etag != o.etag or int(f.last_modified) != int(o.last_modified)):
                 f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
                 f.meta_known = False
                 if f.mtime_ns == 0:

@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,23 @@ def test_replaced_object_gives_estale_to_an_old_handle(fs: Path, s3: Any, bucket
         "a new open to read the new version",
         10,
     )
+
+
+def test_nanosecond_mtime_survives_a_round_trip_through_s3(fs: Path) -> None:
+    p = fs / "precise"
+    p.write_text("x")
+    os.utime(p, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    time.sleep(1.2)  # past the 1 s attribute lifetime, so the stat below reads S3 again
+    assert os.stat(p).st_mtime_ns == 1_700_000_000_123_456_789  # re-read from S3 metadata
+
+
+def test_mtime_moves_at_close_not_at_every_write(fs: Path) -> None:
+    p = fs / "growing"
+    with open(p, "wb") as f:
+        f.write(b"a")
+        f.flush()
+        first = os.fstat(f.fileno()).st_mtime_ns
+        f.write(b"b")
+        f.flush()
+        assert os.fstat(f.fileno()).st_mtime_ns == first
+    assert os.stat(p).st_mtime_ns >= first

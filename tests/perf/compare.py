@@ -148,6 +148,21 @@ def best_of(tries: int, fn: Callable[[], object], before: Callable[[], object] =
     return best
 
 
+def hottest_frames(profile: Path, top: int = 5) -> str:
+    """The functions most samples were in, from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in profile.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                frame = stack.rsplit(";", 1)[-1]
+                own[frame] = own.get(frame, 0) + int(count)
+                total += int(count)
+    hot = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return "; ".join(f"{100 * n / total:.0f}% {frame}" for frame, n in hot) if total else ""
+
+
 def drop_caches() -> None:
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
@@ -555,10 +570,12 @@ class Bench:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(60)
+                m.note = hottest_frames(self._profile_path(metric))
             counters = self._counters(mount)
             for name, before in counters0.items():
-                if counters.get(name) is not None and before is not None:
-                    setattr(m, name, counters[name] - before)
+                after = counters.get(name)
+                if after is not None and before is not None:
+                    setattr(m, name, after - before)
             self.results.put(tool, metric, m)
             shown = "error" if m.value is None else f"{m.value:,.2f}"
             console.print(f"  {tool:<11} {metric:<22} {shown}", highlight=False)
@@ -575,16 +592,20 @@ class Bench:
             counters["fuse_requests"] = status.get("fuse_requests")
         return counters
 
+    def _profile_path(self, metric: str) -> Path:
+        assert self.profile_dir is not None
+        return self.profile_dir / f"fedfs-{metric}.txt"
+
     def _profile(self, tool: str, metric: str, pids: list[int]) -> subprocess.Popen[bytes] | None:
+        """py-spy on the fedfs daemon; collapsed stacks (flamegraph.pl/inferno input)."""
         if self.profile_dir is None or tool != "fedfs" or len(pids) != 1:
             return None
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         self.profile_dir.mkdir(parents=True, exist_ok=True)
-        out = self.profile_dir / f"fedfs-{metric}.svg"
+        out = self._profile_path(metric)
+        cmd = [pyspy, "record", "--nonblocking", "--format", "raw", "-r", "200", "-o", str(out)]
         proc = subprocess.Popen(
-            [pyspy, "record", "--nonblocking", "-p", str(pids[0]), "-o", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [*cmd, "-p", str(pids[0])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         time.sleep(1.0)  # py-spy needs a moment to attach; there is nothing to poll for
         return proc
@@ -795,8 +816,12 @@ class Bench:
         for m in list(self.mounts):
             m.kill()
         for m in list(self.mounts):
+
+            def gone(mount: Mount = m) -> bool:
+                return not mount.pids()
+
             with contextlib.suppress(Exception):
-                wait_for(lambda m=m: not m.pids(), f"{m.tool} to exit", 30)
+                wait_for(gone, f"{m.tool} to exit", 30)
         if getattr(self, "server", None) is not None:
             self.server.stop()
 
@@ -821,7 +846,18 @@ def machine_facts(workdir: Path) -> dict[str, Any]:
         "s3fs": _first_line("s3fs", "--version"),
         "rclone": _first_line("rclone", "version"),
         "load_at_start": os.getloadavg()[0],
+        "fedfs": _fedfs_revision(),
     }
+
+
+def _fedfs_revision() -> str:
+    """The commit measured, and whether fedfs/ had uncommitted changes (read-only git)."""
+    try:
+        commit = run("git", "-C", REPO, "rev-parse", "--short", "HEAD").stdout.strip()
+        dirty = run("git", "-C", REPO, "status", "--porcelain", "--", "fedfs").stdout.strip()
+    except (OSError, RuntimeError):
+        return "unknown"
+    return commit + (" with uncommitted changes in fedfs/" if dirty else "")
 
 
 def _os_name() -> str:
@@ -960,7 +996,10 @@ def report(r: Results) -> list[dict[str, Any]]:
         value = "" if row["value"] is None else f"{row['value']:.2f}"
         v.add_row(row["target"], value, row["limit"], f"[{colour}]{row['result']}[/]")
     console.print(v)
-    c = Table(title="where the time went: CPU seconds and requests during each measurement")
+    c = Table(
+        title="where the time went: CPU seconds and requests during each measurement",
+        caption="S3 requests: as the server counted them (Ceph), or as fedfs did (*)",
+    )
     columns = ("tool", "measurement", "wall s", "daemon CPU s", "server CPU s", "S3 requests")
     for col in (*columns, "FUSE requests", "load"):
         c.add_column(col, justify="left" if col in ("tool", "measurement") else "right")
@@ -972,7 +1011,7 @@ def report(r: Results) -> list[dict[str, Any]]:
                 _num(m.wall),
                 _num(m.daemon_cpu),
                 _num(m.server_cpu),
-                "" if m.s3_requests is None else f"{m.s3_requests:,}",
+                _requests(m),
                 "" if m.fuse_requests is None else f"{m.fuse_requests:,}",
                 _num(m.load),
             )
@@ -980,9 +1019,20 @@ def report(r: Results) -> list[dict[str, Any]]:
     errors = [(t, k, m.error) for t, f in r.figures.items() for k, m in f.items() if m.error]
     for tool, metric, err in errors:
         console.print(f"[red]{tool} {metric}:[/] {err}")
+    for tool, figures in r.figures.items():
+        for metric, m in figures.items():
+            if m.note and tool == "fedfs":
+                console.print(f"[dim]{tool} {metric}: {m.note}[/]", highlight=False)
     for err in r.notes:
         console.print(f"[red]{err}[/]")
     return verdicts
+
+
+def _requests(m: Measurement) -> str:
+    """Counted by the server (Ceph); else as fedfs counted them, marked with *."""
+    if m.s3_requests is not None:
+        return f"{m.s3_requests:,}"
+    return "" if m.fedfs_s3_requests is None else f"{m.fedfs_s3_requests:,}*"
 
 
 def _num(x: float | None) -> str:
@@ -998,7 +1048,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="256 MiB, 200 creates, 2,000 objects: a smoke run"
     )
     p.add_argument("--json", type=Path, help="also write the results here")
-    p.add_argument("--profile", type=Path, help="write py-spy flame graphs of fedfs here")
+    p.add_argument(
+        "--profile", type=Path, help="write py-spy profiles (collapsed stacks) of fedfs here"
+    )
     p.add_argument(
         "--tools",
         type=lambda s: s.split(","),
@@ -1023,6 +1075,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         results = bench.run()
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: unmounting and stopping the S3 server")
+        return 130
     finally:
         bench.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
