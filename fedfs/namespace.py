@@ -213,6 +213,8 @@ class Namespace:
         self.conflicts = 0
         self.outage_logged = -math.inf
         self.moving: list[tuple[str, str, trio.Event]] = []  # directory renames under way
+        self.negative_ttl = cfg.fs.negative_timeout
+        self.absent: dict[tuple[int, str], float] = {}  # (parent ino, name) -> when S3 said no
         now_ns = time.time_ns()
         root = Inode(
             ROOT_INO,
@@ -440,7 +442,20 @@ class Namespace:
         local = self.inodes.get(ino) if ino else None
         if local is not None and not local.gone and local.dirty:
             return local
+        self._remember_absent(parent, name)
         return None
+
+    def _remember_absent(self, parent: Inode, name: str) -> None:
+        """S3 just said parent/name does not exist; a create right after need not ask again."""
+        if len(self.absent) > 10_000:
+            cutoff = time.monotonic() - self.negative_ttl
+            self.absent = {k: t for k, t in self.absent.items() if t > cutoff}
+        self.absent[(parent.ino, name)] = time.monotonic()
+
+    def _known_absent(self, parent: Inode, name: str) -> bool:
+        """Absent in S3 within the negative lifetime (what the kernel's negative dentry trusts too)."""
+        seen = self.absent.pop((parent.ino, name), None)
+        return seen is not None and time.monotonic() - seen < self.negative_ttl
 
     def _is_shadowed(self, parent: Inode, name: str) -> bool:
         ino = self.by_ident.get((parent.bucket, join(parent.key, name), True))
@@ -550,6 +565,13 @@ class Namespace:
         name = name_to_str(raw_name)
         if name == SHADOW_NAME and parent.shadows:
             raise AlreadyExists(f"{self.path_of(parent)}/{name} exists")
+        if self._known_absent(parent, name):
+            # The kernel's LOOKUP for this create just asked S3; nothing was created here since
+            # (creating here would have made an inode, found below).
+            ino = self.by_ident.get((parent.bucket, join(parent.key, name), False))
+            dino = self.by_ident.get((parent.bucket, join(parent.key, name), True))
+            if not any(i is not None and not self.inodes[i].gone for i in (ino, dino)):
+                return name
         if await self.lookup(parent, raw_name) is not None:
             raise AlreadyExists(f"{self.path_of(parent)}/{name} exists")
         return name
@@ -1212,6 +1234,11 @@ class DirListing:
                 f.meta_known = False
                 if f.mtime_ns == 0:
                     f.mtime_ns = f.ctime_ns = int(o.last_modified * 1e9)
+            elif not f.dirty and f.meta_known:
+                # Same ETag and time as when its metadata was read: a change of content or
+                # of metadata (a CopyObject) would have moved them, so the listing confirms
+                # the attributes as well as a HEAD would.
+                f.checked = asked
             self._add(name, f)
             new.append(f)
         for name in sorted(dirs):
