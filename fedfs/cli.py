@@ -660,40 +660,45 @@ def parser() -> argparse.ArgumentParser:
         "what concerns paths they manage.",
     )
     asub = au.add_subparsers(dest="audit_command", metavar="QUESTION", required=True)
-    a = asub.add_parser("verify", help="check the audit chain: signatures, order, gaps, truncation")
-    a.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=cmd_audit)
-    a = asub.add_parser(
-        "who", help="every principal with access to PATH, through which grant, until when"
-    )
-    a.add_argument("path")
-    table_flags(a)
-    a.set_defaults(func=cmd_audit)
-    a = asub.add_parser("user", help="everything user NAME can access (direct, groups, teams)")
-    a.add_argument("name")
-    a.add_argument("--mount", default=".")
-    table_flags(a)
-    a.set_defaults(func=cmd_audit)
-    a = asub.add_parser("expiring", help="grants that expire soon")
-    a.add_argument("--within", default="7d", help="a duration (default 7d)")
-    a.add_argument("--mount", default=".")
-    table_flags(a)
-    a.set_defaults(func=cmd_audit)
-    a = asub.add_parser(
-        "orphans",
-        help="grants naming users or groups that no longer exist, data whose owner is gone",
-    )
-    a.add_argument("--mount", default=".")
-    table_flags(a)
-    a.set_defaults(func=cmd_audit)
-    a = asub.add_parser("log", help="the history of policy changes")
-    a.add_argument("--since", help="a date or a duration back from now (7d)")
-    a.add_argument("--path", help="only changes at, above or below this path")
-    a.add_argument("--actor", help="only changes made by this user")
-    a.add_argument("--mount", default=".")
-    table_flags(a)
-    a.set_defaults(func=cmd_audit)
+    questions: list[tuple[str, str, list[tuple[str, dict[str, Any]]]]] = [
+        ("verify", "check the audit chain: signatures, order, gaps, truncation", []),
+        (
+            "who",
+            "every principal with access to PATH, through which grant, until when",
+            [("path", {})],
+        ),
+        ("user", "everything user NAME can access (direct, groups, teams)", [("name", {})]),
+        (
+            "expiring",
+            "grants that expire soon",
+            [("--within", {"default": "7d", "help": "a duration (default 7d)"})],
+        ),
+        (
+            "orphans",
+            "grants naming users or groups that no longer exist, data whose owner is gone",
+            [],
+        ),
+        (
+            "log",
+            "the history of policy changes",
+            [
+                ("--since", {"help": "a date or a duration back from now (7d)"}),
+                ("--path", {"help": "only changes at, above or below this path"}),
+                ("--actor", {"help": "only changes made by this user"}),
+            ],
+        ),
+    ]
+    for question, helptext, arguments in questions:
+        a = asub.add_parser(question, help=helptext)
+        for flag, options in arguments:
+            a.add_argument(flag, **options)
+        if question != "who":  # who takes a path on the mount itself
+            a.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
+        if question == "verify":
+            a.add_argument("--json", action="store_true")
+        else:
+            table_flags(a)
+        a.set_defaults(func=cmd_audit)
 
     ss = sub.add_parser("status", help="one screen about a mount: cache, uploads, policy, identity")
     ss.add_argument("path", nargs="?", default=".", help="a path on the mount (default: .)")

@@ -8,16 +8,7 @@ import pytest
 
 from fedfs.config import Config, load
 from fedfs.errors import ConfigError
-
-BASE = """
-[cache]
-dir = "/var/cache/fedfs"
-size = "200GiB"
-
-[[buckets]]
-name = "climate"
-owner = "user:alice"
-"""
+from tests.unit.test_config import GOOD as BASE
 
 
 def load_with(tmp_path: Path, metrics: str) -> Config:
