@@ -61,6 +61,9 @@ DEFAULT_DIR_MODE = 0o775
 # S3 allows 2 KiB of user metadata; fedfs's own keys take < 100 bytes of it.
 MAX_USER_METADATA = 2048
 XATTR_META_KEY = "xattr"
+# How long a directory remembers what this node put in it, for listings that raced
+# the upload (far longer than any listing takes).
+PLACED_MEMORY = 300.0
 MASK_META_KEY = "fedfs-mask"
 
 
@@ -98,6 +101,9 @@ class Inode:
     explicit_mask: int | None = None  # ACL mask set by chmod/setfacl while grants apply
     target: bytes | None = None  # symlinks
     children: dict[str, int] | None = None  # directories: last complete listing
+    # directories: inodes this node put here (create, mkdir, symlink, rename), so a
+    # listing that raced their upload still shows them without scanning every inode
+    placed: set[int] = field(default_factory=set)
     listed: float = -math.inf
     staging: Staging | None = None
     base_etag: str | None = None  # the version the staging copy was made from
@@ -600,8 +606,7 @@ class Namespace:
         inode.size, inode.etag, inode.local = 0, None, True
         self._stage(inode, self.cache.new_staging()).dirty = True
         inode.checked = time.monotonic()
-        if parent.children is not None:
-            parent.children[name] = inode.ino
+        self._place(parent, name, inode)
         self._touch(parent)
         return inode
 
@@ -615,8 +620,7 @@ class Namespace:
         self._apply_info(d, info)
         d.has_marker, d.shadows = True, False
         d.children, d.listed = {}, time.monotonic()
-        if parent.children is not None:
-            parent.children[name] = d.ino
+        self._place(parent, name, d)
         self._touch(parent)
         return d
 
@@ -632,8 +636,7 @@ class Namespace:
         )
         self._apply_info(link, info)
         link.target, link.local = target, False
-        if parent.children is not None:
-            parent.children[name] = link.ino
+        self._place(parent, name, link)
         self._touch(parent)
         return link
 
@@ -646,6 +649,12 @@ class Namespace:
                 self.store.get_range, link.bucket, link.key, 0, max(link.size, 1), link.etag
             )
         return link.target
+
+    def _place(self, parent: Inode, name: str, inode: Inode) -> None:
+        """This node put inode into parent under name."""
+        if parent.children is not None:
+            parent.children[name] = inode.ino
+        parent.placed.add(inode.ino)
 
     def _touch(self, d: Inode) -> None:
         d.mtime_ns = d.ctime_ns = time.time_ns()
@@ -779,8 +788,7 @@ class Namespace:
             await self._rename_file(src, new_key)
         self._forget_child(old_parent, src)
         self._rekey(src, new_parent, new_name, new_key)
-        if new_parent.children is not None:
-            new_parent.children[new_name] = src.ino
+        self._place(new_parent, new_name, src)
         self._touch(old_parent)
         self._touch(new_parent)
         return src, dst
@@ -1256,16 +1264,17 @@ class DirListing:
         self.held = []
         # Files created here and not uploaded yet are part of the directory too, and so
         # is anything this node put here after the listing began.
-        pre = d.prefix
-        for inode in list(ns.inodes.values()):
-            if (
-                (inode.local or inode.changed > self.started_at)
-                and not inode.gone
-                and inode.bucket == d.bucket
-                and inode.parent == d.ino
-                and inode.key.startswith(pre)
-            ):
+        recent = time.monotonic() - PLACED_MEMORY
+        keep = set()
+        for ino in d.placed:
+            inode = ns.inodes[ino]
+            if inode.gone or inode.parent != d.ino:
+                continue
+            if inode.local or inode.changed > self.started_at:
                 self._add(inode.name, inode)
+            if inode.local or inode.changed > recent:
+                keep.add(ino)
+        d.placed = keep
         if d.shadows:
             self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
         d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
