@@ -25,8 +25,10 @@ from fedfs.audit import AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.events import event, iso
 from fedfs.identity import IdentitySource, User
+from fedfs.policy import replay
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
 from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
+from fedfs.policy.hlc import HybridClock
 from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore
@@ -80,6 +82,10 @@ class Sharing:
     limiter: trio.CapacityLimiter
     on_change: Callable[[list[str]], None] = lambda paths: None
     trail: AuditTrail | None = None  # every change is recorded here before it is acknowledged
+    clock: HybridClock = field(default_factory=HybridClock)  # stamps changes (policy/replay.py)
+    # Raises Refused when this node may not change policy now (e.g. its key is not enrolled).
+    may_change: Callable[[], None] = lambda: None
+    on_record: Callable[[Any], None] = lambda record: None  # a new record to publish
     engine: PolicyEngine = field(init=False)
     identities: Identities = field(init=False, default_factory=Identities)
 
@@ -349,6 +355,9 @@ class Sharing:
     def _put_grant(self, actor: Actor, grant: Grant, **detail: str) -> Grant | None:
         """Store a grant and its audit record (inside the caller's transaction)."""
         previous = self.store.put_grant(grant)
+        data: dict[str, str | int] = {"granted_at_ms": round(grant.granted_at * 1000)}
+        if grant.expires is not None:
+            data["expires_ms"] = round(grant.expires * 1000)
         self.record(
             actor,
             "share",
@@ -357,7 +366,7 @@ class Sharing:
             level=str(grant.level),
             before=_desc(previous),
             after=_desc(grant),
-            detail=detail,
+            detail={**detail, **data},
         )
         return previous
 
@@ -378,9 +387,23 @@ class Sharing:
         )
 
     def record(self, actor: Actor, action: str, **fields: Any) -> None:
-        """One audit record, durable before the change it describes is acknowledged."""
-        if self.trail is not None:
-            self.trail.append(actor_uid=actor.uid, actor=actor.label, action=action, **fields)
+        """One audit record, durable before the change it describes is acknowledged.
+
+        Called inside the store transaction of the change: the record carries the
+        change's clock stamp and everything another node needs to redo it
+        (policy/replay.py), and its stamps are stored with the change.
+        """
+        if actor is not SYSTEM:  # expiry happens on every node by its own clock, always
+            self.may_change()
+        if self.trail is None:
+            return
+        detail = {**fields.pop("detail", {}), "hlc": self.clock.now()}
+        detail = {k: v for k, v in detail.items() if v is not None}
+        record = self.trail.append(
+            actor_uid=actor.uid, actor=actor.label, action=action, detail=detail, **fields
+        )
+        replay.mark(self.store, record)
+        self.on_record(record)
 
     async def _changed(self, paths: Iterable[str]) -> None:
         await self.rebuild()
@@ -443,7 +466,12 @@ class Sharing:
                     "team-create",
                     principal=f"team:{name}",
                     after=_team_desc(team),
-                    detail={"gid": team.gid},
+                    detail={
+                        "gid": team.gid,
+                        "owners": ",".join(sorted(team.owners)),
+                        "members": ",".join(sorted(team.members)),
+                        "group": group,
+                    },
                 )
         except PolicyError as e:
             raise Refused(str(e)) from None

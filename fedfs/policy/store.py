@@ -25,7 +25,7 @@ import sqlite_utils
 from fedfs.errors import PolicyError
 from fedfs.policy.model import Grant, Level, Principal, Team, normalize_path, validate_name
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write to finish
 _REPAIR = "run `fedfs fsck --policy` or restore it from a backup; fedfs will not start with it"
@@ -75,10 +75,50 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (team, user)
     );
     """,
+    # Several nodes (fedfs/policy/log.py): last-writer-wins stamps and the log's state.
+    2: """
+    -- The newest change applied to each item (a grant, a team, a membership), as its
+    -- sortable stamp "HLC-NODE"; deletions keep their stamp, so an older change that
+    -- arrives late cannot bring the item back.
+    CREATE TABLE stamps (
+        item  TEXT PRIMARY KEY,
+        stamp TEXT NOT NULL
+    );
+    -- Per node: the last record of its chain applied here (chains apply in order).
+    CREATE TABLE log_heads (
+        node TEXT PRIMARY KEY,
+        seq  INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        key  TEXT NOT NULL
+    );
+    -- Other nodes' records as applied, so `fedfs audit` shows and verifies every chain.
+    CREATE TABLE log_records (
+        node   TEXT NOT NULL,
+        seq    INTEGER NOT NULL,
+        key    TEXT NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (node, seq)
+    );
+    CREATE TABLE log_meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 }
 
 
-_TABLES = {"schema_version", "policy_version", "grants", "team_gids", "teams", "team_members"}
+_TABLES = {
+    "schema_version",
+    "policy_version",
+    "grants",
+    "team_gids",
+    "teams",
+    "team_members",
+    "stamps",
+    "log_heads",
+    "log_records",
+    "log_meta",
+}
 
 
 def _damaged(path: Path, why: object) -> PolicyError:
@@ -215,12 +255,18 @@ class PolicyStore:
         return found[0] if found else None
 
     def create_team(
-        self, name: str, owners: set[str], members: set[str], group: str | None
+        self,
+        name: str,
+        owners: set[str],
+        members: set[str],
+        group: str | None,
+        gid: int | None = None,
     ) -> Team:
         """Create a team with the lowest gid of the site range that no team ever had.
 
         Owners become members too. A team needs at least one owner, since only owners
-        (and site admins) may change it.
+        (and site admins) may change it. `gid` is given when the team was created on
+        another node, which chose it.
         """
         validate_name(name, "team")
         _validate_users(owners | members)
@@ -229,7 +275,7 @@ class PolicyStore:
         with self.transaction():
             if self.team(name) is not None:
                 raise PolicyError(f"team {name!r} already exists; pick another name")
-            gid = self._allocate_gid(name)
+            gid = self._allocate_gid(name) if gid is None else self._reserve_gid(name, gid)
             team = Team(name, gid, frozenset(owners | members), frozenset(owners), group)
             self.db.table("teams").insert(
                 {"name": name, "gid": gid, "backing_group": group, "created_at": time.time()}
@@ -298,6 +344,85 @@ class PolicyStore:
             self.db.execute("DELETE FROM teams WHERE name = ?", [name])
             self._bump()
         return team
+
+    def set_member(self, name: str, user: str, owner: bool) -> None:
+        """One membership as another node decided it (no owner rules: that node checked)."""
+        validate_name(user, "user")
+        with self.transaction():
+            self._existing_team(name)
+            self.db.execute(
+                "INSERT OR REPLACE INTO team_members (team, user, owner) VALUES (?, ?, ?)",
+                [name, user, int(owner)],
+            )
+            self._bump()
+
+    def drop_member(self, name: str, user: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM team_members WHERE team = ? AND user = ?", [name, user])
+            self._bump()
+
+    def drop_team(self, name: str) -> None:
+        """Remove a team and its memberships whatever names it (a lost creation race)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM teams WHERE name = ?", [name])
+            self._bump()
+
+    # -- several nodes: stamps and the log's state ---------------------------------
+
+    def stamp(self, item: str) -> str | None:
+        with self._guard():
+            row = self.db.execute("SELECT stamp FROM stamps WHERE item = ?", [item]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_stamp(self, item: str, stamp: str) -> None:
+        with self._guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO stamps (item, stamp) VALUES (?, ?)", [item, stamp]
+            )
+
+    def stamps(self) -> dict[str, str]:
+        with self._guard():
+            return {str(r[0]): str(r[1]) for r in self.db.execute("SELECT item, stamp FROM stamps")}
+
+    def heads(self) -> dict[str, tuple[int, str, str]]:
+        """node -> (seq, hash, key) of the last record of its chain applied here."""
+        with self._guard():
+            rows = self.db.execute("SELECT node, seq, hash, key FROM log_heads").fetchall()
+        return {str(n): (int(s), str(h), str(k)) for n, s, h, k in rows}
+
+    def set_head(self, node: str, seq: int, hash_: str, key: str) -> None:
+        with self._guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO log_heads (node, seq, hash, key) VALUES (?, ?, ?, ?)",
+                [node, seq, hash_, key],
+            )
+
+    def keep_record(self, node: str, seq: int, key: str, raw: bytes) -> None:
+        with self._guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO log_records (node, seq, key, record) VALUES (?, ?, ?, ?)",
+                [node, seq, key, raw],
+            )
+
+    def kept_records(self, node: str | None = None) -> list[bytes]:
+        """Other nodes' records applied here, per node in chain order."""
+        where, params = ("WHERE node = ?", [node]) if node else ("", [])
+        with self._guard():
+            rows = self.db.execute(
+                f"SELECT record FROM log_records {where} ORDER BY node, seq", params
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def meta(self, name: str) -> str | None:
+        with self._guard():
+            row = self.db.execute("SELECT value FROM log_meta WHERE name = ?", [name]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO log_meta (name, value) VALUES (?, ?)", [name, value]
+            )
 
     # -- internals ----------------------------------------------------------------
 
@@ -373,6 +498,17 @@ class PolicyStore:
         gid = int(row[0])
         self.db.table("team_gids").insert(
             {"gid": gid, "first_team": team, "allocated_at": time.time()}
+        )
+        return gid
+
+    def _reserve_gid(self, team: str, gid: int) -> int:
+        """Record a gid another node gave to `team` (also outside our range: that node decided)."""
+        holder = self.db.execute("SELECT name FROM teams WHERE gid = ?", [gid]).fetchone()
+        if holder is not None:
+            raise PolicyError(f"gid {gid} of team {team!r} belongs to team {holder[0]!r} here")
+        self.db.execute(
+            "INSERT OR IGNORE INTO team_gids (gid, first_team, allocated_at) VALUES (?, ?, ?)",
+            [gid, team, time.time()],
         )
         return gid
 

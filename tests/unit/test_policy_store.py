@@ -19,7 +19,7 @@ import pytest
 
 from fedfs.errors import PolicyError
 from fedfs.policy.model import Grant, Level, Principal, Team
-from fedfs.policy.store import PolicyStore
+from fedfs.policy.store import SCHEMA_VERSION, PolicyStore
 
 GIDS = (600000, 699999)
 ROOT = Path(__file__).resolve().parents[2]
@@ -462,7 +462,7 @@ def test_a_database_from_a_newer_fedfs_is_refused(db_path: Path) -> None:
     with sqlite3.connect(db_path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 0)")
     conn.close()
-    assert "has schema version 99, but this fedfs knows only up to 1" in refusal(db_path)
+    assert f"has schema version 99, but this fedfs knows only up to {SCHEMA_VERSION}" in refusal(db_path)
 
 
 def test_a_row_the_model_refuses_is_reported_as_damage(store: PolicyStore) -> None:
