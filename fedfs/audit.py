@@ -97,6 +97,11 @@ def _canonical(obj: Mapping[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
+def canonical_json(obj: Mapping[str, Any]) -> bytes:
+    """The one byte encoding that is signed: sorted keys, no whitespace, UTF-8."""
+    return _canonical(obj)
+
+
 def _is_int(value: object) -> bool:
     # bool is an int to Python but `true` to JSON: refusing it keeps one
     # spelling per value, and "1" from reading back as True.
@@ -599,6 +604,17 @@ def _check_record(
     }:
         return f"record {i} is a checkpoint whose length/head do not match its place in the chain"
     return None
+
+
+def check_next(
+    seq: int, data: bytes, record: AuditRecord, prev_hash: str, node: str, keyring: KeyRing
+) -> str | None:
+    """Why `record` (stored as `data`) cannot be record `seq` of `node`'s chain, or None.
+
+    For records that arrive one by one (the shared policy log): the same checks
+    `verify` makes, against the hash of the record before it.
+    """
+    return _check_record(seq, data, record, [], prev_hash, node, keyring)
 
 
 def verify(

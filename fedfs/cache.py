@@ -9,7 +9,13 @@ Layout under `cache.dir` (mode 0700, root only):
                (`HASH.full`, adopted from staging after an upload) and 8 MiB
                blocks (`HASH.N`, from ranged GETs). Immutable, so a stale
                block is never served after the object changes and several
-               nodes may share the directory (on Lustre).
+               nodes may share the directory (on Lustre): `cache.clean_dir`.
+
+Sharing the clean directory: every file appears whole (written under a
+temporary name, then renamed), so a reader never sees part of one; a file
+another node evicts is fetched again (an open descriptor keeps reading the old
+inode). Each node's `size` counts the clean data it wrote or read itself, so
+with N nodes sharing a directory the directory may hold up to N times `size`.
 
 Clean data is evicted LRU above the high watermark down to the low one.
 Dirty data is never evicted: when it fills the cache, writers wait for the
@@ -22,10 +28,13 @@ cannot redirect the daemon.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import secrets
+import shutil
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +50,23 @@ from fedfs.store import ObjectStore
 log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+_STALE_TMP = 3600.0  # seconds after which a temporary clean file is abandoned
 
 
-def prepare_dir(path: Path) -> None:
+def _open_in_dir(path: Path, flags: int, mode: int = 0o600) -> int:
+    """Open a file of the cache without following a symlink, neither the file nor its directory.
+
+    O_NOFOLLOW alone guards only the last component; a planted `clean/ab -> /elsewhere`
+    would still redirect reads and writes, so the directory is opened first, no-follow too.
+    """
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _OPEN_FLAGS)
+    try:
+        return os.open(path.name, flags | _OPEN_FLAGS, mode, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def prepare_dir(path: Path, subdirs: tuple[str, ...] = ("staging", "clean")) -> None:
     """Create the cache directory tree, root-only; refuse one we cannot trust."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -57,7 +80,7 @@ def prepare_dir(path: Path) -> None:
             f"cache directory {path} is owned by uid {st.st_uid}, not by us; use a directory only fedfs writes to"
         )
     os.chmod(path, 0o700)
-    for sub in ("staging", "clean"):
+    for sub in subdirs:
         (path / sub).mkdir(mode=0o700, exist_ok=True)
 
 
@@ -100,6 +123,16 @@ class Staging:
     def sync(self) -> None:
         os.fdatasync(self.fd)
 
+    def upload_path(self) -> Path:
+        """The path uploads read, once checked to still be this file and not a planted link."""
+        here, own = os.lstat(self.path), os.fstat(self.fd)
+        if (here.st_dev, here.st_ino) != (own.st_dev, own.st_ino):
+            raise FedfsError(
+                f"staging file {self.path} was replaced by something fedfs did not write; "
+                "not uploading it"
+            )
+        return self.path
+
     def close(self, remove: bool = True) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -120,7 +153,9 @@ class Cache:
         self.block_size = cfg.block_size
         prepare_dir(cfg.dir)
         self.staging_dir = cfg.dir / "staging"
-        self.clean_dir = cfg.dir / "clean"
+        self.clean_dir = cfg.clean_path
+        if cfg.clean_dir is not None:
+            prepare_dir(cfg.clean_dir, subdirs=())
         self.journal = Journal(cfg.dir / "journal.db")
         # clean file path -> size, in LRU order (oldest first)
         self.clean: OrderedDict[str, int] = OrderedDict()
@@ -137,13 +172,13 @@ class Cache:
 
     def new_staging(self) -> Staging:
         path = self.staging_dir / secrets.token_hex(12)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+        fd = _open_in_dir(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         return Staging(path=path, fd=fd, cache=self)
 
     def open_staging(self, name: str) -> Staging:
         """A staging file left by an earlier run (crash recovery)."""
         path = self.staging_dir / name
-        fd = os.open(path, os.O_RDWR | _OPEN_FLAGS)
+        fd = _open_in_dir(path, os.O_RDWR)
         st = Staging(path=path, fd=fd, cache=self, dirty=True)
         st._resize(os.fstat(fd).st_size)
         return st
@@ -154,9 +189,12 @@ class Cache:
         st = self.new_staging()
         try:
             full = self._full_path(bucket, key, etag) if etag else None
-            if full is not None and str(full) in self.clean:
-                await trio.to_thread.run_sync(self._copy_into, full, st.fd)
-            elif size:
+            copied = (
+                full is not None
+                and str(full) in self.clean
+                and await trio.to_thread.run_sync(self._copy_into, full, st.fd)
+            )
+            if not copied and size:
 
                 def fetch() -> None:
                     with open(st.fd, "r+b", closefd=False) as f:
@@ -170,9 +208,23 @@ class Cache:
         return st
 
     @staticmethod
-    def _copy_into(src: Path, fd: int) -> None:
-        with open(src, "rb") as f:
-            os.copy_file_range(f.fileno(), fd, os.fstat(f.fileno()).st_size, 0, 0)
+    def _copy_into(src: Path, fd: int) -> bool:
+        """Copy a clean file into fd; False if it is gone or is no plain file (not followed)."""
+        try:
+            sfd = _open_in_dir(src, os.O_RDONLY)
+        except OSError as e:
+            log.warning("not using cached copy %s: %s", src, e.strerror)
+            return False
+        try:
+            size, done = os.fstat(sfd).st_size, 0
+            while done < size:  # copy_file_range may copy less than asked
+                n = os.copy_file_range(sfd, fd, size - done, done, done)
+                if n == 0:
+                    raise FedfsError(f"cached copy {src} shrank while being copied")
+                done += n
+        finally:
+            os.close(sfd)
+        return True
 
     async def wait_for_room(self, nbytes: int) -> None:
         """Backpressure: wait until nbytes more of dirty data fit, else CacheFull."""
@@ -227,10 +279,16 @@ class Cache:
             if not sub.is_dir() or sub.is_symlink():
                 continue
             for f in sub.iterdir():
-                if f.name.endswith(".tmp"):
-                    f.unlink(missing_ok=True)  # a download that never finished
+                try:
+                    st = f.lstat()
+                except FileNotFoundError:  # evicted or renamed by another node meanwhile
                     continue
-                st = f.lstat()
+                if f.name.endswith(".tmp"):
+                    # A download that never finished; in a shared directory a fresh one
+                    # may be another node's, still being written.
+                    if time.time() - st.st_mtime > _STALE_TMP:
+                        f.unlink(missing_ok=True)
+                    continue
                 found.append((st.st_atime, str(f), st.st_size))
         for _, p, size in sorted(found):
             self._add_clean(p, size)
@@ -252,7 +310,16 @@ class Cache:
         target.parent.mkdir(mode=0o700, exist_ok=True)
         size = st.size
         st.close(remove=False)
-        os.replace(st.path, target)
+        try:
+            os.replace(st.path, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            # clean_dir on another file system: copy in under a temporary name, then rename.
+            tmp = target.with_name(target.name + f".{secrets.token_hex(4)}.tmp")
+            shutil.copyfile(st.path, tmp, follow_symlinks=False)
+            os.replace(tmp, target)
+            st.path.unlink(missing_ok=True)
         self._add_clean(str(target), size)
         self.evict()
 
@@ -331,8 +398,10 @@ class Cache:
 
     def _pread(self, p: str, offset: int, length: int) -> bytes | None:
         try:
-            fd = os.open(p, os.O_RDONLY | _OPEN_FLAGS)
-        except FileNotFoundError:  # evicted by another node sharing the directory
+            fd = _open_in_dir(Path(p), os.O_RDONLY)
+        except OSError as e:  # evicted by another node sharing the directory, or not ours
+            if not isinstance(e, FileNotFoundError):
+                log.warning("not reading cached data %s: %s", p, e.strerror)
             self.clean_bytes -= self.clean.pop(p, 0)
             return None
         try:
@@ -346,7 +415,7 @@ class Cache:
     def _write_clean_file(path: Path, data: bytes) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
+        fd = _open_in_dir(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             os.write(fd, data)
         finally:

@@ -388,6 +388,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(json.dumps(r, indent=2))
             else:
                 print(f"{r['log']}: {r['summary']}")
+                if "nodes" in r:
+                    print(f"shared policy log {r['shared_log']}:")
+                    for node, nr in r["nodes"].items():
+                        print(f"  {node}: {nr['summary']}")
             return 0 if r["ok"] else 1
         if what == "who":
             rows = c.call("audit-who", path=fpath)
@@ -418,7 +422,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
             for r in rows:
                 r["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
             cols, title = (
-                ["when", "actor", "action", "principal", "path", "level", "before", "after"],
+                [
+                    "when",
+                    "node",
+                    "actor",
+                    "action",
+                    "principal",
+                    "path",
+                    "level",
+                    "before",
+                    "after",
+                ],
                 "audit log",
             )
     for r in rows:
@@ -468,6 +482,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lag {pol['lag']:.1f}s",
         f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
     ]
+    if pol.get("log"):
+        lg = pol["log"]
+        lines[-1:-1] = [
+            f"policy log {lg['log']} as node {lg['node']}: {lg['enrolment']}",
+            f"           {lg['applied']} applied, {lg['published']} published, "
+            f"{lg['waiting']} waiting, {lg['rejected']} rejected"
+            + (f" (last: {lg['last_rejected']})" if lg["last_rejected"] else "")
+            + (f"; ERROR {lg['error']}" if lg["error"] else ""),
+        ]
     print("\n".join(lines))
     return 0
 
@@ -476,6 +499,49 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from fedfs import doctor
 
     return doctor.report(Path(args.config), as_json=args.json, max_keys=args.max_keys)
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from fedfs import fsck
+
+    both = not (args.journal or args.policy)
+    try:
+        return fsck.main(
+            Path(args.config), journal=both or args.journal, policy=both or args.policy
+        )
+    except FedfsError as e:  # nothing was repaired: exit status 2, not 1 ("repaired")
+        print(f"fedfs: {e}", file=sys.stderr)
+        return fsck.FAILED
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Admin key, node keys and their enrolment in the shared policy log."""
+    from fedfs import admin, config
+
+    what = args.admin_command
+    if what == "keygen":
+        private, public = admin.keygen(Path(args.out))
+        print(f"admin key {private} (keep it private, off the nodes); public key {public}:")
+        print(f'  list it in every node\'s config: [policy] admin_keys = ["{public}"]')
+        return 0
+    cfg = config.load(args.config)
+    if what == "node-key":
+        from fedfs.daemon import node_key
+
+        cfg.policy.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = node_key(cfg)
+        print(key.public_pem().decode(), end="")
+        return 0
+    if what == "enroll-node":
+        e = admin.enroll(cfg, Path(args.admin_key), args.node, Path(args.public_key))
+        print(f"enrolled key {e.key_id} for node {e.node}")
+        return 0
+    if what == "revoke-node":
+        for e in admin.revoke(cfg, Path(args.admin_key), args.which):
+            print(f"revoked key {e.key_id} of node {e.node}")
+        return 0
+    output(args, admin.enrollments(cfg), ["node", "key_id", "enrolled", "state"], "enrolled nodes")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -725,6 +791,49 @@ def parser() -> argparse.ArgumentParser:
         help="list at most N keys per bucket looking for hidden names (default 100000)",
     )
     dr.set_defaults(func=cmd_doctor)
+
+    fk = sub.add_parser(
+        "fsck",
+        help="repair a damaged write-back journal or policy database (mount stopped)",
+        description="Check the write-back journal (CACHE/journal.db) and the policy database "
+        "(STATE/policy.db) of CONFIG, whose mount must be stopped, and repair what is damaged: "
+        "the damaged file is kept beside the original as NAME.damaged-TIME, every row that "
+        "can still be read is recovered into a fresh journal, and staging files that no "
+        "recovered row names are moved to CACHE/lost+found/ and listed (they may hold data "
+        "not in the object store); the policy database is rebuilt by replaying this node's "
+        "audit chain. Exit status 0: nothing was wrong; 1: repaired (what was lost is "
+        "listed); 2: could not repair.",
+    )
+    fk.add_argument("--config", "-c", required=True, help="TOML config file")
+    fk.add_argument("--journal", action="store_true", help="check only the write-back journal")
+    fk.add_argument("--policy", action="store_true", help="check only the policy database")
+    fk.set_defaults(func=cmd_fsck)
+
+    ad = sub.add_parser(
+        "admin",
+        help="the admin key and the node keys a shared policy log trusts",
+        description="Several nodes share policy through a log in the object store "
+        "([policy] log_bucket); each node signs its changes with its own key, and an admin "
+        "key enrolls node keys. These commands use CONFIG's credentials directly; no mount "
+        "needs to run.",
+    )
+    adsub = ad.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    kg = adsub.add_parser("keygen", help="make an admin key pair: OUT and OUT.pub")
+    kg.add_argument("out", help="where to write the private key (OUT.pub gets the public key)")
+    nk = adsub.add_parser("node-key", help="print this node's public key (made if missing)")
+    en = adsub.add_parser("enroll-node", help="trust a node's public key for its changes")
+    en.add_argument("--node", required=True, help="the node's name ([policy] node)")
+    en.add_argument("public_key", help="the node's public key file (from `fedfs admin node-key`)")
+    rv = adsub.add_parser("revoke-node", help="stop trusting a node key (or all keys of a node)")
+    rv.add_argument("which", help="a key id or a node name")
+    ls = adsub.add_parser("nodes", help="the enrolled node keys and whether nodes trust them")
+    table_flags(ls)
+    for sp in (nk, en, rv, ls):
+        sp.add_argument("--config", "-c", required=True, help="TOML config file")
+    for sp in (en, rv):
+        sp.add_argument("--admin-key", required=True, help="the admin private key file")
+    for sp in (kg, nk, en, rv, ls):
+        sp.set_defaults(func=cmd_admin)
 
     co = sub.add_parser(
         "completion",

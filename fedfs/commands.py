@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from fedfs import __version__
+from fedfs.audit import AuditRecord
 from fedfs.control import ControlError, Peer
 from fedfs.errors import FedfsError, NotFound
 from fedfs.namespace import Inode, Kind
 from fedfs.policy import reports
-from fedfs.policy.acl import R, permits
+from fedfs.policy.acl import R, X, permits
 from fedfs.policy.model import Level, Principal, Team
 from fedfs.policy.sharing import Actor
 
@@ -56,6 +57,11 @@ def _team(t: Team) -> dict[str, Any]:
         "members": sorted(t.members),
         "group": t.group,
     }
+
+
+def _may_name(peer: Peer, inode: Inode) -> bool:
+    """Whether a control answer may show the caller this file's path: root and the owner."""
+    return peer.uid in (0, inode.uid)
 
 
 class Commands:
@@ -181,11 +187,13 @@ class Commands:
         open_for_writing = [
             i
             for i in self.d.ns.inodes.values()
-            if i.dirty and i.writers > 0 and not i.gone and wanted(i)
+            if i.dirty and i.writers > 0 and not i.gone and wanted(i) and _may_name(peer, i)
         ]
         return {
             "files": len(left),
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
+            # Paths only of the caller's own files: a name below a private directory is
+            # itself a secret. "files" and "bytes" are totals, which name nothing.
             "open": [self.d.ns.path_of(i) for i in open_for_writing][:100],
             "failed": [
                 {
@@ -195,7 +203,7 @@ class Commands:
                     "kept_in": str(p.inode.staging.path) if p.inode.staging else None,
                 }
                 for p in left
-                if p.error
+                if p.error and _may_name(peer, p.inode)
             ][:100],
         }
 
@@ -204,23 +212,19 @@ class Commands:
         paths = _names(args, "paths")
         actor = await self.d.sharing.actor(peer.uid)
         staged, nbytes, refused = 0, 0, []
+        gids = actor.gids | {peer.gid}
+
+        def allows(inode: Inode, want: int) -> bool:
+            view = self.d.ops.view(inode)
+            return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
+
         async with trio.open_nursery() as nursery:
             for path in paths:
-                inode = await self._resolve(path)
-                if inode is None or inode.kind is not Kind.FILE:
-                    refused.append(f"{path}: not a file")
-                    continue
-                view = self.d.ops.view(inode)
-                if not permits(
-                    view.mode,
-                    view.acl_access,
-                    view.uid,
-                    view.gid,
-                    actor.uid,
-                    actor.gids | {peer.gid},
-                    R,
-                ):
-                    refused.append(f"{path}: permission denied")
+                # As the kernel would: every directory on the way must let the caller
+                # search it. One answer for missing and hidden, so it tells no secrets.
+                inode = await self._resolve(path, enter=lambda d: allows(d, X))
+                if inode is None or inode.kind is not Kind.FILE or not allows(inode, R):
+                    refused.append(f"{path}: not a file, or permission denied")
                     continue
                 if inode.etag is None:
                     continue  # written here and not uploaded: its data is local already
@@ -238,13 +242,17 @@ class Commands:
                     )
         return {"files": staged, "bytes": nbytes, "refused": refused}
 
-    async def _resolve(self, path: str) -> Inode | None:
+    async def _resolve(
+        self, path: str, enter: Callable[[Inode], bool] = lambda d: True
+    ) -> Inode | None:
         ns = self.d.ns
         node = ns.get(1)
         try:
             for part in path.strip("/").split("/"):
                 if not part:
                     continue
+                if node.is_dir and node.bucket and not enter(node):
+                    return None
                 found = await ns.lookup(node, part.encode())
                 if found is None:
                     return None
@@ -277,7 +285,7 @@ class Commands:
             )
         trail = self.d.trail
         report = trail.verify()
-        return {
+        answer: dict[str, Any] = {
             "ok": report.ok,
             "checked": report.checked,
             "first_bad": report.first_bad,
@@ -286,6 +294,22 @@ class Commands:
             "log": str(trail.log_path),
             "summary": str(report),
         }
+        if self.d.policy_log is not None:
+            # Several nodes: every node's chain as the shared log holds it, verified together.
+            chains = await self.d.policy_log.verify_all()
+            answer["nodes"] = {
+                node: {
+                    "ok": r.ok,
+                    "checked": r.checked,
+                    "first_bad": r.first_bad,
+                    "reason": r.reason,
+                    "summary": str(r),
+                }
+                for node, r in chains.items()
+            }
+            answer["ok"] = report.ok and all(r.ok for r in chains.values())
+            answer["shared_log"] = self.d.policy_log.objects.where()
+        return answer
 
     async def audit_who(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor, everything = await self._reader(peer)
@@ -411,8 +435,12 @@ class Commands:
             raise ControlError(
                 "argument 'since' must be a time in seconds since the epoch", "bad-request"
             )
+        records = self.d.trail.records()
+        if self.d.policy_log is not None:  # other nodes' records, as applied here
+            records += [AuditRecord.decode(raw) for raw in self.d.sharing.store.kept_records()]
+            records.sort(key=lambda r: r.time)
         rows = reports.history(
-            self.d.trail.records(),
+            records,
             since,
             _str(args, "path", optional=True),
             _str(args, "actor", optional=True),
@@ -450,7 +478,8 @@ class Commands:
             "policy": {
                 # One node applies its own changes at once; several nodes sharing a
                 # policy log will report how far behind the newest event they are.
-                "lag": 0.0,
+                "lag": d.policy_log.lag() if d.policy_log else 0.0,
+                "log": d.policy_log.status() if d.policy_log else None,
                 "version": d.sharing.store.version,
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),

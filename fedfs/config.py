@@ -95,6 +95,12 @@ class CacheConfig:
     low_watermark: float = 0.8
     uploads: int = 4  # files uploaded at once by the flusher
     write_back: bool = True  # False: close() returns only once the upload is done
+    # Clean (immutable) data; may be one directory on Lustre shared by several nodes.
+    clean_dir: Path | None = None  # default: DIR/clean
+
+    @property
+    def clean_path(self) -> Path:
+        return self.clean_dir or self.dir / "clean"
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,13 @@ class PolicyConfig:
     node: str = ""  # this node's name in the audit chain (default: the host name)
     site_dir: Path = Path("/etc/fedfs/policy.d")  # site policy files, over the shipped default
     sweep_interval: float = 60.0  # the longest the expiry sweeper sleeps
+    # Several nodes (fedfs/policy/log.py): the shared policy log, off when log_bucket is None.
+    log_bucket: str | None = None  # a bucket at the [store] endpoint that only fedfs writes
+    log_prefix: str = "fedfs-policy/"
+    poll_interval: float = 1.0  # how often the log is read for other nodes' changes
+    lookback: float = 10.0  # seconds of the log read again each poll, for late arrivals
+    snapshot_every: int = 1000  # log records between two snapshots of the policy
+    admin_keys: tuple[Path, ...] = ()  # public keys (PEM) allowed to enroll node keys
 
 
 @dataclass(frozen=True)
@@ -283,9 +296,33 @@ def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
         site_dir=_abs_path(s, "site_dir", "/etc/fedfs/policy.d"),
         sweep_interval=s.positive("sweep_interval", float, 60.0),
         node=s.get("node", str, socket.gethostname()),
+        log_bucket=s.get("log_bucket", str, None),
+        log_prefix=s.get("log_prefix", str, "fedfs-policy/"),
+        poll_interval=s.positive("poll_interval", float, 1.0),
+        lookback=s.positive("lookback", float, 10.0),
+        snapshot_every=s.positive("snapshot_every", int, 1000),
+        admin_keys=tuple(
+            Path(k) for k in s.get("admin_keys", list, [], what="a list of PEM file paths")
+        ),
     )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", cfg.node):
         s.fail("node", f"{cfg.node!r}: use letters, digits, '.', '_' and '-' (a host name)")
+    if cfg.log_bucket is not None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", cfg.log_bucket):
+            s.fail("log_bucket", f"{cfg.log_bucket!r} is not a valid S3 bucket name")
+        if not cfg.admin_keys:
+            s.fail(
+                "admin_keys",
+                "a shared policy log (log_bucket) needs the admin public keys that enroll "
+                'nodes, e.g. admin_keys = ["/etc/fedfs/admin.pub"] (see `fedfs admin keygen`)',
+            )
+    for key in cfg.admin_keys:
+        if not key.is_absolute() or not key.is_file():
+            s.fail("admin_keys", f"{str(key)!r} must be an absolute path to an existing file")
+    if cfg.log_prefix and not cfg.log_prefix.endswith("/"):
+        s.fail("log_prefix", f"{cfg.log_prefix!r} must end with '/'")
+    if cfg.lookback < cfg.poll_interval:
+        s.fail("lookback", "must be at least poll_interval, or late events could be missed")
     s.finish()
     return cfg
 
@@ -399,6 +436,9 @@ def _parse_cache(s: _Section) -> CacheConfig:
     d = s.get("dir", str, what="a directory for staging and cached data")
     if not d.startswith("/"):
         s.fail("dir", f"{d!r} must be an absolute path")
+    clean = s.get("clean_dir", str, None, what="a directory for clean data, may be shared")
+    if clean is not None and not clean.startswith("/"):
+        s.fail("clean_dir", f"{clean!r} must be an absolute path")
     block = s.size("block_size", "8MiB")
     if block < 1024**2 or block & (block - 1):
         s.fail("block_size", 'must be a power of two of at least 1MiB, e.g. "8MiB"')
@@ -426,6 +466,7 @@ def _parse_cache(s: _Section) -> CacheConfig:
         low_watermark=low,
         uploads=s.positive("uploads", int, 4),
         write_back=s.get("write_back", bool, True),
+        clean_dir=Path(clean) if clean else None,
     )
     if cfg.size < 4 * block:
         s.fail("size", f"must hold at least 4 blocks ({format_size(4 * block)})")

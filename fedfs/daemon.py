@@ -32,6 +32,7 @@ from fedfs.fs import Operations
 from fedfs.identity import IdentitySource, LdapIdentity, NssIdentity
 from fedfs.metrics import Metrics
 from fedfs.namespace import Namespace
+from fedfs.policy.log import PolicyLog
 from fedfs.policy.model import Principal
 from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
@@ -96,6 +97,17 @@ def check_mountpoint(mountpoint: Path) -> None:
 
 def check_store(cfg: Config, store: ObjectStore) -> None:
     """Fail early, with the bucket named, if the endpoint or a bucket is unusable."""
+    if cfg.policy.log_bucket is not None:
+        try:
+            store.check_bucket(cfg.policy.log_bucket)
+        except NotFound:
+            raise ConfigError(
+                f"{cfg.path}: [policy] log_bucket: bucket {cfg.policy.log_bucket!r} does not "
+                f"exist at {cfg.store.endpoint or 'AWS S3'}; create it (one per site, written "
+                "only by fedfs) or fix the name"
+            ) from None
+        except FedfsError as e:
+            raise ConfigError(f"{cfg.path}: [store]: {e}") from None
     for b in cfg.buckets:
         try:
             store.check_bucket(b.name)
@@ -121,7 +133,8 @@ class Daemon:
         check_owners(cfg, self.identity, owners)
         cfg.policy.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.policy_store = PolicyStore(cfg.policy.state_dir / "policy.db", self.site.team_gids)
-        self.trail = AuditTrail(cfg.policy.state_dir / "audit", cfg.policy.node, node_key(cfg))
+        self.key = node_key(cfg)
+        self.trail = AuditTrail(cfg.policy.state_dir / "audit", cfg.policy.node, self.key)
         self.sharing = Sharing(
             self.policy_store,
             self.site,
@@ -131,6 +144,13 @@ class Daemon:
             self.invalidate,
             self.trail,
         )
+        self.policy_log: PolicyLog | None = None
+        if cfg.policy.log_bucket is not None:
+            self.policy_log = PolicyLog(
+                cfg.policy, self.store, self.sharing, self.trail, self.key, self.limiter
+            )
+            self.sharing.may_change = self.policy_log.check_may_change
+            self.sharing.on_record = self.policy_log.wake
         self._record_site_policy()
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
@@ -217,6 +237,7 @@ class Daemon:
 
     async def recover(self) -> None:
         """Upload every file the journal lists: closed (or open) when the last run ended."""
+        await self.ns.finish_moves()
         rows = self.cache.journal.all()
         if rows:
             log.info("recovering %d files from the write-back journal", len(rows))
@@ -255,6 +276,8 @@ class Daemon:
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         check_store(self.cfg, self.store)
+        if self.policy_log is not None:
+            await self.policy_log.start()  # the newest snapshot and every change since
         await self.sharing.rebuild()
         self.ns.refresh_owners()
         await self.recover()
@@ -266,6 +289,8 @@ class Daemon:
             nursery.start_soon(self._signals)
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self.sweep_expired)
+            if self.policy_log is not None:
+                nursery.start_soon(self.policy_log.run)
             nursery.start_soon(self.metrics.run)
             control = ControlServer(self.cfg.control.socket, self.commands.handle)
             await nursery.start(control.serve)

@@ -41,19 +41,26 @@ class DirtyFile:
 class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             ok = conn.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()  # a refused file is left as it was, for `fedfs fsck`
             raise FedfsError(
                 f"write-back journal {path} is damaged ({e}); it lists files not yet uploaded: "
-                "move it aside, run `fedfs fsck` to upload what its staging files hold, then mount"
+                "run `fedfs fsck --config CONFIG` (it keeps the file, recovers what it can and lists "
+                "staging files it cannot match), then mount"
             ) from None
         if ok != "ok":
+            conn.close()
+            ok = "; ".join(x.strip() for x in ok.splitlines()[:4] if not x.startswith("***"))
             raise FedfsError(
-                f"write-back journal {path} failed its integrity check ({ok}); run `fedfs fsck`"
+                f"write-back journal {path} failed its integrity check ({ok}); "
+                "run `fedfs fsck --config CONFIG`, then mount"
             )
         path.chmod(0o600)
         self.db = sqlite_utils.Database(conn)
@@ -73,6 +80,28 @@ class Journal:
                 pk=("bucket", "key"),
             )
             self.db.table("meta").insert({"name": "schema", "value": SCHEMA_VERSION}, pk="name")
+        if "moves" not in self.db.table_names():
+            # Directory renames under way (copy every key, then delete the old ones): a
+            # restart finishes them, so a crash never leaves a tree half in both places.
+            self.db.table("moves").create(
+                {"bucket": str, "old": str, "new": str}, pk=("bucket", "old")
+            )
+
+    def begin_move(self, bucket: str, old: str, new: str) -> None:
+        """A directory rename from prefix `old` to `new` starts (durable: it must survive the node)."""
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.db.table("moves").upsert(
+                {"bucket": bucket, "old": old, "new": new}, pk=("bucket", "old")
+            )
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def end_move(self, bucket: str, old: str) -> None:
+        self.db.execute("delete from moves where bucket = ? and old = ?", [bucket, old])
+
+    def moves(self) -> list[tuple[str, str, str]]:
+        return [(r["bucket"], r["old"], r["new"]) for r in self.db["moves"].rows]
 
     def record(self, f: DirtyFile, durable: bool = False) -> None:
         """Insert or replace the row for (bucket, key).

@@ -839,8 +839,53 @@ class Namespace:
             done.set()
 
     async def _move_keys(self, d: Inode, old_pre: str, new_pre: str) -> None:
+        # Journaled first: if fedfs dies part-way, the next start finishes the move.
+        self.cache.journal.begin_move(d.bucket, old_pre, new_pre)
+        await self._copy_then_delete(d.bucket, old_pre, new_pre, metadata_for(d))
+        d.has_marker = True
+        self.cache.journal.end_move(d.bucket, old_pre)
+        # Re-key every inode below, so inode numbers survive the move.
+        for inode in list(self.inodes.values()):
+            if inode.bucket == d.bucket and inode.key.startswith(old_pre) and not inode.gone:
+                self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
+                new_child_key = new_pre + inode.key[len(old_pre) :]
+                if inode.staging is not None:
+                    self.cache.journal.rename(inode.bucket, inode.key, new_child_key)
+                inode.key = new_child_key
+                inode.changed = time.monotonic()
+                self.by_ident[(inode.bucket, inode.key, inode.is_dir)] = inode.ino
+
+    async def finish_moves(self) -> None:
+        """Finish the directory renames that were under way when fedfs stopped (at start-up).
+
+        The keys still under the old prefix are the data (the copies were made from
+        them), so copying them again and deleting them completes the rename.
+        """
+        for bucket, old_pre, new_pre in self.cache.journal.moves():
+            if self.cfg.bucket(bucket) is None:
+                log.error(
+                    "a rename in bucket %s, which is no longer configured, stays half done", bucket
+                )
+                continue
+            log.warning(
+                "finishing the rename of /%s/%s to /%s/%s that was under way when fedfs stopped",
+                bucket,
+                old_pre.rstrip("/"),
+                bucket,
+                new_pre.rstrip("/"),
+            )
+            await self._copy_then_delete(bucket, old_pre, new_pre, None)
+            self.cache.journal.end_move(bucket, old_pre)
+
+    async def _copy_then_delete(
+        self, bucket: str, old_pre: str, new_pre: str, marker_meta: dict[str, str] | None
+    ) -> None:
+        """Copy every key under old_pre to new_pre, the marker last, then delete the old keys.
+
+        marker_meta: the new marker's metadata when the old prefix has no marker (None: none).
+        """
         keys: list[ObjectInfo] = []
-        for page in await self.s3(lambda: list(self.store.list_all(d.bucket, old_pre, None))):
+        for page in await self.s3(lambda: list(self.store.list_all(bucket, old_pre, None))):
             keys.extend(page.objects)
         marker = next((o for o in keys if o.key == old_pre), None)
         children = [o for o in keys if o.key != old_pre]
@@ -848,7 +893,7 @@ class Namespace:
         async def copy(o: ObjectInfo) -> None:
             await self.s3(
                 self.store.copy,
-                d.bucket,
+                bucket,
                 o.key,
                 new_pre + o.key[len(old_pre) :],
                 o.size,
@@ -860,24 +905,11 @@ class Namespace:
         # The new marker goes last among the writes, so a half-copied tree is recognisable.
         if marker is not None:
             await copy(marker)
-        else:
-            await self.s3(
-                self.store.put_bytes, d.bucket, new_pre, b"", metadata_for(d), DIR_CONTENT_TYPE
-            )
-        d.has_marker = True
-        await self.s3(self.store.delete_many, d.bucket, [o.key for o in children])
+        elif marker_meta is not None:
+            await self.s3(self.store.put_bytes, bucket, new_pre, b"", marker_meta, DIR_CONTENT_TYPE)
+        await self.s3(self.store.delete_many, bucket, [o.key for o in children])
         if marker is not None:
-            await self.s3(self.store.delete, d.bucket, old_pre)
-        # Re-key every inode below, so inode numbers survive the move.
-        for inode in list(self.inodes.values()):
-            if inode.bucket == d.bucket and inode.key.startswith(old_pre) and not inode.gone:
-                self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
-                new_child_key = new_pre + inode.key[len(old_pre) :]
-                if inode.staging is not None:
-                    self.cache.journal.rename(inode.bucket, inode.key, new_child_key)
-                inode.key = new_child_key
-                inode.changed = time.monotonic()
-                self.by_ident[(inode.bucket, inode.key, inode.is_dir)] = inode.ino
+            await self.s3(self.store.delete, bucket, old_pre)
 
     # -- attributes --------------------------------------------------------
 
@@ -1091,7 +1123,9 @@ class Namespace:
             conflict = current is not None and current.etag != inode.base_etag
         if not conflict:
             try:
-                info = await self.s3(self.store.upload_file, bucket, key, st.path, meta, None, new)
+                info = await self.s3(
+                    self.store.upload_file, bucket, key, st.upload_path(), meta, None, new
+                )
             except PreconditionFailed:
                 conflict = True
         if conflict:
@@ -1119,7 +1153,9 @@ class Namespace:
     async def _keep_conflicting(self, inode: Inode, st: Staging, meta: dict[str, str]) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         ckey = f"{inode.key}.fedfs-conflict-{self.node}-{stamp}"
-        await self.s3(self.store.upload_file, inode.bucket, ckey, st.path, meta, None, False)
+        await self.s3(
+            self.store.upload_file, inode.bucket, ckey, st.upload_path(), meta, None, False
+        )
         event(
             log,
             "upload-conflict",

@@ -207,12 +207,15 @@ class ObjectStore:
         token: str | None = None,
         max_keys: int = 1000,
         delimiter: str | None = "/",
+        start_after: str | None = None,
     ) -> ListPage:
         kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
         if delimiter:
             kw["Delimiter"] = delimiter
         if token:
             kw["ContinuationToken"] = token
+        elif start_after:
+            kw["StartAfter"] = start_after
         r = self._call(f"list s3://{bucket}/{prefix}", self.client.list_objects_v2, **kw)
         page = ListPage(
             prefixes=[p["Prefix"] for p in r.get("CommonPrefixes", [])],
@@ -230,10 +233,18 @@ class ObjectStore:
             page.next_token = r.get("NextContinuationToken")
         return page
 
-    def list_all(self, bucket: str, prefix: str, delimiter: str | None = "/") -> Iterator[ListPage]:
+    def list_all(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str | None = "/",
+        start_after: str | None = None,
+    ) -> Iterator[ListPage]:
         token: str | None = None
         while True:
-            page = self.list_page(bucket, prefix, token, delimiter=delimiter)
+            page = self.list_page(
+                bucket, prefix, token, delimiter=delimiter, start_after=start_after
+            )
             yield page
             token = page.next_token
             if not token:
@@ -266,6 +277,20 @@ class ObjectStore:
                 log.warning("%s: read interrupted (%s); retrying", what, e)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         raise AssertionError("unreachable")
+
+    def get_bytes(self, bucket: str, key: str, limit: int = 1 << 20) -> bytes:
+        """A small object whole (policy log records, snapshots); refuses one above `limit`."""
+        what = f"s3://{bucket}/{key}"
+        r = self._call(what, self.client.get_object, Bucket=bucket, Key=key)
+        if r.get("ContentLength", 0) > limit:
+            r["Body"].close()
+            raise StoreError(
+                f"{what} is {r['ContentLength']} bytes, more than the {limit} expected"
+            )
+        try:
+            return bytes(r["Body"].read())
+        except _BODY_ERRORS as e:
+            raise translate(e, what) from e
 
     def download(self, bucket: str, key: str, fileobj: BinaryIO) -> None:
         """Whole object into fileobj with parallel ranged GETs (boto3's transfer manager)."""

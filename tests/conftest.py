@@ -79,6 +79,7 @@ def make_mount(moto: MotoServer, public_dir: Path, tmp_path: Path) -> Iterator[M
         name: str | None = None,
         start: bool = True,
         top: str = "",
+        policy_extra: str = "",
     ) -> Mount:
         name = name or f"m{len(mounts)}"
         base = public_dir / f"{tmp_path.name}-{name}"
@@ -91,6 +92,7 @@ def make_mount(moto: MotoServer, public_dir: Path, tmp_path: Path) -> Iterator[M
             extra,
             store_extra,
             top=top,
+            policy_extra=policy_extra,
         )
         m = Mount(cfg, base / "mnt", tmp_path / f"{name}.log")
         mounts.append(m)

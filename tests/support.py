@@ -109,6 +109,7 @@ def write_config(
     store_extra: str = "",
     socket: Path | None = None,
     top: str = "",
+    policy_extra: str = "",
 ) -> Path:
     """A mount config; state and the site policy dir sit beside the cache dir."""
     state = cache_dir.with_name(cache_dir.name + "-state")
@@ -118,6 +119,7 @@ def write_config(
         "[policy]",
         f'state_dir = "{state}"',
         f'site_dir = "{state}-site"',
+        policy_extra,
         "[control]",
         f'socket = "{socket}"',
         "[store]",
@@ -361,3 +363,112 @@ class TcpProxy:
 
     def stop(self) -> None:
         self.cut()
+
+
+class ThrottlingProxy:
+    """An HTTP reverse proxy in front of an S3 server that answers 503 SlowDown to some requests.
+
+    Each request is throttled with probability `fraction` (seeded, so a run can be
+    repeated), but never twice in a row for the same method and path: like a store
+    under load, it lets a client that backs off through, so every request succeeds
+    within botocore's retries. `throttled` counts the 503s sent.
+    """
+
+    SLOW_DOWN = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    def __init__(self, target_port: int, fraction: float = 0.3, seed: int = 1) -> None:
+        import random
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.target_port = target_port
+        self.fraction = fraction
+        self.throttled = 0
+        self.forwarded = 0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._last_throttled: set[tuple[str, str]] = set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        chunk = self.rfile.read(size + 2)[:size]
+                        if not size:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return out
+                        out += chunk
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                import http.client
+
+                body = self._body()
+                if proxy._throttle(self.command, self.path + self.headers.get("Range", "")):
+                    self.send_response(503, "Slow Down")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(proxy.SLOW_DOWN)))
+                    self.end_headers()
+                    self.wfile.write(proxy.SLOW_DOWN)
+                    return
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length")
+                }
+                headers["Content-Length"] = str(len(body))
+                up = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=60)
+                try:
+                    up.request(self.command, self.path, body=body, headers=headers)
+                    resp = up.getresponse()
+                    data = resp.read()
+                    self.send_response(resp.status, resp.reason)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                            self.send_header(k, v)
+                    length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                    self.send_header("Content-Length", length or str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    up.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _throttle(self, method: str, path: str) -> bool:
+        with self._lock:
+            key = (method, path)
+            if key not in self._last_throttled and self._rng.random() < self.fraction:
+                self._last_throttled.add(key)
+                self.throttled += 1
+                return True
+            self._last_throttled.discard(key)
+            self.forwarded += 1
+            return False
+
+    def start(self) -> ThrottlingProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -292,7 +292,7 @@ class Sharing:
         grant = Grant(path, p, lvl, actor.label, now, expiry)
         with self.store.transaction():
             previous = self._put_grant(actor, grant)
-        await self._changed([path])
+        await self.changed([path])
         event(
             log,
             "share",
@@ -324,7 +324,7 @@ class Sharing:
             self._need_manage(actor, path, "unsharing")
         with self.store.transaction():
             self._drop_grant(actor, existing)
-        await self._changed([path])
+        await self.changed([path])
         event(log, "unshare", path=path, principal=p, level=existing.level, actor=actor.label)
         return existing
 
@@ -337,7 +337,7 @@ class Sharing:
         with self.store.transaction():
             for g in gone:
                 self._drop_grant(SYSTEM, g, action="expire")
-        await self._changed([g.path for g in gone])
+        await self.changed([g.path for g in gone])
         for g in gone:
             event(
                 log,
@@ -405,7 +405,7 @@ class Sharing:
         replay.mark(self.store, record)
         self.on_record(record)
 
-    async def _changed(self, paths: Iterable[str]) -> None:
+    async def changed(self, paths: Iterable[str]) -> None:
         await self.rebuild()
         self.on_change(sorted(set(paths)))
 
@@ -475,7 +475,7 @@ class Sharing:
                 )
         except PolicyError as e:
             raise Refused(str(e)) from None
-        await self._changed(self._team_paths(team))
+        await self.changed(self._team_paths(team))
         event(log, "team-create", team=name, gid=team.gid, actor=actor.label)
         return team
 
@@ -498,7 +498,7 @@ class Sharing:
                 )
         except PolicyError as e:
             raise Refused(str(e)) from None
-        await self._changed(self._team_paths(team))
+        await self.changed(self._team_paths(team))
         event(log, "team-add", team=name, users=",".join(new), owners=owners, actor=actor.label)
         return team
 
@@ -520,7 +520,7 @@ class Sharing:
                 )
         except PolicyError as e:
             raise Refused(str(e)) from None
-        await self._changed(self._team_paths(team))
+        await self.changed(self._team_paths(team))
         event(log, "team-remove", team=name, users=",".join(users), actor=actor.label)
         return team
 
@@ -578,7 +578,7 @@ class Sharing:
         with self.store.transaction():
             self._apply_acl_changes(actor, path, changes, value is None, now)
         if changes or value is None:
-            await self._changed([path])
+            await self.changed([path])
             event(
                 log,
                 "setfacl",

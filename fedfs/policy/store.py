@@ -404,6 +404,14 @@ class PolicyStore:
                 [node, seq, key, raw],
             )
 
+    def applied_key(self, node: str, seq: int) -> str | None:
+        """The log object record `seq` of `node` was applied from (None: not kept here)."""
+        with self._guard():
+            row = self.db.execute(
+                "SELECT key FROM log_records WHERE node = ? AND seq = ?", [node, seq]
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def kept_records(self, node: str | None = None) -> list[bytes]:
         """Other nodes' records applied here, per node in chain order."""
         where, params = ("WHERE node = ?", [node]) if node else ("", [])

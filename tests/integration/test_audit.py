@@ -90,7 +90,7 @@ def test_expiring_orphans_and_log(
     ]
     assert audit(ROOT, "expiring", "--within", "10m", "--mount", root) == []
     # a user who leaves: their grant becomes an orphan
-    gone = ensure_user("fedfs-leaver", 2950)
+    gone = ensure_user("fedfs-leaver", 2990)
     ok(fedfs(alice, "share", root / "other", "--with", f"user:{gone.name}", "--read"))
     subprocess.run(["userdel", gone.name], check=True)
     orphans = audit(ROOT, "orphans", "--mount", root)
