@@ -78,8 +78,10 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     (
         "fedfs_policy_lag_seconds",
         "gauge",
-        "how far this node's policy trails the newest change (0 on a single node)",
+        "how long the oldest policy event seen but not applied has waited (0 on a single node)",
     ),
+    ("fedfs_policy_events_applied", "counter", "other nodes' policy records applied here"),
+    ("fedfs_policy_events_rejected", "counter", "policy log events rejected (forged, replayed...)"),
     ("fedfs_identity_up", "gauge", "1 while the identity source (NSS or LDAP) answers"),
     ("fedfs_hidden_keys", "gauge", "S3 keys seen by this mount that cannot be shown"),
 )
@@ -93,7 +95,6 @@ class Metrics:
         self.cfg = daemon.cfg.metrics
         self.mount = daemon.cfg.name
         self.started = time.time()
-        self.policy_lag = 0.0  # set by whatever learns the cluster's newest policy version
         self.registry = CollectorRegistry()
         labels = ("mount", "operation")
         self.s3_requests = Counter(
@@ -154,7 +155,9 @@ class Metrics:
             "fedfs_policy_version": d.sharing.store.version,
             "fedfs_policy_grants": len(d.sharing.store.grants()),
             "fedfs_policy_teams": len(d.sharing.store.teams()),
-            "fedfs_policy_lag_seconds": self.policy_lag,
+            "fedfs_policy_lag_seconds": d.policy_log.lag() if d.policy_log else 0.0,
+            "fedfs_policy_events_applied": d.policy_log.applied_total if d.policy_log else 0,
+            "fedfs_policy_events_rejected": d.policy_log.rejected_total if d.policy_log else 0,
             "fedfs_identity_up": float(d.sharing.identity.health().ok),
             "fedfs_hidden_keys": len(names.hidden_keys()),
         }

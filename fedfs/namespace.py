@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import math
-import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -215,7 +214,7 @@ class Namespace:
         self.next_ino = ROOT_INO + 1
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
         self.flusher: Flusher | None = None  # set by the daemon
-        self.node = socket.gethostname()
+        self.node = cfg.policy.node  # names conflict copies (default: the host name)
         self.conflicts = 0
         self.outage_logged = -math.inf
         self.moving: list[tuple[str, str, trio.Event]] = []  # directory renames under way

@@ -707,7 +707,7 @@ class PolicyLog:
         while len(self.rejected) > _REJECTED_KEPT:
             del self.rejected[next(iter(self.rejected))]
         self.on_rejected(reason)
-        event(log, "policy-event-rejected", level=logging.WARNING, key=key, reason=reason)
+        event(log, "policy-event-rejected", severity=logging.WARNING, key=key, reason=reason)
 
     # -- snapshots ---------------------------------------------------------------
 
