@@ -462,7 +462,9 @@ def test_a_database_from_a_newer_fedfs_is_refused(db_path: Path) -> None:
     with sqlite3.connect(db_path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 0)")
     conn.close()
-    assert f"has schema version 99, but this fedfs knows only up to {SCHEMA_VERSION}" in refusal(db_path)
+    assert f"has schema version 99, but this fedfs knows only up to {SCHEMA_VERSION}" in refusal(
+        db_path
+    )
 
 
 def test_a_row_the_model_refuses_is_reported_as_damage(store: PolicyStore) -> None:
