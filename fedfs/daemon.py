@@ -192,14 +192,15 @@ class Daemon:
             return
         seen: set[int] = set()
         for path in paths:
-            for inode in self.ns.under(path):
+            # The directories above change too: a grant gives search (x) on each of them.
+            for inode in self.ns.under(path) + self.ns.above(path):
                 if inode.ino in seen:
                     continue
                 seen.add(inode.ino)
                 # OSError: the kernel does not know this inode, so nothing is cached to drop.
                 with contextlib.suppress(OSError):
                     pyfuse3.invalidate_inode(pyfuse3.InodeT(inode.ino), attr_only=True)
-        log.debug("invalidated %d inodes under %s", len(seen), ", ".join(paths))
+        log.debug("invalidated %d inodes at, below and above %s", len(seen), ", ".join(paths))
 
     async def sweep_expired(self) -> None:
         """Remove grants when they expire, so the kernel stops honouring them on time."""

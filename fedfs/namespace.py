@@ -19,6 +19,7 @@ import logging
 import math
 import stat
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -64,6 +65,9 @@ XATTR_META_KEY = "xattr"
 # the upload (far longer than any listing takes).
 PLACED_MEMORY = 300.0
 MASK_META_KEY = "fedfs-mask"
+# A directory whose last listing had fewer entries than this (one ListObjectsV2 page) is
+# listed again to answer a lookup of a name it did not have.
+SMALL_DIR = 1000
 
 
 class Kind(Enum):
@@ -220,6 +224,8 @@ class Namespace:
         self.moving: list[tuple[str, str, trio.Event]] = []  # directory renames under way
         self.negative_ttl = cfg.fs.negative_timeout
         self.absent: dict[tuple[int, str], float] = {}  # (parent ino, name) -> when S3 said no
+        self.revalidating: dict[int, trio.Event] = {}  # inodes with a HEAD on its way
+        self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         now_ns = time.time_ns()
         root = Inode(
             ROOT_INO,
@@ -305,6 +311,16 @@ class Namespace:
             and (not key or i.key == key or i.key.startswith(pre))
         ]
 
+    def above(self, path: str) -> list[Inode]:
+        """Known directory inodes above a fedfs path: the bucket and each parent directory."""
+        parts = path.strip("/").split("/")
+        parents = {"/".join(parts[1:i]) for i in range(1, len(parts))}
+        return [
+            i
+            for i in self.inodes.values()
+            if i.bucket == parts[0] and i.is_dir and not i.gone and i.key.rstrip("/") in parents
+        ]
+
     def get(self, ino: int) -> Inode:
         inode = self.inodes.get(ino)
         if inode is None or (inode.gone and inode.open_count == 0):
@@ -381,6 +397,20 @@ class Namespace:
             alias = self._child(self.inodes[parent.parent], parent.name, Kind.FILE)
             await self.revalidate(alias)
             return alias
+        if (
+            not self.listing_fresh(parent)
+            and parent.children is not None
+            and len(parent.children) < SMALL_DIR
+            and name not in parent.children
+        ):
+            # A name the last listing did not have (a create's LOOKUP, typically): list the
+            # small directory again, one request that also answers the next names asked
+            # for within dir_timeout, instead of a HEAD and a LIST for each name.
+            try:
+                await self._relist(parent)
+            except Unavailable:
+                self._note_outage()
+                return None
         if self.listing_fresh(parent):
             assert parent.children is not None
             ino = parent.children.get(name)
@@ -450,6 +480,21 @@ class Namespace:
         self._remember_absent(parent, name)
         return None
 
+    async def _relist(self, d: Inode) -> None:
+        """List directory d from S3 now (one listing at a time per directory)."""
+        pending = self.relisting.get(d.ino)
+        if pending is not None:
+            await pending.wait()
+            return
+        done = self.relisting[d.ino] = trio.Event()
+        try:
+            listing = DirListing(self, d)
+            while not listing.done:
+                await listing._next_page()
+        finally:
+            del self.relisting[d.ino]
+            done.set()
+
     def _remember_absent(self, parent: Inode, name: str) -> None:
         """S3 just said parent/name does not exist; a create right after need not ask again."""
         if len(self.absent) > 10_000:
@@ -477,12 +522,23 @@ class Namespace:
                 msg="the object store does not answer; serving cached attributes and listings",
             )
 
-    async def revalidate(self, inode: Inode) -> None:
+    async def revalidate(self, inode: Inode, join: bool = True) -> None:
         """Re-read an inode's attributes from S3 if they are older than the TTL.
 
+        With join, a caller that finds a HEAD of this inode already on its way (a listing's
+        metadata prefetch, another request) waits for that answer instead of sending its
+        own; open() does not join (close-to-open wants a HEAD sent after the open).
         While the store does not answer, attributes read before stay in use (reads of
         cached data keep working); an inode never seen in S3 gives the error.
         """
+        pending = self.revalidating.get(inode.ino)
+        if pending is not None and join:
+            await pending.wait()
+        if self.fresh(inode) and inode.meta_known and not inode.gone:
+            return
+        mine = pending is None
+        if mine:
+            self.revalidating[inode.ino] = trio.Event()
         try:
             await self._revalidate(inode)
         except Unavailable:
@@ -490,6 +546,9 @@ class Namespace:
                 raise
             self._note_outage()
             inode.checked = time.monotonic()  # ask again after the TTL, not on every call
+        finally:
+            if mine:
+                self.revalidating.pop(inode.ino).set()
 
     async def _revalidate(self, inode: Inode) -> None:
         if inode.gone and inode.open_count > 0:
@@ -541,19 +600,25 @@ class Namespace:
         return DirListing(self, d)
 
     def prefetch_metadata(self, inodes: list[Inode]) -> None:
-        """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`)."""
-        todo = [i for i in inodes if not i.meta_known and not i.dirty]
+        """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`).
+
+        In listing order, by as many workers as S3 connections, so readdir, which waits
+        for each entry's metadata before handing it to the kernel, gets the first ones first.
+        """
+        todo = deque(i for i in inodes if not i.meta_known and not i.dirty)
         if self.nursery is None or not todo:
             return
 
-        async def one(inode: Inode) -> None:
-            try:
-                await self.revalidate(inode)
-            except Exception as e:  # a prefetch failure is harmless: getattr retries
-                log.debug("metadata prefetch of %s failed: %s", self.path_of(inode), e)
+        async def worker() -> None:
+            while todo:
+                inode = todo.popleft()
+                try:
+                    await self.revalidate(inode)
+                except Exception as e:  # a prefetch failure is harmless: getattr retries
+                    log.debug("metadata prefetch of %s failed: %s", self.path_of(inode), e)
 
-        for inode in todo:
-            self.nursery.start_soon(one, inode)
+        for _ in range(min(len(todo), max(1, int(self.limiter.total_tokens)))):
+            self.nursery.start_soon(worker)
 
     # -- creating ----------------------------------------------------------
 

@@ -493,6 +493,7 @@ class PolicyLog:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._tail_loop)
             nursery.start_soon(self._publish_loop)
+            nursery.start_soon(self._snapshot_loop)
 
     def wake(self, record: object = None) -> None:
         self._wake.set()
@@ -507,7 +508,6 @@ class PolicyLog:
                     await self.refresh_enrollments()
                 while await self.poll():
                     pass
-                await self._maybe_snapshot()
                 self.last_error = None
             except (StoreError, PolicyError) as e:
                 if self.last_error is None:
@@ -710,6 +710,15 @@ class PolicyLog:
         event(log, "policy-event-rejected", severity=logging.WARNING, key=key, reason=reason)
 
     # -- snapshots ---------------------------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        """Apart from tailing, so a snapshot's wait and upload never delay a revocation."""
+        while True:
+            await trio.sleep(self.cfg.poll_interval)
+            try:
+                await self._maybe_snapshot()
+            except (StoreError, PolicyError) as e:
+                log.warning("policy log %s: snapshot: %s; trying later", self.objects.where(), e)
 
     async def _maybe_snapshot(self) -> None:
         if self._since_snapshot < self.cfg.snapshot_every or not self.usable():

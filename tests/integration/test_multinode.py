@@ -27,7 +27,7 @@ import pytest
 from fedfs.audit import AuditRecord, AuditWriter, SigningKey
 from tests.support import FEDFS, REPO, Mount, UnixUser, wait_for
 
-POLL = 0.2  # the test log's poll interval (the default is 1 s)
+POLL = float(os.environ.get("FEDFS_TEST_POLL", "0.2"))  # the log poll interval (default 1 s)
 BOUND = 20.0  # a generous upper bound for a change to reach every node on a loaded machine
 
 
@@ -84,6 +84,7 @@ class Cluster:
             name=name,
             start=False,
             policy_extra=self.policy(name, snapshot_every),
+            top=os.environ.get("FEDFS_TEST_TOP", "").replace("\\n", "\n"),
         )
         if enroll:
             pub = m.config.with_suffix(".pub")

@@ -301,3 +301,26 @@ def test_team_owned_bucket_and_socket_is_per_mount(
     assert alice.name in team["owners"]
     ok(fedfs(alice, "share", root, "--with", f"user:{alice.name}", "--write"))
     assert alice.run("sh", "-c", f"echo x > {root}/by-alice").returncode == 0
+
+
+def test_a_revoke_reaches_the_kernel_at_once_also_where_only_the_parent_protected_the_file(
+    make_mount: Any, bucket: str, alice: UnixUser, bob: UnixUser
+) -> None:
+    """A file readable by others inside a private directory: only the search (x) right the
+    grant put on the directory let bob in, so the revoke must drop the directory's cached
+    ACL too, not only the file's. Long kernel cache lifetimes make a missed one show."""
+    m = make_mount(
+        [(bucket, f"user:{alice.name}")], top="[fs]\nattr_timeout = 30\nentry_timeout = 30"
+    )
+    root = m.path(bucket)
+    ok(
+        alice.run(
+            "sh", "-c", f"mkdir -m 700 {root}/d && echo hi > {root}/d/f && chmod 644 {root}/d/f"
+        )
+    )
+    f = root / "d" / "f"
+    for _ in range(2):
+        ok(fedfs(alice, "share", f, "--with", f"user:{bob.name}", "--read"))
+        assert can_read(bob, f)
+        ok(fedfs(alice, "unshare", f, "--with", f"user:{bob.name}"))
+        assert not can_read(bob, f)  # at once, not after the 30 s the kernel may cache
