@@ -32,6 +32,7 @@ from fedfs.fs import Operations
 from fedfs.identity import IdentitySource, LdapIdentity, NssIdentity
 from fedfs.metrics import Metrics
 from fedfs.namespace import Namespace
+from fedfs.policy import replay
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.model import Principal
 from fedfs.policy.sharing import BucketOwner, Sharing
@@ -132,9 +133,12 @@ class Daemon:
         owners = {b.name: BucketOwner(b.name, Principal.parse(b.owner)) for b in cfg.buckets}
         check_owners(cfg, self.identity, owners)
         cfg.policy.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = not (cfg.policy.state_dir / "policy.db").exists()
         self.policy_store = PolicyStore(cfg.policy.state_dir / "policy.db", self.site.team_gids)
         self.key = node_key(cfg)
         self.trail = AuditTrail(cfg.policy.state_dir / "audit", cfg.policy.node, self.key)
+        if fresh:
+            self._rebuild_policy()
         self.sharing = Sharing(
             self.policy_store,
             self.site,
@@ -163,6 +167,28 @@ class Daemon:
         self.left: list[str] = []
         events.set_context(mount=cfg.name)
         self.metrics = Metrics(self)
+
+    def _rebuild_policy(self) -> None:
+        """A new policy database beside an existing audit chain: redo this node's changes.
+
+        (The database was removed or moved aside; with a shared policy log the
+        other nodes' changes follow from the log at start.)
+        """
+        records = self.trail.records()
+        if not any(r.action in replay.GRANT_ACTIONS | replay.TEAM_ACTIONS for r in records):
+            return
+        applied, problems = replay.replay(self.policy_store, records)
+        events.event(
+            log,
+            "policy-rebuilt",
+            severity=logging.WARNING,
+            applied=applied,
+            problems=len(problems),
+            msg=f"the policy database was missing; rebuilt from this node's audit chain "
+            f"({self.trail.log_path})",
+        )
+        for p in problems:
+            log.error("policy rebuild: %s", p)
 
     def _record_site_policy(self) -> None:
         """A changed site policy (policy/*.toml) is an admin action the audit shows."""

@@ -518,3 +518,33 @@ def test_a_revoked_node_refuses_changes_and_its_signed_events_are_rejected(
         wait_for(lambda m=m: f"key={key}" in m.log_text(), f"{m.config.stem} rejects it", BOUND)  # type: ignore[misc]
         assert "revoked" in m.log_text().split(f"key={key}", 1)[1].splitlines()[0]
         assert carol.run("cat", m.path(c.bucket, "data", "f.csv")).returncode != 0
+
+
+def test_a_node_whose_policy_database_is_lost_rebuilds_it_from_its_chain_and_the_log(
+    cluster: Cluster, alice: UnixUser, bob: UnixUser
+) -> None:
+    c = cluster
+    root2 = c.nodes[1].path(c.bucket)
+    as_user(alice, "team", "create", "lab", "--mount", root2)  # made on node 2 itself
+    as_user(alice, "team", "add", "lab", bob.name, "--mount", root2)
+    as_user(alice, "share", c.nodes[1].path(c.bucket, "data"), "--with", "team:lab", "--read")
+    as_user(
+        alice,
+        "share",
+        c.nodes[0].path(c.bucket, "data", "f.csv"),
+        "--with",
+        "user:fedfs-carol",
+        "--write",
+    )
+    for m in c.nodes:
+        wait_for(lambda m=m: len(grants_of(m)) == 3, f"{m.config.stem} has it all", BOUND)  # type: ignore[misc]
+    reference = grants_of(c.nodes[0])
+    node2 = c.nodes[1]
+    assert node2.stop() == 0
+    db = node2.config.parent / "cache-node2-state" / "policy.db"
+    for p in db.parent.glob("policy.db*"):
+        p.rename(p.with_name(p.name + ".lost"))
+    node2.start()
+    assert "event=policy-rebuilt" in node2.log_text()
+    assert grants_of(node2) == reference  # its own changes from its chain, node 1's from the log
+    assert bob.run("cat", node2.path(c.bucket, "data", "f.csv")).returncode == 0  # via team:lab
