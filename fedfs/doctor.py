@@ -81,6 +81,7 @@ def run(
     found += check_cache(cfg.cache)
     found += check_fuse(cfg.fs.allow_other, fuse_dev, fuse_conf)
     found += check_policy(cfg)
+    found += check_policy_log(cfg)
     found += check_metrics(cfg.metrics, daemon_runs=found[1].status == OK)
     return found
 
@@ -676,6 +677,85 @@ def check_policy(cfg: Config) -> list[Finding]:
                     "move it aside to start a new chain",
                 )
             )
+    return found
+
+
+def check_policy_log(cfg: Config) -> list[Finding]:
+    """With a shared policy log: the control bucket, the admin keys and this node's enrolment."""
+    from fedfs.audit import SigningKey
+    from fedfs.policy.log import Enrollment, LogError, LogStore, load_admin_keys
+
+    pol = cfg.policy
+    if pol.log_bucket is None:
+        return []
+    where = f"s3://{pol.log_bucket}/{pol.log_prefix}"
+    try:
+        admins = load_admin_keys(pol.admin_keys)
+    except LogError as e:
+        return [Finding("policy log", FAIL, str(e), "fix [policy] admin_keys")]
+    log_store = LogStore(_quick_store(cfg), pol.log_bucket, pol.log_prefix)
+    try:
+        enrolments = log_store.enrollments()
+    except FedfsError as e:
+        return [
+            Finding(
+                "policy log",
+                FAIL,
+                f"{where}: {e}",
+                f"create the bucket {pol.log_bucket} (one per site, written only by fedfs) or "
+                "fix [policy] log_bucket",
+            )
+        ]
+    found = [Finding("policy log", OK, f"{where}: {len(enrolments)} enrolment(s)")]
+    key_path = pol.state_dir / "node.key"
+    if not key_path.exists():
+        found.append(
+            Finding(
+                "node key",
+                WARN,
+                f"{key_path} does not exist yet, so it cannot be enrolled",
+                f"fedfs admin node-key --config {cfg.path} > {pol.node}.pub, then enroll it",
+            )
+        )
+        return found
+    try:
+        key_id = SigningKey.load(key_path).key_id
+    except FedfsError as err:
+        return [*found, Finding("node key", FAIL, str(err), "see the message")]
+    mine = []
+    for _, data in enrolments:
+        try:
+            enrolment = Enrollment.decode(data)
+        except LogError:
+            continue
+        if enrolment.key_id == key_id and enrolment.check(admins) is None:
+            mine.append(enrolment)
+    enroll = (
+        f"fedfs admin node-key --config {cfg.path} > {pol.node}.pub; then, with the admin key: "
+        f"fedfs admin enroll-node --config {cfg.path} --admin-key ADMIN.key --node {pol.node} "
+        f"{pol.node}.pub"
+    )
+    if not mine:
+        found.append(
+            Finding(
+                "node key",
+                WARN,
+                f"key {key_id} of node {pol.node} is not enrolled in {where}: this node applies "
+                "other nodes' changes but refuses to make its own",
+                enroll,
+            )
+        )
+    elif mine[0].revoked_at is not None or mine[0].node != pol.node:
+        found.append(
+            Finding(
+                "node key",
+                FAIL,
+                f"key {key_id} is revoked or enrolled for node {mine[0].node}, not {pol.node}",
+                "move the node key aside and enroll a new one: " + enroll,
+            )
+        )
+    else:
+        found.append(Finding("node key", OK, f"key {key_id} is enrolled for node {pol.node}"))
     return found
 
 

@@ -439,6 +439,17 @@ def test_a_node_without_an_enrolled_key_refuses_changes_and_says_why(
     m = cluster.add("stranger", f"user:{alice.name}", enroll=False)
     st = cluster.status(m)
     assert st["log"]["enrolment"].startswith("not enrolled"), st
+    doctor = json.loads(
+        subprocess.run(
+            [*FEDFS, "doctor", "--json", "--config", str(m.config)], capture_output=True, cwd=REPO
+        ).stdout
+    )
+    checks = {f["check"]: f for f in doctor["findings"]}
+    assert checks["policy log"]["status"] == "OK", checks["policy log"]
+    assert checks["node key"]["status"] == "WARN" and "not enrolled" in checks["node key"]["found"]
+    assert "fedfs admin enroll-node" in checks["node key"]["fix"]
+    enrolled = run("doctor", "--config", cluster.nodes[0].config)
+    assert "is enrolled for node node1" in enrolled, enrolled
     r = alice.run(
         *FEDFS,
         "share",
