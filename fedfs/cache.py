@@ -50,6 +50,7 @@ from fedfs.store import ObjectStore
 log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_CLEAN_FILES = 8  # clean files kept open between reads
 _STALE_TMP = 3600.0  # seconds after which a temporary clean file is abandoned
 
 
@@ -166,6 +167,8 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.evicted = 0
+        # Clean files kept open for reads, most recently used last (see _pread).
+        self._fds: OrderedDict[str, int] = OrderedDict()
         self._scan_clean()
 
     # -- staging ---------------------------------------------------------
@@ -397,19 +400,36 @@ class Cache:
             ev.set()
 
     def _pread(self, p: str, offset: int, length: int) -> bytes | None:
-        try:
-            fd = _open_in_dir(Path(p), os.O_RDONLY)
-        except OSError as e:  # evicted by another node sharing the directory, or not ours
-            if not isinstance(e, FileNotFoundError):
-                log.warning("not reading cached data %s: %s", p, e.strerror)
-            self.clean_bytes -= self.clean.pop(p, 0)
-            return None
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        self.clean.move_to_end(p)
+        """Bytes of a clean file; the file stays open for the next read of it.
+
+        A sequential read asks for 128 KiB at a time, so opening the file once
+        instead of per request matters. Clean files never change (a new version is
+        a new file), so an open descriptor of a file evicted meanwhile, here or by
+        another node sharing the directory, still reads correct bytes.
+        """
+        fd = self._fds.get(p)
+        if fd is None:
+            try:
+                fd = _open_in_dir(Path(p), os.O_RDONLY)
+            except OSError as e:  # evicted by another node sharing the directory, or not ours
+                if not isinstance(e, FileNotFoundError):
+                    log.warning("not reading cached data %s: %s", p, e.strerror)
+                self.clean_bytes -= self.clean.pop(p, 0)
+                return None
+            self._fds[p] = fd
+            if len(self._fds) > _OPEN_CLEAN_FILES:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(p)
+        data = os.pread(fd, length, offset)
+        if p in self.clean:
+            self.clean.move_to_end(p)
         return data
+
+    def _close_fd(self, p: str) -> None:
+        fd = self._fds.pop(p, None)
+        if fd is not None:
+            os.close(fd)
 
     @staticmethod
     def _write_clean_file(path: Path, data: bytes) -> None:
@@ -432,6 +452,7 @@ class Cache:
             p, n = self.clean.popitem(last=False)
             self.clean_bytes -= n
             self.evicted += 1
+            self._close_fd(p)
             try:
                 os.unlink(p)
             except FileNotFoundError:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -48,8 +50,10 @@ ERRNO: list[tuple[type[Exception], int]] = [
     (errors.PolicyError, errno.EINVAL),  # bytes that are no valid ACL
     (errors.FedfsError, errno.EIO),
 ]
+CLOCK_REALTIME_COARSE = 5  # Linux's clock id (the time module does not name it); see write()
 STATFS_BLOCK = 4096
 STATFS_SIZE = 2**50  # object stores have no fixed capacity; report 1 PiB free
+STORE_DOWN_WAIT = 10.0  # seconds listings do not wait for metadata after the store failed
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -102,6 +106,7 @@ class Handle:
 ACL_ACCESS = "system.posix_acl_access"
 ACL_DEFAULT = "system.posix_acl_default"
 SOCKET_XATTR = "user.fedfs.socket"  # on the mount root: where the control socket is
+ACL_NAMES = (ACL_ACCESS.encode(), ACL_DEFAULT.encode())
 
 
 class Operations(pyfuse3.Operations):
@@ -126,6 +131,9 @@ class Operations(pyfuse3.Operations):
         self.ops = 0
         self.bytes_read = 0  # through the mount, for metrics
         self.bytes_written = 0
+        # After a metadata read found the store away, listings hand out entries without
+        # waiting for their metadata until then (monotonic time).
+        self.store_down_until = -math.inf
 
     # -- attributes --------------------------------------------------------
 
@@ -167,7 +175,11 @@ class Operations(pyfuse3.Operations):
         self.next_fh += 1
         self.handles[fh] = handle
         inode = handle.inode
-        keep = inode.kernel_etag is not None and inode.kernel_etag == inode.etag
+        # The kernel's pages are current when they hold the version the object has, or
+        # when every byte of the file came through this mount (new, not uploaded yet).
+        keep = inode.kernel_etag == inode.etag and (
+            inode.etag is not None or inode.staging is not None
+        )
         inode.kernel_etag = inode.etag
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep)
 
@@ -251,10 +263,34 @@ class Operations(pyfuse3.Operations):
                 entry = await listing.entry(index - 2)
                 if entry is None:
                     return
-                name, attrs = entry[0].encode(), self.attrs(entry[1])
+                node = entry[1]
+                if (
+                    not (node.meta_known or node.dirty)
+                    and time.monotonic() >= self.store_down_until
+                    and not await self._known(node)
+                ):
+                    index += 1  # removed from the object store since it was listed
+                    continue
+                name, attrs = entry[0].encode(), self.attrs(node)
             if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
                 return
             index += 1
+
+    async def _known(self, node: Inode) -> bool:
+        """Read a listed entry's metadata (joining the listing's prefetch), False if it is gone.
+
+        Entries go to the kernel with their attributes and the usual lifetimes
+        (readdirplus), so `ls -l` needs no LOOKUP or GETATTR per entry.
+        """
+        try:
+            await self.ns.revalidate(node)
+        except errors.NotFound:
+            return False
+        except errors.FedfsError as e:  # attrs() then gives lifetime 0: the kernel asks again
+            log.debug("metadata of %s: %s", self.ns.path_of(node), e)
+            if isinstance(e, errors.Unavailable):  # the rest of the listing does not wait
+                self.store_down_until = time.monotonic() + STORE_DOWN_WAIT
+        return True
 
     async def releasedir(self, fh: int) -> None:
         self.listings.pop(fh, None)
@@ -353,8 +389,9 @@ class Operations(pyfuse3.Operations):
         node = self.ns.get(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        # Close-to-open: a new open sees the newest version once the attribute TTL passed.
-        await self.ns.revalidate(node)
+        # Close-to-open: a new open sees the newest version once the attribute TTL passed
+        # (its own HEAD: one already on its way may have been sent before the upload ended).
+        await self.ns.revalidate(node, join=False)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if writable or flags & os.O_TRUNC:
             await self.ns.open_for_write(node)
@@ -377,7 +414,13 @@ class Operations(pyfuse3.Operations):
             return b""
         data = await self.cache.read(inode.bucket, inode.key, h.etag, h.size, off, size)
         self.bytes_read += len(data)
-        if off == h.next_offset and self.ns.nursery is not None:
+        bs = self.cache.block_size
+        # Sequential: when a read enters a new block, fetch the next blocks ahead.
+        if (
+            off == h.next_offset
+            and self.ns.nursery is not None
+            and (off == 0 or (off + size) // bs != off // bs or off % bs == 0)
+        ):
             self._readahead(h, off + size)
         h.next_offset = off + len(data)
         return data
@@ -410,6 +453,11 @@ class Operations(pyfuse3.Operations):
         self.bytes_written += n
         h.inode.size = st.size
         h.inode.mtime_pending = True  # set at close (see Inode.mtime_pending)
+        # The kernel stamped this write with its coarse clock; the same value at close
+        # keeps its page cache (a different mtime makes it drop the file's pages).
+        h.inode.written_mtime_ns = max(
+            h.inode.written_mtime_ns, time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+        )
         return n
 
     @fuse_errors
@@ -463,12 +511,16 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         node = self.ns.get(inode)
+        if not name.startswith(b"user.") and name not in ACL_NAMES:
+            # security.*, trusted.*: not kept (docs/SEMANTICS.md). ENOTSUP rather than
+            # ENODATA also tells `ls -l` (libselinux) to stop asking for every file here.
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
             view = self.view(node)
             value = view.acl_access if key == ACL_ACCESS else view.acl_default
             if value is None:
-                raise errors.NoAttribute(f"no {key}")
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # the common answer: no grants here
             return value
         if node.ino == ROOT_INO:
             if key == SOCKET_XATTR:

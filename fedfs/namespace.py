@@ -115,6 +115,7 @@ class Inode:
     # Written since the last close: mtime moves at close, not at every write(), so the
     # kernel's attribute refreshes during a long write do not drop the page cache.
     mtime_pending: bool = False
+    written_mtime_ns: int = 0  # the kernel's (coarse) time of the latest write() seen
     kernel_etag: str | None = None  # the version the kernel page cache holds
     gone: bool = False
 
@@ -1128,7 +1129,8 @@ class Namespace:
     def touch_written(self, inode: Inode) -> None:
         if inode.mtime_pending:
             inode.mtime_pending = False
-            inode.mtime_ns = inode.ctime_ns = time.time_ns()
+            inode.mtime_ns = inode.ctime_ns = inode.written_mtime_ns or time.time_ns()
+            inode.written_mtime_ns = 0
 
     def closed(self, inode: Inode) -> None:
         """A writer closed the file: record it as queued and hand it to the flusher."""
