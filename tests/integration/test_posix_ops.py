@@ -357,3 +357,20 @@ def test_mtime_moves_at_close_not_at_every_write(fs: Path) -> None:
         f.flush()
         assert os.fstat(f.fileno()).st_mtime_ns == first
     assert os.stat(p).st_mtime_ns >= first
+
+
+def test_a_local_write_that_loses_to_an_s3_write_then_shows_the_s3_version(
+    make_mount: Any, bucket: str, s3: Any
+) -> None:
+    """The race of the test above made certain: fedfs uploads after the S3 write."""
+    from tests.support import wait_for
+
+    m = make_mount([(bucket, "user:root")], extra="flush_delay = 1.5")
+    f = m.path(bucket, "f")
+    f.write_text("one")
+    assert f.read_text() == "one"  # the kernel has the local version's pages
+    s3.put_object(Bucket=bucket, Key="f", Body=b"two, longer")
+    wait_for(lambda: "event=upload-conflict" in m.log_text(), "the conflicting upload", 20)
+    wait_for(lambda: f.read_text() == "two, longer", "the store's version after the conflict", 10)
+    kept = [k for k in os.listdir(m.path(bucket)) if k.startswith("f.fedfs-conflict-")]
+    assert len(kept) == 1 and (m.path(bucket) / kept[0]).read_text() == "one"

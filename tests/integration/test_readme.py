@@ -30,6 +30,7 @@ SKIP = (
     "python",
     "FEDFS_",
     "fedfs admin",  # needs a shared policy log: run as written in test_multinode.py's cluster
+    "fedfs fsck",  # needs the mount stopped: run as written in test_fsck.py
 )
 
 
