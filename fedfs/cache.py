@@ -169,6 +169,7 @@ class Cache:
         self.evicted = 0
         # Clean files kept open for reads, most recently used last (see _pread).
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._stems: dict[tuple[str, str, str], str] = {}
         self._scan_clean()
 
     # -- staging ---------------------------------------------------------
@@ -265,16 +266,22 @@ class Cache:
 
     # -- clean data ------------------------------------------------------
 
-    def _hash(self, bucket: str, key: str, etag: str) -> str:
-        return hashlib.sha256(f"{bucket}\0{key}\0{etag}".encode()).hexdigest()
+    def _stem(self, bucket: str, key: str, etag: str) -> str:
+        """CLEAN/HH/HASH of one object version; remembered, as every read asks for it."""
+        ident = (bucket, key, etag)
+        stem = self._stems.get(ident)
+        if stem is None:
+            h = hashlib.sha256(f"{bucket}\0{key}\0{etag}".encode()).hexdigest()
+            stem = self._stems[ident] = f"{self.clean_dir}/{h[:2]}/{h}"
+            if len(self._stems) > 4096:
+                del self._stems[next(iter(self._stems))]
+        return stem
 
     def _full_path(self, bucket: str, key: str, etag: str) -> Path:
-        h = self._hash(bucket, key, etag)
-        return self.clean_dir / h[:2] / f"{h}.full"
+        return Path(self._stem(bucket, key, etag) + ".full")
 
     def _block_path(self, bucket: str, key: str, etag: str, block: int) -> Path:
-        h = self._hash(bucket, key, etag)
-        return self.clean_dir / h[:2] / f"{h}.{block}"
+        return Path(f"{self._stem(bucket, key, etag)}.{block}")
 
     def _scan_clean(self) -> None:
         found = []
@@ -333,7 +340,7 @@ class Cache:
         end = min(size, offset + length)
         if offset >= end:
             return b""
-        full = str(self._full_path(bucket, key, etag))
+        full = self._stem(bucket, key, etag) + ".full"
         if full in self.clean:
             data = self._pread(full, offset, end - offset)
             if data is not None:
@@ -349,8 +356,8 @@ class Cache:
 
     def has_block(self, bucket: str, key: str, etag: str, block: int) -> bool:
         return (
-            str(self._full_path(bucket, key, etag)) in self.clean
-            or str(self._block_path(bucket, key, etag, block)) in self.clean
+            self._stem(bucket, key, etag) + ".full" in self.clean
+            or f"{self._stem(bucket, key, etag)}.{block}" in self.clean
         )
 
     async def prefetch(self, bucket: str, key: str, etag: str, size: int, block: int) -> None:
@@ -372,7 +379,7 @@ class Cache:
         hi: int | None = None,
     ) -> bytes:
         """Bytes [lo, hi) of one block: read from its cache file (only that range), or fetched."""
-        p = str(self._block_path(bucket, key, etag, block))
+        p = f"{self._stem(bucket, key, etag)}.{block}"
         hi = self.block_size if hi is None else hi
         while True:
             data = self._pread(p, lo, hi - lo) if p in self.clean else None
