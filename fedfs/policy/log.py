@@ -69,6 +69,7 @@ from fedfs.policy import replay
 from fedfs.policy.hlc import format_hlc, parse_hlc
 from fedfs.policy.model import Grant, Level, Principal
 from fedfs.policy.sharing import Refused, Sharing
+from fedfs.policy.store import grant_row
 from fedfs.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -262,17 +263,7 @@ def snapshot_body(
         "v": FORMAT,
         "hlc": hlc,
         "heads": {n: list(h) for n, h in sorted(heads.items())},
-        "grants": [
-            {
-                "path": g.path,
-                "principal": str(g.principal),
-                "level": str(g.level),
-                "granted_by": g.granted_by,
-                "granted_at": g.granted_at,
-                "expires": g.expires,
-            }
-            for g in store.grants()
-        ],
+        "grants": [grant_row(g) for g in store.grants()],
         "teams": [
             {
                 "name": t.name,

@@ -31,7 +31,7 @@ from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
 from fedfs.policy.hlc import HybridClock
 from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
 from fedfs.policy.site import SitePolicy
-from fedfs.policy.store import PolicyStore
+from fedfs.policy.store import PolicyStore, grant_row
 
 log = logging.getLogger(__name__)
 
@@ -641,15 +641,7 @@ class Sharing:
             raise Refused(f"{actor.label} holds nothing at {path}, so cannot list its grants")
         now = time.time()
         return [
-            {
-                "path": g.path,
-                "principal": str(g.principal),
-                "level": str(g.level),
-                "granted_by": g.granted_by,
-                "granted_at": g.granted_at,
-                "expires": g.expires,
-                "inherited": g.path != path,
-            }
+            {**grant_row(g), "inherited": g.path != path}
             for g, _ in self.engine.grants_at(path, now)
         ]
 

@@ -218,7 +218,7 @@ class PolicyStore:
             previous = self.grant(grant.path, grant.principal)
             if previous == grant:
                 return previous
-            self.db.table("grants").insert(_grant_row(grant), replace=True)
+            self.db.table("grants").insert(grant_row(grant), replace=True)
             self._bump()
         return previous
 
@@ -528,7 +528,8 @@ class PolicyStore:
         self.db.table("team_members").insert_all(rows, replace=True)
 
 
-def _grant_row(grant: Grant) -> dict[str, Any]:
+def grant_row(grant: Grant) -> dict[str, Any]:
+    """A grant as plain fields (the table's row; also snapshots and `fedfs grants`)."""
     return {
         "path": grant.path,
         "principal": str(grant.principal),
