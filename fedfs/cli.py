@@ -230,7 +230,14 @@ def cmd_share(args: argparse.Namespace) -> int:
     change = f" (was {r['replaced']})" if r["replaced"] else ""
     until = f", until {when(r['expires'])}" if r["expires"] else ""
     print(f"shared {args.path} with {r['principal']}: {r['level']}{change}{until}")
+    _note(r)
     return 0
+
+
+def _note(answer: dict[str, Any]) -> None:
+    """A change in force here that other nodes do not have yet (shared policy log)."""
+    if answer.get("note"):
+        print(f"fedfs: note: {answer['note']}", file=sys.stderr)
 
 
 def cmd_unshare(args: argparse.Namespace) -> int:
@@ -238,6 +245,7 @@ def cmd_unshare(args: argparse.Namespace) -> int:
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
     print(f"removed {r['level']} for {r['principal']} on {args.path}")
+    _note(r)
     return 0
 
 
@@ -267,12 +275,15 @@ def cmd_team(args: argparse.Namespace) -> int:
         if args.team_command == "create":
             t = c.call("team-create", name=args.name, group=args.group)
             print(f"team {t['name']} created with gid {t['gid']}; owner: {', '.join(t['owners'])}")
+            _note(t)
         elif args.team_command == "add":
             t = c.call("team-add", name=args.name, users=args.users, owner=args.owner)
             print(f"team {t['name']}: {len(t['members'])} members")
+            _note(t)
         elif args.team_command == "remove":
             t = c.call("team-remove", name=args.name, users=args.users)
             print(f"team {t['name']}: {len(t['members'])} members")
+            _note(t)
         elif args.team_command == "show":
             t = c.call("team-show", name=args.name)
             rows = [{"member": m, "owner": "yes" if m in t["owners"] else ""} for m in t["members"]]
@@ -487,7 +498,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines[-1:-1] = [
             f"policy log {lg['log']} as node {lg['node']}: {lg['enrolment']}",
             f"           {lg['applied']} applied, {lg['published']} published, "
-            f"{lg['waiting']} waiting, {lg['rejected']} rejected"
+            f"{lg['unpublished']} not yet published, {lg['waiting']} waiting, "
+            f"{lg['rejected']} rejected"
             + (f" (last: {lg['last_rejected']})" if lg["last_rejected"] else "")
             + (f"; ERROR {lg['error']}" if lg["error"] else ""),
         ]

@@ -117,13 +117,23 @@ class Commands:
             "level": str(grant.level),
             "expires": grant.expires,
             "replaced": str(previous.level) if previous else None,
+            "note": await self._published(),
         }
 
     async def unshare(self, peer: Peer, args: dict[str, Any]) -> Any:
         sharing = self.d.sharing
         actor = await sharing.actor(peer.uid)
         g = await sharing.unshare(actor, _str(args, "path"), _str(args, "principal"))
-        return {"path": g.path, "principal": str(g.principal), "level": str(g.level)}
+        return {
+            "path": g.path,
+            "principal": str(g.principal),
+            "level": str(g.level),
+            "note": await self._published(),
+        }
+
+    async def _published(self) -> str | None:
+        """With a shared policy log: whether the change just made reached it (else a note)."""
+        return await self.d.policy_log.confirm() if self.d.policy_log else None
 
     async def grants(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -134,7 +144,7 @@ class Commands:
         team = await self.d.sharing.team_create(
             actor, _str(args, "name"), _str(args, "group", optional=True)
         )
-        return _team(team)
+        return {**_team(team), "note": await self._published()}
 
     async def team_add(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -144,12 +154,12 @@ class Commands:
         team = await self.d.sharing.team_add(
             actor, _str(args, "name"), _names(args, "users"), owner
         )
-        return _team(team)
+        return {**_team(team), "note": await self._published()}
 
     async def team_remove(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
         team = await self.d.sharing.team_remove(actor, _str(args, "name"), _names(args, "users"))
-        return _team(team)
+        return {**_team(team), "note": await self._published()}
 
     async def team_show(self, peer: Peer, args: dict[str, Any]) -> Any:
         name = _str(args, "name")

@@ -366,7 +366,8 @@ class PolicyLog:
         self.published_total = 0
         self.held: dict[str, int] = {}  # node -> seq waiting for its predecessor
         self.last_poll: float | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # reading the log
+        self.publish_error: str | None = None  # writing to it
         self.newest_seen: str | None = None  # newest event key listed
         self.pending_since: float | None = None  # oldest unapplied, unrejected event seen
         self.on_applied: Callable[[int], None] = lambda n: None  # metrics
@@ -377,6 +378,9 @@ class PolicyLog:
         self._own_head: tuple[int, str, str] | None = None
         self._snapshot_seen: str | None = None
         self._enrollment_cache: dict[str, tuple[str, Enrollment | None]] = {}
+        self._publish_lock = trio.Lock()
+        self._progress = trio.Event()  # set after every publishing attempt
+        self._last_local_seq: int | None = None
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -486,8 +490,38 @@ class PolicyLog:
             nursery.start_soon(self._publish_loop)
             nursery.start_soon(self._snapshot_loop)
 
-    def wake(self, record: object = None) -> None:
+    def wake(self, record: AuditRecord | None = None) -> None:
+        """Sharing made a record: publish it now."""
+        if record is not None:
+            self._last_local_seq = record.seq
         self._wake.set()
+
+    def _published_seq(self) -> int:
+        return int(self.sharing.store.meta("published_seq") or -1)
+
+    async def confirm(self, timeout: float = 3.0) -> str | None:
+        """After a change on this node: None once it is in the log, else what to tell the user.
+
+        The change is in force here either way (it is in the policy database and the
+        audit chain); this only says whether the other nodes can see it yet.
+        """
+        want = self._last_local_seq
+        if want is None:
+            return None
+        with trio.move_on_after(timeout):
+            while self._published_seq() < want:
+                progress = self._progress
+                await progress.wait()
+                if self._published_seq() < want and self.publish_error is not None:
+                    break  # an attempt failed after the change was made
+        if self._published_seq() >= want:
+            return None
+        why = self.publish_error or "the object store did not answer in time"
+        return (
+            f"in force on this node, but not yet in the shared policy log ({why}); "
+            "the other nodes keep the previous policy until the object store answers and "
+            "this node publishes it (`fedfs status` shows what is waiting)"
+        )
 
     async def _tail_loop(self) -> None:
         polls = 0
@@ -514,10 +548,14 @@ class PolicyLog:
                 continue
             try:
                 await self.publish()
+                self.publish_error = None
             except StoreError as e:
-                if self.last_error is None:
+                if self.publish_error is None:
                     log.warning("policy log %s: publishing: %s; retrying", self.objects.where(), e)
-                self.last_error = str(e)
+                self.publish_error = str(e)
+            finally:
+                self._progress.set()
+                self._progress = trio.Event()
 
     def _unpublished(self) -> list[AuditRecord]:
         """This node's records not yet in the log, read on from where the last call stopped."""
@@ -535,6 +573,10 @@ class PolicyLog:
 
     async def publish(self) -> int:
         """Upload this node's new records in chain order; returns how many."""
+        async with self._publish_lock:  # two at once would upload a record twice
+            return await self._publish()
+
+    async def _publish(self) -> int:
         store = self.sharing.store
         backlog = self._unpublished()
         done = 0
@@ -764,7 +806,8 @@ class PolicyLog:
             "waiting": len(self.held),
             "rejected": self.rejected_total,
             "last_rejected": None if last is None else f"{last.key}: {last.reason}",
-            "error": self.last_error,
+            "error": self.publish_error or self.last_error,
+            "unpublished": max(0, self.trail.writer.length - 1 - self._published_seq()),
             "nodes": sorted({e.node for e in self.enrolled.values() if e.revoked_at is None}),
             "revoked_keys": sorted(
                 f"{e.node}:{e.key_id}" for e in self.enrolled.values() if e.revoked_at is not None

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from fedfs.audit import AuditRecord, AuditWriter, SigningKey
-from tests.support import FEDFS, REPO, Mount, UnixUser, wait_for
+from tests.support import FEDFS, REPO, Mount, TcpProxy, UnixUser, wait_for
 
 POLL = float(os.environ.get("FEDFS_TEST_POLL", "0.2"))  # the log poll interval (default 1 s)
 BOUND = 20.0  # a generous upper bound for a change to reach every node on a loaded machine
@@ -78,9 +78,17 @@ class Cluster:
             ]
         )
 
-    def add(self, name: str, owner: str, enroll: bool = True, snapshot_every: int = 1000) -> Mount:
+    def add(
+        self,
+        name: str,
+        owner: str,
+        enroll: bool = True,
+        snapshot_every: int = 1000,
+        endpoint: str | None = None,
+    ) -> Mount:
         m: Mount = self.factory(
             [(self.bucket, owner)],
+            endpoint=endpoint,
             name=name,
             start=False,
             policy_extra=self.policy(name, snapshot_every),
@@ -559,3 +567,39 @@ def test_a_node_whose_policy_database_is_lost_rebuilds_it_from_its_chain_and_the
     assert "event=policy-rebuilt" in node2.log_text()
     assert grants_of(node2) == reference  # its own changes from its chain, node 1's from the log
     assert bob.run("cat", node2.path(c.bucket, "data", "f.csv")).returncode == 0  # via team:lab
+
+
+def test_a_change_made_while_the_store_is_away_says_so_and_reaches_the_others_later(
+    cluster: Cluster, moto: Any, alice: UnixUser, bob: UnixUser
+) -> None:
+    c = cluster
+    proxy = TcpProxy(moto.port).start()
+    try:
+        cut_off = c.add("islander", f"user:{alice.name}", endpoint=proxy.url)
+        f = cut_off.path(c.bucket, "data", "f.csv")
+        assert bob.run("cat", f).returncode != 0
+        assert f.read_text() == "results\n"  # this node knows the file before the store goes
+        proxy.cut()
+        r = alice.run(*FEDFS, "share", f, "--with", "user:fedfs-bob", "--read")
+        assert r.returncode == 0, r.stderr  # made and in force here ...
+        assert b"shared" in r.stdout
+        err = r.stderr.decode()
+        assert "not yet in the shared policy log" in err and "other nodes keep" in err, err
+        st = c.status(cut_off)["log"]
+        assert st["unpublished"] >= 1 and st["error"], st
+        time.sleep(10 * POLL)  # ... and nowhere else
+        want = ("grant", f"/{c.bucket}/data/f.csv", "user:fedfs-bob", "read")
+        assert all(want not in [g[:4] for g in grants_of(m)] for m in c.nodes[:4])
+        proxy.restore()
+        for m in c.nodes[:4]:
+            wait_for(
+                lambda m=m: want in [g[:4] for g in grants_of(m)],  # type: ignore[misc]
+                f"{m.config.stem} gets the share once the store is back",
+                BOUND,
+            )
+        wait_for(lambda: c.status(cut_off)["log"]["unpublished"] == 0, "all published", BOUND)
+        # and with the store there, a change says nothing more
+        r = alice.run(*FEDFS, "unshare", f, "--with", "user:fedfs-bob")
+        assert r.returncode == 0 and b"note" not in r.stderr, r.stderr
+    finally:
+        proxy.stop()
