@@ -379,6 +379,7 @@ class PolicyLog:
         self._snapshot_seen: str | None = None
         self._enrollment_cache: dict[str, tuple[str, Enrollment | None]] = {}
         self._publish_lock = trio.Lock()
+        self._done: set[str] = set()  # event keys this process applied or found applied
         self._progress = trio.Event()  # set after every publishing attempt
         self._last_local_seq: int | None = None
 
@@ -619,8 +620,14 @@ class PolicyLog:
         applied = 0
         self.held.clear()
         pending_since: float | None = None
+        if len(self._done) > 100_000:  # keys behind the lookback window are not listed again
+            self._done.clear()
         for key in keys:
+            if key in self._done:  # applied or skipped on an earlier poll: nothing to do
+                continue
             outcome = await self._consider(key)
+            if isinstance(outcome, list) or outcome in ("own", "done"):
+                self._done.add(key)
             if isinstance(outcome, list):
                 changed.update(outcome)
                 applied += 1
