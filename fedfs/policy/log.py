@@ -370,8 +370,6 @@ class PolicyLog:
         self.publish_error: str | None = None  # writing to it
         self.newest_seen: str | None = None  # newest event key listed
         self.pending_since: float | None = None  # oldest unapplied, unrejected event seen
-        self.on_applied: Callable[[int], None] = lambda n: None  # metrics
-        self.on_rejected: Callable[[str], None] = lambda reason: None
         self._wake = trio.Event()
         self._trail_offset = 0
         self._since_snapshot = 0
@@ -644,7 +642,6 @@ class PolicyLog:
         if applied:
             self.applied_total += applied
             self._since_snapshot += applied
-            self.on_applied(applied)
             await self.sharing.changed(sorted(changed))
         return bool(applied) and bool(self.held)  # a late predecessor may have arrived
 
@@ -746,7 +743,6 @@ class PolicyLog:
         self.rejected_total += 1
         while len(self.rejected) > _REJECTED_KEPT:
             del self.rejected[next(iter(self.rejected))]
-        self.on_rejected(reason)
         event(log, "policy-event-rejected", severity=logging.WARNING, key=key, reason=reason)
 
     # -- snapshots ---------------------------------------------------------------

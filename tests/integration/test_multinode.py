@@ -92,7 +92,6 @@ class Cluster:
             name=name,
             start=False,
             policy_extra=self.policy(name, snapshot_every),
-            top=os.environ.get("FEDFS_TEST_TOP", "").replace("\\n", "\n"),
         )
         if enroll:
             pub = m.config.with_suffix(".pub")
