@@ -11,6 +11,8 @@ Runs as one task in the daemon's nursery; all state lives in the trio thread.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 import time
@@ -43,6 +45,11 @@ class Flusher:
         self.delay = ns.cfg.cache.flush_delay
         self.pending: dict[int, Pending] = {}
         self.uploading: set[int] = set()
+        # (due, n, ino): when each pending file is next due. Entries go stale when a file's
+        # due time moves (the current one is Pending.due); they are skipped when popped.
+        self.schedule: list[tuple[float, int, int]] = []
+        self.counter = itertools.count()
+        self.next_due = math.inf  # what the run loop sleeps until
         self.wakeup = trio.Event()
         self.changed = trio.Event()  # set whenever an upload finished or failed
         self.slots = trio.Semaphore(ns.cfg.cache.uploads)
@@ -55,14 +62,22 @@ class Flusher:
         due = now + (self.delay if delay is None else delay)
         p = self.pending.get(inode.ino)
         if p is None:
-            self.pending[inode.ino] = Pending(inode, due, now)
+            p = self.pending[inode.ino] = Pending(inode, due, now)
+            self._due(p, due)
         elif delay == 0:
-            p.due = now  # asked for now (sync, unmount): also retries a failing one at once
+            self._due(p, now)  # asked for now (sync, unmount): also retries a failing one at once
             p.error = None
         elif p.attempts == 0:
             # Rewritten before its upload: wait again (coalesce), but not forever.
-            p.due = min(due, p.first + 10 * self.delay + 5)
-        self.wakeup.set()
+            self._due(p, min(due, p.first + 10 * self.delay + 5))
+
+    def _due(self, p: Pending, due: float) -> None:
+        """Set when p is next due; wake the run loop only if that is earlier than it sleeps."""
+        p.due = due
+        heapq.heappush(self.schedule, (due, next(self.counter), p.inode.ino))
+        if due < self.next_due:
+            self.next_due = due
+            self.wakeup.set()
 
     def queued_bytes(self) -> int:
         return sum(p.inode.staging.size for p in self.pending.values() if p.inode.staging)
@@ -74,26 +89,21 @@ class Flusher:
         async with trio.open_nursery() as nursery:
             while True:
                 now = time.monotonic()
-                due = [
-                    p
-                    for p in self.pending.values()
-                    if p.due <= now and p.inode.ino not in self.uploading
-                ]
-                for p in due:
+                while self.schedule and self.schedule[0][0] <= now:
+                    due, _, ino = heapq.heappop(self.schedule)
+                    p = self.pending.get(ino)
+                    if p is None or p.due != due or ino in self.uploading:
+                        continue  # uploaded, moved, or on its way (it is rescheduled after)
                     if p.inode.writers > 0:
-                        p.due = now + max(
-                            self.delay, 0.5
-                        )  # still being written: wait for its close
+                        # still being written: wait for its close
+                        self._due(p, now + max(self.delay, 0.5))
                         continue
-                    self.uploading.add(p.inode.ino)
+                    self.uploading.add(ino)
                     nursery.start_soon(self._upload, p)
-                nxt = min(
-                    (p.due for p in self.pending.values() if p.inode.ino not in self.uploading),
-                    default=math.inf,
-                )
+                self.next_due = self.schedule[0][0] if self.schedule else math.inf
                 self.wakeup = trio.Event()
                 with trio.move_on_after(
-                    max(0.0, nxt - time.monotonic()) if nxt < math.inf else 3600
+                    max(0.0, self.next_due - now) if self.next_due < math.inf else 3600
                 ):
                     await self.wakeup.wait()
 
@@ -141,7 +151,8 @@ class Flusher:
             self.ns.cache.room.set()
             self.changed.set()
             self.changed = trio.Event()
-            self.wakeup.set()
+            if inode.ino in self.pending:
+                self._due(p, p.due)  # still queued: the loop skipped it while it was on its way
 
     async def drain(
         self,
@@ -155,9 +166,8 @@ class Flusher:
         """
         for p in self.pending.values():
             if wanted(p.inode) and p.inode.ino not in self.uploading:
-                p.due = min(p.due, time.monotonic())
+                self._due(p, min(p.due, time.monotonic()))
                 p.error = None  # try each once more before giving up
-        self.wakeup.set()
         deadline = time.monotonic() + give_up_after
         while True:
             left = [p for p in self.pending.values() if wanted(p.inode)]

@@ -65,8 +65,8 @@ XATTR_META_KEY = "xattr"
 # the upload (far longer than any listing takes).
 PLACED_MEMORY = 300.0
 MASK_META_KEY = "fedfs-mask"
-# A directory whose last listing had fewer entries than this (one ListObjectsV2 page) is
-# listed again to answer a lookup of a name it did not have.
+# Keys in one ListObjectsV2 page: a directory with fewer entries is listed again to answer
+# a lookup of a name its last listing did not have (see Namespace._relist_rather).
 SMALL_DIR = 1000
 
 
@@ -108,6 +108,7 @@ class Inode:
     # listing that raced their upload still shows them without scanning every inode
     placed: set[int] = field(default_factory=set)
     listed: float = -math.inf
+    misses: int = 0  # directories: names asked for that the last listing did not have
     staging: Staging | None = None
     base_etag: str | None = None  # the version the staging copy was made from
     open_count: int = 0
@@ -401,12 +402,12 @@ class Namespace:
         if (
             not self.listing_fresh(parent)
             and parent.children is not None
-            and len(parent.children) < SMALL_DIR
             and name not in parent.children
+            and self._relist_rather(parent)
         ):
             # A name the last listing did not have (a create's LOOKUP, typically): list the
-            # small directory again, one request that also answers the next names asked
-            # for within dir_timeout, instead of a HEAD and a LIST for each name.
+            # directory again, requests that also answer the next names asked for within
+            # dir_timeout, instead of a HEAD and a LIST for each name.
             try:
                 await self._relist(parent)
             except Unavailable:
@@ -480,6 +481,21 @@ class Namespace:
             return local
         self._remember_absent(parent, name)
         return None
+
+    def _relist_rather(self, d: Inode) -> bool:
+        """Whether to answer a missing name by listing d again rather than asking for it.
+
+        A small directory: always (one request). A large one once the names asked for
+        since its last listing would have cost as many requests as listing it does (a
+        page per 1,000 keys); so a job creating thousands of files in one directory pays
+        a listing per dir_timeout, not two requests per file, and a single lookup in a
+        huge directory does not list it all.
+        """
+        assert d.children is not None
+        if len(d.children) < SMALL_DIR:
+            return True
+        d.misses += 1
+        return d.misses * 2 > len(d.children) // SMALL_DIR + 1
 
     async def _relist(self, d: Inode) -> None:
         """List directory d from S3 now (one listing at a time per directory)."""
@@ -1381,4 +1397,5 @@ class DirListing:
             self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
         d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
         d.listed = time.monotonic()
+        d.misses = 0
         self.done = True
