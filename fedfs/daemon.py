@@ -223,6 +223,7 @@ class Daemon:
                 if inode.ino in seen:
                     continue
                 seen.add(inode.ino)
+                self.ops.forget_told(inode.ino)
                 # OSError: the kernel does not know this inode, so nothing is cached to drop.
                 with contextlib.suppress(OSError):
                     pyfuse3.invalidate_inode(pyfuse3.InodeT(inode.ino), attr_only=True)

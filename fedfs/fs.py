@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 import pyfuse3
 
-from fedfs import errors
+from fedfs import errors, fuse_entry
 from fedfs.cache import Cache
 from fedfs.names import BadName
 from fedfs.namespace import ROOT_INO, Inode, Kind, Namespace
@@ -70,10 +70,11 @@ def errno_of(e: BaseException) -> int:
 
 
 def fuse_errors(fn: F) -> F:
-    """Turn every fedfs error into the FUSEError the kernel understands."""
+    """Turn every fedfs error into the FUSEError the kernel understands (and count the request)."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kw: Any) -> Any:
+        args[0].ops += 1
         try:
             return await fn(*args, **kw)
         except pyfuse3.FUSEError:
@@ -103,6 +104,21 @@ class Handle:
     next_offset: int = 0  # for sequential-read detection (readahead)
 
 
+@dataclass
+class Told:
+    """The kernel's copy of an inode: the dentry it was handed under, and its attributes."""
+
+    parent: int
+    name: bytes
+    entry_until: float  # monotonic time the dentry's lifetime ends
+    attr_until: float  # the same for the attributes (and the ACLs read under them)
+    sig: tuple[int, ...]
+
+
+def _sig(a: pyfuse3.EntryAttributes) -> tuple[int, ...]:
+    return (a.st_mode, a.st_uid, a.st_gid, a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_nlink)
+
+
 ACL_ACCESS = "system.posix_acl_access"
 ACL_DEFAULT = "system.posix_acl_default"
 SOCKET_XATTR = "user.fedfs.socket"  # on the mount root: where the control socket is
@@ -122,6 +138,9 @@ class Operations(pyfuse3.Operations):
         self.socket = socket
         self.handles: dict[int, Handle] = {}
         self.listings: dict[int, Any] = {}
+        # What the kernel was last told per inode, so readdir can leave out entries whose
+        # dentry and attributes it still holds (see fuse_entry): ino -> Told.
+        self.told: dict[int, Told] = {}
         self.next_fh = 1
         self.entry_ttl = ns.cfg.fs.entry_timeout
         self.attr_ttl = ns.cfg.fs.attr_timeout
@@ -187,7 +206,6 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
-        self.ops += 1
         parent = self.ns.get(parent_inode)
         if name == b".":
             return self.attrs(parent)
@@ -199,25 +217,62 @@ class Operations(pyfuse3.Operations):
             neg.st_ino = pyfuse3.InodeT(0)
             neg.entry_timeout = self.negative_ttl
             return neg
-        return self.attrs(inode)
+        return self._tell(inode, self.attrs(inode), parent_inode, name)
+
+    def _tell(
+        self,
+        inode: Inode,
+        a: pyfuse3.EntryAttributes,
+        parent: int | None = None,
+        name: bytes | None = None,
+    ) -> pyfuse3.EntryAttributes:
+        """Note what a reply tells the kernel (a dentry too when parent and name are given)."""
+        now = time.monotonic()
+        old = self.told.get(inode.ino)
+        if parent is not None and name is not None:
+            self.told[inode.ino] = Told(
+                parent, name, now + a.entry_timeout, now + a.attr_timeout, _sig(a)
+            )
+        elif old is not None:
+            old.attr_until, old.sig = now + a.attr_timeout, _sig(a)
+        return a
+
+    def _listed(
+        self, inode: Inode, a: pyfuse3.EntryAttributes, parent: int, name: bytes
+    ) -> pyfuse3.EntryAttributes:
+        """A readdir entry: without attributes when the kernel holds them, current, already."""
+        old = self.told.get(inode.ino)
+        if (
+            fuse_entry.SUPPORTED
+            and old is not None
+            and old.parent == parent
+            and old.name == name
+            and time.monotonic() < min(old.entry_until, old.attr_until)
+            and old.sig == _sig(a)
+        ):
+            return fuse_entry.without_attributes(a)
+        return self._tell(inode, a, parent, name)
+
+    def forget_told(self, ino: int) -> None:
+        """The kernel's copy of ino was invalidated: the next listing sends it again."""
+        self.told.pop(ino, None)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # Inode numbers stay assigned for the life of the mount (stable st_ino),
-        # so there is nothing to free when the kernel forgets one.
-        return
+        # so there is nothing to free when the kernel forgets one, but its copy is gone.
+        for ino, _ in inode_list:
+            self.told.pop(ino, None)
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        self.ops += 1
         node = self.ns.get(inode)
         await self.ns.revalidate(node)
-        return self.attrs(node)
+        return self._tell(node, self.attrs(node))
 
     @fuse_errors
     async def setattr(
         self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        self.ops += 1
         node = self.ns.get(inode)
         mtime_ns = None
         if fields.update_mtime:
@@ -237,7 +292,7 @@ class Operations(pyfuse3.Operations):
             mtime_ns=mtime_ns,
             size=attr.st_size if fields.update_size else None,
         )
-        return self.attrs(node)
+        return self._tell(node, self.attrs(node))
 
     # -- directories -------------------------------------------------------
 
@@ -251,7 +306,6 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        self.ops += 1
         listing = self.listings[fh]
         # Offsets 0 and 1 are "." and ".."; entry i of the listing has offset i + 2.
         index = start_id
@@ -271,7 +325,8 @@ class Operations(pyfuse3.Operations):
                 ):
                     index += 1  # removed from the object store since it was listed
                     continue
-                name, attrs = entry[0].encode(), self.attrs(node)
+                name = entry[0].encode()
+                attrs = self._listed(node, self.attrs(node), listing.dir.ino, name)
             if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
                 return
             index += 1
@@ -299,13 +354,11 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        self.ops += 1
         d = await self.ns.mkdir(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
         return self.attrs(d)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        self.ops += 1
         await self.ns.rmdir(self.ns.get(parent_inode), name)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
@@ -315,7 +368,6 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        self.ops += 1
         await self.ns.unlink(self.ns.get(parent_inode), name)
 
     @fuse_errors
@@ -328,7 +380,6 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: Any,
     ) -> None:
-        self.ops += 1
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)  # no atomic exchange on an object store
         await self.ns.rename(
@@ -343,7 +394,6 @@ class Operations(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        self.ops += 1
         link = await self.ns.symlink(self.ns.get(parent_inode), name, target, ctx.uid, ctx.gid)
         return self.attrs(link)
 
@@ -376,7 +426,6 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        self.ops += 1
         inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
         inode.open_count += 1
         inode.writers += 1
@@ -385,7 +434,6 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        self.ops += 1
         node = self.ns.get(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
@@ -403,7 +451,6 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        self.ops += 1
         h = self.handles[fh]
         inode = h.inode
         if inode.staging is not None:
@@ -438,7 +485,6 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        self.ops += 1
         h = self.handles[fh]
         st = h.inode.staging
         if st is None:
