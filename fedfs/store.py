@@ -11,6 +11,7 @@ later, at the FUSE boundary.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections import deque
@@ -23,6 +24,8 @@ from typing import Any, BinaryIO
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
+import botocore.utils
 from boto3.s3.transfer import TransferConfig
 
 from fedfs.config import StoreConfig
@@ -99,6 +102,24 @@ def translate(e: Exception, what: str) -> StoreError:
     return StoreError(f"{what}: {e}")
 
 
+def parse_timestamp(value: str) -> datetime.datetime:
+    """A response's timestamp: ISO 8601 (listings) or RFC 1123 (headers), else botocore's way.
+
+    botocore parses every timestamp with dateutil, about 35 us each: a third of a
+    second of CPU for the 10,000 LastModified of a large directory's listing.
+    """
+    try:
+        if value[:4].isdigit():
+            when = datetime.datetime.fromisoformat(value)
+        else:
+            when = parsedate_to_datetime(value)
+        if when.tzinfo is not None:
+            return when
+    except (TypeError, ValueError, IndexError):
+        pass
+    return botocore.utils.parse_timestamp(value)
+
+
 class ObjectStore:
     """Blocking, thread-safe access to one S3 endpoint."""
 
@@ -115,7 +136,12 @@ class ObjectStore:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
         session = boto3.session.Session(
+            botocore_session=core,
             aws_access_key_id=cfg.access_key,
             aws_secret_access_key=cfg.secret_key,
             region_name=cfg.region,
