@@ -89,6 +89,7 @@ class CacheConfig:
     block_size: int = 8 * 1024**2
     readahead_blocks: int = 4
     flush_delay: float = 1.0  # seconds between close() and the upload (coalesces rewrites)
+    flush_busy_max: float = 5.0  # how much longer uploads may wait while the mount is busy
     fsync: str = "local"  # "local": fsync = durable in the cache; "upload": fsync waits for S3
     dirty_wait: float = 30.0  # how long a writer waits for room before ENOSPC
     high_watermark: float = 0.9
@@ -454,12 +455,16 @@ def _parse_cache(s: _Section) -> CacheConfig:
     delay = s.get("flush_delay", float, 1.0)
     if not 0 <= delay <= 3600:
         s.fail("flush_delay", f"must be between 0 and 3600 seconds, got {delay}")
+    busy = s.get("flush_busy_max", float, 5.0)
+    if not 0 <= busy <= 3600:
+        s.fail("flush_busy_max", f"must be between 0 and 3600 seconds, got {busy}")
     cfg = CacheConfig(
         dir=Path(d),
         size=s.size("size"),
         block_size=block,
         readahead_blocks=s.get("readahead_blocks", int, 4),
         flush_delay=delay,
+        flush_busy_max=busy,
         fsync=fsync,
         dirty_wait=s.positive("dirty_wait", float, 30.0),
         high_watermark=high,

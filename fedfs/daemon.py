@@ -161,6 +161,7 @@ class Daemon:
         self.flusher = Flusher(self.ns)
         self.ns.flusher = self.flusher
         self.ops = Operations(self.ns, self.cache, self.sharing, str(cfg.control.socket))
+        self.flusher.last_request = lambda: self.ops.last_request
         self.commands = Commands(self)
         self.mounted = False
         self.expiry_changed = trio.Event()

@@ -1,7 +1,12 @@
 """The flusher: uploads closed, dirty files in the background.
 
 A file is uploaded `cache.flush_delay` seconds after its last close, so a
-file rewritten quickly is uploaded once. At most `cache.uploads` files go up
+file rewritten quickly is uploaded once. While the mount is busy (a FUSE
+request within the last IDLE_GAP seconds) due uploads wait, up to
+`cache.flush_busy_max` seconds more, so a burst of small files (an untar, a
+job writing its outputs) runs at local speed instead of sharing the CPU with
+their uploads; `fedfs sync`, unmount and a cache half full of dirty data do
+not wait. At most `cache.uploads` files go up
 at a time (each multipart with parallel parts). A failed upload stays queued
 and is retried with backoff (capped at a minute) until it succeeds: the
 staging copy and its journal row are the data until then.
@@ -28,6 +33,7 @@ from fedfs.namespace import Inode, Namespace
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
+IDLE_GAP = 0.05  # seconds without a FUSE request after which the mount counts as idle
 
 
 @dataclass
@@ -50,6 +56,11 @@ class Flusher:
         self.schedule: list[tuple[float, int, int]] = []
         self.counter = itertools.count()
         self.next_due = math.inf  # what the run loop sleeps until
+        self.busy_max = ns.cfg.cache.flush_busy_max
+        # When the last FUSE request arrived (monotonic); the daemon wires in the adapter's.
+        self.last_request: Callable[[], float] = lambda: -math.inf
+        # Files asked for now (sync, unmount): while one waits, nothing waits for idleness.
+        self.urgent: set[int] = set()
         self.wakeup = trio.Event()
         self.changed = trio.Event()  # set whenever an upload finished or failed
         self.slots = trio.Semaphore(ns.cfg.cache.uploads)
@@ -61,6 +72,8 @@ class Flusher:
         now = time.monotonic()
         due = now + (self.delay if delay is None else delay)
         p = self.pending.get(inode.ino)
+        if delay == 0:
+            self.urgent.add(inode.ino)
         if p is None:
             p = self.pending[inode.ino] = Pending(inode, due, now)
             self._due(p, due)
@@ -89,7 +102,8 @@ class Flusher:
         async with trio.open_nursery() as nursery:
             while True:
                 now = time.monotonic()
-                while self.schedule and self.schedule[0][0] <= now:
+                hold = self._hold(now)
+                while hold <= 0 and self.schedule and self.schedule[0][0] <= now:
                     due, _, ino = heapq.heappop(self.schedule)
                     p = self.pending.get(ino)
                     if p is None or p.due != due or ino in self.uploading:
@@ -100,12 +114,31 @@ class Flusher:
                         continue
                     self.uploading.add(ino)
                     nursery.start_soon(self._upload, p)
-                self.next_due = self.schedule[0][0] if self.schedule else math.inf
+                if hold > 0:
+                    self.next_due = now + hold
+                else:
+                    self.next_due = self.schedule[0][0] if self.schedule else math.inf
                 self.wakeup = trio.Event()
                 with trio.move_on_after(
                     max(0.0, self.next_due - now) if self.next_due < math.inf else 3600
                 ):
                     await self.wakeup.wait()
+
+    def _hold(self, now: float) -> float:
+        """How long due uploads wait for the mount to be idle (0: start them now)."""
+        if not self.schedule or self.schedule[0][0] > now:
+            return 0.0
+        if self.urgent:
+            self.urgent = {i for i in self.urgent if i in self.pending and i not in self.uploading}
+            if self.urgent:
+                return 0.0
+        quiet = now - self.last_request()
+        if quiet >= IDLE_GAP or now - self.schedule[0][0] >= self.busy_max:
+            return 0.0
+        cache = self.ns.cache
+        if cache.staged_bytes * 2 > cache.cfg.size:
+            return 0.0  # dirty data is filling the cache: make room rather than speed
+        return IDLE_GAP - quiet
 
     async def _upload(self, p: Pending) -> None:
         inode = p.inode
@@ -166,6 +199,7 @@ class Flusher:
         """
         for p in self.pending.values():
             if wanted(p.inode) and p.inode.ino not in self.uploading:
+                self.urgent.add(p.inode.ino)
                 self._due(p, min(p.due, time.monotonic()))
                 p.error = None  # try each once more before giving up
         deadline = time.monotonic() + give_up_after

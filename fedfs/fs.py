@@ -74,7 +74,9 @@ def fuse_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kw: Any) -> Any:
-        args[0].ops += 1
+        ops = args[0]
+        ops.ops += 1
+        ops.last_request = time.monotonic()  # the flusher waits for a quiet moment
         try:
             return await fn(*args, **kw)
         except pyfuse3.FUSEError:
@@ -148,6 +150,7 @@ class Operations(pyfuse3.Operations):
         self.write_back = ns.cfg.cache.write_back
         self.fsync_uploads = ns.cfg.cache.fsync == "upload"
         self.ops = 0
+        self.last_request = -math.inf  # monotonic time of the latest request
         self.bytes_read = 0  # through the mount, for metrics
         self.bytes_written = 0
         # After a metadata read found the store away, listings hand out entries without

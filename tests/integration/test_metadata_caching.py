@@ -115,3 +115,64 @@ def test_creating_many_files_in_a_large_directory_lists_it_instead_of_asking_per
     else:
         raise AssertionError("created a name that exists in S3")
     assert len(os.listdir(d)) == 1500 + 1 + 100
+
+
+def in_s3(s3: Any, bucket: str, prefix: str) -> int:
+    """Objects under prefix, not counting the directory's own marker."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sum(1 for p in pages for o in p.get("Contents", []) if o["Key"] != prefix)
+
+
+def write_files_for(d: Path, seconds: float, s3: Any, bucket: str, prefix: str) -> tuple[int, int]:
+    """Create small files without pause for `seconds`; (files made, of them in S3 at the end)."""
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        (d / f"f{n:05d}").write_bytes(b"z" * 100)
+        n += 1
+    return n, in_s3(s3, bucket, prefix)
+
+
+def test_uploads_wait_for_a_busy_mount_only_so_long_and_sync_does_not_wait(
+    make_mount: Any, bucket: str, s3: Any
+) -> None:
+    m: Mount = make_mount([(bucket, "user:root")], extra="flush_delay = 0.1\nflush_busy_max = 1")
+    d = m.path(bucket, "burst")
+    d.mkdir()
+    # Busy for much longer than flush_busy_max: uploads start anyway, during the burst.
+    made, uploaded = write_files_for(d, 6.0, s3, bucket, "burst/")
+    assert made > 20 and uploaded > 0, (made, uploaded)
+    r = subprocess.run([*FEDFS, "sync", str(d)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert in_s3(s3, bucket, "burst/") == made
+
+
+def test_sync_uploads_at_once_while_the_mount_stays_busy(
+    make_mount: Any, bucket: str, s3: Any
+) -> None:
+    m: Mount = make_mount([(bucket, "user:root")], extra="flush_delay = 0.1\nflush_busy_max = 600")
+    d = m.path(bucket, "busy")
+    d.mkdir()
+    # Another process keeps the mount busy (opendir and readdir reach the daemon every
+    # time) while the files are written and synced: their uploads could wait 600 s.
+    keep_busy = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import os, sys, time\nend = time.monotonic() + 120\n"
+            "while time.monotonic() < end: os.listdir(sys.argv[1]); time.sleep(0.005)",
+            str(d),
+        ]
+    )
+    try:
+        time.sleep(0.5)
+        for i in range(20):
+            (d / f"first{i}").write_bytes(b"q" * 100)
+        time.sleep(0.3)
+        r = subprocess.run(
+            [*FEDFS, "sync", str(d)], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
+        assert r.returncode == 0, r.stderr
+        assert in_s3(s3, bucket, "busy/") == 20
+    finally:
+        keep_busy.kill()
+        keep_busy.wait()

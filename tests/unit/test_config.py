@@ -97,6 +97,10 @@ def test_endpoint_and_keys_may_be_omitted(tmp_path: Path) -> None:
             "[fs] attr_timeout: must be between 0 and 3600",
         ),
         (("[cache]", '[fs]\nallow_other = "yes"\n[cache]'), "[fs] allow_other: expected bool"),
+        (
+            ("[cache]", "[cache]\nflush_busy_max = -1"),
+            "[cache] flush_busy_max: must be between 0 and 3600",
+        ),
     ],
 )
 def test_each_mistake_names_the_key_and_the_fix(
