@@ -444,10 +444,10 @@ class Operations(pyfuse3.Operations):
         # (its own HEAD: one already on its way may have been sent before the upload ended).
         await self.ns.revalidate(node, join=False)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        if writable or flags & os.O_TRUNC:
+        if flags & os.O_TRUNC:
+            await self.ns.truncate(node, 0)  # nothing to fetch: the content goes anyway
+        elif writable:
             await self.ns.open_for_write(node)
-            if flags & os.O_TRUNC:
-                await self.ns.truncate(node, 0)
         node.open_count += 1
         node.writers += 1 if writable else 0
         return self._fh(Handle(node, bool(writable), node.etag, node.size))
@@ -489,15 +489,16 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self.handles[fh]
-        st = h.inode.staging
-        if st is None:
-            st = await self.ns.open_for_write(h.inode)
-        growth = off + len(buf) - st.size
-        if growth > 0:
-            await self.cache.wait_for_room(growth)  # backpressure, then ENOSPC
-        if st.lock.locked():
-            async with st.lock:  # an upload of this file is reading the staging copy
-                pass
+        while True:
+            st = h.inode.staging or await self.ns.open_for_write(h.inode)
+            growth = off + len(buf) - st.size
+            if growth > 0:
+                await self.cache.wait_for_room(growth)  # backpressure, then ENOSPC
+            if st.lock.locked():
+                async with st.lock:  # an upload of this file is reading the staging copy
+                    pass
+            if h.inode.staging is st:
+                break  # (a copy replaced while this write waited is never written to)
         n = st.write(off, buf)
         self.bytes_written += n
         h.inode.size = st.size

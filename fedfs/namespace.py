@@ -1122,23 +1122,32 @@ class Namespace:
     async def open_for_write(self, inode: Inode) -> Staging:
         """The staging copy that writes go to, holding the current content."""
         if inode.staging is None:
-            self._stage(
-                inode,
-                await self.cache.stage_existing(inode.bucket, inode.key, inode.etag, inode.size),
-            )
+            st = await self.cache.stage_existing(inode.bucket, inode.key, inode.etag, inode.size)
+            if inode.staging is None:
+                self._stage(inode, st)
+            else:
+                # Another open staged the file while this one fetched it, and its writer
+                # may have written already: keep that copy, never swap in an older one.
+                st.close()
         assert inode.staging is not None
         return inode.staging
 
     async def truncate(self, inode: Inode, size: int) -> None:
-        if inode.staging is None:
-            if size == 0:
-                self._stage(inode, self.cache.new_staging())
-            else:
-                await self.open_for_write(inode)
-        st = inode.staging
-        assert st is not None
-        if size > st.size:
-            await self.cache.wait_for_room(size - st.size)
+        while True:
+            if inode.staging is None:
+                if size == 0:
+                    self._stage(inode, self.cache.new_staging())
+                else:
+                    await self.open_for_write(inode)
+            st = inode.staging
+            assert st is not None
+            if size > st.size:
+                await self.cache.wait_for_room(size - st.size)
+            if st.lock.locked():
+                async with st.lock:  # an upload is reading the staging copy: not under it
+                    pass
+            if inode.staging is st:
+                break  # else it moved into the clean cache meanwhile: stage again
         st.truncate(size)
         inode.size = size
 

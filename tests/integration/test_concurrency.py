@@ -232,3 +232,52 @@ def test_twenty_users_for_half_an_hour(make_mount: Any, bucket: str) -> None:
     seconds = float(os.environ.get("FEDFS_CONCURRENCY_LONG_SECONDS", "1800"))
     m: Mount = make_mount([(bucket, "user:root")])
     run_load(m, bucket, 20, seconds)
+
+
+def _open_and_write(
+    path: Path, offset: int, byte: bytes, start: threading.Barrier, errors: list[BaseException]
+) -> None:
+    try:
+        start.wait()
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            f.write(byte * 4096)
+            f.flush()
+            time.sleep(0.3)  # still open while the other open finishes
+    except BaseException as e:  # reported by the test, in its own thread
+        errors.append(e)
+
+
+def test_two_writers_opening_an_old_file_at_once_both_keep_their_writes(
+    make_mount: Any, bucket: str, s3: Any
+) -> None:
+    """Both opens fetch the object into a staging copy; the slower one must not replace
+    the copy the faster one's writer has written to (it did: that write was lost)."""
+    size = 24 * 1024 * 1024
+    old = os.urandom(size)
+    m: Mount = make_mount([(bucket, "user:root")])
+    for trial in range(4):
+        key = f"both{trial}.bin"
+        s3.put_object(Bucket=bucket, Key=key, Body=old)  # not cached: each open fetches it
+        path = m.path(bucket, key)
+        path.stat()
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        threads = [
+            threading.Thread(target=_open_and_write, args=(path, 0, b"A", start, errors)),
+            threading.Thread(target=_open_and_write, args=(path, size // 2, b"B", start, errors)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        r = subprocess.run([*FEDFS, "sync", str(path)], capture_output=True, cwd=REPO)
+        assert r.returncode == 0, r.stderr.decode()
+        got = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        want = b"A" * 4096 + old[4096 : size // 2] + b"B" * 4096 + old[size // 2 + 4096 :]
+        assert len(got) == size
+        assert got[:4096] == b"A" * 4096, f"trial {trial}: the first writer's bytes were lost"
+        assert got[size // 2 : size // 2 + 4096] == b"B" * 4096, f"trial {trial}: B lost"
+        assert got == want
