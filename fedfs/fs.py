@@ -231,12 +231,11 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         """Note what a reply tells the kernel (a dentry too when parent and name are given)."""
         now = time.monotonic()
-        old = self.told.get(inode.ino)
         if parent is not None and name is not None:
             self.told[inode.ino] = Told(
                 parent, name, now + a.entry_timeout, now + a.attr_timeout, _sig(a)
             )
-        elif old is not None:
+        elif (old := self.told.get(inode.ino)) is not None:
             old.attr_until, old.sig = now + a.attr_timeout, _sig(a)
         return a
 

@@ -4,7 +4,8 @@ A second `ls -l` within the [fs] lifetimes is answered from the kernel's caches
 (readdir leaves out the attributes of entries the kernel already holds, so it keeps
 their ACLs too); a share, a chmod or a change from elsewhere still shows at once.
 Creating many files in a large directory lists it again rather than asking S3
-about every new name.
+about every new name, and their uploads wait (a bounded time) for the mount to
+be idle, except when `fedfs sync` asks for them.
 """
 
 from __future__ import annotations
@@ -132,9 +133,7 @@ def write_files_for(d: Path, seconds: float, s3: Any, bucket: str, prefix: str) 
     return n, in_s3(s3, bucket, prefix)
 
 
-def test_uploads_wait_for_a_busy_mount_only_so_long_and_sync_does_not_wait(
-    make_mount: Any, bucket: str, s3: Any
-) -> None:
+def test_uploads_wait_for_a_busy_mount_only_so_long(make_mount: Any, bucket: str, s3: Any) -> None:
     m: Mount = make_mount([(bucket, "user:root")], extra="flush_delay = 0.1\nflush_busy_max = 1")
     d = m.path(bucket, "burst")
     d.mkdir()
