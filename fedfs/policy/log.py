@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fedfs.audit import (
+from fedfs.audit.chain import (
     GENESIS_HASH,
     AuditRecord,
     AuditTrail,
@@ -70,7 +70,7 @@ from fedfs.policy.hlc import format_hlc, parse_hlc
 from fedfs.policy.model import Grant, Level, Principal
 from fedfs.policy.sharing import Refused, Sharing
 from fedfs.policy.store import grant_row
-from fedfs.store import ObjectStore
+from fedfs.store.s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from fedfs.audit import AuditRecord
+from fedfs.audit.chain import AuditRecord
 from fedfs.errors import PolicyError
 from fedfs.policy.hlc import format_hlc
 from fedfs.policy.model import Grant, Level, Principal

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fedfs.audit import AuditRecord
+from fedfs.audit.chain import AuditRecord
 from fedfs.policy.engine import PolicyEngine
 from fedfs.policy.model import Grant, Principal, Team
 

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import trio
 
-from fedfs.audit import AuditTrail
+from fedfs.audit.chain import AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.events import event, iso
-from fedfs.identity import IdentitySource, User
+from fedfs.identity.sources import IdentitySource, User
 from fedfs.policy import replay
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
 from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView

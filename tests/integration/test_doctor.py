@@ -25,8 +25,8 @@ from typing import Any
 import boto3
 import pytest
 
-from fedfs import doctor
-from fedfs.audit import AuditTrail, SigningKey
+from fedfs.audit.chain import AuditTrail, SigningKey
+from fedfs.ops import doctor
 from tests.support import FEDFS, REPO, MotoServer, Mount, UnixUser, free_port, write_config
 
 Findings = dict[str, dict[str, Any]]

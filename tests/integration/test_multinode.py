@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from fedfs.audit import AuditRecord, AuditWriter, SigningKey
+from fedfs.audit.chain import AuditRecord, AuditWriter, SigningKey
 from tests.support import FEDFS, REPO, Mount, TcpProxy, UnixUser, wait_for
 
 POLL = float(os.environ.get("FEDFS_TEST_POLL", "0.2"))  # the log poll interval (default 1 s)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import fedfs
-from fedfs import manpage
+from fedfs.ops import manual as manpage
 
 REPO = Path(__file__).resolve().parents[2]
 

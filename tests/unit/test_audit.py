@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedfs.audit import (
+from fedfs.audit.chain import (
     GENESIS_HASH,
     AuditRecord,
     AuditWriter,
@@ -515,7 +515,7 @@ def test_any_record_reencodes_byte_identically(
 
 
 def test_trail_survives_reopen_drops_a_torn_tail_and_catches_truncation(tmp_path: Path) -> None:
-    from fedfs.audit import AuditTrail, SigningKey
+    from fedfs.audit.chain import AuditTrail, SigningKey
 
     key = SigningKey.generate()
     trail = AuditTrail(tmp_path / "audit", "n1", key, checkpoint_every=3)

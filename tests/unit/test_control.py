@@ -26,7 +26,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedfs.control import ControlClient, ControlError, ControlServer, Peer
+from fedfs.control.server import ControlClient, ControlError, ControlServer, Peer
 from fedfs.errors import FedfsError
 from tests.support import REPO, UnixUser, wait_for
 
@@ -271,7 +271,7 @@ def test_handler_sees_the_kernels_identity_not_the_requests(
     child = f"""
 import json, os, socket, sys
 sys.path.insert(0, {str(REPO)!r})
-from fedfs.control import ControlClient
+from fedfs.control.server import ControlClient
 seen = ControlClient({str(path)!r}, timeout=10).call("whoami", uid=0, user="root", gid=0)
 s = socket.socket(socket.AF_UNIX)
 s.connect({str(path)!r})
@@ -313,7 +313,7 @@ def test_socket_mode_is_configurable(start: Start, sock_dir: Path, alice: UnixUs
     child = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from fedfs.control import ControlClient, ControlError
+from fedfs.control.server import ControlClient, ControlError
 try:
     ControlClient({str(path)!r}, timeout=10).call("echo")
 except ControlError as e:
@@ -463,7 +463,7 @@ def test_refusal_reaches_the_client_with_its_reason(start: Start) -> None:
 def test_handler_bug_is_logged_and_answered_as_internal(
     start: Start, op: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="fedfs.control")
+    caplog.set_level(logging.ERROR, logger="fedfs.control.server")
     server = start().server
     raw = Raw(server.path)
 
@@ -657,7 +657,7 @@ def test_connections_beyond_the_limit_are_told_busy(start: Start) -> None:
 def test_abrupt_disconnects_do_not_hurt_the_server(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="fedfs.control")
+    caplog.set_level(logging.WARNING, logger="fedfs.control.server")
     server = start().server
 
     Raw(server.path).close()  # connect and vanish

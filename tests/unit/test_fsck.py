@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from fedfs import config, fsck
-from fedfs.audit import AuditTrail, SigningKey
+from fedfs import config
+from fedfs.audit.chain import AuditTrail, SigningKey
+from fedfs.data.journal import DirtyFile, Journal
 from fedfs.errors import FedfsError
-from fedfs.journal import DirtyFile, Journal
+from fedfs.ops import fsck
 from fedfs.policy.hlc import HybridClock
 from fedfs.policy.model import Grant, Level, Principal
 from fedfs.policy.site import load_site_policy

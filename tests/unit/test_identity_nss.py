@@ -5,7 +5,7 @@ import pwd
 
 import pytest
 
-from fedfs.identity import Group, IdentitySource, NssIdentity
+from fedfs.identity.sources import Group, IdentitySource, NssIdentity
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedfs import manpage
-from fedfs.cli import parser
+from fedfs.cli.main import parser
+from fedfs.ops import manual as manpage
 
 REPO = Path(__file__).resolve().parents[2]
 

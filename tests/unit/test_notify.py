@@ -1,4 +1,4 @@
-"""fedfs.notify against a real datagram socket standing in for systemd's NOTIFY_SOCKET."""
+"""fedfs.ops.notify against a real datagram socket standing in for systemd's NOTIFY_SOCKET."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from fedfs import notify
+from fedfs.ops import notify
 
 
 @pytest.fixture

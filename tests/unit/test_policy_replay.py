@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fedfs.audit import AuditRecord, AuditWriter, SigningKey
+from fedfs.audit.chain import AuditRecord, AuditWriter, SigningKey
 from fedfs.errors import PolicyError
 from fedfs.policy import replay
 from fedfs.policy.hlc import HybridClock, format_hlc, parse_hlc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import botocore.utils
 import pytest
 
-from fedfs.store import parse_timestamp
+from fedfs.store.s3 import parse_timestamp
 
 VALUES = [
     "2026-11-27T10:01:02.123Z",  # ListObjectsV2 (Ceph: milliseconds)

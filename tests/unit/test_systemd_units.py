@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fedfs import manpage
+from fedfs.ops import manual as manpage
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "fedfs@.service"
@@ -50,7 +50,7 @@ def root(tmp_path: Path) -> Path:
     shutil.copy(tool("mkdir"), root / "usr/bin/mkdir")
     fedfs = root / "usr/bin/fedfs"
     fedfs.write_text(
-        "#!/usr/bin/python3 -s\nimport sys\nfrom fedfs.cli import main\nsys.exit(main())\n"
+        "#!/usr/bin/python3 -s\nimport sys\nfrom fedfs.cli.main import main\nsys.exit(main())\n"
     )
     fedfs.chmod(0o755)
     return root

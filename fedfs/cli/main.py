@@ -29,7 +29,8 @@ See README.md and docs/SEMANTICS.md."""
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from fedfs import config, daemon
+    from fedfs import config
+    from fedfs.daemon import daemon
 
     cfg = config.load(args.config)
     mountpoint = Path(args.mountpoint).resolve()
@@ -42,7 +43,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def _daemonize(cfg: object, mountpoint: Path, args: argparse.Namespace) -> int:
     """Fork; the child mounts and reports 'ready' or its error through a pipe."""
-    from fedfs import daemon
+    from fedfs.daemon import daemon
 
     logfile = Path(args.log_file) if args.log_file else default_logfile(mountpoint)
     r, w = os.pipe()
@@ -172,7 +173,7 @@ def locate(path: str) -> tuple[Path, str, str]:
 
 
 def client(socket: str, timeout: float = 30.0) -> Any:
-    from fedfs.control import ControlClient
+    from fedfs.control.server import ControlClient
 
     return ControlClient(socket, timeout=timeout)
 
@@ -508,13 +509,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from fedfs import doctor
+    from fedfs.ops import doctor
 
     return doctor.report(Path(args.config), as_json=args.json, max_keys=args.max_keys)
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    from fedfs import fsck
+    from fedfs.ops import fsck
 
     both = not (args.journal or args.policy)
     try:
@@ -528,7 +529,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 def cmd_admin(args: argparse.Namespace) -> int:
     """Admin key, node keys and their enrolment in the shared policy log."""
-    from fedfs import admin, config
+    from fedfs import config
+    from fedfs.ops import admin
 
     what = args.admin_command
     if what == "keygen":
@@ -538,7 +540,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return 0
     cfg = config.load(args.config)
     if what == "node-key":
-        from fedfs.daemon import node_key
+        from fedfs.daemon.daemon import node_key
 
         cfg.policy.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = node_key(cfg)
@@ -557,7 +559,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fedfs import demo
+    from fedfs.ops import demo
 
     if args.stop:
         return demo.stop(Path(args.mountpoint), Path(args.state))

@@ -34,14 +34,15 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import write_to_textfile
 
-from fedfs import __version__, names
+from fedfs import __version__
 from fedfs.errors import ConfigError
 from fedfs.events import event
+from fedfs.tree import names
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from fedfs.daemon import Daemon
+    from fedfs.daemon.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

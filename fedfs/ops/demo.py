@@ -116,7 +116,7 @@ Stop:   fedfs demo --stop""")
 
 def stop(mountpoint: Path, state: Path) -> int:
     if os.path.ismount(mountpoint):
-        from fedfs.cli import main
+        from fedfs.cli.main import main
 
         main(["umount", str(mountpoint)])
     pidfile = state / "s3.pid"

@@ -28,7 +28,7 @@ import trio
 
 from fedfs.errors import FedfsError
 from fedfs.events import event
-from fedfs.namespace import Inode, Namespace
+from fedfs.tree.namespace import Inode, Namespace
 
 log = logging.getLogger(__name__)
 

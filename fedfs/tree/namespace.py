@@ -28,8 +28,9 @@ from urllib.parse import quote, unquote
 
 import trio
 
-from fedfs.cache import Cache, Staging
 from fedfs.config import Config
+from fedfs.data.cache import Cache, Staging
+from fedfs.data.journal import DirtyFile
 from fedfs.errors import (
     AlreadyExists,
     CrossBucket,
@@ -45,12 +46,11 @@ from fedfs.errors import (
     Unavailable,
 )
 from fedfs.events import event
-from fedfs.journal import DirtyFile
-from fedfs.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
-from fedfs.store import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
+from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
+from fedfs.tree.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
 
 if TYPE_CHECKING:
-    from fedfs.flusher import Flusher
+    from fedfs.data.flusher import Flusher
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,13 @@ from typing import Any, TypeVar, cast
 
 import pyfuse3
 
-from fedfs import errors, fuse_entry
-from fedfs.cache import Cache
-from fedfs.names import BadName
-from fedfs.namespace import ROOT_INO, Inode, Kind, Namespace
+from fedfs import errors
+from fedfs.data.cache import Cache
+from fedfs.fuse import entry as fuse_entry
 from fedfs.policy.engine import ObjectMeta, PosixView
 from fedfs.policy.sharing import Refused, Sharing
+from fedfs.tree.names import BadName
+from fedfs.tree.namespace import ROOT_INO, Inode, Kind, Namespace
 
 log = logging.getLogger(__name__)
 

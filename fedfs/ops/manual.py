@@ -3,7 +3,7 @@
 cli.parser() is the one source: each page is a command's --help (description,
 usage, arguments, options) in roff, and the actions of `team` and `audit` are
 sections of their command's page. Standard library only, so a package build can
-run `python3 -m fedfs.manpage DIR` (writes DIR/man1/*.1) without fedfs's deps.
+run `python3 -m fedfs.ops.manual DIR` (writes DIR/man1/*.1) without fedfs's deps.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def main_page(parser: argparse.ArgumentParser) -> str:
 def pages(parser: argparse.ArgumentParser | None = None) -> dict[str, str]:
     """File name (fedfs.1, fedfs-mount.1, ...) -> page text."""
     if parser is None:
-        from fedfs.cli import parser as fedfs_parser
+        from fedfs.cli.main import parser as fedfs_parser
 
         parser = fedfs_parser()
     out = {"fedfs.1": main_page(parser)}

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from fedfs import __version__
-from fedfs.audit import AuditRecord
-from fedfs.control import ControlError, Peer
+from fedfs.audit.chain import AuditRecord
+from fedfs.control.server import ControlError, Peer
 from fedfs.errors import FedfsError, NotFound
-from fedfs.namespace import Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import R, X, permits
 from fedfs.policy.model import Level, Principal, Team
 from fedfs.policy.sharing import Actor
+from fedfs.tree.namespace import Inode, Kind
 
 if TYPE_CHECKING:
-    from fedfs.daemon import Daemon
+    from fedfs.daemon.daemon import Daemon
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 

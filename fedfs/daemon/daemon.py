@@ -20,25 +20,26 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from fedfs import events, notify
-from fedfs.audit import AuditTrail, SigningKey
-from fedfs.cache import Cache
-from fedfs.commands import Commands
+from fedfs import events
+from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import Config, format_size
-from fedfs.control import ControlServer
+from fedfs.control.commands import Commands
+from fedfs.control.server import ControlServer
+from fedfs.data.cache import Cache
+from fedfs.data.flusher import Flusher
 from fedfs.errors import ConfigError, FedfsError, NotFound
-from fedfs.flusher import Flusher
-from fedfs.fs import Operations
-from fedfs.identity import IdentitySource, LdapIdentity, NssIdentity
-from fedfs.metrics import Metrics
-from fedfs.namespace import Namespace
+from fedfs.fuse.operations import Operations
+from fedfs.identity.sources import IdentitySource, LdapIdentity, NssIdentity
+from fedfs.ops import notify
+from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.model import Principal
 from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
-from fedfs.store import ObjectStore
+from fedfs.store.s3 import ObjectStore
+from fedfs.tree.namespace import Namespace
 
 log = logging.getLogger(__name__)
 

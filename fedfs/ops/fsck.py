@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedfs.audit import AuditChain, AuditRecord
+from fedfs.audit.chain import AuditChain, AuditRecord
 from fedfs.config import Config
 from fedfs.errors import AuditError, FedfsError
 
@@ -69,7 +69,7 @@ class Report:
 
 def check_stopped(cfg: Config) -> None:
     """Refuse to touch the files of a config whose daemon is running."""
-    from fedfs.control import ControlClient
+    from fedfs.control.server import ControlClient
 
     sock = cfg.control.socket
     if sock.exists():
@@ -206,14 +206,14 @@ def database_problem(db: Path, probe: Callable[[Path], None]) -> str | None:
 
 
 def _open_journal(db: Path) -> None:
-    from fedfs.journal import Journal
+    from fedfs.data.journal import Journal
 
     Journal(db).close()
 
 
 def _dirty_file(row: dict[str, Any]) -> Any:
     """A salvaged row as a DirtyFile; ValueError/TypeError if it is not one."""
-    from fedfs.journal import DirtyFile
+    from fedfs.data.journal import DirtyFile
 
     for name in ("bucket", "key", "staging", "state"):
         if not isinstance(row[name], str) or not row[name]:
@@ -237,7 +237,7 @@ def _dirty_file(row: dict[str, Any]) -> Any:
 
 
 def check_journal(cfg: Config, report: Report, stamp: str) -> None:
-    from fedfs.journal import Journal
+    from fedfs.data.journal import Journal
 
     cache = cfg.cache.dir
     db = cache / "journal.db"
@@ -309,7 +309,7 @@ def rebuild_journal(
     db: Path, rows: list[Any], moves: list[tuple[str, str, str]] | None = None
 ) -> None:
     """A fresh journal at `db` holding `rows` and `moves`, put in place only once complete."""
-    from fedfs.journal import Journal
+    from fedfs.data.journal import Journal
 
     tmp = db.with_name(f".{db.name}.fsck-{os.getpid()}")
     for p in _sqlite_files(tmp):

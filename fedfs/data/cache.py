@@ -42,10 +42,10 @@ from pathlib import Path
 import trio
 
 from fedfs.config import CacheConfig, format_size
+from fedfs.data.journal import Journal
 from fedfs.errors import CacheFull, FedfsError
 from fedfs.events import event
-from fedfs.journal import Journal
-from fedfs.store import ObjectStore
+from fedfs.store.s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedfs.audit import SigningKey
+from fedfs.audit.chain import SigningKey
 from fedfs.config import Config
 from fedfs.errors import FedfsError
 from fedfs.policy.log import Enrollment, LogError, LogStore, load_admin_keys
-from fedfs.store import ObjectStore
+from fedfs.store.s3 import ObjectStore
 
 
 def keygen(out: Path) -> tuple[Path, Path]:

@@ -29,14 +29,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fedfs import config
-from fedfs.audit import AuditChain
+from fedfs.audit.chain import AuditChain
 from fedfs.config import CacheConfig, Config, MetricsConfig, format_size
 from fedfs.errors import AccessDenied, FedfsError, NotFound
-from fedfs.names import key_problem
 from fedfs.policy.model import Principal
 from fedfs.policy.site import SitePolicy, load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
-from fedfs.store import ObjectStore, Probe
+from fedfs.store.s3 import ObjectStore, Probe
+from fedfs.tree.names import key_problem
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 MAX_KEYS = 100_000  # keys listed per bucket when looking for names fedfs hides
@@ -304,7 +304,7 @@ def check_names(store: ObjectStore, bucket: str, max_keys: int = MAX_KEYS) -> Fi
 
 
 def check_identity(cfg: Config) -> list[Finding]:
-    from fedfs.daemon import make_identity
+    from fedfs.daemon.daemon import make_identity
 
     identity = make_identity(cfg)
     results: list[tuple[Principal, str, bool | None]] = []
@@ -682,7 +682,7 @@ def check_policy(cfg: Config) -> list[Finding]:
 
 def check_policy_log(cfg: Config) -> list[Finding]:
     """With a shared policy log: the control bucket, the admin keys and this node's enrolment."""
-    from fedfs.audit import SigningKey
+    from fedfs.audit.chain import SigningKey
     from fedfs.policy.log import Enrollment, LogError, LogStore, load_admin_keys
 
     pol = cfg.policy
@@ -798,7 +798,7 @@ def check_metrics(cfg: MetricsConfig, daemon_runs: bool) -> list[Finding]:
 
 def check_daemon(cfg: Config) -> list[Finding]:
     """If this config is mounted, what its daemon says about itself."""
-    from fedfs.control import ControlClient
+    from fedfs.control.server import ControlClient
 
     sock = cfg.control.socket
     if not sock.exists():
