@@ -54,7 +54,7 @@ def query(rpm: Path, *what: str) -> list[str]:
 
 def test_rpm_holds_command_unit_tmpfiles_policy_man_and_completion(rpm: Path) -> None:
     files = set(query(rpm, "--list"))
-    site = next(f for f in files if f.endswith("site-packages/fedfs/cli.py")).rsplit("/", 1)[0]
+    site = next(f for f in files if f.endswith("site-packages/fedfs/__init__.py")).rsplit("/", 1)[0]
     expected = {
         "/usr/bin/fedfs",
         "/usr/lib/systemd/system/fedfs@.service",
@@ -65,8 +65,9 @@ def test_rpm_holds_command_unit_tmpfiles_policy_man_and_completion(rpm: Path) ->
         "/usr/share/man/man1/fedfs-mount.1.gz",
         "/usr/share/man/man1/fedfs-share.1.gz",
         "/usr/share/bash-completion/completions/fedfs",
-        f"{site}/daemon.py",
-        f"{site}/notify.py",
+        f"{site}/cli/main.py",
+        f"{site}/daemon/daemon.py",
+        f"{site}/ops/notify.py",
         f"{site}/policy/engine.py",
     }
     assert expected <= files, expected - files
