@@ -173,7 +173,7 @@ def locate(path: str) -> tuple[Path, str, str]:
 
 
 def client(socket: str, timeout: float = 30.0) -> Any:
-    from fedfs.control.server import ControlClient
+    from fedfs.control.client import ControlClient
 
     return ControlClient(socket, timeout=timeout)
 

@@ -798,7 +798,7 @@ def check_metrics(cfg: MetricsConfig, daemon_runs: bool) -> list[Finding]:
 
 def check_daemon(cfg: Config) -> list[Finding]:
     """If this config is mounted, what its daemon says about itself."""
-    from fedfs.control.server import ControlClient
+    from fedfs.control.client import ControlClient
 
     sock = cfg.control.socket
     if not sock.exists():
