@@ -32,6 +32,7 @@ from fedfs import config
 from fedfs.audit.chain import AuditChain
 from fedfs.config import CacheConfig, Config, MetricsConfig, format_size
 from fedfs.errors import AccessDenied, FedfsError, NotFound
+from fedfs.identity.choose import make_identity
 from fedfs.policy.model import Principal
 from fedfs.policy.site import SitePolicy, load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
@@ -304,8 +305,6 @@ def check_names(store: ObjectStore, bucket: str, max_keys: int = MAX_KEYS) -> Fi
 
 
 def check_identity(cfg: Config) -> list[Finding]:
-    from fedfs.daemon.daemon import make_identity
-
     identity = make_identity(cfg)
     results: list[tuple[Principal, str, bool | None]] = []
     for b in cfg.buckets:
