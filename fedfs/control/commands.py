@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
+from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.errors import FedfsError, NotFound
 from fedfs.policy import reports
@@ -24,9 +25,6 @@ from fedfs.policy.acl import R, X, permits
 from fedfs.policy.model import Level, Principal, Team
 from fedfs.policy.sharing import Actor
 from fedfs.tree.namespace import Inode, Kind
-
-if TYPE_CHECKING:
-    from fedfs.daemon.daemon import Daemon
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 
@@ -65,7 +63,7 @@ def _may_name(peer: Peer, inode: Inode) -> bool:
 
 
 class Commands:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Mount) -> None:
         self.d = daemon
         self.ops: dict[str, Op] = {
             "share": self.share,

@@ -1,75 +1,56 @@
-"""The control socket: how `fedfs share ...` commands reach the running daemon.
+"""The control server: how `fedfs share ...` commands reach the running daemon.
 
-This module owns the transport only: JSON lines over a Unix stream socket,
-the caller's identity (SO_PEERCRED, never a field of the request), and the
-rules that keep a root daemon safe from every local user (line size, idle
-deadline, connection limit, malformed input). What a request *means* is
+This module owns the daemon's end of the socket: a Unix stream socket, the
+caller's identity (SO_PEERCRED, never a field of the request), and the rules
+that keep a root daemon safe from every local user (line size, idle deadline,
+connection limit, malformed input). The wire format is `control/protocol.py`;
+the `fedfs` command's end is `control/client.py`. What a request *means* is
 decided by the handler the daemon plugs into `ControlServer`.
-
-Protocol, one line each way, a connection may carry several requests:
-
-    -> {"v": 1, "op": "share-add", "args": {"path": "/x", "who": "bob"}}
-    <- {"v": 1, "ok": true, "result": ...}
-    <- {"v": 1, "ok": false, "error": "<a sentence for a person>", "code": "refused"}
-
-Codes the transport itself answers with: "bad-request", "version",
-"too-large", "busy", "internal"; a `FedfsError` from the handler gives its
-`code` attribute, or "refused". The client adds "unreachable", "timeout",
-"disconnected" and "protocol" for failures on its side.
 
 Concurrency: `ControlServer.serve` runs in the daemon's trio nursery and owns
 a nursery with one task per connection. Requests on one connection are
 handled one after another; different connections call the handler
 concurrently, so the handler must be safe for that. All server state is
 touched only from the trio thread (call `close()` there, or through
-`trio.from_thread.run_sync`). `ControlClient` is blocking and used by one
-thread at a time.
+`trio.from_thread.run_sync`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
-import select
 import socket
 import stat
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import trio
 
+from fedfs.control.protocol import (
+    NAME,
+    BadRequest,
+    ControlError,
+    encode,
+    failure,
+    parse_request,
+    success,
+)
 from fedfs.errors import FedfsError
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "PROTOCOL_VERSION",
-    "SUPPORTED_VERSIONS",
-    "ControlClient",
-    "ControlError",
-    "ControlServer",
-    "Handler",
-    "Peer",
-]
+# ControlError is the protocol's; handlers raise it to answer with a code.
+__all__ = ["ControlError", "ControlServer", "Handler", "Peer"]
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
-
-_NAME = re.compile(r"[a-z][a-z0-9-]{0,40}")
 # struct ucred {pid_t pid; uid_t uid; gid_t gid;}: uid and gid are unsigned, and
 # directory-mapped uids above 2**31 exist.
 _PEERCRED = struct.Struct("iII")
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
-_EXAMPLE = '{"v": 1, "op": "status", "args": {}}'
 
 
 @dataclass(frozen=True)
@@ -84,102 +65,8 @@ class Peer:
 Handler = Callable[[Peer, str, dict[str, Any]], Awaitable[Any]]
 
 
-class ControlError(FedfsError):
-    """A control request failed; `code` is a short machine-readable reason."""
-
-    def __init__(self, message: str, code: str = "refused") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _BadRequest(Exception):
-    """A request line the transport answers itself, without calling the handler."""
-
-    def __init__(self, message: str, code: str = "bad-request") -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class _LineTooLong(Exception):
     pass
-
-
-def _encode(answer: dict[str, Any]) -> bytes:
-    # ensure_ascii: strings from a request may hold lone surrogates ("\ud800"),
-    # which cannot be encoded as UTF-8 but are fine as \u escapes.
-    # allow_nan=False: NaN is not JSON, and every answer must parse anywhere.
-    return (json.dumps(answer, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
-
-
-def _error(message: str, code: str) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "ok": False, "error": message, "code": code}
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "a number"
-    return names.get(type(value), type(value).__name__)
-
-
-def _parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
-    """The op and args of one request line, or _BadRequest saying what is wrong."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _BadRequest(
-            f"the request is not valid UTF-8 (byte {e.start}); send one JSON object per line"
-        ) from None
-    if not text.strip():
-        raise _BadRequest(
-            f"the request line is empty; send one JSON object per line, like {_EXAMPLE}"
-        )
-    try:
-        request = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as e:
-        raise _BadRequest(
-            f"the request is not valid JSON ({e.msg} at column {e.colno});"
-            " send one JSON object per line"
-        ) from None
-    except (ValueError, RecursionError):
-        # NaN/Infinity, integers beyond Python's digit limit, absurd nesting.
-        raise _BadRequest(
-            "the request is JSON this daemon does not accept (NaN, Infinity, a number of"
-            " thousands of digits or nesting thousands deep); send plain JSON values"
-        ) from None
-    if not isinstance(request, dict):
-        raise _BadRequest(
-            f"the request must be a JSON object like {_EXAMPLE}, not {_json_type(request)}"
-        )
-    version = request.get("v")
-    # type() rather than isinstance(): JSON true must not pass for version 1.
-    if type(version) is not int or version not in SUPPORTED_VERSIONS:
-        supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
-        got = 'no "v"' if "v" not in request else f'"v": {json.dumps(version)[:40]}'
-        raise _BadRequest(
-            f"this fedfs daemon speaks control protocol version {supported}; the request has {got}"
-            " (are the fedfs command and the daemon the same release?)",
-            "version",
-        )
-    op = request.get("op")
-    if not isinstance(op, str) or not _NAME.fullmatch(op):
-        got = 'no "op"' if "op" not in request else _json_type(op)
-        if isinstance(op, str):
-            got = f'"op": {json.dumps(op[:40])}'
-        raise _BadRequest(
-            'the request\'s "op" must be a name like "status" (a lowercase letter, then up to 40'
-            f" lowercase letters, digits or dashes); the request has {got}"
-        )
-    args = request.get("args", {})
-    if not isinstance(args, dict):
-        raise _BadRequest(f'the request\'s "args" must be a JSON object, not {_json_type(args)}')
-    return op, args
 
 
 def _peer_of(stream: trio.SocketStream) -> Peer:
@@ -360,7 +247,7 @@ class ControlServer:
             nursery.start_soon(self._connection, stream)
 
     async def _refuse_busy(self, stream: trio.SocketStream) -> None:
-        answer = _error(
+        answer = failure(
             f"the fedfs daemon is already serving {self.max_connections} control connections;"
             " try again in a moment",
             "busy",
@@ -371,7 +258,7 @@ class ControlServer:
             trio.move_on_after(1.0),
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
-            await stream.send_all(_encode(answer))
+            await stream.send_all(encode(answer))
         await stream.aclose()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
@@ -409,7 +296,7 @@ class ControlServer:
                     f"the request is longer than {self.max_line} bytes;"
                     " send one JSON object per line"
                 )
-                await self._send(stream, _encode(_error(message, "too-large")))
+                await self._send(stream, encode(failure(message, "too-large")))
                 return
             if idle.cancelled_caught:
                 log.debug("closing control connection of uid %d: idle or too slow", peer.uid)
@@ -422,25 +309,25 @@ class ControlServer:
     async def _answer(self, peer: Peer, line: bytes) -> bytes:
         """The encoded answer line to one request line; never raises for a bad request."""
         try:
-            op, args = _parse_request(line)
-        except _BadRequest as e:
-            return _encode(_error(str(e), e.code))
+            op, args = parse_request(line)
+        except BadRequest as e:
+            return encode(failure(str(e), e.code))
         try:
             result = await self.handler(peer, op, args)
             # Encoded inside the try: a result that is not JSON is a bug in the
             # handler, answered as "internal" like any other.
-            return _encode({"v": PROTOCOL_VERSION, "ok": True, "result": result})
+            return encode(success(result))
         except FedfsError as e:
             code = getattr(e, "code", None)
-            if not isinstance(code, str) or not _NAME.fullmatch(code):
+            if not isinstance(code, str) or not NAME.fullmatch(code):
                 code = "refused"
-            return _encode(_error(str(e) or f"the request {op!r} was refused", code))
+            return encode(failure(str(e) or f"the request {op!r} was refused", code))
         except Exception:
             log.exception("control request %r from uid %d failed", op, peer.uid)
             message = (
                 f"the fedfs daemon failed while handling {op!r}; the daemon log has the details"
             )
-            return _encode(_error(message, "internal"))
+            return encode(failure(message, "internal"))
 
     async def _send(self, stream: trio.SocketStream, data: bytes) -> bool:
         """Send one answer line; False if the client would not take it in time."""
@@ -465,156 +352,3 @@ def _socket_answers(path: Path) -> bool:
         return True
     finally:
         probe.close()
-
-
-class ControlClient:
-    """Blocking client of a daemon's control socket, for the `fedfs` command.
-
-    One connection is opened on first use and reused; every `call` has a
-    deadline of `timeout` seconds.
-    """
-
-    def __init__(self, path: Path | str, *, timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._buffer = bytearray()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._buffer.clear()
-
-    def call(self, op: str, /, **args: Any) -> Any:
-        """Send one request and return its result; ControlError if it failed or was refused."""
-        line = (json.dumps({"v": PROTOCOL_VERSION, "op": op, "args": args}) + "\n").encode()
-        deadline = time.monotonic() + self.timeout
-        try:
-            sock = self._connection(deadline)
-            try:
-                self._settimeout(sock, deadline)
-                sock.sendall(line)
-            except (BrokenPipeError, ConnectionResetError):
-                # The daemon may have refused us (busy) before reading the
-                # request; its answer, if any, is still waiting to be read.
-                pass
-            answer = self._read_answer(sock, deadline)
-        except TimeoutError:
-            self.close()
-            raise ControlError(
-                f"the fedfs daemon on {self.path} did not answer {op!r} within"
-                f" {self.timeout:g} s; it may be overloaded or stuck (fedfs status)",
-                "timeout",
-            ) from None
-        except ControlError:
-            self.close()
-            raise
-        except OSError as e:
-            self.close()
-            raise ControlError(
-                f"the connection to the fedfs daemon on {self.path} failed ({e.strerror or e});"
-                " it may have stopped (fedfs status)",
-                "disconnected",
-            ) from None
-        return self._result_of(answer)
-
-    def _connection(self, deadline: float) -> socket.socket:
-        if self._sock is not None and not _still_open(self._sock):
-            # The daemon closed an idle connection; nothing was sent on it,
-            # so opening a new one cannot repeat a request.
-            self.close()
-        if self._sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                self._settimeout(sock, deadline)
-                sock.connect(str(self.path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                sock.close()
-                raise ControlError(
-                    f"no fedfs daemon answers on {self.path}; is the mount running? (fedfs status)",
-                    "unreachable",
-                ) from None
-            except PermissionError:
-                sock.close()
-                raise ControlError(
-                    f"you may not connect to {self.path}; the control socket should be"
-                    " mode 0666 in a world-readable directory (ask the administrator)",
-                    "unreachable",
-                ) from None
-            except BaseException:
-                sock.close()
-                raise
-            self._sock = sock
-        return self._sock
-
-    @staticmethod
-    def _settimeout(sock: socket.socket, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        sock.settimeout(remaining)
-
-    def _read_answer(self, sock: socket.socket, deadline: float) -> Any:
-        while (end := self._buffer.find(b"\n")) < 0:
-            self._settimeout(sock, deadline)
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                raise ControlError(
-                    f"the fedfs daemon on {self.path} closed the connection without answering;"
-                    " it may have stopped or restarted (fedfs status)",
-                    "disconnected",
-                )
-            self._buffer += data
-        raw = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise self._protocol_error() from None
-
-    def _result_of(self, answer: Any) -> Any:
-        if (
-            not isinstance(answer, dict)
-            or answer.get("v") != PROTOCOL_VERSION
-            or not isinstance(answer.get("ok"), bool)
-        ):
-            self.close()
-            raise self._protocol_error()
-        if answer["ok"]:
-            return answer.get("result")
-        message = answer.get("error")
-        code = answer.get("code")
-        raise ControlError(
-            message if isinstance(message, str) else "the fedfs daemon refused the request",
-            code if isinstance(code, str) else "refused",
-        )
-
-    def _protocol_error(self) -> ControlError:
-        return ControlError(
-            f"the fedfs daemon on {self.path} sent an answer this command cannot read;"
-            " are the fedfs command and the daemon the same release?",
-            "protocol",
-        )
-
-
-def _still_open(sock: socket.socket) -> bool:
-    """False if the peer has closed (or anything is pending on an idle connection)."""
-    # poll, not select: select fails for descriptors above FD_SETSIZE.
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return not poller.poll(0)

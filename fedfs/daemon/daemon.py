@@ -29,7 +29,8 @@ from fedfs.data.cache import Cache
 from fedfs.data.flusher import Flusher
 from fedfs.errors import ConfigError, FedfsError, NotFound
 from fedfs.fuse.operations import Operations
-from fedfs.identity.sources import IdentitySource, LdapIdentity, NssIdentity
+from fedfs.identity.choose import make_identity
+from fedfs.identity.source import IdentitySource
 from fedfs.ops import notify
 from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
@@ -53,21 +54,6 @@ def node_key(cfg: Config) -> SigningKey:
     key.save(path)
     log.info("generated node signing key %s (%s)", key.key_id, path)
     return key
-
-
-def make_identity(cfg: Config) -> IdentitySource:
-    ident = cfg.identity
-    if ident.source == "ldap":
-        assert ident.url is not None and ident.base_dn is not None
-        return LdapIdentity(
-            ident.url,
-            ident.base_dn,
-            ident.bind_dn,
-            ident.password,
-            timeout=ident.timeout,
-            ttl=ident.ttl,
-        )
-    return NssIdentity()
 
 
 def check_owners(cfg: Config, identity: IdentitySource, owners: dict[str, BucketOwner]) -> None:

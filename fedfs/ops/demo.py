@@ -50,6 +50,11 @@ def _wait_http(url: str, seconds: float) -> bool:
     return False
 
 
+def _fedfs(*args: str) -> int:
+    """Run a `fedfs` command as its own process (ops does not import the CLI)."""
+    return subprocess.run([sys.executable, "-m", "fedfs.cli", *args]).returncode
+
+
 def start(mountpoint: Path, state: Path, port: int) -> int:
     import boto3
 
@@ -88,21 +93,16 @@ def start(mountpoint: Path, state: Path, port: int) -> int:
     if os.path.ismount(mountpoint):
         print(f"fedfs demo: {mountpoint} is already mounted")
     else:
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedfs.cli",
-                "mount",
-                "--config",
-                str(config),
-                "--log-file",
-                str(state / "fedfs.log"),
-                str(mountpoint),
-            ]
+        code = _fedfs(
+            "mount",
+            "--config",
+            str(config),
+            "--log-file",
+            str(state / "fedfs.log"),
+            str(mountpoint),
         )
-        if r.returncode:
-            return r.returncode
+        if code:
+            return code
     print(f"""
 fedfs demo is running: bucket "demo" at {url} is mounted on {mountpoint}.
 Try:
@@ -116,9 +116,7 @@ Stop:   fedfs demo --stop""")
 
 def stop(mountpoint: Path, state: Path) -> int:
     if os.path.ismount(mountpoint):
-        from fedfs.cli.main import main
-
-        main(["umount", str(mountpoint)])
+        _fedfs("umount", str(mountpoint))
     pidfile = state / "s3.pid"
     if pidfile.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):

@@ -69,7 +69,7 @@ class Report:
 
 def check_stopped(cfg: Config) -> None:
     """Refuse to touch the files of a config whose daemon is running."""
-    from fedfs.control.server import ControlClient
+    from fedfs.control.client import ControlClient
 
     sock = cfg.control.socket
     if sock.exists():

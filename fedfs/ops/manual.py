@@ -1,9 +1,11 @@
 """Manual pages made from the `fedfs` argument parser: fedfs(1) and fedfs-COMMAND(1).
 
-cli.parser() is the one source: each page is a command's --help (description,
-usage, arguments, options) in roff, and the actions of `team` and `audit` are
-sections of their command's page. Standard library only, so a package build can
-run `python3 -m fedfs.ops.manual DIR` (writes DIR/man1/*.1) without fedfs's deps.
+The CLI's parser is the one source, handed in by the caller: each page is a
+command's --help (description, usage, arguments, options) in roff, and the
+actions of `team` and `audit` are sections of their command's page. Standard
+library only, so a package build can run `python3 -m fedfs.ops.manual DIR`
+(writes DIR/man1/*.1) without fedfs's deps; run that way, the script itself
+takes the parser from fedfs.cli.main, as the program on top of both.
 """
 
 from __future__ import annotations
@@ -143,36 +145,34 @@ def main_page(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pages(parser: argparse.ArgumentParser | None = None) -> dict[str, str]:
-    """File name (fedfs.1, fedfs-mount.1, ...) -> page text."""
-    if parser is None:
-        from fedfs.cli.main import parser as fedfs_parser
-
-        parser = fedfs_parser()
+def pages(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """File name (fedfs.1, fedfs-mount.1, ...) -> page text, for the `fedfs` parser."""
     out = {"fedfs.1": main_page(parser)}
     for name, sub, helptext in subcommands(parser):
         out[f"fedfs-{name}.1"] = command_page(name, sub, helptext)
     return out
 
 
-def write(directory: Path) -> list[Path]:
+def write(directory: Path, parser: argparse.ArgumentParser) -> list[Path]:
     """Write every page into directory/man1; the paths written."""
     man1 = directory / "man1"
     man1.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in pages().items():
+    for name, text in pages(parser).items():
         path = man1 / name
         path.write_text(text)
         written.append(path)
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = (argv if argv is not None else sys.argv[1:]) or ["build/man"]
-    written = write(Path(args[0]))
+def main(argv: list[str], parser: argparse.ArgumentParser) -> int:
+    args = argv or ["build/man"]
+    written = write(Path(args[0]), parser)
     print(f"wrote {len(written)} pages to {Path(args[0]) / 'man1'}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fedfs.cli.main import parser as fedfs_parser
+
+    sys.exit(main(sys.argv[1:], fedfs_parser()))

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from prometheus_client import (
@@ -42,7 +42,14 @@ from fedfs.tree import names
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from fedfs.daemon.daemon import Daemon
+    from fedfs.config import Config
+    from fedfs.data.cache import Cache
+    from fedfs.data.flusher import Flusher
+    from fedfs.fuse.operations import Operations
+    from fedfs.policy.log import PolicyLog
+    from fedfs.policy.sharing import Sharing
+    from fedfs.store.s3 import ObjectStore
+    from fedfs.tree.namespace import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +95,24 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+class Measured(Protocol):
+    """The parts of a running mount whose numbers are published (the daemon has them)."""
+
+    cfg: Config
+    mounted: bool
+    store: ObjectStore
+    cache: Cache
+    flusher: Flusher
+    ns: Namespace
+    ops: Operations
+    sharing: Sharing
+    policy_log: PolicyLog | None
+
+
 class Metrics:
     """The registry of one mount and its HTTP endpoint and textfile."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Measured) -> None:
         self.d = daemon
         self.cfg = daemon.cfg.metrics
         self.mount = daemon.cfg.name

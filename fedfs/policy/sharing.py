@@ -24,7 +24,7 @@ import trio
 from fedfs.audit.chain import AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.events import event, iso
-from fedfs.identity.sources import IdentitySource, User
+from fedfs.identity.source import IdentitySource, User
 from fedfs.policy import replay
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
 from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView

@@ -234,7 +234,7 @@ def test_sigkill_during_a_directory_rename_leaves_every_file_once(
 SHARE_LOOP = r"""
 import random, sys
 sys.path.insert(0, {repo!r})
-from fedfs.control.server import ControlClient
+from fedfs.control.client import ControlClient
 log = open({acks!r}, "a", buffering=1)
 rng = random.Random(5)
 shared = set()

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedfs.control.server import ControlClient, ControlError
+from fedfs.control.client import ControlClient, ControlError
 from tests.support import Mount
 
 CHECKS = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))

@@ -16,7 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # to import tests.backends
 
 from fedfs.errors import FedfsError, IdentityError
-from fedfs.identity.sources import Group, IdentitySource, LdapIdentity, LdapSchema, User
+from fedfs.identity.ldap import LdapIdentity, LdapSchema
+from fedfs.identity.source import Group, IdentitySource, User
 from tests.backends.slapd import SEED_LDIF, SLAPD, Slapd
 
 pytestmark = pytest.mark.skipif(not Path(SLAPD).exists(), reason=f"{SLAPD} is not installed")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import fedfs
+from fedfs.cli.main import parser
 from fedfs.ops import manual as manpage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ def test_installed_rpm_runs_and_matches_the_source(rpm: Path, tmp_path: Path) ->
         ("usr/share/fedfs/policy/default.toml", "policy/default.toml"),
     ):
         assert (root / installed).read_bytes() == (REPO / source).read_bytes(), installed
-    pages = manpage.pages()
+    pages = manpage.pages(parser())
     for name in ("fedfs.1", "fedfs-mount.1", "fedfs-audit.1"):
         installed_page = gzip.decompress((root / "usr/share/man/man1" / f"{name}.gz").read_bytes())
         assert installed_page.decode() == pages[name], name

@@ -26,7 +26,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedfs.control.server import ControlClient, ControlError, ControlServer, Peer
+from fedfs.control.client import ControlClient, ControlError
+from fedfs.control.server import ControlServer, Peer
 from fedfs.errors import FedfsError
 from tests.support import REPO, UnixUser, wait_for
 
@@ -271,7 +272,7 @@ def test_handler_sees_the_kernels_identity_not_the_requests(
     child = f"""
 import json, os, socket, sys
 sys.path.insert(0, {str(REPO)!r})
-from fedfs.control.server import ControlClient
+from fedfs.control.client import ControlClient
 seen = ControlClient({str(path)!r}, timeout=10).call("whoami", uid=0, user="root", gid=0)
 s = socket.socket(socket.AF_UNIX)
 s.connect({str(path)!r})
@@ -313,7 +314,7 @@ def test_socket_mode_is_configurable(start: Start, sock_dir: Path, alice: UnixUs
     child = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from fedfs.control.server import ControlClient, ControlError
+from fedfs.control.client import ControlClient, ControlError
 try:
     ControlClient({str(path)!r}, timeout=10).call("echo")
 except ControlError as e:

@@ -5,7 +5,8 @@ import pwd
 
 import pytest
 
-from fedfs.identity.sources import Group, IdentitySource, NssIdentity
+from fedfs.identity.nss import NssIdentity
+from fedfs.identity.source import Group, IdentitySource
 
 
 @pytest.fixture

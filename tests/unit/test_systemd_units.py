@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fedfs.cli.main import parser
 from fedfs.ops import manual as manpage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_unit_passes_systemd_analyze_verify(root: Path, tmp_path: Path) -> None:
-    manpage.write(tmp_path / "man")
+    manpage.write(tmp_path / "man", parser())
     r = subprocess.run(
         [tool("systemd-analyze"), "verify", f"--root={root}", "fedfs@climate.service"],
         capture_output=True,

@@ -1,28 +1,20 @@
-"""Who users and groups are: names, uids, gids and group memberships.
+"""Identities straight from an LDAP directory (RFC 2307 by default), through ldap3.
 
-This module owns identity lookups for the policy engine and the control socket.
-`NssIdentity` asks the node's NSS (pwd/grp, usually sssd/LDAP on HPC nodes);
-`LdapIdentity` asks an LDAP server directly (RFC 2307 by default) through a TTL
-cache that keeps serving the last known answers while the server is away.
-Only this module imports ldap3.
-
-Lookups block. The daemon calls them from a worker thread under a trio
-CapacityLimiter, so every source here is thread-safe and every network wait is
-bounded by a timeout.
+`LdapIdentity` keeps a TTL cache that goes on serving the last known answers
+while the server is away, and never widens access by guessing. The only
+module of fedfs that imports ldap3. Thread-safe: the daemon calls it from
+worker threads; one connection, serialized by a lock, every wait bounded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
-import os
-import pwd
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import ldap3
@@ -31,129 +23,11 @@ from ldap3.utils.conv import escape_filter_chars
 
 from fedfs.errors import IdentityError
 from fedfs.events import event
+from fedfs.identity.source import Group, IdentityHealth, User
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
-__all__ = [
-    "RFC2307",
-    "Group",
-    "IdentityHealth",
-    "IdentitySource",
-    "LdapIdentity",
-    "LdapSchema",
-    "NssIdentity",
-    "User",
-]
-
-
-@dataclass(frozen=True)
-class User:
-    """A POSIX account. `gids` holds every group the user is in, the primary one included."""
-
-    name: str
-    uid: int
-    gid: int
-    gids: frozenset[int]
-
-
-@dataclass(frozen=True)
-class Group:
-    """A POSIX group. `members` are the names listed in the group entry.
-
-    As in /etc/group, users whose primary group this is are not listed unless
-    the directory lists them; `User.gids` is the place to ask about one user.
-    """
-
-    name: str
-    gid: int
-    members: frozenset[str]
-
-
-@dataclass(frozen=True)
-class IdentityHealth:
-    """What `fedfs status` shows about an identity source.
-
-    `ok` is False from a failed contact until the next successful one;
-    `last_success` is a Unix time, or None if the source never answered.
-    """
-
-    source: str
-    ok: bool
-    last_error: str | None
-    last_success: float | None
-
-
-@runtime_checkable
-class IdentitySource(Protocol):
-    """Where fedfs learns identities. Unknown names and ids give None, never an error."""
-
-    def user(self, name: str) -> User | None: ...
-
-    def user_by_uid(self, uid: int) -> User | None: ...
-
-    def group(self, name: str) -> Group | None: ...
-
-    def group_by_gid(self, gid: int) -> Group | None: ...
-
-    def health(self) -> IdentityHealth: ...
-
-
-# Names that the C library rejects (NUL bytes) or ids outside uid_t raise
-# ValueError/OverflowError instead of KeyError; for a caller they are all "unknown".
-_NOT_FOUND = (KeyError, ValueError, OverflowError)
-
-
-class NssIdentity:
-    """Identities from the node's name service switch (pwd, grp, getgrouplist)."""
-
-    def __init__(self) -> None:
-        self._last_success: float | None = None
-
-    def user(self, name: str) -> User | None:
-        try:
-            entry = pwd.getpwnam(name)
-        except _NOT_FOUND:
-            return self._answered(None)
-        return self._answered(self._user_from(entry))
-
-    def user_by_uid(self, uid: int) -> User | None:
-        try:
-            entry = pwd.getpwuid(uid)
-        except _NOT_FOUND:
-            return self._answered(None)
-        return self._answered(self._user_from(entry))
-
-    def group(self, name: str) -> Group | None:
-        try:
-            entry = grp.getgrnam(name)
-        except _NOT_FOUND:
-            return self._answered(None)
-        return self._answered(_group_from_grp(entry))
-
-    def group_by_gid(self, gid: int) -> Group | None:
-        try:
-            entry = grp.getgrgid(gid)
-        except _NOT_FOUND:
-            return self._answered(None)
-        return self._answered(_group_from_grp(entry))
-
-    def health(self) -> IdentityHealth:
-        # NSS gives no error channel: an sssd outage looks like "unknown name".
-        return IdentityHealth("nss", ok=True, last_error=None, last_success=self._last_success)
-
-    def _user_from(self, entry: pwd.struct_passwd) -> User:
-        gids = frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid)) | {entry.pw_gid}
-        return User(entry.pw_name, entry.pw_uid, entry.pw_gid, gids)
-
-    def _answered(self, answer: _T) -> _T:
-        self._last_success = time.time()
-        return answer
-
-
-def _group_from_grp(entry: grp.struct_group) -> Group:
-    return Group(entry.gr_name, entry.gr_gid, frozenset(entry.gr_mem))
+__all__ = ["RFC2307", "LdapIdentity", "LdapSchema"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,175 @@
+"""`fedfs share`, `unshare`, `grants` and `team`: scientists deciding who reaches their data.
+
+Each command asks the daemon of the mount holding its path, over the control
+socket; the daemon decides and answers, and the command prints one line (or a
+table). Runs in the command's only thread; imports go to cli.common only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from fedfs.cli.common import client, locate, output, parse_expiry, table_flags, when
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    _, fpath, socket = locate(args.path)
+    expires = parse_expiry(args.expires) if args.expires else None
+    with client(socket) as c:
+        r = c.call("share", path=fpath, principal=args.principal, level=args.level, expires=expires)
+    change = f" (was {r['replaced']})" if r["replaced"] else ""
+    until = f", until {when(r['expires'])}" if r["expires"] else ""
+    print(f"shared {args.path} with {r['principal']}: {r['level']}{change}{until}")
+    _note(r)
+    return 0
+
+
+def _note(answer: dict[str, Any]) -> None:
+    """A change in force here that other nodes do not have yet (shared policy log)."""
+    if answer.get("note"):
+        print(f"fedfs: note: {answer['note']}", file=sys.stderr)
+
+
+def cmd_unshare(args: argparse.Namespace) -> int:
+    _, fpath, socket = locate(args.path)
+    with client(socket) as c:
+        r = c.call("unshare", path=fpath, principal=args.principal)
+    print(f"removed {r['level']} for {r['principal']} on {args.path}")
+    _note(r)
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    _, fpath, socket = locate(args.path)
+    with client(socket) as c:
+        rows = c.call("grants", path=fpath)
+    for r in rows:
+        r["from"] = "this path" if not r["inherited"] else r["path"]
+        r["until"] = when(r["expires"])
+        r["since"] = when(r["granted_at"])
+    output(
+        args,
+        rows,
+        ["principal", "level", "from", "granted_by", "since", "until"],
+        f"grants on {args.path}",
+    )
+    return 0
+
+
+def cmd_team(args: argparse.Namespace) -> int:
+    with client(locate(args.mount)[2]) as c:
+        if args.team_command == "create":
+            t = c.call("team-create", name=args.name, group=args.group)
+            print(f"team {t['name']} created with gid {t['gid']}; owner: {', '.join(t['owners'])}")
+            _note(t)
+        elif args.team_command == "add":
+            t = c.call("team-add", name=args.name, users=args.users, owner=args.owner)
+            print(f"team {t['name']}: {len(t['members'])} members")
+            _note(t)
+        elif args.team_command == "remove":
+            t = c.call("team-remove", name=args.name, users=args.users)
+            print(f"team {t['name']}: {len(t['members'])} members")
+            _note(t)
+        elif args.team_command == "show":
+            t = c.call("team-show", name=args.name)
+            rows = [{"member": m, "owner": "yes" if m in t["owners"] else ""} for m in t["members"]]
+            if args.json:
+                print(json.dumps(t, indent=2))
+            else:
+                output(args, rows, ["member", "owner"], f"team {t['name']} (gid {t['gid']})")
+        else:
+            teams = c.call("team-list")
+            for t in teams:
+                t["members"] = len(t["members"])
+                t["owners"] = ", ".join(t["owners"])
+            output(args, teams, ["name", "gid", "members", "owners", "group"], "teams")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """share, unshare, grants and team, in --help order."""
+    sh = sub.add_parser(
+        "share",
+        help="give a user, group or team access to a path",
+        description="Grant PRINCIPAL a level of access to PATH and everything below it, "
+        "existing and new. Needs manage at PATH (the bucket owner, a manage grant, "
+        "or a site admin). Levels: read (r + X), write (rw + X), manage (write, and "
+        "may share below PATH).",
+    )
+    sh.add_argument("path", help="a file or directory on a fedfs mount")
+    sh.add_argument(
+        "--with",
+        dest="principal",
+        required=True,
+        metavar="PRINCIPAL",
+        help="user:NAME, group:NAME or team:NAME",
+    )
+    sh.add_argument(
+        "--level", default="read", choices=["read", "write", "manage"], help="default: read"
+    )
+    sh.add_argument(
+        "--read", dest="level", action="store_const", const="read", help="same as --level read"
+    )
+    sh.add_argument(
+        "--write", dest="level", action="store_const", const="write", help="same as --level write"
+    )
+    sh.add_argument(
+        "--manage",
+        dest="level",
+        action="store_const",
+        const="manage",
+        help="same as --level manage",
+    )
+    sh.add_argument("--expires", metavar="WHEN", help="a date (2026-12-31) or a duration (7d, 12h)")
+    sh.set_defaults(func=cmd_share)
+
+    un = sub.add_parser(
+        "unshare",
+        help="remove a grant",
+        description="Remove the grant for PRINCIPAL "
+        "made on PATH itself (grants on parent paths are removed there). Needs "
+        "manage, except to give up a grant naming yourself.",
+    )
+    un.add_argument("path")
+    un.add_argument("--with", dest="principal", required=True, metavar="PRINCIPAL")
+    un.set_defaults(func=cmd_unshare)
+
+    gr = sub.add_parser("grants", help="what grants apply to a path, and where they come from")
+    gr.add_argument("path")
+    table_flags(gr)
+    gr.set_defaults(func=cmd_grants)
+
+    tm = sub.add_parser(
+        "team",
+        help="create and change teams (scientist-managed groups)",
+        description="Teams are groups that scientists manage: the creator is the first "
+        "owner; owners add and remove members. A team gets a fixed gid from the "
+        "site's range. Commands act on the mount holding --mount (default: the "
+        "current directory).",
+    )
+    tsub = tm.add_subparsers(dest="team_command", metavar="ACTION", required=True)
+    for action, helptext in (
+        ("create", "create a team; you become its owner"),
+        ("add", "add members (--owner: as owners)"),
+        ("remove", "remove members or owners (anyone may leave)"),
+        ("show", "list a team's members and owners"),
+        ("list", "list all teams"),
+    ):
+        t = tsub.add_parser(action, help=helptext)
+        t.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
+        if action != "list":
+            t.add_argument("name", help="the team's name")
+        if action in ("add", "remove"):
+            t.add_argument("users", nargs="+", help="user names")
+        if action == "add":
+            t.add_argument("--owner", action="store_true", help="add them as owners too")
+        if action == "create":
+            t.add_argument(
+                "--group", help="an NSS/LDAP group that backs the team (you must be in it)"
+            )
+        if action in ("show", "list"):
+            table_flags(t)
+        t.set_defaults(func=cmd_team)

@@ -1,0 +1,38 @@
+"""The parts of a running mount that the control commands read and drive.
+
+`Commands` is handed the daemon, but needs only these parts of it; naming
+them here keeps the control layer from importing the daemon, which sits
+above it. A type only: nothing to run, no state, no concurrency of its own
+(the parts belong to the trio thread, like the commands that use them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from fedfs.audit.chain import AuditTrail
+from fedfs.config import Config
+from fedfs.data.cache import Cache
+from fedfs.data.flusher import Flusher
+from fedfs.fuse.operations import Operations
+from fedfs.policy.log import PolicyLog
+from fedfs.policy.sharing import Sharing
+from fedfs.policy.site import SitePolicy
+from fedfs.store.s3 import ObjectStore
+from fedfs.tree.namespace import Namespace
+
+
+class Mount(Protocol):
+    cfg: Config
+    mountpoint: Path
+    started: float  # time.monotonic() at start
+    store: ObjectStore
+    cache: Cache
+    flusher: Flusher
+    ns: Namespace
+    ops: Operations
+    sharing: Sharing
+    site: SitePolicy
+    trail: AuditTrail
+    policy_log: PolicyLog | None  # with a shared policy log ([policy] log_bucket)

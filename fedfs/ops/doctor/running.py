@@ -1,0 +1,60 @@
+"""Doctor's check of the running mount: if this config is mounted, what its daemon
+says about itself over the control socket (uploads failing, identity down).
+
+One control request with a 10 s deadline; runs in the doctor's only thread.
+Calls the control client only.
+"""
+
+from __future__ import annotations
+
+from fedfs.config import Config
+from fedfs.control.client import ControlClient
+from fedfs.errors import FedfsError
+from fedfs.ops.doctor.finding import OK, SKIP, WARN, Finding
+
+
+def check_daemon(cfg: Config) -> list[Finding]:
+    """If this config is mounted, what its daemon says about itself."""
+    sock = cfg.control.socket
+    if not sock.exists():
+        return [Finding("daemon", SKIP, f"not mounted (no {sock}); checked the config only")]
+    try:
+        with ControlClient(sock, timeout=10) as c:
+            s = c.call("status")
+    except (FedfsError, OSError) as e:
+        return [
+            Finding(
+                "daemon",
+                WARN,
+                f"{sock} exists but does not answer: {e}",
+                f"if no fedfs process serves {cfg.path}, remove {sock}; fedfs mount makes a new one",
+            )
+        ]
+    found = [
+        Finding(
+            "daemon",
+            OK,
+            f"mounted on {s['mountpoint']} for {s['uptime']:.0f} s; "
+            f"{s['uploads']['queued']} uploads queued",
+        )
+    ]
+    if s["uploads"]["failed"]:
+        found.append(
+            Finding(
+                "uploads",
+                WARN,
+                f"{s['uploads']['failed']} file(s) failing to upload (retried; the data is kept "
+                "in the cache)",
+                f"fedfs sync {s['mountpoint']} names them and why",
+            )
+        )
+    if not s["identity"]["ok"]:
+        found.append(
+            Finding(
+                "daemon identity",
+                WARN,
+                f"the mount's identity source is down: {s['identity']['last_error']}",
+                "see the identity check above",
+            )
+        )
+    return found
