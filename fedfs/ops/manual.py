@@ -3,9 +3,8 @@
 The CLI's parser is the one source, handed in by the caller: each page is a
 command's --help (description, usage, arguments, options) in roff, and the
 actions of `team` and `audit` are sections of their command's page. Standard
-library only, so a package build can run `python3 -m fedfs.ops.manual DIR`
-(writes DIR/man1/*.1) without fedfs's deps; run that way, the script itself
-takes the parser from fedfs.cli.main, as the program on top of both.
+library only, so a package build can run `python3 -m fedfs.cli.manpages DIR`
+(writes DIR/man1/*.1) without fedfs's deps.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,9 +168,3 @@ def main(argv: list[str], parser: argparse.ArgumentParser) -> int:
     written = write(Path(args[0]), parser)
     print(f"wrote {len(written)} pages to {Path(args[0]) / 'man1'}")
     return 0
-
-
-if __name__ == "__main__":
-    from fedfs.cli.main import parser as fedfs_parser
-
-    sys.exit(main(sys.argv[1:], fedfs_parser()))
