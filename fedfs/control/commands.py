@@ -21,7 +21,7 @@ from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.errors import FedfsError, NotFound
 from fedfs.policy import reports
-from fedfs.policy.acl import R, X, permits
+from fedfs.policy.acl import R, W, X, permits
 from fedfs.policy.model import Level, Principal, Team
 from fedfs.policy.sharing import Actor
 from fedfs.tree.namespace import Inode, Kind
@@ -134,8 +134,23 @@ class Commands:
         return await self.d.policy_log.confirm() if self.d.policy_log else None
 
     async def grants(self, peer: Peer, args: dict[str, Any]) -> Any:
+        """The grants at path, each with what the kernel lets it do there (the ACL mask)."""
         actor = await self.d.sharing.actor(peer.uid)
-        return self.d.sharing.grants_at(actor, _str(args, "path"))
+        path = _str(args, "path")
+        rows = self.d.sharing.grants_at(actor, path)
+        inode = await self._resolve(path) if rows else None
+        if inode is None:
+            return rows
+        view = self.d.ops.view(inode)
+        mask = (view.mode >> 3) & 7 if view.acl_access is not None else 7
+        with_x = inode.is_dir or bool(view.mode & 0o111)
+        for row in rows:
+            granted = R if row["level"] == "read" else R | W
+            granted |= X if with_x else 0
+            row["effective"] = reports.rwx(granted & mask)
+            row["mask"] = reports.rwx(mask)
+            row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
+        return rows
 
     async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -200,6 +215,8 @@ class Commands:
         return {
             "files": len(left),
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
+            # of those, what the store has received of uploads under way (multipart parts)
+            "sent": sum(self.d.store.sent(p.inode.bucket, p.inode.key) for p in left),
             # Paths only of the caller's own files: a name below a private directory is
             # itself a secret. "files" and "bytes" are totals, which name nothing.
             "open": [self.d.ns.path_of(i) for i in open_for_writing][:100],
@@ -481,6 +498,7 @@ class Commands:
             "s3": {
                 "requests": d.store.requests,
                 "errors": d.store.errors,
+                "not_found": d.store.not_found,
                 **_latency_ms(list(d.store.recent)),
             },
             "policy": {
