@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from fedfs.cli.common import client, locate, output, table_flags, when
+from fedfs.cli.common import client, locate, locate_mount, output, table_flags, when
 from fedfs.errors import FedfsError
 
 
@@ -27,7 +27,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if what == "who":
         _, fpath, socket = locate(args.path)
     else:
-        _, _, socket = locate(args.mount)
+        _, _, socket = locate_mount(args.mount, f"audit {what}")
     with client(socket, timeout=300) as c:
         if what == "verify":
             r = c.call("audit-verify")

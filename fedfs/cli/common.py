@@ -41,6 +41,19 @@ def locate(path: str) -> tuple[Path, str, str]:
     return mount, "/" + ("" if rel == "." else rel), socket
 
 
+def locate_mount(path: str, command: str) -> tuple[Path, str, str]:
+    """locate() for commands that act on a whole mount (--mount, default: the current directory)."""
+    try:
+        return locate(path)
+    except FedfsError:
+        if path != ".":
+            raise
+        raise FedfsError(
+            f"{os.getcwd()} is not on a fedfs mount: `fedfs {command}` acts on the mount "
+            "holding the current directory; cd into the mount, or pass --mount PATH"
+        ) from None
+
+
 def client(socket: str, timeout: float = 30.0) -> Any:
     from fedfs.control.client import ControlClient
 

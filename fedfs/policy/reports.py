@@ -17,6 +17,11 @@ from fedfs.policy.model import Grant, Principal, Team
 Row = dict[str, Any]
 
 
+def rwx(perm: int) -> str:
+    """Permission bits as ls and getfacl print them: 6 -> "rw-"."""
+    return "".join(c if perm & bit else "-" for c, bit in (("r", 4), ("w", 2), ("x", 1)))
+
+
 def _until(g: Grant) -> float | None:
     return g.expires
 
