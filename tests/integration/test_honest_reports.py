@@ -148,7 +148,8 @@ def test_who_and_user_report_what_the_kernel_allows(
         line = next(x for x in text.splitlines() if x.startswith(f"user:{carol.name},"))
         assert line == (
             f"user:{carol.name},r--,"
-            f"mode bits for other (0644); search on /{root.name}/runs by team:cosmo's "
+            f"mode bits for other (0644); search on /{root.name} and /{root.name}/runs by "
+            "team:cosmo's "
             f"grant on /{root.name}/runs/2026 (pass-through),"
         ), line
     for u in users:
