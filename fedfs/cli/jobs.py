@@ -30,7 +30,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Wait until every upload queued under PATH is in the object store, with progress.
 
     Progress counts the bytes the store has received (multipart parts as they go), in
-    the units of `fedfs status`: a bar on a terminal, a line every few seconds in a job's
+    the units of `fedfs status`: a bar on a terminal, a line a second at most in a job's
     log (stderr not a terminal), nothing with --quiet.
     """
     from rich.progress import BarColumn, Progress, TextColumn
@@ -48,20 +48,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
         ) as bar:
             task = bar.add_task("", total=max(total, 1))
             state = first
-            said, said_at = -1, -math.inf
+            floor, printed, printed_at = 0, -1, -math.inf
             while state["files"]:
                 left = state["bytes"] - state.get("sent", 0)
                 total = max(total, left)
-                done = total - left
+                # never backwards: between its last part and leaving the queue a file's
+                # sent bytes are no longer counted (and a retry starts its parts again)
+                done = floor = max(total - left, floor)
                 line = (
                     f"uploading {_count(state['files'], 'file')}: "
                     f"{format_size(done)} of {format_size(total)}"
                 )
                 bar.update(task, description=line, completed=done, total=max(total, 1))
                 now = time.monotonic()
-                if not tty and not args.quiet and done != said and now - said_at >= LOG_EVERY:
+                if not tty and not args.quiet and done != printed and now - printed_at >= LOG_EVERY:
                     print(line, file=sys.stderr, flush=True)
-                    said, said_at = done, now
+                    printed, printed_at = done, now
                 if (state["failed"] and len(state["failed"]) == state["files"]) or now > deadline:
                     break
                 time.sleep(0.2)

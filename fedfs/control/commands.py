@@ -392,25 +392,42 @@ class Commands:
         if user is None:
             raise ControlError(f"there is no user {name!r}", "not-found")
         scope = _str(args, "path", optional=True) or "/"
-        chain = await self._chain(scope)
-        if chain is None:
-            raise ControlError(f"{scope}: no such file or directory", "not-found")
         subject = reports.Subject(f"user:{name}", user.uid, user.gids)
-        steps = [self._step(inode) for inode in chain]
+        chain = await self._chain(scope)
+        steps = [self._step(inode) for inode in chain] if chain else []
         sources = await self._sources(steps)
+        # Asking about oneself names only what one could find: one answer for a missing
+        # path and one on the far side of a directory one cannot search, and below a
+        # directory one may search but not list, only the names one's own grants give.
+        if chain is None or (not everything and not reports.reaches(steps, subject)):
+            hidden = "" if everything else f", or {name} cannot reach it"
+            raise ControlError(f"{scope}: no such file or directory{hidden}", "not-found")
         rows: list[dict[str, Any]] = []
         todo = [(steps, chain[-1])]
         visited = 0
         while todo and visited < AUDIT_WALK_MAX:
             on_way, inode = todo.pop()
             visited += 1
-            row = reports.reachable_row(on_way, subject, sources) if inode.bucket else None
-            if row is not None:
-                rows.append(row)
-            if not inode.is_dir or not reports.evaluate(on_way, subject, sources).perm & X:
+            here = reports.evaluate(on_way, subject, sources)
+            if here.perm and inode.bucket:
+                rows.append(
+                    {
+                        "path": on_way[-1].path,
+                        "access": reports.rwx(here.perm),
+                        "via": here.via,
+                        "until": here.until,
+                    }
+                )
+            if not inode.is_dir or not here.perm & X:
                 continue
             for child in reversed(await self._children(inode)):
                 step = self._step(child)
+                if not (
+                    everything
+                    or here.perm & R
+                    or reports.named_by_grants(step.path, subject, sources)
+                ):
+                    continue
                 if step.view.gid not in sources.group_names:
                     sources = await self._sources([step], sources)
                 todo.append(([*on_way, step], child))

@@ -217,12 +217,25 @@ def who(steps: list[Step], subjects: list[Subject], sources: Sources) -> list[Ro
     return rows
 
 
-def reachable_row(steps: list[Step], subject: Subject, sources: Sources) -> Row | None:
-    """One row of `audit user`: what subject may do at steps[-1], or None for nothing."""
-    a = evaluate(steps, subject, sources)
-    if not a.perm:
-        return None
-    return {"path": steps[-1].path, "access": rwx(a.perm), "via": a.via, "until": a.until}
+def reaches(steps: list[Step], subject: Subject) -> bool:
+    """Whether subject may search every directory above steps[-1]."""
+    return all(_decide(step.view, subject)[0] & X for step in steps[:-1])
+
+
+def named_by_grants(path: str, subject: Subject, sources: Sources) -> bool:
+    """Whether a grant subject holds names path: on the way to the grant, at it, or below it."""
+    for grant in sources.grants:
+        if not (
+            path == grant.path
+            or grant.path.startswith(path + "/")
+            or path.startswith(grant.path + "/")
+        ):
+            continue
+        if subject.uid is not None and _holds(grant, sources, True, subject.uid):
+            return True
+        if any(_holds(grant, sources, False, gid) for gid in subject.gids):
+            return True
+    return False
 
 
 def expiring(grants: list[Grant], within: float, now: float) -> list[Row]:

@@ -165,6 +165,26 @@ def test_who_and_user_report_what_the_kernel_allows(
             )
 
 
+def test_asking_about_oneself_names_only_what_one_could_find(
+    mixed: tuple[Mount, Path, list[Path]], carol: UnixUser
+) -> None:
+    _m, root, _paths = mixed
+    rows = json.loads(ok(fedfs(carol, "audit", "user", carol.name, "--mount", root, "--json")))
+    listed = {r["path"]: r["access"] for r in rows}
+    b = f"/{root.name}"
+    # runs/ lets carol search, not list: only the names her grants give are shown (the
+    # note she could open by name is not named to her; an admin's report names it)
+    assert {p: a for p, a in listed.items() if p.startswith(f"{b}/runs")} == {
+        f"{b}/runs": "--x",
+        f"{b}/runs/2026": "r-x",
+        f"{b}/runs/2026/result.dat": "r--",
+    }
+    r = fedfs(carol, "audit", "user", carol.name, "--mount", root / "runs" / "nothing-here")
+    assert r.returncode == 1
+    r2 = fedfs(carol, "audit", "user", carol.name, "--mount", root / "open" / "priv.txt")
+    assert r2.returncode == 0 and b"priv.txt" not in r2.stdout  # she may not read it
+
+
 def cli(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*FEDFS, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
