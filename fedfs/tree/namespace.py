@@ -229,6 +229,8 @@ class Namespace:
         self.revalidating: dict[int, trio.Event] = {}  # inodes with a HEAD on its way
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         now_ns = time.time_ns()
+        # What a directory with no marker object shows until a listing of it saw an object.
+        self.started_ns = now_ns
         root = Inode(
             ROOT_INO,
             ROOT_INO,
@@ -285,6 +287,8 @@ class Namespace:
             owner = self.owners[parent.bucket]
             inode.uid, inode.gid = owner.uid, owner.gid
             inode.mode = DEFAULT_DIR_MODE if kind is Kind.DIR else DEFAULT_FILE_MODE
+            if kind is Kind.DIR:  # a marker's HEAD, or a listing of it, tells more later
+                inode.mtime_ns = inode.ctime_ns = self.started_ns
         inode.parent, inode.name, inode.gone = parent.ino, name, False
         if kind is Kind.LINK:
             inode.kind = Kind.LINK  # a listing cannot tell links from files; never downgrade
@@ -1296,6 +1300,7 @@ class DirListing:
         self.held: list[ObjectInfo] = []
         self.started = False
         self.started_at = math.inf
+        self.newest = 0.0  # the latest LastModified among the objects listed here
 
     async def entry(self, index: int) -> tuple[str, Inode] | None:
         """The index-th entry, listing more pages from S3 as needed."""
@@ -1337,6 +1342,7 @@ class DirListing:
                 continue
             dirs.add(name)
         objects = self.held + page.objects
+        self.newest = max([self.newest, *(o.last_modified for o in page.objects if o.key != pre)])
         self.held = []
         if self.token:
             # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
@@ -1405,6 +1411,13 @@ class DirListing:
         if d.shadows:
             self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
         d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
+        newest_ns = int(self.newest) * 1_000_000_000  # whole seconds, as a HEAD gives them
+        # A directory that is only a prefix has no time of its own: it shows the newest
+        # object its listing returned, as a directory shows its latest change.
+        if (d.key and not d.has_marker and newest_ns) and (
+            d.mtime_ns == ns.started_ns or newest_ns > d.mtime_ns
+        ):
+            d.mtime_ns = d.ctime_ns = newest_ns
         d.listed = time.monotonic()
         d.misses = 0
         self.done = True
