@@ -233,7 +233,7 @@ class _Section:
         if unknown:
             valid = sorted(self.used)
             typo = difflib.get_close_matches(str(unknown[0]), valid, 1)
-            hint = f" (is it a misspelling of {typo[0]!r}?)" if typo else ""
+            hint = f" (did you mean {typo[0]!r}?)" if typo else ""
             self.fail(unknown[0], f"unknown key{hint}; valid keys here are: {', '.join(valid)}")
 
 

@@ -72,7 +72,7 @@ def test_endpoint_and_keys_may_be_omitted(tmp_path: Path) -> None:
         ),
         (
             ('region = "us-east-1"', 'regio = "us-east-1"'),
-            "[store] regio: unknown key (is it a misspelling of 'region'?); valid keys here are",
+            "[store] regio: unknown key (did you mean 'region'?); valid keys here are",
         ),
         (
             ('endpoint = "http://127.0.0.1:9000"', 'endpoint = "127.0.0.1:9000"'),
@@ -195,7 +195,7 @@ def test_a_misspelt_key_is_named_before_the_keys_it_pairs_with(tmp_path: Path) -
     with pytest.raises(ConfigError) as e:
         load(path)
     assert str(e.value) == (
-        f"{path}: [store] acces_key: unknown key (is it a misspelling of 'access_key'?); "
+        f"{path}: [store] acces_key: unknown key (did you mean 'access_key'?); "
         "valid keys here are: access_key, addressing_style, connect_timeout, endpoint, "
         "max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
         "read_timeout, region, secret_key"
