@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_CLEAN_FILES = 8  # clean files kept open between reads
 _STALE_TMP = 3600.0  # seconds after which a temporary clean file is abandoned
+_TELL_WAIT_EVERY = 60.0  # seconds between two log lines saying that writers wait for room
 
 
 def _open_in_dir(path: Path, flags: int, mode: int = 0o600) -> int:
@@ -174,6 +175,7 @@ class Cache:
         self.staged_bytes = 0
         self.inflight: dict[str, trio.Event] = {}
         self.room = trio.Event()  # set whenever dirty data left the cache
+        self._told_wait = -_TELL_WAIT_EVERY  # when the log last said writers wait, and why
         self.hits = 0
         self.misses = 0
         self.evicted = 0
@@ -242,21 +244,17 @@ class Cache:
 
     async def wait_for_room(self, nbytes: int) -> None:
         """Backpressure: wait until nbytes more of dirty data fit, else CacheFull."""
+        if self._fits(nbytes):
+            return
+        if time.monotonic() - self._told_wait > _TELL_WAIT_EVERY:
+            self._told_wait = time.monotonic()
+            log.warning("writers wait for room in the cache: %s", self._no_room(nbytes))
         with trio.move_on_after(self.cfg.dirty_wait):
             while not self._fits(nbytes):
                 self.room = trio.Event()
                 await self.room.wait()
             return
-        waited = f"waited {self.cfg.dirty_wait:.0f}s"
-        if self.staged_bytes + nbytes > self.cfg.size:
-            msg = (
-                f"cache {self.cfg.dir} is full of data not yet uploaded "
-                f"({format_size(self.staged_bytes)} dirty, [cache] size "
-                f"{format_size(self.cfg.size)}); {waited} for uploads; check the object store "
-                "and `fedfs status`"
-            )
-        else:
-            msg = self.disk_full_message(nbytes) + f"; {waited}"
+        msg = f"{self._no_room(nbytes)}; waited {self.cfg.dirty_wait:.0f}s"
         event(
             log,
             "cache-full",
@@ -270,13 +268,24 @@ class Cache:
         )
         raise CacheFull(msg)
 
+    def _no_room(self, nbytes: int) -> str:
+        """What keeps nbytes more out: data not yet uploaded filling [cache] size, or the disk."""
+        if self.staged_bytes + nbytes > self.cfg.size:
+            return (
+                f"cache {self.cfg.dir} is full of data not yet uploaded "
+                f"({format_size(self.staged_bytes)} dirty, [cache] size "
+                f"{format_size(self.cfg.size)}); uploads make room: check the object store "
+                "and `fedfs status`"
+            )
+        return self.disk_full_message(nbytes)
+
     def disk_full_message(self, nbytes: int) -> str:
         """Why a write of nbytes found no room when the disk, not [cache] size, is the limit."""
         return (
-            f"the disk of cache {self.cfg.dir} is full: {format_size(self.free_disk())} free, "
-            f"{format_size(nbytes)} needed, {format_size(self.staged_bytes)} of it data not yet "
-            f"uploaded, below [cache] size {format_size(self.cfg.size)}; free space on that "
-            f"filesystem (df -h {self.cfg.dir}) or lower [cache] size to what it holds"
+            f"the disk of cache {self.cfg.dir} is full ({format_size(self.free_disk())} free, "
+            f"{format_size(nbytes)} needed; {format_size(self.staged_bytes)} not yet uploaded, "
+            f"[cache] size {format_size(self.cfg.size)}); free space on that filesystem "
+            f"(df -h {self.cfg.dir}) or lower [cache] size to what the disk holds"
         )
 
     def _fits(self, nbytes: int) -> bool:
