@@ -122,7 +122,9 @@ class Daemon:
         self.mountpoint = mountpoint
         self.nonempty = nonempty
         # Before anything is written: a second daemon of this state stops here.
-        self.locks = DirLocks([cfg.policy.state_dir, cfg.cache.dir], mountpoint, cfg.path)
+        self.locks = DirLocks(
+            [(cfg.policy.state_dir, True), (cfg.cache.dir, False)], mountpoint, cfg.path
+        )
         self.fuse_up = False  # pyfuse3.init succeeded: the mount must be taken down at the end
         self.warnings: list[str] = []  # said at start by `fedfs mount` as well as logged
         self.started = time.monotonic()

@@ -32,12 +32,19 @@ def _holder(fd: int) -> tuple[str, str]:
     return "", ""
 
 
-def lock_dir(directory: Path, mountpoint: Path, config: Path) -> int:
+def lock_dir(directory: Path, mountpoint: Path, config: Path, follow: bool = True) -> int:
     """Create `directory` (0700) if needed and hold its lock; the open descriptor.
 
+    With follow=False a directory that is a symbolic link is refused (the cache
+    directory: a planted link must not make root create files elsewhere).
     Raises a FedfsError that names the process holding the directory.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not follow and directory.is_symlink():
+        raise FedfsError(
+            f"{directory} is a symbolic link (to {os.readlink(directory)}); fedfs refuses it, "
+            f"since a link can redirect its files: point {config} at the real directory"
+        )
     fd = os.open(
         directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
     )
@@ -70,15 +77,18 @@ def lock_dir(directory: Path, mountpoint: Path, config: Path) -> int:
 class DirLocks:
     """The locks of one daemon, on each distinct directory it writes; released by `release`."""
 
-    def __init__(self, directories: list[Path], mountpoint: Path, config: Path) -> None:
+    def __init__(
+        self, directories: list[tuple[Path, bool]], mountpoint: Path, config: Path
+    ) -> None:
+        """directories: (path, follow) pairs, as for lock_dir."""
         self.fds: list[int] = []
         seen: set[Path] = set()
         try:
-            for d in directories:
+            for d, follow in directories:
                 if d in seen:
                     continue
                 seen.add(d)
-                self.fds.append(lock_dir(d, mountpoint, config))
+                self.fds.append(lock_dir(d, mountpoint, config, follow))
         except BaseException:
             self.release()
             raise

@@ -350,3 +350,22 @@ def test_logs_are_readable_only_by_root(
     r = fedfs("mount", "--config", cfg, "--log-file", logfile, mp)
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE(logfile.stat().st_mode) == 0o600
+
+
+def test_a_cache_dir_that_is_a_symlink_gets_no_lock_file_through_it(
+    moto: MotoServer, bucket: str, public_dir: Path, tmp_path: Path, cleanup_mounts: list[Path]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "cache").symlink_to(elsewhere)
+    cfg = write_config(tmp_path / "c.toml", moto.url, [(bucket, "user:root")], tmp_path / "cache")
+    mp = public_dir / f"{tmp_path.name}-linked"
+    cleanup_mounts.append(mp)
+    r = mount_cli(cfg, mp)
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"fedfs: {tmp_path / 'cache'} is a symbolic link (to {elsewhere}); fedfs refuses it, "
+        f"since a link can redirect its files: point {cfg} at the real directory\n"
+    )
+    assert list(elsewhere.iterdir()) == []
+    assert not in_mount_table(mp)
