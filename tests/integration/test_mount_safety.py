@@ -54,7 +54,7 @@ def audit_verify(mountpoint: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def cleanup_mounts() -> Any:
-    """Mount points a test mounts with the daemonizing command; cleared at the end."""
+    """Mount points a test mounts; unmounted at the end, also when it fails (daemons then exit)."""
     points: list[Path] = []
     yield points
     for p in points:
@@ -120,10 +120,12 @@ def test_a_start_that_fails_after_mounting_takes_its_mount_down(
 
 
 def test_umount_clears_a_dead_mount(
-    moto: MotoServer, bucket: str, public_dir: Path, tmp_path: Path
+    moto: MotoServer, bucket: str, public_dir: Path, tmp_path: Path, cleanup_mounts: list[Path]
 ) -> None:
     cfg = write_config(tmp_path / "c.toml", moto.url, [(bucket, "user:root")], tmp_path / "cache")
-    m = Mount(cfg, public_dir / f"{tmp_path.name}-dead", tmp_path / "m.log").start()
+    m = Mount(cfg, public_dir / f"{tmp_path.name}-dead", tmp_path / "m.log")
+    cleanup_mounts.append(m.mountpoint)
+    m.start()
     assert m.proc is not None
     m.proc.kill()  # the daemon dies; the kernel keeps a mount nobody answers
     m.proc.wait()
@@ -181,7 +183,12 @@ def _as(user: UnixUser, *args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_commands_without_the_rights_they_need_say_so_in_one_line(
-    moto: MotoServer, bucket: str, public_dir: Path, tmp_path: Path, alice: UnixUser
+    moto: MotoServer,
+    bucket: str,
+    public_dir: Path,
+    tmp_path: Path,
+    alice: UnixUser,
+    cleanup_mounts: list[Path],
 ) -> None:
     # An admin's config any user can read (a world-readable /etc/fedfs file), whose
     # state and cache directories (root's, 0700) are what a user may not open.
@@ -189,7 +196,9 @@ def test_commands_without_the_rights_they_need_say_so_in_one_line(
     base.mkdir()
     cfg = write_config(base / "c.toml", moto.url, [(bucket, "user:root")], base / "cache")
     cfg.chmod(0o644)
-    m = Mount(cfg, base / "mnt", tmp_path / "m.log").start()
+    m = Mount(cfg, base / "mnt", tmp_path / "m.log")
+    cleanup_mounts.append(m.mountpoint)
+    m.start()
     state, cache = base / "cache-state", base / "cache"
     user = alice.name
 
