@@ -1,9 +1,11 @@
 """The mount daemon: checks the config against the world, mounts, runs, unmounts.
 
-Owns the process: start-up checks (endpoint, credentials, buckets, owners,
-cache directory) that turn into one clear message before anything is
-mounted, the trio nursery in which every background task lives, signal
-handling, and the orderly unmount that waits for pending uploads.
+Owns the process: the locks on its state and cache directories (taken
+before anything is written, see lock.py), start-up checks (endpoint,
+credentials, buckets, owners, cache directory and its disk) that turn into
+one clear message before anything is mounted, the trio nursery in which
+every background task lives, signal handling, the orderly unmount that waits
+for pending uploads, and taking the mount down again when a start fails.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import Config, format_size
 from fedfs.control.commands import Commands
 from fedfs.control.server import ControlServer
+from fedfs.daemon.lock import DirLocks
+from fedfs.daemon.mountpoint import check_mountpoint
 from fedfs.data.cache import Cache
 from fedfs.data.flusher import Flusher
 from fedfs.errors import ConfigError, FedfsError, NotFound
@@ -72,15 +76,19 @@ def check_owners(cfg: Config, identity: IdentitySource, owners: dict[str, Bucket
             )
 
 
-def check_mountpoint(mountpoint: Path) -> None:
-    if not mountpoint.is_dir():
-        raise FedfsError(f"mount point {mountpoint} is not a directory; create it with mkdir -p")
-    if os.path.ismount(mountpoint):
-        raise FedfsError(f"{mountpoint} is already a mount point; unmount it first (fedfs umount)")
-    if not os.path.exists("/dev/fuse"):
-        raise FedfsError(
-            "/dev/fuse is missing; load the fuse module (modprobe fuse) or install fuse3"
-        )
+def first_reason(group: BaseExceptionGroup) -> BaseException:
+    """The error to tell a person from a nursery's group: a FedfsError if there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, FedfsError)), leaves[0] if leaves else group)
 
 
 def check_store(cfg: Config, store: ObjectStore) -> None:
@@ -109,9 +117,16 @@ def check_store(cfg: Config, store: ObjectStore) -> None:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, mountpoint: Path) -> None:
+    def __init__(self, cfg: Config, mountpoint: Path, nonempty: bool = False) -> None:
         self.cfg = cfg
         self.mountpoint = mountpoint
+        self.nonempty = nonempty
+        # Before anything is written: a second daemon of this state stops here.
+        self.locks = DirLocks(
+            [(cfg.policy.state_dir, True), (cfg.cache.dir, False)], mountpoint, cfg.path
+        )
+        self.fuse_up = False  # pyfuse3.init succeeded: the mount must be taken down at the end
+        self.warnings: list[str] = []  # said at start by `fedfs mount` as well as logged
         self.started = time.monotonic()
         self.store = ObjectStore(cfg.store)
         self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
@@ -144,6 +159,10 @@ class Daemon:
             self.sharing.on_record = self.policy_log.wake
         self._record_site_policy()
         self.cache = Cache(cfg.cache, self.store, self.limiter)
+        short = self.cache.disk_shortfall()
+        if short:
+            self.warnings.append(short)
+            events.event(log, "cache-disk-small", severity=logging.WARNING, msg=short)
         self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
         self.flusher = Flusher(self.ns)
         self.ns.flusher = self.flusher
@@ -234,7 +253,7 @@ class Daemon:
                 log.exception("expiring grants failed")
 
     def mount(self) -> None:
-        check_mountpoint(self.mountpoint)
+        check_mountpoint(self.mountpoint, self.nonempty)
         options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime"}
         if self.cfg.fs.allow_other:
             options.add("allow_other")
@@ -242,6 +261,7 @@ class Daemon:
             pyfuse3.init(self.ops, str(self.mountpoint), options)
         except RuntimeError as e:
             raise FedfsError(f"cannot mount on {self.mountpoint}: {e}") from e
+        self.fuse_up = True
         events.event(
             log,
             "mount",
@@ -359,40 +379,25 @@ class Daemon:
         ]
 
     def serve(self, on_ready: Callable[[], None] | None = None) -> int:
-        """Check, recover, mount, run until unmounted or signalled, clean up. Exit code."""
-        mounted = False
+        """Check, recover, mount, run until unmounted or signalled, clean up. Exit code.
 
-        def ready() -> None:
-            nonlocal mounted
-            mounted = True
-            if on_ready:
-                on_ready()
-
+        A start that fails after FUSE mounted takes the mount down again, and
+        raises its one reason (not trio's group of one).
+        """
         try:
-            trio.run(self.main, ready)
+            trio.run(self.main, on_ready)
+        except BaseExceptionGroup as group:
+            raise first_reason(group) from group
         finally:
-            if mounted:
+            if self.fuse_up:
                 pyfuse3.close(unmount=True)
+                self.fuse_up = False
                 events.event(
                     log, "unmount", mountpoint=self.mountpoint, not_uploaded=len(self.left)
                 )
             self.cache.journal.close()
             self.policy_store.close()
+            self.locks.release()
         for line in self.left:
             log.error("not uploaded: %s", line)
         return 1 if self.left else 0
-
-
-def setup_logging(level: str = "INFO", logfile: Path | None = None) -> None:
-    handler: logging.Handler
-    if logfile is not None:
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(logfile)
-    else:
-        handler = events.console_handler()  # the journal's native protocol under systemd
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
