@@ -19,12 +19,13 @@ from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
+from fedfs.data.cache import Staging
 from fedfs.errors import FedfsError, NotFound
+from fedfs.meta.inode import Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import R, X, permits
 from fedfs.policy.model import Level, Principal, Team
 from fedfs.policy.sharing import Actor
-from fedfs.tree.namespace import Inode, Kind
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 
@@ -57,7 +58,7 @@ def _team(t: Team) -> dict[str, Any]:
     }
 
 
-def _may_name(peer: Peer, inode: Inode) -> bool:
+def _may_name(peer: Peer, inode: Inode[Staging]) -> bool:
     """Whether a control answer may show the caller this file's path: root and the owner."""
     return peer.uid in (0, inode.uid)
 
@@ -173,7 +174,7 @@ class Commands:
 
     # -- data ------------------------------------------------------------------
 
-    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode], bool]:
+    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
         path = _str(args, "path", optional=True)
         if path is None or path == "/":
             return lambda inode: True
@@ -222,7 +223,7 @@ class Commands:
         staged, nbytes, refused = 0, 0, []
         gids = actor.gids | {peer.gid}
 
-        def allows(inode: Inode, want: int) -> bool:
+        def allows(inode: Inode[Staging], want: int) -> bool:
             view = self.d.ops.view(inode)
             return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
 
@@ -251,8 +252,8 @@ class Commands:
         return {"files": staged, "bytes": nbytes, "refused": refused}
 
     async def _resolve(
-        self, path: str, enter: Callable[[Inode], bool] = lambda d: True
-    ) -> Inode | None:
+        self, path: str, enter: Callable[[Inode[Staging]], bool] = lambda d: True
+    ) -> Inode[Staging] | None:
         ns = self.d.ns
         node = ns.get(1)
         try:

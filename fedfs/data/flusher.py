@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import trio
 
+from fedfs.data.cache import Staging
 from fedfs.errors import FedfsError
 from fedfs.events import event
-from fedfs.tree.namespace import Inode, Namespace
+from fedfs.meta.inode import Inode
+from fedfs.tree.namespace import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ IDLE_GAP = 0.05  # seconds without a FUSE request after which the mount counts a
 
 @dataclass
 class Pending:
-    inode: Inode
+    inode: Inode[Staging]
     due: float
     first: float  # when it was first queued: coalescing never delays it past a bound
     attempts: int = 0
@@ -68,7 +70,7 @@ class Flusher:
         self.uploaded_bytes = 0
         self.failures = 0
 
-    def queue(self, inode: Inode, delay: float | None = None) -> None:
+    def queue(self, inode: Inode[Staging], delay: float | None = None) -> None:
         now = time.monotonic()
         due = now + (self.delay if delay is None else delay)
         p = self.pending.get(inode.ino)
@@ -189,7 +191,7 @@ class Flusher:
 
     async def drain(
         self,
-        wanted: Callable[[Inode], bool] = lambda i: True,
+        wanted: Callable[[Inode[Staging]], bool] = lambda i: True,
         progress: Callable[[int, int], None] | None = None,
         give_up_after: float = math.inf,
     ) -> list[Pending]:

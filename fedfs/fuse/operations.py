@@ -21,12 +21,13 @@ from typing import Any, TypeVar, cast
 import pyfuse3
 
 from fedfs import errors
-from fedfs.data.cache import Cache
+from fedfs.data.cache import Cache, Staging
 from fedfs.fuse import entry as fuse_entry
+from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy.engine import ObjectMeta, PosixView
 from fedfs.policy.sharing import Refused, Sharing
 from fedfs.tree.names import BadName
-from fedfs.tree.namespace import ROOT_INO, Inode, Kind, Namespace
+from fedfs.tree.namespace import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def fuse_errors(fn: F) -> F:
 
 @dataclass
 class Handle:
-    inode: Inode
+    inode: Inode[Staging]
     writable: bool
     etag: str | None  # the object version this handle reads
     size: int
@@ -160,14 +161,14 @@ class Operations(pyfuse3.Operations):
 
     # -- attributes --------------------------------------------------------
 
-    def view(self, inode: Inode) -> PosixView:
+    def view(self, inode: Inode[Staging]) -> PosixView:
         """What the kernel enforces for this inode: owner, mode and ACLs from policy."""
         meta = ObjectMeta(inode.uid, inode.gid, inode.mode, inode.explicit_mask)
         if inode.kind is Kind.LINK or inode.ino == ROOT_INO:
             return PosixView(inode.uid, inode.gid, inode.mode, None, None)
         return self.policy.view(self.ns.path_of(inode), meta, inode.is_dir)
 
-    def attrs(self, inode: Inode) -> pyfuse3.EntryAttributes:
+    def attrs(self, inode: Inode[Staging]) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = pyfuse3.InodeT(inode.ino)
         a.generation = 0
@@ -225,7 +226,7 @@ class Operations(pyfuse3.Operations):
 
     def _tell(
         self,
-        inode: Inode,
+        inode: Inode[Staging],
         a: pyfuse3.EntryAttributes,
         parent: int | None = None,
         name: bytes | None = None,
@@ -241,7 +242,7 @@ class Operations(pyfuse3.Operations):
         return a
 
     def _listed(
-        self, inode: Inode, a: pyfuse3.EntryAttributes, parent: int, name: bytes
+        self, inode: Inode[Staging], a: pyfuse3.EntryAttributes, parent: int, name: bytes
     ) -> pyfuse3.EntryAttributes:
         """A readdir entry: without attributes when the kernel holds them, current, already."""
         old = self.told.get(inode.ino)
@@ -334,7 +335,7 @@ class Operations(pyfuse3.Operations):
                 return
             index += 1
 
-    async def _known(self, node: Inode) -> bool:
+    async def _known(self, node: Inode[Staging]) -> bool:
         """Read a listed entry's metadata (joining the listing's prefetch), False if it is gone.
 
         Entries go to the kernel with their attributes and the usual lifetimes
@@ -502,7 +503,7 @@ class Operations(pyfuse3.Operations):
         n = st.write(off, buf)
         self.bytes_written += n
         h.inode.size = st.size
-        h.inode.mtime_pending = True  # set at close (see Inode.mtime_pending)
+        h.inode.mtime_pending = True  # set at close (see Inode[Staging].mtime_pending)
         # The kernel stamped this write with its coarse clock; the same value at close
         # keeps its page cache (a different mtime makes it drop the file's pages).
         h.inode.written_mtime_ns = max(
@@ -549,7 +550,7 @@ class Operations(pyfuse3.Operations):
             return
         await self.ns.set_xattr(node, key, value, replace_only=False, create_only=False)
 
-    async def _set_acl(self, node: Inode, value: bytes | None, ctx: Any) -> None:
+    async def _set_acl(self, node: Inode[Staging], value: bytes | None, ctx: Any) -> None:
         """setfacl: the kernel checked the caller owns the file; policy decides the rest."""
         if node.kind is Kind.LINK or node.ino == ROOT_INO or node.is_bucket_root:
             raise errors.NotPermitted("ACLs of the mount root and bucket roots come from policy")

@@ -12,19 +12,14 @@ never holds a reference to a dict entry across an await it depends on.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import logging
 import math
 import stat
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import quote, unquote
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -46,7 +41,10 @@ from fedfs.errors import (
     Unavailable,
 )
 from fedfs.events import event
+from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, ROOT_INO, Inode, Kind
+from fedfs.meta.object_meta import MAX_USER_METADATA, Owner, apply_info, metadata_for
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
+from fedfs.store.threads import WorkerThreads, concurrently
 from fedfs.tree.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
 
 if TYPE_CHECKING:
@@ -55,146 +53,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ROOT_INO = 1
-DEFAULT_FILE_MODE = 0o664
-DEFAULT_DIR_MODE = 0o775
-# S3 allows 2 KiB of user metadata; fedfs's own keys take < 100 bytes of it.
-MAX_USER_METADATA = 2048
-XATTR_META_KEY = "xattr"
+
 # How long a directory remembers what this node put in it, for listings that raced
 # the upload (far longer than any listing takes).
 PLACED_MEMORY = 300.0
-MASK_META_KEY = "fedfs-mask"
 # Keys in one ListObjectsV2 page: a directory with fewer entries is listed again to answer
 # a lookup of a name its last listing did not have (see Namespace._relist_rather).
 SMALL_DIR = 1000
-
-
-class Kind(Enum):
-    DIR = stat.S_IFDIR
-    FILE = stat.S_IFREG
-    LINK = stat.S_IFLNK
-
-
-@dataclass(eq=False)
-class Inode:
-    ino: int
-    parent: int
-    name: str
-    bucket: str  # "" for the mount root
-    key: str  # object key of a file, prefix (without "/") of a directory; "" for a bucket root
-    kind: Kind
-    mode: int = DEFAULT_FILE_MODE  # permission bits only
-    uid: int = 0
-    gid: int = 0
-    size: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-    etag: str | None = None
-    last_modified: float = 0.0
-    meta_known: bool = False  # mode/uid/gid/xattrs were read from the object (or set here)
-    checked: float = -math.inf  # monotonic time the attributes were last confirmed in S3
-    # monotonic time this node last changed the object: an S3 answer to a request sent
-    # before then (a HEAD or a listing racing an upload) is older than what we know
-    changed: float = -math.inf
-    local: bool = False  # exists only here so far: created, not yet uploaded
-    has_marker: bool | None = None  # directories: whether a "key/" marker object exists
-    shadows: bool = False  # directories: a file object with the same key exists
-    xattrs: dict[str, bytes] = field(default_factory=dict)
-    explicit_mask: int | None = None  # ACL mask set by chmod/setfacl while grants apply
-    target: bytes | None = None  # symlinks
-    children: dict[str, int] | None = None  # directories: last complete listing
-    # directories: inodes this node put here (create, mkdir, symlink, rename), so a
-    # listing that raced their upload still shows them without scanning every inode
-    placed: set[int] = field(default_factory=set)
-    listed: float = -math.inf
-    misses: int = 0  # directories: names asked for that the last listing did not have
-    staging: Staging | None = None
-    base_etag: str | None = None  # the version the staging copy was made from
-    open_count: int = 0
-    writers: int = 0
-    # Written since the last close: mtime moves at close, not at every write(), so the
-    # kernel's attribute refreshes during a long write do not drop the page cache.
-    mtime_pending: bool = False
-    written_mtime_ns: int = 0  # the kernel's (coarse) time of the latest write() seen
-    kernel_etag: str | None = None  # the version the kernel page cache holds
-    gone: bool = False
-
-    @property
-    def is_dir(self) -> bool:
-        return self.kind is Kind.DIR
-
-    @property
-    def prefix(self) -> str:
-        """Key prefix of this directory's children."""
-        return f"{self.key}/" if self.key else ""
-
-    @property
-    def is_bucket_root(self) -> bool:
-        return self.is_dir and self.key == "" and self.bucket != ""
-
-    @property
-    def dirty(self) -> bool:
-        return self.local or (self.staging is not None and self.staging.dirty)
-
-    @property
-    def st_mode(self) -> int:
-        return self.kind.value | self.mode
-
-
-def metadata_for(inode: Inode) -> dict[str, str]:
-    """The object user metadata (s3fs names) that carries an inode's POSIX attributes."""
-    meta = {
-        "mode": str(inode.st_mode),
-        "uid": str(inode.uid),
-        "gid": str(inode.gid),
-        "mtime": str(inode.mtime_ns // 1_000_000_000),
-        "mtime-ns": str(inode.mtime_ns),
-    }
-    if inode.explicit_mask is not None:
-        meta[MASK_META_KEY] = str(inode.explicit_mask)
-    if inode.xattrs:
-        enc = {k: base64.b64encode(v).decode() for k, v in sorted(inode.xattrs.items())}
-        meta[XATTR_META_KEY] = quote(json.dumps(enc, separators=(",", ":")), safe="")
-    return meta
-
-
-async def concurrently(*fns: Callable[[], Awaitable[None]]) -> None:
-    """Run fns in parallel; on failure raise the first real error itself, not a group."""
-    try:
-        async with trio.open_nursery() as n:
-            for fn in fns:
-                n.start_soon(fn)
-    except BaseExceptionGroup as group:
-        errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-        if not errors:
-            raise
-        raise errors[0] from None
-
-
-def _leaves(e: BaseException) -> list[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
-    return [e]
-
-
-def _int(meta: dict[str, str], key: str) -> int | None:
-    try:
-        return int(meta[key])  # exact: float() would round a nanosecond mtime
-    except KeyError:
-        return None
-    except ValueError:
-        try:
-            return int(float(meta[key]))  # "1500000000.5" as other tools may write it
-        except ValueError:
-            return None
-
-
-class Owner(Protocol):
-    """Who owns a bucket's objects that carry no metadata (from [[buckets]] owner)."""
-
-    uid: int
-    gid: int
 
 
 class Namespace:
@@ -212,10 +77,11 @@ class Namespace:
         self.store = store
         self.cache = cache
         self.limiter = limiter
+        self.threads = WorkerThreads(limiter)
         self.owners = owners
         self.attr_ttl = cfg.fs.attr_timeout
         self.dir_ttl = cfg.fs.dir_timeout
-        self.inodes: dict[int, Inode] = {}
+        self.inodes: dict[int, Inode[Staging]] = {}
         self.by_ident: dict[tuple[str, str, bool], int] = {}
         self.next_ino = ROOT_INO + 1
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
@@ -229,7 +95,7 @@ class Namespace:
         self.revalidating: dict[int, trio.Event] = {}  # inodes with a HEAD on its way
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         now_ns = time.time_ns()
-        root = Inode(
+        root: Inode[Staging] = Inode(
             ROOT_INO,
             ROOT_INO,
             "",
@@ -255,26 +121,30 @@ class Namespace:
     # -- plumbing ----------------------------------------------------------
 
     async def s3(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        return await self.threads(fn, *args)
 
     def detached_inode(
         self, bucket: str, key: str, metadata: dict[str, str], base_etag: str | None, st: Staging
-    ) -> Inode:
+    ) -> Inode[Staging]:
         """An inode outside the tree for a journaled file being recovered at start-up."""
-        inode = Inode(0, ROOT_INO, key.rsplit("/", 1)[-1], bucket, key, Kind.FILE)
-        self._apply_info(inode, ObjectInfo(key, st.size, base_etag or "", time.time(), metadata))
+        inode: Inode[Staging] = Inode(0, ROOT_INO, key.rsplit("/", 1)[-1], bucket, key, Kind.FILE)
+        apply_info(
+            inode, ObjectInfo(key, st.size, base_etag or "", time.time(), metadata), self.owners
+        )
         inode.etag, inode.base_etag, inode.local = base_etag, base_etag, base_etag is None
         inode.staging = st
         return inode
 
-    def _new_inode(self, parent: int, name: str, bucket: str, key: str, kind: Kind) -> Inode:
-        inode = Inode(self.next_ino, parent, name, bucket, key, kind)
+    def _new_inode(
+        self, parent: int, name: str, bucket: str, key: str, kind: Kind
+    ) -> Inode[Staging]:
+        inode: Inode[Staging] = Inode(self.next_ino, parent, name, bucket, key, kind)
         self.next_ino += 1
         self.inodes[inode.ino] = inode
         self.by_ident[(bucket, key, kind is Kind.DIR)] = inode.ino
         return inode
 
-    def _child(self, parent: Inode, name: str, kind: Kind) -> Inode:
+    def _child(self, parent: Inode[Staging], name: str, kind: Kind) -> Inode[Staging]:
         """The inode for parent/name of this kind, created on first sight (numbers stay stable)."""
         key = join(parent.key, name)
         ident = (parent.bucket, key, kind is Kind.DIR)
@@ -300,7 +170,7 @@ class Namespace:
                 self.owners[name].gid,
             )
 
-    def under(self, path: str) -> list[Inode]:
+    def under(self, path: str) -> list[Inode[Staging]]:
         """Known inodes at or below a fedfs path (for cache invalidation)."""
         parts = path.strip("/").split("/", 1)
         bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")
@@ -313,7 +183,7 @@ class Namespace:
             and (not key or i.key == key or i.key.startswith(pre))
         ]
 
-    def above(self, path: str) -> list[Inode]:
+    def above(self, path: str) -> list[Inode[Staging]]:
         """Known directory inodes above a fedfs path: the bucket and each parent directory."""
         parts = path.strip("/").split("/")
         parents = {"/".join(parts[1:i]) for i in range(1, len(parts))}
@@ -323,56 +193,16 @@ class Namespace:
             if i.bucket == parts[0] and i.is_dir and not i.gone and i.key.rstrip("/") in parents
         ]
 
-    def get(self, ino: int) -> Inode:
+    def get(self, ino: int) -> Inode[Staging]:
         inode = self.inodes.get(ino)
         if inode is None or (inode.gone and inode.open_count == 0):
             raise NotFound(f"inode {ino} no longer exists")
         return inode
 
-    def path_of(self, inode: Inode) -> str:
-        return f"/{inode.bucket}/{inode.key}".rstrip("/") if inode.bucket else "/"
+    def path_of(self, inode: Inode[Staging]) -> str:
+        return inode.path
 
-    def _apply_info(self, inode: Inode, info: ObjectInfo) -> None:
-        """Take size/etag/metadata from a HEAD (or PUT/COPY) answer."""
-        inode.size = info.size
-        inode.etag = info.etag
-        inode.last_modified = info.last_modified
-        inode.checked = time.monotonic()
-        lm_ns = int(info.last_modified * 1e9)
-        if info.metadata is None:
-            return
-        meta = info.metadata
-        mode = _int(meta, "mode")
-        if mode is not None:
-            inode.mode = stat.S_IMODE(mode)
-            if inode.kind is not Kind.DIR:
-                inode.kind = Kind.LINK if stat.S_ISLNK(mode) else Kind.FILE
-        else:
-            inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
-        uid, gid = _int(meta, "uid"), _int(meta, "gid")
-        owner = self.owners[inode.bucket]
-        inode.uid = uid if uid is not None else owner.uid
-        inode.gid = gid if gid is not None else owner.gid
-        mtime_s, mtime_ns = _int(meta, "mtime"), _int(meta, "mtime-ns")
-        if mtime_ns is not None and mtime_s is not None and mtime_ns // 1_000_000_000 == mtime_s:
-            inode.mtime_ns = mtime_ns
-        elif mtime_s is not None:
-            inode.mtime_ns = mtime_s * 1_000_000_000
-        else:
-            inode.mtime_ns = lm_ns
-        inode.ctime_ns = lm_ns
-        mask = _int(meta, MASK_META_KEY)
-        inode.explicit_mask = mask if mask is not None and 0 <= mask <= 7 else None
-        inode.xattrs = {}
-        if XATTR_META_KEY in meta:
-            try:
-                raw = json.loads(unquote(meta[XATTR_META_KEY]))
-                inode.xattrs = {str(k): base64.b64decode(v) for k, v in raw.items()}
-            except (ValueError, TypeError, AttributeError):
-                log.warning("%s: ignoring unreadable xattr metadata", self.path_of(inode))
-        inode.meta_known = True
-
-    def _forget_child(self, parent: Inode | None, inode: Inode) -> None:
+    def _forget_child(self, parent: Inode[Staging] | None, inode: Inode[Staging]) -> None:
         inode.gone = True
         inode.changed = time.monotonic()
         self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
@@ -382,13 +212,13 @@ class Namespace:
 
     # -- lookup and attributes ---------------------------------------------
 
-    def fresh(self, inode: Inode) -> bool:
+    def fresh(self, inode: Inode[Staging]) -> bool:
         return inode.dirty or time.monotonic() - inode.checked < self.attr_ttl
 
-    def listing_fresh(self, inode: Inode) -> bool:
+    def listing_fresh(self, inode: Inode[Staging]) -> bool:
         return inode.children is not None and time.monotonic() - inode.listed < self.dir_ttl
 
-    async def lookup(self, parent: Inode, raw_name: bytes) -> Inode | None:
+    async def lookup(self, parent: Inode[Staging], raw_name: bytes) -> Inode[Staging] | None:
         if not parent.is_dir:
             raise NotDirectory(f"{self.path_of(parent)} is not a directory")
         name = name_to_str(raw_name)
@@ -461,7 +291,7 @@ class Namespace:
             d.shadows = head is not None
             d.has_marker = marker is not None
             if marker is not None:
-                self._apply_info(d, marker)
+                apply_info(d, marker, self.owners)
             else:
                 d.checked = time.monotonic()
                 d.meta_known = True
@@ -470,7 +300,7 @@ class Namespace:
             return d
         if head is not None:
             f = self._child(parent, name, Kind.FILE)
-            self._apply_info(f, head)
+            apply_info(f, head, self.owners)
             if parent.children is not None:
                 parent.children[name] = f.ino
             return f
@@ -482,7 +312,7 @@ class Namespace:
         self._remember_absent(parent, name)
         return None
 
-    def _relist_rather(self, d: Inode) -> bool:
+    def _relist_rather(self, d: Inode[Staging]) -> bool:
         """Whether to answer a missing name by listing d again rather than asking for it.
 
         A small directory: always (one request). A large one once the names asked for
@@ -497,7 +327,7 @@ class Namespace:
         d.misses += 1
         return d.misses * 2 > len(d.children) // SMALL_DIR + 1
 
-    async def _relist(self, d: Inode) -> None:
+    async def _relist(self, d: Inode[Staging]) -> None:
         """List directory d from S3 now (one listing at a time per directory)."""
         pending = self.relisting.get(d.ino)
         if pending is not None:
@@ -512,19 +342,19 @@ class Namespace:
             del self.relisting[d.ino]
             done.set()
 
-    def _remember_absent(self, parent: Inode, name: str) -> None:
+    def _remember_absent(self, parent: Inode[Staging], name: str) -> None:
         """S3 just said parent/name does not exist; a create right after need not ask again."""
         if len(self.absent) > 10_000:
             cutoff = time.monotonic() - self.negative_ttl
             self.absent = {k: t for k, t in self.absent.items() if t > cutoff}
         self.absent[(parent.ino, name)] = time.monotonic()
 
-    def _known_absent(self, parent: Inode, name: str) -> bool:
+    def _known_absent(self, parent: Inode[Staging], name: str) -> bool:
         """Absent in S3 within the negative lifetime (what the kernel's negative dentry trusts too)."""
         seen = self.absent.pop((parent.ino, name), None)
         return seen is not None and time.monotonic() - seen < self.negative_ttl
 
-    def _is_shadowed(self, parent: Inode, name: str) -> bool:
+    def _is_shadowed(self, parent: Inode[Staging], name: str) -> bool:
         ino = self.by_ident.get((parent.bucket, join(parent.key, name), True))
         return ino is not None and not self.inodes[ino].gone
 
@@ -539,7 +369,7 @@ class Namespace:
                 msg="the object store does not answer; serving cached attributes and listings",
             )
 
-    async def revalidate(self, inode: Inode, join: bool = True) -> None:
+    async def revalidate(self, inode: Inode[Staging], join: bool = True) -> None:
         """Re-read an inode's attributes from S3 if they are older than the TTL.
 
         With join, a caller that finds a HEAD of this inode already on its way (a listing's
@@ -567,7 +397,7 @@ class Namespace:
             if mine:
                 self.revalidating.pop(inode.ino).set()
 
-    async def _revalidate(self, inode: Inode) -> None:
+    async def _revalidate(self, inode: Inode[Staging]) -> None:
         if inode.gone and inode.open_count > 0:
             return  # unlinked while open: the open handles keep what they have
         if inode.gone:
@@ -581,7 +411,7 @@ class Namespace:
                 return
             if marker is not None:
                 inode.has_marker = True
-                self._apply_info(inode, marker)
+                apply_info(inode, marker, self.owners)
                 return
             inode.has_marker = False
             if await self.s3(self.store.prefix_exists, inode.bucket, inode.key + "/"):
@@ -597,12 +427,12 @@ class Namespace:
             if inode.dirty or inode.changed > asked:
                 return  # changed here while the HEAD was on its way: what we know is newer
             if info is not None:
-                self._apply_info(inode, info)
+                apply_info(inode, info, self.owners)
                 return
         self._forget_child(self.inodes.get(inode.parent), inode)
         raise NotFound(f"{self.path_of(inode)} was removed from the object store")
 
-    def _has_local_descendants(self, d: Inode) -> bool:
+    def _has_local_descendants(self, d: Inode[Staging]) -> bool:
         pre = d.prefix
         return any(
             i.local and not i.gone and i.bucket == d.bucket and i.key.startswith(pre)
@@ -611,12 +441,12 @@ class Namespace:
 
     # -- listings ----------------------------------------------------------
 
-    def open_listing(self, d: Inode) -> DirListing:
+    def open_listing(self, d: Inode[Staging]) -> DirListing:
         if not d.is_dir:
             raise NotDirectory(f"{self.path_of(d)} is not a directory")
         return DirListing(self, d)
 
-    def prefetch_metadata(self, inodes: list[Inode]) -> None:
+    def prefetch_metadata(self, inodes: list[Inode[Staging]]) -> None:
         """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`).
 
         In listing order, by as many workers as S3 connections, so readdir, which waits
@@ -639,7 +469,7 @@ class Namespace:
 
     # -- creating ----------------------------------------------------------
 
-    def _writable_parent(self, parent: Inode) -> None:
+    def _writable_parent(self, parent: Inode[Staging]) -> None:
         if not parent.is_dir:
             raise NotDirectory(f"{self.path_of(parent)} is not a directory")
         if parent.ino == ROOT_INO:
@@ -647,7 +477,7 @@ class Namespace:
                 "the mount root lists the configured buckets; create inside a bucket"
             )
 
-    async def _must_not_exist(self, parent: Inode, raw_name: bytes) -> str:
+    async def _must_not_exist(self, parent: Inode[Staging], raw_name: bytes) -> str:
         self._writable_parent(parent)
         name = name_to_str(raw_name)
         if name == SHADOW_NAME and parent.shadows:
@@ -663,7 +493,9 @@ class Namespace:
             raise AlreadyExists(f"{self.path_of(parent)}/{name} exists")
         return name
 
-    def _init_new(self, inode: Inode, mode: int, uid: int, gid: int, parent: Inode) -> None:
+    def _init_new(
+        self, inode: Inode[Staging], mode: int, uid: int, gid: int, parent: Inode[Staging]
+    ) -> None:
         now = time.time_ns()
         inode.mode = stat.S_IMODE(mode)
         inode.uid = uid
@@ -678,7 +510,9 @@ class Namespace:
         inode.gone = False
         inode.changed = time.monotonic()
 
-    async def create(self, parent: Inode, raw_name: bytes, mode: int, uid: int, gid: int) -> Inode:
+    async def create(
+        self, parent: Inode[Staging], raw_name: bytes, mode: int, uid: int, gid: int
+    ) -> Inode[Staging]:
         """A new empty file, local until its first upload (on close or fsync)."""
         name = await self._must_not_exist(parent, raw_name)
         inode = self._child(parent, name, Kind.FILE)
@@ -691,14 +525,16 @@ class Namespace:
         self._touch(parent)
         return inode
 
-    async def mkdir(self, parent: Inode, raw_name: bytes, mode: int, uid: int, gid: int) -> Inode:
+    async def mkdir(
+        self, parent: Inode[Staging], raw_name: bytes, mode: int, uid: int, gid: int
+    ) -> Inode[Staging]:
         name = await self._must_not_exist(parent, raw_name)
         d = self._child(parent, name, Kind.DIR)
         self._init_new(d, mode, uid, gid, parent)
         info = await self.s3(
             self.store.put_bytes, d.bucket, d.key + "/", b"", metadata_for(d), DIR_CONTENT_TYPE
         )
-        self._apply_info(d, info)
+        apply_info(d, info, self.owners)
         d.has_marker, d.shadows = True, False
         d.children, d.listed = {}, time.monotonic()
         self._place(parent, name, d)
@@ -706,8 +542,8 @@ class Namespace:
         return d
 
     async def symlink(
-        self, parent: Inode, raw_name: bytes, target: bytes, uid: int, gid: int
-    ) -> Inode:
+        self, parent: Inode[Staging], raw_name: bytes, target: bytes, uid: int, gid: int
+    ) -> Inode[Staging]:
         name = await self._must_not_exist(parent, raw_name)
         link = self._child(parent, name, Kind.LINK)
         link.kind = Kind.LINK
@@ -715,13 +551,13 @@ class Namespace:
         info = await self.s3(
             self.store.put_bytes, link.bucket, link.key, target, metadata_for(link)
         )
-        self._apply_info(link, info)
+        apply_info(link, info, self.owners)
         link.target, link.local = target, False
         self._place(parent, name, link)
         self._touch(parent)
         return link
 
-    async def readlink(self, link: Inode) -> bytes:
+    async def readlink(self, link: Inode[Staging]) -> bytes:
         if link.kind is not Kind.LINK:
             raise NotSupported(f"{self.path_of(link)} is not a symbolic link")
         if link.target is None:
@@ -731,18 +567,18 @@ class Namespace:
             )
         return link.target
 
-    def _place(self, parent: Inode, name: str, inode: Inode) -> None:
+    def _place(self, parent: Inode[Staging], name: str, inode: Inode[Staging]) -> None:
         """This node put inode into parent under name."""
         if parent.children is not None:
             parent.children[name] = inode.ino
         parent.placed.add(inode.ino)
 
-    def _touch(self, d: Inode) -> None:
+    def _touch(self, d: Inode[Staging]) -> None:
         d.mtime_ns = d.ctime_ns = time.time_ns()
 
     # -- removing ----------------------------------------------------------
 
-    async def _keep_parent(self, parent: Inode) -> None:
+    async def _keep_parent(self, parent: Inode[Staging]) -> None:
         """Write a marker for an implied directory before its last key goes, so it persists."""
         if parent.is_bucket_root or parent.ino == ROOT_INO:
             return
@@ -761,13 +597,13 @@ class Namespace:
             )
             parent.has_marker = True
 
-    async def _existing(self, parent: Inode, raw_name: bytes) -> Inode:
+    async def _existing(self, parent: Inode[Staging], raw_name: bytes) -> Inode[Staging]:
         inode = await self.lookup(parent, raw_name)
         if inode is None:
             raise NotFound(f"{self.path_of(parent)}/{raw_name!r} does not exist")
         return inode
 
-    async def unlink(self, parent: Inode, raw_name: bytes) -> Inode:
+    async def unlink(self, parent: Inode[Staging], raw_name: bytes) -> Inode[Staging]:
         self._writable_parent(parent)
         inode = await self._existing(parent, raw_name)
         if inode.is_dir:
@@ -783,14 +619,14 @@ class Namespace:
         self._touch(parent)
         return inode
 
-    async def _settle(self, inode: Inode) -> None:
+    async def _settle(self, inode: Inode[Staging]) -> None:
         """Wait for an upload of this file in flight, so it cannot land after its key is reused."""
         st = inode.staging
         if st is not None and st.lock.locked():
             async with st.lock:
                 pass
 
-    def _discard_data(self, inode: Inode) -> None:
+    def _discard_data(self, inode: Inode[Staging]) -> None:
         """Drop local data of a removed file; open handles keep reading the staged copy."""
         inode.local = False
         if self.flusher is not None:
@@ -802,7 +638,7 @@ class Namespace:
                 inode.staging.close()
                 inode.staging = None
 
-    async def rmdir(self, parent: Inode, raw_name: bytes) -> Inode:
+    async def rmdir(self, parent: Inode[Staging], raw_name: bytes) -> Inode[Staging]:
         self._writable_parent(parent)
         d = await self._existing(parent, raw_name)
         if not d.is_dir:
@@ -814,7 +650,7 @@ class Namespace:
         self._touch(parent)
         return d
 
-    async def _check_empty(self, d: Inode) -> None:
+    async def _check_empty(self, d: Inode[Staging]) -> None:
         if d.shadows or self._has_local_descendants(d):
             raise NotEmpty(f"{self.path_of(d)} is not empty")
         page = await self.s3(self.store.list_page, d.bucket, d.prefix, None, 2, None)
@@ -824,8 +660,13 @@ class Namespace:
     # -- rename ------------------------------------------------------------
 
     async def rename(
-        self, old_parent: Inode, old_raw: bytes, new_parent: Inode, new_raw: bytes, noreplace: bool
-    ) -> tuple[Inode, Inode | None]:
+        self,
+        old_parent: Inode[Staging],
+        old_raw: bytes,
+        new_parent: Inode[Staging],
+        new_raw: bytes,
+        noreplace: bool,
+    ) -> tuple[Inode[Staging], Inode[Staging] | None]:
         """Move a file or directory; returns (moved inode, replaced inode or None)."""
         self._writable_parent(old_parent)
         self._writable_parent(new_parent)
@@ -874,13 +715,13 @@ class Namespace:
         self._touch(new_parent)
         return src, dst
 
-    def _rekey(self, inode: Inode, parent: Inode, name: str, key: str) -> None:
+    def _rekey(self, inode: Inode[Staging], parent: Inode[Staging], name: str, key: str) -> None:
         self.by_ident.pop((inode.bucket, inode.key, inode.is_dir), None)
         inode.parent, inode.name, inode.key, inode.gone = parent.ino, name, key, False
         inode.changed = time.monotonic()
         self.by_ident[(inode.bucket, key, inode.is_dir)] = inode.ino
 
-    async def _rename_file(self, src: Inode, new_key: str) -> None:
+    async def _rename_file(self, src: Inode[Staging], new_key: str) -> None:
         if src.local:
             # Nothing in S3 yet: the first upload goes to the new key.
             self.cache.journal.rename(src.bucket, src.key, new_key)
@@ -890,7 +731,7 @@ class Namespace:
         await self.s3(self.store.delete, src.bucket, src.key)
         src.etag, src.last_modified = info.etag, info.last_modified
 
-    async def _rename_dir(self, d: Inode, new_key: str) -> None:
+    async def _rename_dir(self, d: Inode[Staging], new_key: str) -> None:
         """Copy every key under the prefix, then delete the old ones (crash-safe order).
 
         A crash part-way leaves every object in the old place, the new one or both,
@@ -919,7 +760,7 @@ class Namespace:
             self.moving.remove((d.bucket, old_pre, done))
             done.set()
 
-    async def _move_keys(self, d: Inode, old_pre: str, new_pre: str) -> None:
+    async def _move_keys(self, d: Inode[Staging], old_pre: str, new_pre: str) -> None:
         # Journaled first: if fedfs dies part-way, the next start finishes the move.
         self.cache.journal.begin_move(d.bucket, old_pre, new_pre)
         await self._copy_then_delete(d.bucket, old_pre, new_pre, metadata_for(d))
@@ -996,7 +837,7 @@ class Namespace:
 
     async def set_attrs(
         self,
-        inode: Inode,
+        inode: Inode[Staging],
         mode: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
@@ -1031,7 +872,7 @@ class Namespace:
             inode.mtime_ns = inode.ctime_ns
         await self._store_metadata(inode)
 
-    async def _store_metadata(self, inode: Inode) -> None:
+    async def _store_metadata(self, inode: Inode[Staging]) -> None:
         """Persist the POSIX attributes: in the next upload if dirty, else by CopyObject/PUT."""
         meta = metadata_for(inode)
         if sum(len(k) + len(v) for k, v in meta.items()) > MAX_USER_METADATA:
@@ -1061,7 +902,7 @@ class Namespace:
     # -- xattrs ------------------------------------------------------------
 
     async def set_xattr(
-        self, inode: Inode, name: str, value: bytes, replace_only: bool, create_only: bool
+        self, inode: Inode[Staging], name: str, value: bytes, replace_only: bool, create_only: bool
     ) -> None:
         self._user_xattr(name)
         await self.revalidate(inode)
@@ -1077,7 +918,7 @@ class Namespace:
             inode.xattrs = old
             raise
 
-    async def remove_xattr(self, inode: Inode, name: str) -> None:
+    async def remove_xattr(self, inode: Inode[Staging], name: str) -> None:
         self._user_xattr(name)
         await self.revalidate(inode)
         if name not in inode.xattrs:
@@ -1085,7 +926,7 @@ class Namespace:
         del inode.xattrs[name]
         await self.set_attrs(inode)
 
-    async def get_xattr(self, inode: Inode, name: str) -> bytes:
+    async def get_xattr(self, inode: Inode[Staging], name: str) -> bytes:
         await self.revalidate(inode)
         if name not in inode.xattrs:
             raise NoAttribute(f"attribute {name} does not exist")
@@ -1097,7 +938,7 @@ class Namespace:
 
     # -- data --------------------------------------------------------------
 
-    def _journal(self, inode: Inode, state: str, durable: bool = False) -> None:
+    def _journal(self, inode: Inode[Staging], state: str, durable: bool = False) -> None:
         st = inode.staging
         assert st is not None
         self.cache.journal.record(
@@ -1113,13 +954,13 @@ class Namespace:
             durable=durable,
         )
 
-    def _stage(self, inode: Inode, st: Staging) -> Staging:
+    def _stage(self, inode: Inode[Staging], st: Staging) -> Staging:
         inode.staging = st
         inode.base_etag = None if inode.local else inode.etag
         self._journal(inode, "open")
         return st
 
-    async def open_for_write(self, inode: Inode) -> Staging:
+    async def open_for_write(self, inode: Inode[Staging]) -> Staging:
         """The staging copy that writes go to, holding the current content."""
         if inode.staging is None:
             st = await self.cache.stage_existing(inode.bucket, inode.key, inode.etag, inode.size)
@@ -1132,7 +973,7 @@ class Namespace:
         assert inode.staging is not None
         return inode.staging
 
-    async def truncate(self, inode: Inode, size: int) -> None:
+    async def truncate(self, inode: Inode[Staging], size: int) -> None:
         while True:
             if inode.staging is None:
                 if size == 0:
@@ -1151,13 +992,13 @@ class Namespace:
         st.truncate(size)
         inode.size = size
 
-    def touch_written(self, inode: Inode) -> None:
+    def touch_written(self, inode: Inode[Staging]) -> None:
         if inode.mtime_pending:
             inode.mtime_pending = False
             inode.mtime_ns = inode.ctime_ns = inode.written_mtime_ns or time.time_ns()
             inode.written_mtime_ns = 0
 
-    def closed(self, inode: Inode) -> None:
+    def closed(self, inode: Inode[Staging]) -> None:
         """A writer closed the file: record it as queued and hand it to the flusher."""
         self.touch_written(inode)
         if inode.dirty and inode.staging is not None and not inode.gone:
@@ -1165,7 +1006,7 @@ class Namespace:
             if self.flusher is not None:
                 self.flusher.queue(inode)
 
-    async def make_durable(self, inode: Inode) -> None:
+    async def make_durable(self, inode: Inode[Staging]) -> None:
         """fsync in "local" mode: the data and its journal row survive a crash of the node."""
         self.touch_written(inode)
         st = inode.staging
@@ -1173,7 +1014,7 @@ class Namespace:
             await trio.to_thread.run_sync(st.sync)
             self._journal(inode, "queued" if inode.writers == 0 else "open", durable=True)
 
-    async def commit(self, inode: Inode) -> None:
+    async def commit(self, inode: Inode[Staging]) -> None:
         """Upload a dirty file's staged content with its metadata now; raises on failure.
 
         A writer elsewhere is detected, not overwritten: a new file is uploaded
@@ -1196,13 +1037,13 @@ class Namespace:
         if not st.dirty and inode.open_count == 0 and inode.staging is st:
             self._adopt(inode)
 
-    def _move_of(self, inode: Inode) -> trio.Event | None:
+    def _move_of(self, inode: Inode[Staging]) -> trio.Event | None:
         for bucket, prefix, done in self.moving:
             if inode.bucket == bucket and inode.key.startswith(prefix):
                 return done
         return None
 
-    async def _upload_locked(self, inode: Inode, st: Staging) -> None:
+    async def _upload_locked(self, inode: Inode[Staging], st: Staging) -> None:
         if not st.dirty or inode.gone:
             return
         generation, key, bucket = st.generation, inode.key, inode.bucket
@@ -1241,7 +1082,9 @@ class Namespace:
         inode.base_etag = info.etag
         inode.kernel_etag = info.etag  # the kernel's pages hold what we just wrote
 
-    async def _keep_conflicting(self, inode: Inode, st: Staging, meta: dict[str, str]) -> None:
+    async def _keep_conflicting(
+        self, inode: Inode[Staging], st: Staging, meta: dict[str, str]
+    ) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         ckey = f"{inode.key}.fedfs-conflict-{self.node}-{stamp}"
         await self.s3(
@@ -1267,7 +1110,7 @@ class Namespace:
             st.close()
             inode.staging = None
 
-    def _adopt(self, inode: Inode) -> None:
+    def _adopt(self, inode: Inode[Staging]) -> None:
         """The uploaded staging copy becomes clean cached data of its new version."""
         st = inode.staging
         if st is not None and inode.etag and not inode.gone:
@@ -1276,7 +1119,7 @@ class Namespace:
             st.close()
         inode.staging = None
 
-    async def release_data(self, inode: Inode) -> None:
+    async def release_data(self, inode: Inode[Staging]) -> None:
         """After the last close: a clean staging copy moves into the clean cache."""
         st = inode.staging
         if st is None or inode.open_count > 0 or st.dirty:
@@ -1287,9 +1130,9 @@ class Namespace:
 class DirListing:
     """One open directory: a snapshot listing filled page by page, with stable offsets."""
 
-    def __init__(self, ns: Namespace, d: Inode) -> None:
+    def __init__(self, ns: Namespace, d: Inode[Staging]) -> None:
         self.ns, self.dir = ns, d
-        self.entries: list[tuple[str, Inode]] = []
+        self.entries: list[tuple[str, Inode[Staging]]] = []
         self.done = False
         self.token: str | None = None
         self.seen: set[str] = set()
@@ -1297,13 +1140,13 @@ class DirListing:
         self.started = False
         self.started_at = math.inf
 
-    async def entry(self, index: int) -> tuple[str, Inode] | None:
+    async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
         """The index-th entry, listing more pages from S3 as needed."""
         while index >= len(self.entries) and not self.done:
             await self._next_page()
         return self.entries[index] if index < len(self.entries) else None
 
-    def _add(self, name: str, inode: Inode) -> None:
+    def _add(self, name: str, inode: Inode[Staging]) -> None:
         if name not in self.seen:
             self.seen.add(name)
             self.entries.append((name, inode))
@@ -1327,7 +1170,7 @@ class DirListing:
         page = await ns.s3(ns.store.list_page, d.bucket, d.prefix, self.token)
         self.token = page.next_token
         pre = d.prefix
-        new: list[Inode] = []
+        new: list[Inode[Staging]] = []
         dirs: set[str] = set()
         for p in page.prefixes:
             name = p[len(pre) : -1]
