@@ -179,13 +179,13 @@ class Commands:
         if path is None or path == "/":
             return lambda inode: True
         prefix = path.rstrip("/")
-        return lambda inode: (p := self.d.ns.path_of(inode)) == prefix or p.startswith(prefix + "/")
+        return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
 
     async def sync(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Start every queued upload under path now; `pending` then reports progress."""
         wanted = self._wanted(args)
         flusher = self.d.flusher
-        for inode in list(self.d.ns.inodes.values()):
+        for inode in self.d.inodes.all():
             if inode.dirty and not inode.gone and inode.writers == 0 and wanted(inode):
                 flusher.queue(inode, delay=0)
         return await self.pending(peer, args)
@@ -195,7 +195,7 @@ class Commands:
         left = [p for p in self.d.flusher.pending.values() if wanted(p.inode)]
         open_for_writing = [
             i
-            for i in self.d.ns.inodes.values()
+            for i in self.d.inodes.all()
             if i.dirty and i.writers > 0 and not i.gone and wanted(i) and _may_name(peer, i)
         ]
         return {
@@ -203,10 +203,10 @@ class Commands:
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
             # Paths only of the caller's own files: a name below a private directory is
             # itself a secret. "files" and "bytes" are totals, which name nothing.
-            "open": [self.d.ns.path_of(i) for i in open_for_writing][:100],
+            "open": [i.path for i in open_for_writing][:100],
             "failed": [
                 {
-                    "path": self.d.ns.path_of(p.inode),
+                    "path": p.inode.path,
                     "error": p.error,
                     "attempts": p.attempts,
                     "kept_in": str(p.inode.staging.path) if p.inode.staging else None,
@@ -254,19 +254,18 @@ class Commands:
     async def _resolve(
         self, path: str, enter: Callable[[Inode[Staging]], bool] = lambda d: True
     ) -> Inode[Staging] | None:
-        ns = self.d.ns
-        node = ns.get(1)
+        node = self.d.inodes.get(1)
         try:
             for part in path.strip("/").split("/"):
                 if not part:
                     continue
                 if node.is_dir and node.bucket and not enter(node):
                     return None
-                found = await ns.lookup(node, part.encode())
+                found = await self.d.lookups.lookup(node, part.encode())
                 if found is None:
                     return None
                 node = found
-            await ns.revalidate(node)
+            await self.d.revalidation.revalidate(node)
         except (FedfsError, NotFound):
             return None
         return node
@@ -422,14 +421,14 @@ class Commands:
                         "level": "owner",
                     }
                 )
-        for inode in list(self.d.ns.inodes.values()):
+        for inode in self.d.inodes.all():
             if inode.meta_known and not inode.gone and inode.bucket and inode.uid != 0:
                 user = await sharing._ask(sharing.identity.user_by_uid, inode.uid)
                 if user is None:
                     rows.append(
                         {
                             "kind": "data",
-                            "path": self.d.ns.path_of(inode),
+                            "path": inode.path,
                             "principal": f"uid {inode.uid}",
                             "problem": "owned by a uid with no user (seen by this mount)",
                             "level": None,
@@ -477,7 +476,7 @@ class Commands:
                 "failed": len(d.flusher.failed()),
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
-                "conflicts": d.ns.conflicts,
+                "conflicts": d.writeback.conflicts,
             },
             "s3": {
                 "requests": d.store.requests,
