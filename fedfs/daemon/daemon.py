@@ -31,6 +31,7 @@ from fedfs.daemon.lock import DirLocks
 from fedfs.daemon.mountpoint import check_mountpoint
 from fedfs.data.cache import Cache
 from fedfs.data.flusher import Flusher
+from fedfs.data.writeback import WriteBack
 from fedfs.errors import ConfigError, FedfsError, NotFound
 from fedfs.fuse.operations import Operations
 from fedfs.identity.choose import make_identity
@@ -44,7 +45,13 @@ from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
 from fedfs.store.s3 import ObjectStore
-from fedfs.tree.namespace import Namespace
+from fedfs.store.threads import WorkerThreads
+from fedfs.tree.attributes import Attributes
+from fedfs.tree.changes import Changes
+from fedfs.tree.inodes import Inodes
+from fedfs.tree.listing import Listings
+from fedfs.tree.lookup import Lookups
+from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +170,7 @@ class Daemon:
         if short:
             self.warnings.append(short)
             events.event(log, "cache-disk-small", severity=logging.WARNING, msg=short)
-        self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
-        self.flusher = Flusher(self.ns)
-        self.ns.flusher = self.flusher
-        self.ops = Operations(self.ns, self.cache, self.sharing, str(cfg.control.socket))
+        self._wire_tree(owners)
         self.flusher.last_request = lambda: self.ops.last_request
         self.commands = Commands(self)
         self.mounted = False
@@ -174,6 +178,44 @@ class Daemon:
         self.left: list[str] = []
         events.set_context(mount=cfg.name)
         self.metrics = Metrics(self)
+
+    def _wire_tree(self, owners: dict[str, BucketOwner]) -> None:
+        """The tree's rooms, the write-back path and the FUSE adapter, wired to each other."""
+        cfg, store = self.cfg, self.store
+        s3 = WorkerThreads(self.limiter)
+        self.inodes = Inodes([b.name for b in cfg.buckets], owners)
+        self.writeback = WriteBack(store, s3, self.cache, owners, cfg.policy.node)
+        self.flusher = Flusher(self.cache, self.writeback.commit)
+        self.writeback.uploads = self.flusher
+        self.revalidation = Revalidation(self.inodes, store, s3, cfg.fs.attr_timeout)
+        self.listings = Listings(self.inodes, store, s3, self.revalidation, cfg.fs.dir_timeout)
+        self.lookups = Lookups(
+            self.inodes, store, s3, self.revalidation, self.listings, cfg.fs.negative_timeout
+        )
+        self.changes = Changes(
+            cfg,
+            self.inodes,
+            store,
+            s3,
+            self.lookups,
+            self.revalidation,
+            self.writeback,
+            self.cache.journal,
+        )
+        attributes = Attributes(store, s3, self.revalidation, self.writeback)
+        self.ops = Operations(
+            cfg,
+            self.inodes,
+            self.revalidation,
+            self.lookups,
+            self.listings,
+            self.changes,
+            attributes,
+            self.writeback,
+            self.cache,
+            self.sharing,
+            str(cfg.control.socket),
+        )
 
     def _rebuild_policy(self) -> None:
         """A new policy database beside an existing audit chain: redo this node's changes.
@@ -219,14 +261,14 @@ class Daemon:
 
     def invalidate(self, paths: list[str]) -> None:
         """Policy changed at these paths: the kernel must re-read attributes and ACLs below them."""
-        self.ns.refresh_owners()
+        self.inodes.refresh_owners()
         self.expiry_changed.set()
         if not self.mounted:
             return
         seen: set[int] = set()
         for path in paths:
             # The directories above change too: a grant gives search (x) on each of them.
-            for inode in self.ns.under(path) + self.ns.above(path):
+            for inode in self.inodes.under(path) + self.inodes.above(path):
                 if inode.ino in seen:
                     continue
                 seen.add(inode.ino)
@@ -273,7 +315,7 @@ class Daemon:
 
     async def recover(self) -> None:
         """Upload every file the journal lists: closed (or open) when the last run ended."""
-        await self.ns.finish_moves()
+        await self.changes.finish_moves()
         rows = self.cache.journal.all()
         if rows:
             log.info("recovering %d files from the write-back journal", len(rows))
@@ -306,8 +348,8 @@ class Daemon:
                     path,
                     format_size(st.size),
                 )
-            inode = self.ns.detached_inode(row.bucket, row.key, row.metadata, row.base_etag, st)
-            await self.ns.commit(inode)
+            inode = self.writeback.recovered(row, st)
+            await self.writeback.commit(inode)
             log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
@@ -315,13 +357,13 @@ class Daemon:
         if self.policy_log is not None:
             await self.policy_log.start()  # the newest snapshot and every change since
         await self.sharing.rebuild()
-        self.ns.refresh_owners()
+        self.inodes.refresh_owners()
         await self.recover()
         self.metrics.listen()
         self.mount()
         self.mounted = True
         async with trio.open_nursery() as nursery:
-            self.ns.nursery = nursery
+            self.listings.nursery = self.ops.nursery = nursery
             nursery.start_soon(self._signals)
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self.sweep_expired)
@@ -360,7 +402,7 @@ class Daemon:
 
     async def finish(self) -> list[str]:
         """Upload what is queued; return a line per file that could not be uploaded."""
-        for inode in list(self.ns.inodes.values()):
+        for inode in self.inodes.all():
             if inode.dirty and not inode.gone:
                 self.flusher.queue(inode, delay=0)
         last = [0.0]
@@ -373,7 +415,7 @@ class Daemon:
 
         left = await self.flusher.drain(progress=progress, give_up_after=0)
         return [
-            f"{self.ns.path_of(p.inode)}: {p.error} (kept in "
+            f"{p.inode.path}: {p.error} (kept in "
             f"{p.inode.staging.path if p.inode.staging else '?'}; uploaded at the next mount)"
             for p in left
         ]
