@@ -260,7 +260,7 @@ def test_share_on_one_node_reaches_all_and_a_revoke_on_another_stops_every_node(
 
 @pytest.mark.slow
 def test_revocation_latency_benchmark(cluster: Cluster, alice: UnixUser, prober: Prober) -> None:
-    """The benchmark: `pytest -m slow -s tests/integration/test_multinode.py -k benchmark`."""
+    """The benchmark: `pytest -m slow -s tests/integration/nodes/test_multinode.py -k benchmark`."""
     trials = int(os.environ.get("FEDFS_REVOKE_TRIALS", "50"))
     lat = sorted(revocation_latency(cluster, alice, prober, trials))
     p50 = statistics.median(lat)

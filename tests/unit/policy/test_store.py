@@ -22,7 +22,7 @@ from fedfs.policy.model import Grant, Level, Principal, Team
 from fedfs.policy.store import SCHEMA_VERSION, PolicyStore
 
 GIDS = (600000, 699999)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 ALICE = Principal("user", "alice")
 BOB = Principal("user", "bob")

@@ -1,26 +1,21 @@
-"""Reports that tell the truth: audit who/user against real opens, and the lines people read.
+"""What `fedfs audit who/user` and `fedfs grants` tell, against what the kernel allows.
 
-`fedfs audit who` and `fedfs audit user` are compared with what the kernel lets
-real processes of every test user open on a tree of mixed modes and grants.
-The other tests assert the exact line a user sees from stage, sync, grants,
-team, status and the demo.
+The audit reports are compared with what real processes of every test user can
+open on a tree of mixed modes and grants; grants and team assert the exact line.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.test_sharing import fedfs, ok
-from tests.support import FEDFS, REPO, MotoServer, Mount, TcpProxy, UnixUser, ensure_user, wait_for
+from tests.integration.sharing.test_sharing import fedfs, ok
+from tests.support import FEDFS, REPO, Mount, UnixUser, ensure_user, wait_for
 
 ROOT = UnixUser("root", 0, 0)
 
@@ -192,54 +187,6 @@ def cli(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_stage_names_what_it_could_not_stage_in_human_units(
-    make_mount: Any, bucket: str, s3: Any, alice: UnixUser, bob: UnixUser
-) -> None:
-    for i in range(3):
-        s3.put_object(Bucket=bucket, Key=f"in/data-{i}.bin", Body=bytes([i]) * (3 * 1024 * 1024))
-    m: Mount = make_mount([(bucket, f"user:{alice.name}")])
-    r = cli("stage", m.path(bucket, "in"))
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["staged 3 files (9.0 MiB) into the cache"]
-    private = m.path(bucket, "private")
-    ok(alice.run("sh", "-c", f"mkdir -m 700 {private} && echo x > {private}/a"))
-    r2 = bob.run(*FEDFS, "stage", private)
-    assert r2.returncode == 1, r2
-    assert r2.stderr.decode().splitlines() == [
-        f"fedfs: not staged: {private}: permission denied (you may not list this directory)"
-    ]
-    assert r2.stdout.decode().splitlines() == ["staged 0 files (0 B) into the cache"]
-
-
-def test_sync_progress_moves_with_the_bytes_uploaded(
-    make_mount: Any, moto: MotoServer, bucket: str
-) -> None:
-    proxy = TcpProxy(moto.port).start()
-    try:
-        m: Mount = make_mount(
-            [(bucket, "user:root")],
-            endpoint=proxy.url,
-            store_extra='multipart_threshold = "8MiB"\nmultipart_chunksize = "8MiB"\n'
-            "max_connections = 2",
-            extra="flush_delay = 30",
-        )
-        big = m.path(bucket, "big.bin")
-        big.write_bytes(os.urandom(1024 * 1024) * 40)
-        proxy.delay = 0.01  # about 6 MiB/s: the upload takes seconds
-        r = cli("sync", m.mountpoint)
-    finally:
-        proxy.stop()
-    assert r.returncode == 0, r.stderr
-    lines = r.stderr.splitlines()
-    shape = re.compile(r"uploading 1 file: (\d+(?:\.\d)?) (B|KiB|MiB) of 40\.0 MiB")
-    assert lines and all(shape.fullmatch(x) for x in lines), lines
-    unit = {"B": 1, "KiB": 1024, "MiB": 1024**2}
-    done = [float(g[0]) * unit[g[1]] for x in lines if (g := shape.fullmatch(x).groups())]  # type: ignore[union-attr]
-    assert any(0 < d < 40 * 1024**2 for d in done), f"progress never moved: {lines}"
-    assert done == sorted(done), lines
-    assert r.stdout.splitlines() == [f"synced {m.mountpoint}: 1 file uploaded (40.0 MiB)"]
-
-
 def test_grants_says_when_nothing_applies_and_when_the_mask_limits(
     make_mount: Any, bucket: str, alice: UnixUser, carol: UnixUser
 ) -> None:
@@ -268,69 +215,3 @@ def test_team_outside_a_mount_says_where_to_run_it(tmp_path: Path) -> None:
         f"fedfs: {tmp_path} is not on a fedfs mount: `fedfs team` acts on the mount "
         "holding the current directory; cd into the mount, or pass --mount PATH"
     ]
-
-
-def test_status_does_not_count_not_found_as_errors(fs: Path, mount: Mount) -> None:
-    for i in range(5):
-        assert not (fs / f"missing-{i}").exists()
-    text = cli("status", mount.mountpoint).stdout
-    line = next(x for x in text.splitlines() if "requests," in x)
-    assert re.fullmatch(
-        r" {11}\d+ requests, 0 errors, latency p50 [\d.]+ ms, p99 [\d.]+ ms \(latest requests\)",
-        line,
-    ), line
-
-
-def test_demo_hints_work_as_typed(public_dir: Path, tmp_path: Path) -> None:
-    from tests.support import free_port
-
-    mnt = public_dir / f"{tmp_path.name}-demo"
-    state = tmp_path / "demo-state"
-    fedfs_cmd = REPO / ".venv" / "bin" / "fedfs"
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no fedfs on PATH
-    r = subprocess.run(
-        [fedfs_cmd, "demo", "--mountpoint", mnt, "--state", state, "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    try:
-        assert r.returncode == 0, r.stderr
-        stop = f"{fedfs_cmd} demo --stop --mountpoint {mnt} --state {state}"
-        assert r.stdout.splitlines()[-1] == f"Stop:   {stop}"
-        hints = [x.strip() for x in r.stdout.splitlines() if x.startswith("  ")]
-        for hint in hints:
-            done = subprocess.run(["sh", "-c", hint], capture_output=True, text=True, env=env)
-            assert done.returncode == 0, (hint, done.stderr)
-        typed = subprocess.run(["sh", "-c", stop], capture_output=True, text=True, env=env)
-        assert typed.returncode == 0, typed.stderr
-        assert typed.stdout.splitlines()[-1] == "fedfs demo stopped"
-        assert not os.path.ismount(mnt)
-    finally:
-        if os.path.ismount(mnt):
-            subprocess.run([*FEDFS, "demo", "--stop", "--mountpoint", mnt, "--state", state])
-
-
-def test_a_directory_that_is_only_a_prefix_shows_a_real_date(
-    make_mount: Any, bucket: str, s3: Any
-) -> None:
-    s3.put_object(Bucket=bucket, Key="in/deeper/x.txt", Body=b"x")
-    s3.put_object(Bucket=bucket, Key="in/a.txt", Body=b"a")
-    newest = s3.head_object(Bucket=bucket, Key="in/a.txt")["LastModified"].timestamp()
-    before = time.time()
-    m: Mount = make_mount([(bucket, "user:root")])
-    root = m.path(bucket)
-    # before its own listing: the time the mount started
-    started = os.stat(root / "in").st_mtime
-    assert before - 2 <= started <= time.time(), started
-    # once listed: the newest object the listing returned
-    assert sorted(os.listdir(root / "in")) == ["a.txt", "deeper"]
-    assert os.stat(root / "in").st_mtime == int(newest)
-    day = time.strftime("%Y-%m-%d", time.localtime(int(newest)))
-    r = subprocess.run(
-        ["ls", "-ld", "--time-style=+%Y-%m-%d", root / "in"], capture_output=True, text=True
-    )
-    assert r.stdout.split()[-2:] == [day, str(root / "in")], r.stdout
-    deeper = os.stat(root / "in" / "deeper").st_mtime  # not listed yet: the mount's start
-    assert deeper == started, (deeper, started)

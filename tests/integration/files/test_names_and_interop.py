@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_posix_ops import in_s3, keys, keys_become
+from tests.integration.files.test_posix_ops import in_s3, keys, keys_become
 from tests.support import Mount, UnixUser, wait_for
 
 SHADOW = ".fedfs-shadowed-file"

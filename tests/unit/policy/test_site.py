@@ -18,7 +18,7 @@ from fedfs.policy.site import (
     policy_files,
 )
 
-DEFAULT_TOML = Path(__file__).resolve().parents[2] / "policy" / "default.toml"
+DEFAULT_TOML = Path(__file__).resolve().parents[3] / "policy" / "default.toml"
 DAY = 86400.0
 
 

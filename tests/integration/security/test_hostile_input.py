@@ -3,8 +3,8 @@
 Property-based (hypothesis) against one real mount per test: every input gets
 success or a clear errno / error answer, never a crash or a hang, and the daemon
 still answers afterwards (and logged no traceback: the `make_mount` fixture checks).
-The transport's own fuzzing is in tests/unit/test_control.py, the config file's in
-tests/unit/test_config.py and the ACL decoder's in tests/unit/test_policy_acl.py.
+The transport's own fuzzing is in tests/unit/control/test_socket.py, the config file's in
+tests/unit/test_config.py and the ACL decoder's in tests/unit/policy/test_acl.py.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pytest
 from fedfs.cli.main import parser
 from fedfs.ops import manual as manpage
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 UNIT = REPO / "systemd" / "fedfs@.service"
 TMPFILES = REPO / "systemd" / "fedfs.conf"
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support import FEDFS, REPO, Mount, UnixUser
-from tests.unit.test_fsck import corrupt
+from tests.unit.ops.test_fsck import corrupt
 
 
 def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,7 @@ Spack is not installable here (its installer and the builtin repository come
 from outside the package registries), so every recipe in packaging/spack/packages
 is imported with a small stand-in for `spack.package` that records the
 directives (version, depends_on, ...). The RPM is built for real in
-tests/integration/test_rpm.py.
+tests/integration/operations/test_rpm.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 import fedfs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPEC = REPO / "packaging" / "fedfs.spec"
 SPACK = REPO / "packaging" / "spack"
 FIX = "keep packaging/spack/packages/py-fedfs/package.py in step with pyproject.toml"

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.unit.test_packaging import RECIPES
+from tests.unit.packaging.test_packages import RECIPES
 
 SOURCES = [
     (name, version, kw["url"], kw["sha256"])

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # to import tests.backends
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # to import tests.backends
 
 from fedfs.errors import FedfsError, IdentityError
 from fedfs.identity.ldap import LdapIdentity, LdapSchema

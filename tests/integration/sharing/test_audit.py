@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_sharing import can_read, fedfs, ok, refused
+from tests.integration.sharing.test_sharing import can_read, fedfs, ok, refused
 from tests.support import Mount, UnixUser, ensure_user
 
 ROOT = UnixUser("root", 0, 0)

@@ -31,7 +31,7 @@ from fedfs.ops import manual as manpage
 from tests import local_wheelhouse
 from tests.support import write_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPEC = REPO / "packaging" / "fedfs.spec"
 VERSION = fedfs.__version__
 # EL9 with its python3.11 stack, as this machine's /usr/bin/python3.11 stands in for it.
