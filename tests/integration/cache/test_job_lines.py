@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.integration.sharing.test_sharing import ok
 from tests.support import FEDFS, REPO, MotoServer, Mount, TcpProxy, UnixUser
 
 
@@ -28,7 +27,7 @@ def test_stage_names_what_it_could_not_stage_in_human_units(
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["staged 3 files (9.0 MiB) into the cache"]
     private = m.path(bucket, "private")
-    ok(alice.run("sh", "-c", f"mkdir -m 700 {private} && echo x > {private}/a"))
+    alice.run("sh", "-c", f"mkdir -m 700 {private} && echo x > {private}/a", check=True)
     r2 = bob.run(*FEDFS, "stage", private)
     assert r2.returncode == 1, r2
     assert r2.stderr.decode().splitlines() == [
