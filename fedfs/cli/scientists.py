@@ -46,16 +46,15 @@ def cmd_grants(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path)
     with client(socket) as c:
         rows = c.call("grants", path=fpath)
+    columns = ["principal", "level", "from", "granted_by", "since", "until"]
     for r in rows:
         r["from"] = "this path" if not r["inherited"] else r["path"]
         r["until"] = when(r["expires"])
         r["since"] = when(r["granted_at"])
-    output(
-        args,
-        rows,
-        ["principal", "level", "from", "granted_by", "since", "until"],
-        f"grants on {args.path}",
-    )
+        r["in force"] = "yes" if not r.get("suspended") else f"no: {r['suspended']}"
+    if any(r.get("suspended") for r in rows):
+        columns.append("in force")  # a stricter site policy left some grants out
+    output(args, rows, columns, f"grants on {args.path}")
     return 0
 
 
