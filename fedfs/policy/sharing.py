@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -338,11 +338,24 @@ class Sharing:
     # -- changes ---------------------------------------------------------------
 
     async def share(
-        self, actor: Actor, path: str, principal: str, level: str, expires: float | None
+        self,
+        actor: Actor,
+        path: str,
+        principal: str,
+        level: str,
+        expires: float | None,
+        check_path: Callable[[str], Awaitable[None]] | None = None,
     ) -> tuple[Grant, Grant | None]:
-        """Add or change a grant; returns (new grant, the grant it replaced or None)."""
+        """Add or change a grant; returns (new grant, the grant it replaced or None).
+
+        check_path (the mount's: the path exists and is no link) raises Refused; it is
+        asked only after the sharer is known to manage the path, so it tells nobody else
+        whether anything is there.
+        """
         path = _path(path)
         auth = self._need_manage(actor, path, "sharing")
+        if check_path is not None:
+            await check_path(path)
         try:
             lvl = Level.parse(level)
         except PolicyError as e:
@@ -493,6 +506,15 @@ class Sharing:
             raise Refused(f"there is no team {name!r}; `fedfs team list` shows the teams")
         return team
 
+    def may_see_team(self, actor: Actor, team: Team) -> bool:
+        """Members, owners, members of its group, site admins and audit readers see a team."""
+        return (
+            actor.name in team.members
+            or actor.name in team.owners
+            or (team.group is not None and team.group in actor.groups)
+            or self.site.may_read_audit(actor.uid, actor.name, actor.groups)
+        )
+
     def _may_change_team(self, actor: Actor, team: Team) -> None:
         if actor.name in team.owners or self.site.is_admin(actor.uid, actor.name, actor.groups):
             return
@@ -525,6 +547,14 @@ class Sharing:
             )
         if actor.name is None:
             raise Refused(f"uid {actor.uid} has no user name, and a team needs a named owner")
+        admin = self.site.is_admin(actor.uid, actor.name, actor.groups)
+        for kind, lookup in (("user", self.identity.user), ("group", self.identity.group)):
+            if not admin and await self._ask(lookup, name) is not None:
+                raise Refused(
+                    f"{name!r} already names a {kind} at this site; a team of that name would "
+                    f"pass for the {kind} in grants and ACL listings, so only a site admin may "
+                    "create it: choose another name"
+                )
         if group is not None:
             backing = await self._ask(self.identity.group, group)
             if backing is None:
@@ -564,6 +594,13 @@ class Sharing:
     async def team_add(self, actor: Actor, name: str, users: list[str], owners: bool) -> Team:
         team = self._team(name)
         self._may_change_team(actor, team)
+        if owners and not self.site.is_admin(actor.uid, actor.name, actor.groups):
+            # An owner answers for a team (and manages a team-owned bucket): nobody is
+            # made one without their word, which a site admin takes.
+            raise Refused(
+                f"only a site admin may make someone an owner of team {name}: ownership is a "
+                "responsibility its holder must agree to; ask an admin, with their agreement"
+            )
         new = await self._users(users)
         await self._check_team(dataclasses.replace(team, members=team.members | set(new)))
         try:
