@@ -14,7 +14,7 @@ import stat
 import sys
 import time
 
-from fedfs.cli.common import client, locate
+from fedfs.cli.common import client, locate, printable
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -44,12 +44,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 bar.update(task, completed=total - state["bytes"], files=state["files"])
     if state["files"]:
         print(
-            f"fedfs: {state['files']} files under {args.path} are not uploaded yet:",
+            f"fedfs: {state['files']} files under {printable(args.path)} are not uploaded yet:",
             file=sys.stderr,
         )
         for f in state["failed"]:
             print(
-                f"  {f['path']}: {f['error']} (kept in {f['kept_in']}; retried automatically)",
+                f"  {printable(f['path'])}: {printable(f['error'])} "
+                f"(kept in {printable(f['kept_in'])}; retried automatically)",
                 file=sys.stderr,
             )
         return 1
@@ -58,7 +59,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"note: {len(state['open'])} files are still open for writing and upload after they close"
         )
     if not args.quiet:
-        print(f"synced {args.path}: {first['files']} files uploaded")
+        print(f"synced {printable(args.path)}: {first['files']} files uploaded")
     return 0
 
 
@@ -95,7 +96,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
                 refused += r["refused"]
             bar.update(task, advance=sum(t[2] for t in batch))
     for line in refused:
-        print(f"fedfs: not staged: {line}", file=sys.stderr)
+        print(f"fedfs: not staged: {printable(line)}", file=sys.stderr)
     print(f"staged {done} files ({nbytes} bytes) into the cache")
     return 1 if refused else 0
 

@@ -17,6 +17,7 @@ import sys
 from fedfs import __version__
 from fedfs.cli import admins, audit, jobs, mounting, scientists
 from fedfs.errors import FedfsError
+from fedfs.events import printable
 
 EPILOG = """\
 Configuration: a TOML file with [store] (endpoint, region, access_key, secret_key),
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except FedfsError as e:
-        print(f"fedfs: {e}", file=sys.stderr)
+        print(f"fedfs: {printable(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from fedfs.cli.common import client, locate, output, parse_expiry, table_flags, when
+from fedfs.cli.common import client, locate, output, parse_expiry, printable, table_flags, when
 
 
 def cmd_share(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_share(args: argparse.Namespace) -> int:
         r = c.call("share", path=fpath, principal=args.principal, level=args.level, expires=expires)
     change = f" (was {r['replaced']})" if r["replaced"] else ""
     until = f", until {when(r['expires'])}" if r["expires"] else ""
-    print(f"shared {args.path} with {r['principal']}: {r['level']}{change}{until}")
+    print(f"shared {printable(args.path)} with {r['principal']}: {r['level']}{change}{until}")
     _note(r)
     return 0
 
@@ -30,14 +30,14 @@ def cmd_share(args: argparse.Namespace) -> int:
 def _note(answer: dict[str, Any]) -> None:
     """A change in force here that other nodes do not have yet (shared policy log)."""
     if answer.get("note"):
-        print(f"fedfs: note: {answer['note']}", file=sys.stderr)
+        print(f"fedfs: note: {printable(answer['note'])}", file=sys.stderr)
 
 
 def cmd_unshare(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path)
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
-    print(f"removed {r['level']} for {r['principal']} on {args.path}")
+    print(f"removed {r['level']} for {r['principal']} on {printable(args.path)}")
     _note(r)
     return 0
 
@@ -152,10 +152,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     tsub = tm.add_subparsers(dest="team_command", metavar="ACTION", required=True)
     for action, helptext in (
         ("create", "create a team; you become its owner"),
-        ("add", "add members (--owner: as owners)"),
+        ("add", "add members (--owner: as owners, site admins only)"),
         ("remove", "remove members or owners (anyone may leave)"),
         ("show", "list a team's members and owners"),
-        ("list", "list all teams"),
+        ("list", "list the teams you are in or own (admins: all)"),
     ):
         t = tsub.add_parser(action, help=helptext)
         t.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
@@ -164,7 +164,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         if action in ("add", "remove"):
             t.add_argument("users", nargs="+", help="user names")
         if action == "add":
-            t.add_argument("--owner", action="store_true", help="add them as owners too")
+            t.add_argument(
+                "--owner", action="store_true", help="add them as owners too (site admins only)"
+            )
         if action == "create":
             t.add_argument(
                 "--group", help="an NSS/LDAP group that backs the team (you must be in it)"

@@ -155,3 +155,31 @@ def test_team_names_owners_and_who_sees_a_team(
     assert "there is no team 'ateam' that fedfs-carol may see" in err, err
     # sharing with a team by name still works for anyone who manages the path
     ok(fedfs(alice, "share", root / "private", "--with", "team:mteam", "--read"))
+
+
+def test_outputs_escape_control_characters_in_names(
+    root: Path, alice: UnixUser, carol: UnixUser
+) -> None:
+    """A name with a newline and an escape sequence cannot fake lines or repaint a terminal."""
+    name = "nl\nfake line\x1b[2J\x1b[31mred"
+    shown = "nl\\nfake line\\x1b[2J\\x1b[31mred"
+    d = root / "private" / name  # the object store refuses such a key: the upload fails
+    ok(alice.run("sh", "-c", 'echo data > "$1"', "sh", str(d)))
+    outputs = []
+    r = fedfs(alice, "sync", "--timeout", "30", d)
+    assert r.returncode == 1
+    outputs.append(r.stdout.decode() + r.stderr.decode())
+    assert f"  /{root.name}/private/{shown}: " in r.stderr.decode(), r.stderr.decode()
+    ok(fedfs(alice, "share", d, "--with", f"user:{carol.name}", "--read"))
+    grants = fedfs(alice, "grants", d)
+    outputs.append(ok(grants))
+    assert shown in " ".join(grants.stdout.decode().split()), grants.stdout.decode()
+    r = fedfs(alice, "share", d / "missing", "--with", f"user:{carol.name}")
+    err = refused(r)  # one line: the newline in the name is shown as \n
+    assert f"{shown}/missing: no such file or directory" in err, err
+    outputs.append(err)
+    r = fedfs(alice, "unshare", d, "--with", f"user:{carol.name}")
+    outputs.append(ok(r))
+    assert shown in r.stdout.decode()
+    for out in outputs:
+        assert "\x1b" not in out and "fake line" not in out.replace(shown, ""), out
