@@ -222,9 +222,10 @@ class Sharing:
         """chmod as POSIX ACLs define it: while named entries apply, the group bits set the mask.
 
         So `chmod 700 f` makes one file private inside a shared tree, and the owning
-        group's own bits (GROUP_OBJ) stay as they were.
+        group's own bits (GROUP_OBJ) stay as they were. Bits the mount does not honour
+        are not kept (honoured_bits), so none is ever shown.
         """
-        mode &= 0o7777
+        mode &= honoured_bits(is_dir)
         if self.engine.view(path, meta, is_dir, time.time()).acl_access is None:
             return ObjectMeta(meta.uid, meta.gid, mode, meta.explicit_mask)
         return ObjectMeta(
@@ -770,6 +771,13 @@ class Sharing:
 
 
 SYSTEM = Actor(0, "fedfs")
+
+
+def honoured_bits(is_dir: bool) -> int:
+    """The mode bits the mount honours: never setuid (nosuid); setgid and sticky on
+    directories only (new files take a setgid directory's group; the kernel enforces
+    sticky deletion). fedfs/meta applies the same rule to modes read from objects."""
+    return 0o3777 if is_dir else 0o777
 
 
 def _desc(g: Grant | None) -> str | None:
