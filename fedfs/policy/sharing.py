@@ -776,7 +776,8 @@ SYSTEM = Actor(0, "fedfs")
 def honoured_bits(is_dir: bool) -> int:
     """The mode bits the mount honours: never setuid (nosuid); setgid and sticky on
     directories only (new files take a setgid directory's group; the kernel enforces
-    sticky deletion). fedfs/meta applies the same rule to modes read from objects."""
+    sticky deletion). The tree applies the same rule (honoured_mode) to modes read from
+    objects."""
     return 0o3777 if is_dir else 0o777
 
 

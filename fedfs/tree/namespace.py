@@ -47,7 +47,14 @@ from fedfs.errors import (
 )
 from fedfs.events import event
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
-from fedfs.tree.names import SHADOW_NAME, join, key_problem, name_to_str, report_hidden
+from fedfs.tree.names import (
+    SHADOW_NAME,
+    join,
+    key_problem,
+    name_to_str,
+    report_hidden,
+    report_shadow_taken,
+)
 
 if TYPE_CHECKING:
     from fedfs.data.flusher import Flusher
@@ -68,6 +75,16 @@ MASK_META_KEY = "fedfs-mask"
 # Keys in one ListObjectsV2 page: a directory with fewer entries is listed again to answer
 # a lookup of a name its last listing did not have (see Namespace._relist_rather).
 SMALL_DIR = 1000
+
+
+def honoured_mode(mode: int, is_dir: bool) -> int:
+    """The permission bits of mode that this mount honours, and so shows.
+
+    Never setuid (the mount is nosuid); setgid and sticky on directories only, where
+    they work (new files take a setgid directory's group, the kernel enforces sticky
+    deletion). Modes from object metadata written by any tool pass through here.
+    """
+    return stat.S_IMODE(mode) & (0o3777 if is_dir else 0o777)
 
 
 class Kind(Enum):
@@ -344,9 +361,9 @@ class Namespace:
         meta = info.metadata
         mode = _int(meta, "mode")
         if mode is not None:
-            inode.mode = stat.S_IMODE(mode)
             if inode.kind is not Kind.DIR:
                 inode.kind = Kind.LINK if stat.S_ISLNK(mode) else Kind.FILE
+            inode.mode = honoured_mode(mode, inode.is_dir)
         else:
             inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
         uid, gid = _int(meta, "uid"), _int(meta, "gid")
@@ -396,9 +413,19 @@ class Namespace:
             ino = parent.children.get(name) if parent.children else None
             return self.inodes[ino] if ino else None
         if name == SHADOW_NAME and parent.shadows:
+            # A real key of that name is a real object and keeps its name; only without
+            # one is the name the shadowed file's (one HEAD more, for a rare name).
+            real = await self._lookup_key(parent, name)
+            if real is not None:
+                report_shadow_taken(parent.bucket, parent.key)
+                return real
             alias = self._child(self.inodes[parent.parent], parent.name, Kind.FILE)
             await self.revalidate(alias)
             return alias
+        return await self._lookup_key(parent, name)
+
+    async def _lookup_key(self, parent: Inode, name: str) -> Inode | None:
+        """The object or prefix parent/name, from the listing if fresh, else from S3."""
         if (
             not self.listing_fresh(parent)
             and parent.children is not None
@@ -665,7 +692,7 @@ class Namespace:
 
     def _init_new(self, inode: Inode, mode: int, uid: int, gid: int, parent: Inode) -> None:
         now = time.time_ns()
-        inode.mode = stat.S_IMODE(mode)
+        inode.mode = honoured_mode(mode, inode.is_dir)
         inode.uid = uid
         # A setgid directory passes its group on, as on every POSIX filesystem.
         inode.gid = parent.gid if parent.mode & stat.S_ISGID else gid
@@ -1016,7 +1043,7 @@ class Namespace:
                 raise IsDirectory(f"{self.path_of(inode)} is a directory")
             await self.truncate(inode, size)
         if mode is not None:
-            inode.mode = stat.S_IMODE(mode)
+            inode.mode = honoured_mode(mode, inode.is_dir)
         if mask is not False:
             inode.explicit_mask = (
                 mask if isinstance(mask, int) and not isinstance(mask, bool) else None
@@ -1308,6 +1335,16 @@ class DirListing:
             self.seen.add(name)
             self.entries.append((name, inode))
 
+    def _add_shadowed(self) -> None:
+        """The file this directory shadows, as SHADOW_NAME, unless a real key has that name."""
+        ns, d = self.ns, self.dir
+        if not d.shadows:
+            return
+        if SHADOW_NAME in self.seen:
+            report_shadow_taken(d.bucket, d.key)
+            return
+        self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
+
     async def _next_page(self) -> None:
         ns, d = self.ns, self.dir
         if d.ino == ROOT_INO or (not self.started and ns.listing_fresh(d)):
@@ -1316,8 +1353,7 @@ class DirListing:
                 inode = ns.inodes.get(ino)
                 if inode is not None and not inode.gone:
                     self._add(name, inode)
-            if d.shadows:
-                self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
+            self._add_shadowed()
             self.done = True
             return
         if not self.started:
@@ -1402,9 +1438,13 @@ class DirListing:
             if inode.local or inode.changed > recent:
                 keep.add(ino)
         d.placed = keep
-        if d.shadows:
-            self._add(SHADOW_NAME, ns._child(ns.inodes[d.parent], d.name, Kind.FILE))
-        d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
+        self._add_shadowed()
+        # The shadowed file is the parent's child, not this directory's; a real key is.
+        d.children = {
+            name: inode.ino
+            for name, inode in self.entries
+            if name != SHADOW_NAME or inode.parent == d.ino
+        }
         d.listed = time.monotonic()
         d.misses = 0
         self.done = True
