@@ -242,6 +242,8 @@ def load(path: str | Path) -> Config:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; pass the path of a fedfs TOML config") from None
+    except PermissionError:
+        raise  # the command says who may read it (it holds the store's credentials)
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config file: {e}") from None
     except tomllib.TOMLDecodeError as e:

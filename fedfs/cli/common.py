@@ -1,5 +1,6 @@
 """What every `fedfs` subcommand shares: finding the mount of a path, its control
-client, times and expiry dates as people write them, and tables or JSON/CSV output.
+client, times and expiry dates as people write them, tables or JSON/CSV output,
+and the one line said when the command lacks the rights it needs.
 
 Runs in the command's only thread. Imports only the standard library at module
 level (the man pages are built from the parser without fedfs's dependencies);
@@ -11,8 +12,12 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import grp
 import json
 import os
+import pwd
+import shlex
+import stat
 import sys
 import time
 from pathlib import Path
@@ -40,6 +45,62 @@ def locate(path: str) -> tuple[Path, str, str]:
         ) from None
     rel = p.relative_to(mount).as_posix()
     return mount, "/" + ("" if rel == "." else rel), socket
+
+
+def command_line() -> str:
+    """The command as the user typed it, to show how to run it again (as root)."""
+    return shlex.join(["fedfs", *sys.argv[1:]])
+
+
+def _owner_group(st: os.stat_result) -> tuple[str, str]:
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group
+
+
+def denied(e: PermissionError) -> str:
+    """One line for a command run without the rights it needs: what stopped it, and what to do.
+
+    Names the nearest of the path and its parents that this user cannot pass (a
+    directory it may not enter, or the file itself), its owner, group and mode,
+    and suggests the group when the group's bits would be enough.
+    """
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = f"uid {os.geteuid()}"
+    if not e.filename:
+        return f"{user} may not do this ({e.strerror}): run `{command_line()}` as root"
+    blocker = Path(os.path.abspath(os.fsdecode(e.filename)))
+    while True:
+        try:
+            st = blocker.stat()
+            break
+        except OSError:
+            if blocker.parent == blocker:
+                return f"{user} may not use {e.filename}: run `{command_line()}` as root"
+            blocker = blocker.parent
+    is_dir = stat.S_ISDIR(st.st_mode)
+    wanted = os.R_OK | os.X_OK if is_dir else os.R_OK
+    verb = "read" if not os.access(blocker, wanted) else "write to" if is_dir else "write"
+    group_bits = (0o050 if is_dir else 0o040) if verb == "read" else (0o030 if is_dir else 0o020)
+    owner, group = _owner_group(st)
+    mode = stat.S_IMODE(st.st_mode)
+    via_group = (
+        f", or as a member of group {group}"
+        if mode & group_bits == group_bits and group != "root"
+        else ""
+    )
+    return (
+        f"{user} may not {verb} {blocker} (owner {owner}, group {group}, mode {mode:04o}): "
+        f"run `{command_line()}` as root{via_group}"
+    )
 
 
 def client(socket: str, timeout: float = 30.0) -> Any:

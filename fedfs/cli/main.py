@@ -16,6 +16,7 @@ import sys
 
 from fedfs import __version__
 from fedfs.cli import admins, audit, jobs, mounting, scientists
+from fedfs.cli.common import denied
 from fedfs.errors import FedfsError
 from fedfs.events import printable
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except FedfsError as e:
         print(f"fedfs: {printable(e)}", file=sys.stderr)
+        return 1
+    except PermissionError as e:  # a file or directory only root (or a group) may use
+        print(f"fedfs: {denied(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

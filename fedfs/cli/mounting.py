@@ -1,43 +1,46 @@
 """`fedfs mount`, `fedfs umount` and `fedfs demo`: starting and stopping mounts.
 
 mount runs the daemon in the foreground or forks it off and waits on a pipe
-for "ready" or the child's one-line error; umount first waits for pending
-uploads (as `fedfs sync` does), then unmounts and waits for the daemon to
-exit. Imports cli.common and cli.jobs, and the daemon and ops.demo when a
-command runs.
+for its warnings and "ready", or the child's one-line error; umount first
+waits for pending uploads (as `fedfs sync` does), then unmounts and waits for
+the daemon to exit; a dead mount (its daemon gone) is simply unmounted.
+Imports cli.common and cli.jobs, and the daemon and ops.demo when a command
+runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fedfs.cli.common import locate
+from fedfs.cli.common import command_line, denied, locate
 from fedfs.cli.jobs import cmd_sync
 from fedfs.errors import FedfsError
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     from fedfs import config
-    from fedfs.daemon import daemon
+    from fedfs.daemon import daemon, logs
+    from fedfs.daemon.mountpoint import check_mountpoint
 
     cfg = config.load(args.config)
     mountpoint = Path(args.mountpoint).resolve()
-    daemon.check_mountpoint(mountpoint)
+    check_mountpoint(mountpoint, args.nonempty)
     if args.foreground:
-        daemon.setup_logging(args.log_level)
-        return daemon.Daemon(cfg, mountpoint).serve()
+        logs.setup_logging(args.log_level)
+        return daemon.Daemon(cfg, mountpoint, args.nonempty).serve()
     return _daemonize(cfg, mountpoint, args)
 
 
 def _daemonize(cfg: object, mountpoint: Path, args: argparse.Namespace) -> int:
-    """Fork; the child mounts and reports 'ready' or its error through a pipe."""
-    from fedfs.daemon import daemon
+    """Fork; the child mounts and reports its warnings, then 'ready' or its error, on a pipe."""
+    from fedfs.daemon import daemon, logs
 
     logfile = Path(args.log_file) if args.log_file else default_logfile(mountpoint)
     r, w = os.pipe()
@@ -46,6 +49,9 @@ def _daemonize(cfg: object, mountpoint: Path, args: argparse.Namespace) -> int:
         os.close(w)
         with os.fdopen(r, "rb") as pipe:
             answer = pipe.read().decode(errors="replace")
+        *warnings, answer = answer.split("\n")
+        for warning in warnings:
+            print(f"fedfs: warning: {warning}", file=sys.stderr)
         if answer.startswith("ready"):
             print(f"fedfs: mounted {cfg.path} on {mountpoint} (log: {logfile})")  # type: ignore[attr-defined]
             return 0
@@ -61,16 +67,19 @@ def _daemonize(cfg: object, mountpoint: Path, args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        daemon.setup_logging(args.log_level, logfile)
-        d = daemon.Daemon(cfg, mountpoint)  # type: ignore[arg-type]
+        logs.setup_logging(args.log_level, logfile)
+        d = daemon.Daemon(cfg, mountpoint, args.nonempty)  # type: ignore[arg-type]
 
         def ready() -> None:
-            os.write(w, b"ready")
+            said = "".join(line.replace("\n", " ") + "\n" for line in d.warnings)
+            os.write(w, said.encode() + b"ready")
             os.close(w)
 
         code = d.serve(on_ready=ready)
     except FedfsError as e:
         _report(w, str(e))
+    except PermissionError as e:
+        _report(w, denied(e))
     except Exception as e:
         import logging
 
@@ -88,15 +97,31 @@ def _report(w: int, message: str) -> None:
 
 
 def default_logfile(mountpoint: Path) -> Path:
+    from fedfs.daemon.logs import DEFAULT_LOG_DIR
+
     name = str(mountpoint).strip("/").replace("/", "-") or "root"
-    return Path("/var/log/fedfs") / f"{name}.log"
+    return DEFAULT_LOG_DIR / f"{name}.log"
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
+    from fedfs.daemon.mountpoint import is_dead, mount_entry
+
     mountpoint = str(Path(args.mountpoint).resolve())
-    if not os.path.ismount(mountpoint):
+    entry = mount_entry(mountpoint)
+    if entry is None:
         raise FedfsError(f"{mountpoint} is not mounted")
-    if not args.lazy:
+    owner = entry.user_id
+    if owner is not None and os.geteuid() not in (0, owner):
+        try:
+            who = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            who = f"uid {owner}"
+        raise FedfsError(
+            f"{mountpoint} was mounted by {who}; only {who} may unmount it: "
+            f"run `{command_line()}` as {who}"
+        )
+    dead = is_dead(mountpoint)
+    if not args.lazy and not dead:
         # Upload what is queued while the mount still answers, with progress; what
         # cannot be uploaded stays in the cache and the journal for the next mount.
         try:
@@ -121,6 +146,9 @@ def cmd_umount(args: argparse.Namespace) -> int:
             f"cannot unmount {mountpoint}: {r.stderr.strip()} "
             "(a process may still use it: see `fuser -vm " + mountpoint + "`)"
         )
+    if dead:
+        print(f"fedfs: {mountpoint} was a dead mount (its daemon had stopped); unmounted it")
+        return 0
     # The daemon uploads what is still pending, then exits; wait for it.
     deadline = time.monotonic() + args.wait
     while _daemon_alive(mountpoint) and time.monotonic() < deadline:
@@ -165,12 +193,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     m.add_argument("--config", "-c", required=True, help="TOML config file")
     m.add_argument("mountpoint", help="an existing, empty directory")
     m.add_argument(
+        "--nonempty",
+        action="store_true",
+        help="mount even if MOUNTPOINT holds files (they are hidden until the unmount)",
+    )
+    m.add_argument(
         "--foreground",
         "-f",
         action="store_true",
         help="stay in the foreground and log to stderr (systemd, debugging)",
     )
-    m.add_argument("--log-file", help="log file when daemonized (default /var/log/fedfs/MOUNT.log)")
+    m.add_argument(
+        "--log-file",
+        help="log file when daemonized (default /var/log/fedfs/MOUNT.log); made 0600, "
+        "readable by root only",
+    )
     m.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     m.set_defaults(func=cmd_mount)
 

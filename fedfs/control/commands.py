@@ -19,12 +19,13 @@ from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
+from fedfs.data.cache import Staging
 from fedfs.errors import FedfsError, NotFound
+from fedfs.meta.inode import Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import R, X, permits
 from fedfs.policy.model import Level, Principal, Team
 from fedfs.policy.sharing import Actor, Refused
-from fedfs.tree.namespace import Inode, Kind
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 
@@ -57,7 +58,7 @@ def _team(t: Team) -> dict[str, Any]:
     }
 
 
-def _may_name(peer: Peer, inode: Inode) -> bool:
+def _may_name(peer: Peer, inode: Inode[Staging]) -> bool:
     """Whether a control answer may show the caller this file's path: root and the owner."""
     return peer.uid in (0, inode.uid)
 
@@ -130,12 +131,10 @@ class Commands:
         if inode is None:
             raise Refused(f"{path} does not exist; create it first, then share it")
         if inode.kind is Kind.LINK:
-            try:
-                target = (await self.d.ns.readlink(inode)).decode("utf-8", "backslashreplace")
-            except FedfsError:
-                target = "?"
+            # The target, when this node knows it already (reading it costs a GET).
+            to = "" if inode.target is None else f" (to {inode.target.decode(errors='replace')!r})"
             raise Refused(
-                f"{path} is a symbolic link (to {target!r}); a grant on a link gives nothing: "
+                f"{path} is a symbolic link{to}; a grant on a link gives nothing: "
                 "share the path it points to"
             )
 
@@ -201,18 +200,18 @@ class Commands:
 
     # -- data ------------------------------------------------------------------
 
-    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode], bool]:
+    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
         path = _str(args, "path", optional=True)
         if path is None or path == "/":
             return lambda inode: True
         prefix = path.rstrip("/")
-        return lambda inode: (p := self.d.ns.path_of(inode)) == prefix or p.startswith(prefix + "/")
+        return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
 
     async def sync(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Start every queued upload under path now; `pending` then reports progress."""
         wanted = self._wanted(args)
         flusher = self.d.flusher
-        for inode in list(self.d.ns.inodes.values()):
+        for inode in self.d.inodes.all():
             if inode.dirty and not inode.gone and inode.writers == 0 and wanted(inode):
                 flusher.queue(inode, delay=0)
         return await self.pending(peer, args)
@@ -222,7 +221,7 @@ class Commands:
         left = [p for p in self.d.flusher.pending.values() if wanted(p.inode)]
         open_for_writing = [
             i
-            for i in self.d.ns.inodes.values()
+            for i in self.d.inodes.all()
             if i.dirty and i.writers > 0 and not i.gone and wanted(i) and _may_name(peer, i)
         ]
         return {
@@ -230,10 +229,10 @@ class Commands:
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
             # Paths only of the caller's own files: a name below a private directory is
             # itself a secret. "files" and "bytes" are totals, which name nothing.
-            "open": [self.d.ns.path_of(i) for i in open_for_writing][:100],
+            "open": [i.path for i in open_for_writing][:100],
             "failed": [
                 {
-                    "path": self.d.ns.path_of(p.inode),
+                    "path": p.inode.path,
                     "error": p.error,
                     "attempts": p.attempts,
                     "kept_in": str(p.inode.staging.path) if p.inode.staging else None,
@@ -250,7 +249,7 @@ class Commands:
         staged, nbytes, refused = 0, 0, []
         gids = actor.gids | {peer.gid}
 
-        def allows(inode: Inode, want: int) -> bool:
+        def allows(inode: Inode[Staging], want: int) -> bool:
             view = self.d.ops.view(inode)
             return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
 
@@ -279,21 +278,20 @@ class Commands:
         return {"files": staged, "bytes": nbytes, "refused": refused}
 
     async def _resolve(
-        self, path: str, enter: Callable[[Inode], bool] = lambda d: True
-    ) -> Inode | None:
-        ns = self.d.ns
-        node = ns.get(1)
+        self, path: str, enter: Callable[[Inode[Staging]], bool] = lambda d: True
+    ) -> Inode[Staging] | None:
+        node = self.d.inodes.get(1)
         try:
             for part in path.strip("/").split("/"):
                 if not part:
                     continue
                 if node.is_dir and node.bucket and not enter(node):
                     return None
-                found = await ns.lookup(node, part.encode())
+                found = await self.d.lookups.lookup(node, part.encode())
                 if found is None:
                     return None
                 node = found
-            await ns.revalidate(node)
+            await self.d.revalidation.revalidate(node)
         except (FedfsError, NotFound):
             return None
         return node
@@ -449,14 +447,14 @@ class Commands:
                         "level": "owner",
                     }
                 )
-        for inode in list(self.d.ns.inodes.values()):
+        for inode in self.d.inodes.all():
             if inode.meta_known and not inode.gone and inode.bucket and inode.uid != 0:
                 user = await sharing._ask(sharing.identity.user_by_uid, inode.uid)
                 if user is None:
                     rows.append(
                         {
                             "kind": "data",
-                            "path": self.d.ns.path_of(inode),
+                            "path": inode.path,
                             "principal": f"uid {inode.uid}",
                             "problem": "owned by a uid with no user (seen by this mount)",
                             "level": None,
@@ -504,7 +502,7 @@ class Commands:
                 "failed": len(d.flusher.failed()),
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
-                "conflicts": d.ns.conflicts,
+                "conflicts": d.writeback.conflicts,
             },
             "s3": {
                 "requests": d.store.requests,

@@ -15,12 +15,15 @@ from fedfs.audit.chain import AuditTrail
 from fedfs.config import Config
 from fedfs.data.cache import Cache
 from fedfs.data.flusher import Flusher
+from fedfs.data.writeback import WriteBack
 from fedfs.fuse.operations import Operations
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.sharing import Sharing
 from fedfs.policy.site import SitePolicy
 from fedfs.store.s3 import ObjectStore
-from fedfs.tree.namespace import Namespace
+from fedfs.tree.inodes import Inodes
+from fedfs.tree.lookup import Lookups
+from fedfs.tree.revalidate import Revalidation
 
 
 class Mount(Protocol):
@@ -30,7 +33,10 @@ class Mount(Protocol):
     store: ObjectStore
     cache: Cache
     flusher: Flusher
-    ns: Namespace
+    inodes: Inodes
+    lookups: Lookups
+    revalidation: Revalidation
+    writeback: WriteBack
     ops: Operations
     sharing: Sharing
     site: SitePolicy

@@ -1,9 +1,11 @@
 """The mount daemon: checks the config against the world, mounts, runs, unmounts.
 
-Owns the process: start-up checks (endpoint, credentials, buckets, owners,
-cache directory) that turn into one clear message before anything is
-mounted, the trio nursery in which every background task lives, signal
-handling, and the orderly unmount that waits for pending uploads.
+Owns the process: the locks on its state and cache directories (taken
+before anything is written, see lock.py), start-up checks (endpoint,
+credentials, buckets, owners, cache directory and its disk) that turn into
+one clear message before anything is mounted, the trio nursery in which
+every background task lives, signal handling, the orderly unmount that waits
+for pending uploads, and taking the mount down again when a start fails.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import Config, format_size
 from fedfs.control.commands import Commands
 from fedfs.control.server import ControlServer
+from fedfs.daemon.lock import DirLocks
+from fedfs.daemon.mountpoint import check_mountpoint
 from fedfs.data.cache import Cache
 from fedfs.data.flusher import Flusher
+from fedfs.data.writeback import WriteBack
 from fedfs.errors import ConfigError, FedfsError, NotFound, PolicyError
 from fedfs.fuse.operations import Operations
 from fedfs.identity.choose import make_identity
@@ -40,7 +45,13 @@ from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
 from fedfs.store.s3 import ObjectStore
-from fedfs.tree.namespace import Namespace
+from fedfs.store.threads import WorkerThreads
+from fedfs.tree.attributes import Attributes
+from fedfs.tree.changes import Changes
+from fedfs.tree.inodes import Inodes
+from fedfs.tree.listing import Listings
+from fedfs.tree.lookup import Lookups
+from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +83,19 @@ def check_owners(cfg: Config, identity: IdentitySource, owners: dict[str, Bucket
             )
 
 
-def check_mountpoint(mountpoint: Path) -> None:
-    if not mountpoint.is_dir():
-        raise FedfsError(f"mount point {mountpoint} is not a directory; create it with mkdir -p")
-    if os.path.ismount(mountpoint):
-        raise FedfsError(f"{mountpoint} is already a mount point; unmount it first (fedfs umount)")
-    if not os.path.exists("/dev/fuse"):
-        raise FedfsError(
-            "/dev/fuse is missing; load the fuse module (modprobe fuse) or install fuse3"
-        )
+def first_reason(group: BaseExceptionGroup) -> BaseException:
+    """The error to tell a person from a nursery's group: a FedfsError if there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, FedfsError)), leaves[0] if leaves else group)
 
 
 def check_store(cfg: Config, store: ObjectStore) -> None:
@@ -109,9 +124,16 @@ def check_store(cfg: Config, store: ObjectStore) -> None:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, mountpoint: Path) -> None:
+    def __init__(self, cfg: Config, mountpoint: Path, nonempty: bool = False) -> None:
         self.cfg = cfg
         self.mountpoint = mountpoint
+        self.nonempty = nonempty
+        # Before anything is written: a second daemon of this state stops here.
+        self.locks = DirLocks(
+            [(cfg.policy.state_dir, True), (cfg.cache.dir, False)], mountpoint, cfg.path
+        )
+        self.fuse_up = False  # pyfuse3.init succeeded: the mount must be taken down at the end
+        self.warnings: list[str] = []  # said at start by `fedfs mount` as well as logged
         self.started = time.monotonic()
         self.store = ObjectStore(cfg.store)
         self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
@@ -144,10 +166,11 @@ class Daemon:
             self.sharing.on_record = self.policy_log.wake
         self._record_site_policy()
         self.cache = Cache(cfg.cache, self.store, self.limiter)
-        self.ns = Namespace(cfg, self.store, self.cache, self.limiter, owners)
-        self.flusher = Flusher(self.ns)
-        self.ns.flusher = self.flusher
-        self.ops = Operations(self.ns, self.cache, self.sharing, str(cfg.control.socket))
+        short = self.cache.disk_shortfall()
+        if short:
+            self.warnings.append(short)
+            events.event(log, "cache-disk-small", severity=logging.WARNING, msg=short)
+        self._wire_tree(owners)
         self.flusher.last_request = lambda: self.ops.last_request
         self.commands = Commands(self)
         self.mounted = False
@@ -155,6 +178,44 @@ class Daemon:
         self.left: list[str] = []
         events.set_context(mount=cfg.name)
         self.metrics = Metrics(self)
+
+    def _wire_tree(self, owners: dict[str, BucketOwner]) -> None:
+        """The tree's rooms, the write-back path and the FUSE adapter, wired to each other."""
+        cfg, store = self.cfg, self.store
+        s3 = WorkerThreads(self.limiter)
+        self.inodes = Inodes([b.name for b in cfg.buckets], owners)
+        self.writeback = WriteBack(store, s3, self.cache, owners, cfg.policy.node)
+        self.flusher = Flusher(self.cache, self.writeback.commit)
+        self.writeback.uploads = self.flusher
+        self.revalidation = Revalidation(self.inodes, store, s3, cfg.fs.attr_timeout)
+        self.listings = Listings(self.inodes, store, s3, self.revalidation, cfg.fs.dir_timeout)
+        self.lookups = Lookups(
+            self.inodes, store, s3, self.revalidation, self.listings, cfg.fs.negative_timeout
+        )
+        self.changes = Changes(
+            cfg,
+            self.inodes,
+            store,
+            s3,
+            self.lookups,
+            self.revalidation,
+            self.writeback,
+            self.cache.journal,
+        )
+        attributes = Attributes(store, s3, self.revalidation, self.writeback)
+        self.ops = Operations(
+            cfg,
+            self.inodes,
+            self.revalidation,
+            self.lookups,
+            self.listings,
+            self.changes,
+            attributes,
+            self.writeback,
+            self.cache,
+            self.sharing,
+            str(cfg.control.socket),
+        )
 
     def _rebuild_policy(self) -> None:
         """A new policy database beside an existing audit chain: redo this node's changes.
@@ -200,14 +261,14 @@ class Daemon:
 
     def invalidate(self, paths: list[str]) -> None:
         """Policy changed at these paths: the kernel must re-read attributes and ACLs below them."""
-        self.ns.refresh_owners()
+        self.inodes.refresh_owners()
         self.expiry_changed.set()
         if not self.mounted:
             return
         seen: set[int] = set()
         for path in paths:
             # The directories above change too: a grant gives search (x) on each of them.
-            for inode in self.ns.under(path) + self.ns.above(path):
+            for inode in self.inodes.under(path) + self.inodes.above(path):
                 if inode.ino in seen:
                     continue
                 seen.add(inode.ino)
@@ -234,7 +295,7 @@ class Daemon:
                 log.exception("expiring grants failed")
 
     def mount(self) -> None:
-        check_mountpoint(self.mountpoint)
+        check_mountpoint(self.mountpoint, self.nonempty)
         options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime"}
         if self.cfg.fs.allow_other:
             options.add("allow_other")
@@ -242,6 +303,7 @@ class Daemon:
             pyfuse3.init(self.ops, str(self.mountpoint), options)
         except RuntimeError as e:
             raise FedfsError(f"cannot mount on {self.mountpoint}: {e}") from e
+        self.fuse_up = True
         events.event(
             log,
             "mount",
@@ -253,7 +315,7 @@ class Daemon:
 
     async def recover(self) -> None:
         """Upload every file the journal lists: closed (or open) when the last run ended."""
-        await self.ns.finish_moves()
+        await self.changes.finish_moves()
         rows = self.cache.journal.all()
         if rows:
             log.info("recovering %d files from the write-back journal", len(rows))
@@ -286,8 +348,8 @@ class Daemon:
                     path,
                     st.size,
                 )
-            inode = self.ns.detached_inode(row.bucket, row.key, row.metadata, row.base_etag, st)
-            await self.ns.commit(inode)
+            inode = self.writeback.recovered(row, st)
+            await self.writeback.commit(inode)
             log.info("%s: recovered and uploaded (%d bytes)", path, st.size)
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
@@ -295,13 +357,13 @@ class Daemon:
         if self.policy_log is not None:
             await self.policy_log.start()  # the newest snapshot and every change since
         await self.sharing.rebuild()
-        self.ns.refresh_owners()
+        self.inodes.refresh_owners()
         await self.recover()
         self.metrics.listen()
         self.mount()
         self.mounted = True
         async with trio.open_nursery() as nursery:
-            self.ns.nursery = nursery
+            self.listings.nursery = self.ops.nursery = nursery
             nursery.start_soon(self._signals)
             nursery.start_soon(self._reload_on_hangup)
             nursery.start_soon(self.flusher.run)
@@ -370,7 +432,7 @@ class Daemon:
 
     async def finish(self) -> list[str]:
         """Upload what is queued; return a line per file that could not be uploaded."""
-        for inode in list(self.ns.inodes.values()):
+        for inode in self.inodes.all():
             if inode.dirty and not inode.gone:
                 self.flusher.queue(inode, delay=0)
         last = [0.0]
@@ -383,46 +445,31 @@ class Daemon:
 
         left = await self.flusher.drain(progress=progress, give_up_after=0)
         return [
-            f"{self.ns.path_of(p.inode)}: {p.error} (kept in "
+            f"{p.inode.path}: {p.error} (kept in "
             f"{p.inode.staging.path if p.inode.staging else '?'}; uploaded at the next mount)"
             for p in left
         ]
 
     def serve(self, on_ready: Callable[[], None] | None = None) -> int:
-        """Check, recover, mount, run until unmounted or signalled, clean up. Exit code."""
-        mounted = False
+        """Check, recover, mount, run until unmounted or signalled, clean up. Exit code.
 
-        def ready() -> None:
-            nonlocal mounted
-            mounted = True
-            if on_ready:
-                on_ready()
-
+        A start that fails after FUSE mounted takes the mount down again, and
+        raises its one reason (not trio's group of one).
+        """
         try:
-            trio.run(self.main, ready)
+            trio.run(self.main, on_ready)
+        except BaseExceptionGroup as group:
+            raise first_reason(group) from group
         finally:
-            if mounted:
+            if self.fuse_up:
                 pyfuse3.close(unmount=True)
+                self.fuse_up = False
                 events.event(
                     log, "unmount", mountpoint=self.mountpoint, not_uploaded=len(self.left)
                 )
             self.cache.journal.close()
             self.policy_store.close()
+            self.locks.release()
         for line in self.left:
             log.error("not uploaded: %s", line)
         return 1 if self.left else 0
-
-
-def setup_logging(level: str = "INFO", logfile: Path | None = None) -> None:
-    handler: logging.Handler
-    if logfile is not None:
-        logfile.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(logfile)
-    else:
-        handler = events.console_handler()  # the journal's native protocol under systemd
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)

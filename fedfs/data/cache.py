@@ -17,9 +17,11 @@ another node evicts is fetched again (an open descriptor keeps reading the old
 inode). Each node's `size` counts the clean data it wrote or read itself, so
 with N nodes sharing a directory the directory may hold up to N times `size`.
 
-Clean data is evicted LRU above the high watermark down to the low one.
-Dirty data is never evicted: when it fills the cache, writers wait for the
-flusher (backpressure), then get ENOSPC.
+Clean data is evicted LRU above the high watermark down to the low one, and
+also whenever the disk itself has no room for new data (a disk smaller than
+`size`). Dirty data is never evicted: when it fills the cache or the disk,
+writers wait for the flusher (backpressure), then get ENOSPC, and the log
+says which of the two was full.
 
 Concurrency: bookkeeping runs in the trio thread; downloads and uploads run
 in worker threads. Files are opened with O_NOFOLLOW so a planted symlink
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_CLEAN_FILES = 8  # clean files kept open between reads
 _STALE_TMP = 3600.0  # seconds after which a temporary clean file is abandoned
+_TELL_WAIT_EVERY = 60.0  # seconds between two log lines saying that writers wait for room
 
 
 def _open_in_dir(path: Path, flags: int, mode: int = 0o600) -> int:
@@ -102,7 +105,15 @@ class Staging:
         return self.path.name
 
     def write(self, offset: int, data: bytes) -> int:
-        n = os.pwrite(self.fd, data, offset)
+        try:
+            n = os.pwrite(self.fd, data, offset)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            # Something else filled the disk since wait_for_room looked: say so.
+            msg = self.cache.disk_full_message(len(data))
+            event(log, "cache-full", severity=logging.ERROR, dir=self.cache.cfg.dir, msg=msg)
+            raise CacheFull(msg) from None
         self._resize(max(self.size, offset + n))
         self.dirty = True
         self.generation += 1
@@ -164,6 +175,7 @@ class Cache:
         self.staged_bytes = 0
         self.inflight: dict[str, trio.Event] = {}
         self.room = trio.Event()  # set whenever dirty data left the cache
+        self._told_wait = -_TELL_WAIT_EVERY  # when the log last said writers wait, and why
         self.hits = 0
         self.misses = 0
         self.evicted = 0
@@ -232,16 +244,17 @@ class Cache:
 
     async def wait_for_room(self, nbytes: int) -> None:
         """Backpressure: wait until nbytes more of dirty data fit, else CacheFull."""
+        if self._fits(nbytes):
+            return
+        if time.monotonic() - self._told_wait > _TELL_WAIT_EVERY:
+            self._told_wait = time.monotonic()
+            log.warning("writers wait for room in the cache: %s", self._no_room(nbytes))
         with trio.move_on_after(self.cfg.dirty_wait):
             while not self._fits(nbytes):
                 self.room = trio.Event()
                 await self.room.wait()
             return
-        msg = (
-            f"cache {self.cfg.dir} is full of data not yet uploaded "
-            f"({format_size(self.staged_bytes)} dirty, [cache] size {format_size(self.cfg.size)}); "
-            f"waited {self.cfg.dirty_wait:.0f}s for uploads; check the object store and `fedfs status`"
-        )
+        msg = f"{self._no_room(nbytes)}; waited {self.cfg.dirty_wait:.0f}s"
         event(
             log,
             "cache-full",
@@ -249,16 +262,54 @@ class Cache:
             dir=self.cfg.dir,
             dirty_bytes=self.staged_bytes,
             size=self.cfg.size,
+            free_disk=self.free_disk(),
             waited=f"{self.cfg.dirty_wait:.0f}s",
             msg=f"ENOSPC: {msg}",
         )
         raise CacheFull(msg)
 
+    def _no_room(self, nbytes: int) -> str:
+        """What keeps nbytes more out: data not yet uploaded filling [cache] size, or the disk."""
+        if self.staged_bytes + nbytes > self.cfg.size:
+            return (
+                f"cache {self.cfg.dir} is full of data not yet uploaded "
+                f"({format_size(self.staged_bytes)} dirty, [cache] size "
+                f"{format_size(self.cfg.size)}); uploads make room: check the object store "
+                "and `fedfs status`"
+            )
+        return self.disk_full_message(nbytes)
+
+    def disk_full_message(self, nbytes: int) -> str:
+        """Why a write of nbytes found no room when the disk, not [cache] size, is the limit."""
+        return (
+            f"the disk of cache {self.cfg.dir} is full ({format_size(self.free_disk())} free, "
+            f"{format_size(nbytes)} needed; {format_size(self.staged_bytes)} not yet uploaded, "
+            f"[cache] size {format_size(self.cfg.size)}); free space on that filesystem "
+            f"(df -h {self.cfg.dir}) or lower [cache] size to what the disk holds"
+        )
+
     def _fits(self, nbytes: int) -> bool:
         if self.staged_bytes + nbytes > self.cfg.size:
             return False
         self.evict(extra=nbytes)
+        if nbytes <= self.free_disk():
+            return True
+        # A disk smaller than [cache] size: clean copies give way to new data.
+        while self.clean and nbytes > self.free_disk():
+            self._evict_oldest()
         return nbytes <= self.free_disk()
+
+    def disk_shortfall(self) -> str | None:
+        """A warning when the disk cannot hold [cache] size (free space plus what is cached)."""
+        room = self.free_disk() + self.clean_bytes + self.staged_bytes
+        if room >= self.cfg.size:
+            return None
+        return (
+            f"the disk of cache {self.cfg.dir} has {format_size(room)} free, less than "
+            f"[cache] size {format_size(self.cfg.size)}: writes fail with ENOSPC once it is "
+            f"full; lower [cache] size to what the disk holds, or free space there "
+            f"(df -h {self.cfg.dir})"
+        )
 
     def free_disk(self) -> int:
         st = os.statvfs(self.cfg.dir)
@@ -456,16 +507,19 @@ class Cache:
             return
         target = size * self.cfg.low_watermark
         while self.clean and self.clean_bytes + self.staged_bytes + extra > target:
-            p, n = self.clean.popitem(last=False)
-            self.clean_bytes -= n
-            self.evicted += 1
-            self._close_fd(p)
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warning("cannot evict %s: %s", p, e)
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        p, n = self.clean.popitem(last=False)
+        self.clean_bytes -= n
+        self.evicted += 1
+        self._close_fd(p)
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot evict %s: %s", p, e)
 
     def stats(self) -> dict[str, int]:
         return {

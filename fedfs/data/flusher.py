@@ -12,6 +12,9 @@ and is retried with backoff (capped at a minute) until it succeeds: the
 staging copy and its journal row are the data until then.
 
 Runs as one task in the daemon's nursery; all state lives in the trio thread.
+May call the cache and journal; a file is uploaded through the `commit`
+callback the daemon wires in (WriteBack.commit), so the flusher imports no
+write-back code, and write-back hands it files as its `Uploads`.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
+from fedfs.data.cache import Cache, Staging
 from fedfs.errors import FedfsError
 from fedfs.events import event
-from fedfs.tree.namespace import Inode, Namespace
+from fedfs.meta.inode import Inode
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ IDLE_GAP = 0.05  # seconds without a FUSE request after which the mount counts a
 
 @dataclass
 class Pending:
-    inode: Inode
+    inode: Inode[Staging]
     due: float
     first: float  # when it was first queued: coalescing never delays it past a bound
     attempts: int = 0
@@ -46,9 +50,10 @@ class Pending:
 
 
 class Flusher:
-    def __init__(self, ns: Namespace) -> None:
-        self.ns = ns
-        self.delay = ns.cfg.cache.flush_delay
+    def __init__(self, cache: Cache, commit: Callable[[Inode[Staging]], Awaitable[None]]) -> None:
+        self.cache = cache
+        self.commit = commit  # uploads one file now (WriteBack.commit)
+        self.delay = cache.cfg.flush_delay
         self.pending: dict[int, Pending] = {}
         self.uploading: set[int] = set()
         # (due, n, ino): when each pending file is next due. Entries go stale when a file's
@@ -56,19 +61,19 @@ class Flusher:
         self.schedule: list[tuple[float, int, int]] = []
         self.counter = itertools.count()
         self.next_due = math.inf  # what the run loop sleeps until
-        self.busy_max = ns.cfg.cache.flush_busy_max
+        self.busy_max = cache.cfg.flush_busy_max
         # When the last FUSE request arrived (monotonic); the daemon wires in the adapter's.
         self.last_request: Callable[[], float] = lambda: -math.inf
         # Files asked for now (sync, unmount): while one waits, nothing waits for idleness.
         self.urgent: set[int] = set()
         self.wakeup = trio.Event()
         self.changed = trio.Event()  # set whenever an upload finished or failed
-        self.slots = trio.Semaphore(ns.cfg.cache.uploads)
+        self.slots = trio.Semaphore(cache.cfg.uploads)
         self.uploaded = 0
         self.uploaded_bytes = 0
         self.failures = 0
 
-    def queue(self, inode: Inode, delay: float | None = None) -> None:
+    def queue(self, inode: Inode[Staging], delay: float | None = None) -> None:
         now = time.monotonic()
         due = now + (self.delay if delay is None else delay)
         p = self.pending.get(inode.ino)
@@ -83,6 +88,10 @@ class Flusher:
         elif p.attempts == 0:
             # Rewritten before its upload: wait again (coalesce), but not forever.
             self._due(p, min(due, p.first + 10 * self.delay + 5))
+
+    def forget(self, ino: int) -> None:
+        """A removed file: nothing of it is uploaded any more."""
+        self.pending.pop(ino, None)
 
     def _due(self, p: Pending, due: float) -> None:
         """Set when p is next due; wake the run loop only if that is earlier than it sleeps."""
@@ -135,7 +144,7 @@ class Flusher:
         quiet = now - self.last_request()
         if quiet >= IDLE_GAP or now - self.schedule[0][0] >= self.busy_max:
             return 0.0
-        cache = self.ns.cache
+        cache = self.cache
         if cache.staged_bytes * 2 > cache.cfg.size:
             return 0.0  # dirty data is filling the cache: make room rather than speed
         return IDLE_GAP - quiet
@@ -145,18 +154,18 @@ class Flusher:
         try:
             async with self.slots:
                 size = inode.staging.size if inode.staging else 0
-                await self.ns.commit(inode)
+                await self.commit(inode)
             if not inode.dirty or inode.gone:
                 self.pending.pop(inode.ino, None)
                 self.uploaded += 1
                 self.uploaded_bytes += size
                 if p.attempts:  # not p.error: sync and drain clear it to retry at once
-                    event(log, "upload-resumed", path=self.ns.path_of(inode), attempts=p.attempts)
+                    event(log, "upload-resumed", path=inode.path, attempts=p.attempts)
             else:
                 p.due = time.monotonic() + self.delay  # written again during the upload
         except Exception as e:  # one file's failure must not stop the flusher
             if not isinstance(e, FedfsError | OSError):
-                log.exception("upload of %s failed unexpectedly", self.ns.path_of(inode))
+                log.exception("upload of %s failed unexpectedly", inode.path)
             p.attempts += 1
             self.failures += 1
             backoff = min(MAX_BACKOFF, 2 ** min(p.attempts, 10))
@@ -165,7 +174,7 @@ class Flusher:
                 logging.WARNING if p.attempts in (1, 3) or p.attempts % 10 == 0 else logging.DEBUG
             )
             st = inode.staging
-            path = self.ns.path_of(inode)
+            path = inode.path
             event(
                 log,
                 "upload-failed",
@@ -178,10 +187,10 @@ class Flusher:
                 msg=f"upload of {path} failed; retrying in {backoff:.0f}s, the data is safe in the cache",
             )
             p.error = str(e)
-            self.ns.cache.journal.failed(inode.bucket, inode.key, str(e))
+            self.cache.journal.failed(inode.bucket, inode.key, str(e))
         finally:
             self.uploading.discard(inode.ino)
-            self.ns.cache.room.set()
+            self.cache.room.set()
             self.changed.set()
             self.changed = trio.Event()
             if inode.ino in self.pending:
@@ -189,7 +198,7 @@ class Flusher:
 
     async def drain(
         self,
-        wanted: Callable[[Inode], bool] = lambda i: True,
+        wanted: Callable[[Inode[Staging]], bool] = lambda i: True,
         progress: Callable[[int, int], None] | None = None,
         give_up_after: float = math.inf,
     ) -> list[Pending]:

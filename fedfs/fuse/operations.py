@@ -1,4 +1,4 @@
-"""The FUSE adapter: translates kernel requests into namespace and cache calls.
+"""The FUSE adapter: translates kernel requests into calls of the tree, write-back and cache.
 
 Holds no policy and never talks to S3 itself. Permission checks are the
 kernel's (`default_permissions`): this module trusts that a request it gets
@@ -19,14 +19,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import pyfuse3
+import trio
 
 from fedfs import errors
-from fedfs.data.cache import Cache
+from fedfs.config import Config
+from fedfs.data.cache import Cache, Staging
+from fedfs.data.writeback import WriteBack
 from fedfs.fuse import entry as fuse_entry
+from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy.engine import ObjectMeta, PosixView
 from fedfs.policy.sharing import Refused, Sharing
+from fedfs.tree.attributes import Attributes
+from fedfs.tree.changes import Changes
+from fedfs.tree.inodes import Inodes
+from fedfs.tree.listing import DirListing, Listings
+from fedfs.tree.lookup import Lookups
 from fedfs.tree.names import BadName
-from fedfs.tree.namespace import ROOT_INO, Inode, Kind, Namespace
+from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +109,7 @@ def fuse_errors(fn: F) -> F:
 
 @dataclass
 class Handle:
-    inode: Inode
+    inode: Inode[Staging]
     writable: bool
     etag: str | None  # the object version this handle reads
     size: int
@@ -133,23 +142,42 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = True  # the kernel enforces the ACLs policy computes, for every process
 
-    def __init__(self, ns: Namespace, cache: Cache, policy: Sharing, socket: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        inodes: Inodes,
+        revalidation: Revalidation,
+        lookups: Lookups,
+        listings: Listings,
+        changes: Changes,
+        attributes: Attributes,
+        writeback: WriteBack,
+        cache: Cache,
+        policy: Sharing,
+        socket: str,
+    ) -> None:
         super().__init__()
-        self.ns = ns
+        self.inodes = inodes
+        self.revalidation = revalidation
+        self.lookups = lookups
+        self.listings = listings
+        self.changes = changes
+        self.attributes = attributes
+        self.writeback = writeback
         self.cache = cache
         self.policy = policy
         self.socket = socket
         self.handles: dict[int, Handle] = {}
-        self.listings: dict[int, Any] = {}
+        self.dir_handles: dict[int, DirListing] = {}
         # What the kernel was last told per inode, so readdir can leave out entries whose
         # dentry and attributes it still holds (see fuse_entry): ino -> Told.
         self.told: dict[int, Told] = {}
         self.next_fh = 1
-        self.entry_ttl = ns.cfg.fs.entry_timeout
-        self.attr_ttl = ns.cfg.fs.attr_timeout
-        self.negative_ttl = ns.cfg.fs.negative_timeout
-        self.write_back = ns.cfg.cache.write_back
-        self.fsync_uploads = ns.cfg.cache.fsync == "upload"
+        self.entry_ttl = cfg.fs.entry_timeout
+        self.attr_ttl = cfg.fs.attr_timeout
+        self.negative_ttl = cfg.fs.negative_timeout
+        self.write_back = cfg.cache.write_back
+        self.fsync_uploads = cfg.cache.fsync == "upload"
         self.ops = 0
         self.last_request = -math.inf  # monotonic time of the latest request
         self.bytes_read = 0  # through the mount, for metrics
@@ -157,17 +185,18 @@ class Operations(pyfuse3.Operations):
         # After a metadata read found the store away, listings hand out entries without
         # waiting for their metadata until then (monotonic time).
         self.store_down_until = -math.inf
+        self.nursery: trio.Nursery | None = None  # set by the daemon, for readahead
 
     # -- attributes --------------------------------------------------------
 
-    def view(self, inode: Inode) -> PosixView:
+    def view(self, inode: Inode[Staging]) -> PosixView:
         """What the kernel enforces for this inode: owner, mode and ACLs from policy."""
         meta = ObjectMeta(inode.uid, inode.gid, inode.mode, inode.explicit_mask)
         if inode.kind is Kind.LINK or inode.ino == ROOT_INO:
             return PosixView(inode.uid, inode.gid, inode.mode, None, None)
-        return self.policy.view(self.ns.path_of(inode), meta, inode.is_dir)
+        return self.policy.view(inode.path, meta, inode.is_dir)
 
-    def attrs(self, inode: Inode) -> pyfuse3.EntryAttributes:
+    def attrs(self, inode: Inode[Staging]) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = pyfuse3.InodeT(inode.ino)
         a.generation = 0
@@ -210,12 +239,12 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
-        parent = self.ns.get(parent_inode)
+        parent = self.inodes.get(parent_inode)
         if name == b".":
             return self.attrs(parent)
         if name == b"..":
-            return self.attrs(self.ns.get(parent.parent))
-        inode = await self.ns.lookup(parent, name)
+            return self.attrs(self.inodes.get(parent.parent))
+        inode = await self.lookups.lookup(parent, name)
         if inode is None:
             neg = pyfuse3.EntryAttributes()
             neg.st_ino = pyfuse3.InodeT(0)
@@ -225,7 +254,7 @@ class Operations(pyfuse3.Operations):
 
     def _tell(
         self,
-        inode: Inode,
+        inode: Inode[Staging],
         a: pyfuse3.EntryAttributes,
         parent: int | None = None,
         name: bytes | None = None,
@@ -241,7 +270,7 @@ class Operations(pyfuse3.Operations):
         return a
 
     def _listed(
-        self, inode: Inode, a: pyfuse3.EntryAttributes, parent: int, name: bytes
+        self, inode: Inode[Staging], a: pyfuse3.EntryAttributes, parent: int, name: bytes
     ) -> pyfuse3.EntryAttributes:
         """A readdir entry: without attributes when the kernel holds them, current, already."""
         old = self.told.get(inode.ino)
@@ -268,15 +297,15 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        node = self.ns.get(inode)
-        await self.ns.revalidate(node)
+        node = self.inodes.get(inode)
+        await self.revalidation.revalidate(node)
         return self._tell(node, self.attrs(node))
 
     @fuse_errors
     async def setattr(
         self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         mtime_ns = None
         if fields.update_mtime:
             mtime_ns = attr.st_mtime_ns
@@ -284,9 +313,9 @@ class Operations(pyfuse3.Operations):
         mask: int | bool | None = False
         if fields.update_mode and node.kind is not Kind.LINK:
             meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-            changed = self.policy.chmod(self.ns.path_of(node), meta, node.is_dir, attr.st_mode)
+            changed = self.policy.chmod(node.path, meta, node.is_dir, attr.st_mode)
             mode, mask = changed.mode, changed.explicit_mask
-        await self.ns.set_attrs(
+        await self.attributes.set_attrs(
             node,
             mode=mode,
             mask=mask,
@@ -301,20 +330,20 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: Any) -> int:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         fh = self.next_fh
         self.next_fh += 1
-        self.listings[fh] = self.ns.open_listing(node)
+        self.dir_handles[fh] = self.listings.open(node)
         return fh
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self.listings[fh]
+        listing = self.dir_handles[fh]
         # Offsets 0 and 1 are "." and ".."; entry i of the listing has offset i + 2.
         index = start_id
         while True:
             if index < 2:
-                d = listing.dir if index == 0 else self.ns.inodes[listing.dir.parent]
+                d = listing.dir if index == 0 else self.inodes.by_ino[listing.dir.parent]
                 name, attrs = (b"." if index == 0 else b".."), self.attrs(d)
             else:
                 entry = await listing.entry(index - 2)
@@ -334,35 +363,35 @@ class Operations(pyfuse3.Operations):
                 return
             index += 1
 
-    async def _known(self, node: Inode) -> bool:
+    async def _known(self, node: Inode[Staging]) -> bool:
         """Read a listed entry's metadata (joining the listing's prefetch), False if it is gone.
 
         Entries go to the kernel with their attributes and the usual lifetimes
         (readdirplus), so `ls -l` needs no LOOKUP or GETATTR per entry.
         """
         try:
-            await self.ns.revalidate(node)
+            await self.revalidation.revalidate(node)
         except errors.NotFound:
             return False
         except errors.FedfsError as e:  # attrs() then gives lifetime 0: the kernel asks again
-            log.debug("metadata of %s: %s", self.ns.path_of(node), e)
+            log.debug("metadata of %s: %s", node.path, e)
             if isinstance(e, errors.Unavailable):  # the rest of the listing does not wait
                 self.store_down_until = time.monotonic() + STORE_DOWN_WAIT
         return True
 
     async def releasedir(self, fh: int) -> None:
-        self.listings.pop(fh, None)
+        self.dir_handles.pop(fh, None)
 
     @fuse_errors
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        d = await self.ns.mkdir(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        d = await self.changes.mkdir(self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid)
         return self.attrs(d)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.ns.rmdir(self.ns.get(parent_inode), name)
+        await self.changes.rmdir(self.inodes.get(parent_inode), name)
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return  # directory changes are written to S3 before the call returns
@@ -371,7 +400,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.ns.unlink(self.ns.get(parent_inode), name)
+        await self.changes.unlink(self.inodes.get(parent_inode), name)
 
     @fuse_errors
     async def rename(
@@ -385,10 +414,10 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)  # no atomic exchange on an object store
-        await self.ns.rename(
-            self.ns.get(parent_inode_old),
+        await self.changes.rename(
+            self.inodes.get(parent_inode_old),
             name_old,
-            self.ns.get(parent_inode_new),
+            self.inodes.get(parent_inode_new),
             name_new,
             noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
         )
@@ -397,12 +426,14 @@ class Operations(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: Any
     ) -> pyfuse3.EntryAttributes:
-        link = await self.ns.symlink(self.ns.get(parent_inode), name, target, ctx.uid, ctx.gid)
+        link = await self.changes.symlink(
+            self.inodes.get(parent_inode), name, target, ctx.uid, ctx.gid
+        )
         return self.attrs(link)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: Any) -> bytes:
-        return await self.ns.readlink(self.ns.get(inode))
+        return await self.changes.readlink(self.inodes.get(inode))
 
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
@@ -416,11 +447,13 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         if not stat.S_ISREG(mode):
             raise pyfuse3.FUSEError(errno.EPERM)  # no device nodes, FIFOs or sockets in S3
-        inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        inode = await self.changes.create(
+            self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
+        )
         if self.write_back:
-            self.ns.closed(inode)
+            self.writeback.closed(inode)
         else:
-            await self.ns.commit(inode)
+            await self.writeback.commit(inode)
         return self.attrs(inode)
 
     # -- files -------------------------------------------------------------
@@ -429,7 +462,9 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        inode = await self.ns.create(self.ns.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        inode = await self.changes.create(
+            self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
+        )
         inode.open_count += 1
         inode.writers += 1
         fi = self._fh(Handle(inode, True, None, 0))
@@ -437,17 +472,17 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         # Close-to-open: a new open sees the newest version once the attribute TTL passed
         # (its own HEAD: one already on its way may have been sent before the upload ended).
-        await self.ns.revalidate(node, join=False)
+        await self.revalidation.revalidate(node, join=False)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
         if flags & os.O_TRUNC:
-            await self.ns.truncate(node, 0)  # nothing to fetch: the content goes anyway
+            await self.writeback.truncate(node, 0)  # nothing to fetch: the content goes anyway
         elif writable:
-            await self.ns.open_for_write(node)
+            await self.writeback.open_for_write(node)
         node.open_count += 1
         node.writers += 1 if writable else 0
         return self._fh(Handle(node, bool(writable), node.etag, node.size))
@@ -468,7 +503,7 @@ class Operations(pyfuse3.Operations):
         # Sequential: when a read enters a new block, fetch the next blocks ahead.
         if (
             off == h.next_offset
-            and self.ns.nursery is not None
+            and self.nursery is not None
             and (off == 0 or (off + size) // bs != off // bs or off % bs == 0)
         ):
             self._readahead(h, off + size)
@@ -478,11 +513,11 @@ class Operations(pyfuse3.Operations):
     def _readahead(self, h: Handle, end: int) -> None:
         bs = self.cache.block_size
         first = end // bs
-        assert h.etag is not None and self.ns.nursery is not None
+        assert h.etag is not None and self.nursery is not None
         for block in range(first, first + self.cache.cfg.readahead_blocks):
             if block * bs >= h.size:
                 break
-            self.ns.nursery.start_soon(
+            self.nursery.start_soon(
                 self.cache.prefetch, h.inode.bucket, h.inode.key, h.etag, h.size, block
             )
 
@@ -490,7 +525,7 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self.handles[fh]
         while True:
-            st = h.inode.staging or await self.ns.open_for_write(h.inode)
+            st = h.inode.staging or await self.writeback.open_for_write(h.inode)
             growth = off + len(buf) - st.size
             if growth > 0:
                 await self.cache.wait_for_room(growth)  # backpressure, then ENOSPC
@@ -518,17 +553,17 @@ class Operations(pyfuse3.Operations):
         if not h.writable:
             return
         if self.write_back:
-            self.ns.closed(h.inode)
+            self.writeback.closed(h.inode)
         else:
-            await self.ns.commit(h.inode)
+            await self.writeback.commit(h.inode)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         inode = self.handles[fh].inode
         if self.fsync_uploads or not self.write_back:
-            await self.ns.commit(inode)
+            await self.writeback.commit(inode)
         else:
-            await self.ns.make_durable(inode)
+            await self.writeback.make_durable(inode)
 
     @fuse_errors
     async def release(self, fh: int) -> None:
@@ -536,31 +571,31 @@ class Operations(pyfuse3.Operations):
         h.inode.open_count -= 1
         if h.writable:
             h.inode.writers -= 1
-        await self.ns.release_data(h.inode)
+        await self.writeback.release_data(h.inode)
 
     # -- xattrs ------------------------------------------------------------
 
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
             await self._set_acl(node, value, ctx)
             return
-        await self.ns.set_xattr(node, key, value, replace_only=False, create_only=False)
+        await self.attributes.set_xattr(node, key, value, replace_only=False, create_only=False)
 
-    async def _set_acl(self, node: Inode, value: bytes | None, ctx: Any) -> None:
+    async def _set_acl(self, node: Inode[Staging], value: bytes | None, ctx: Any) -> None:
         """setfacl: the kernel checked the caller owns the file; policy decides the rest."""
         if node.kind is Kind.LINK or node.ino == ROOT_INO or node.is_bucket_root:
             raise errors.NotPermitted("ACLs of the mount root and bucket roots come from policy")
         actor = await self.policy.actor(ctx.uid)
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-        new = await self.policy.set_acl(actor, self.ns.path_of(node), node.is_dir, value, meta)
-        await self.ns.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
+        new = await self.policy.set_acl(actor, node.path, node.is_dir, value, meta)
+        await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         if not name.startswith(b"user.") and name not in ACL_NAMES:
             # security.*, trusted.*: not kept (docs/SEMANTICS.md). ENOTSUP rather than
             # ENODATA also tells `ls -l` (libselinux) to stop asking for every file here.
@@ -576,14 +611,14 @@ class Operations(pyfuse3.Operations):
             if key == SOCKET_XATTR:
                 return self.socket.encode()
             raise errors.NoAttribute(f"no {key}")
-        return await self.ns.get_xattr(node, key)
+        return await self.attributes.get_xattr(node, key)
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         if node.ino == ROOT_INO:
             return [SOCKET_XATTR.encode()]
-        await self.ns.revalidate(node)
+        await self.revalidation.revalidate(node)
         names = [k.encode("utf-8", "surrogateescape") for k in sorted(node.xattrs)]
         view = self.view(node)
         if view.acl_access is not None:
@@ -594,12 +629,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        node = self.ns.get(inode)
+        node = self.inodes.get(inode)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
             await self._set_acl(node, None, ctx)
             return
-        await self.ns.remove_xattr(node, key)
+        await self.attributes.remove_xattr(node, key)
 
     # -- filesystem --------------------------------------------------------
 

@@ -45,11 +45,11 @@ if TYPE_CHECKING:
     from fedfs.config import Config
     from fedfs.data.cache import Cache
     from fedfs.data.flusher import Flusher
+    from fedfs.data.writeback import WriteBack
     from fedfs.fuse.operations import Operations
     from fedfs.policy.log import PolicyLog
     from fedfs.policy.sharing import Sharing
     from fedfs.store.s3 import ObjectStore
-    from fedfs.tree.namespace import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Measured(Protocol):
     store: ObjectStore
     cache: Cache
     flusher: Flusher
-    ns: Namespace
+    writeback: WriteBack
     ops: Operations
     sharing: Sharing
     policy_log: PolicyLog | None
@@ -173,7 +173,7 @@ class Metrics:
             "fedfs_upload_failures": d.flusher.failures,
             "fedfs_uploads": d.flusher.uploaded,
             "fedfs_uploaded_bytes": d.flusher.uploaded_bytes,
-            "fedfs_upload_conflicts": d.ns.conflicts,
+            "fedfs_upload_conflicts": d.writeback.conflicts,
             "fedfs_policy_version": d.sharing.store.version,
             "fedfs_policy_grants": len(d.sharing.store.grants()),
             "fedfs_policy_teams": len(d.sharing.store.teams()),

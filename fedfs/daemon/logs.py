@@ -1,0 +1,64 @@
+"""The daemon's log: to the journal (or stderr) in the foreground, else to a private file.
+
+A log names paths and grantees, so only root reads it, whatever made the file
+or its directory: the file is created (and re-created after logrotate moved
+it) mode 0600 and an existing one is closed to others; a log directory fedfs
+creates, and the default /var/log/fedfs, are made 0750 even without the
+tmpfiles entry. A directory the admin chose (--log-file) is left as it is.
+
+Runs in the daemon's main thread at start-up; logging's handlers lock for
+themselves. Imports only events.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.handlers
+import os
+import stat
+from pathlib import Path
+
+from fedfs import events
+
+DEFAULT_LOG_DIR = Path("/var/log/fedfs")
+_NOISY = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+class PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """A log file only its owner reads; reopened (0600 again) when logrotate moves it."""
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.baseFilename, flags, 0o600)
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+        return open(fd, "a", encoding=self.encoding or "utf-8", errors=self.errors)
+
+
+def prepare_log_dir(directory: Path) -> None:
+    """Create the log directory 0750; close the default one to others if they may read it."""
+    if not directory.exists():
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        os.chmod(directory, 0o750)  # mkdir's mode passes through the umask
+        return
+    if directory.resolve() == DEFAULT_LOG_DIR:
+        st = directory.stat()
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o007:
+            os.chmod(directory, stat.S_IMODE(st.st_mode) & 0o770)
+
+
+def setup_logging(level: str = "INFO", logfile: Path | None = None) -> None:
+    handler: logging.Handler
+    if logfile is not None:
+        prepare_log_dir(logfile.parent)
+        handler = PrivateFileHandler(logfile)
+    else:
+        handler = events.console_handler()  # the journal's native protocol under systemd
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,265 @@
+"""Directory listings: `DirListing` pages, when to list again, and metadata prefetch.
+
+Owns what a listing of a prefix means: common prefixes become directories,
+keys that are no POSIX names are hidden (and reported), a file shadowed by a
+prefix of the same name shows as SHADOW_NAME, files this node created and
+did not upload yet are listed too. Also owns the listing lifetime
+(`fs.dir_timeout`), one listing at a time per directory when a lookup lists
+again, and the background HEADs that read listed entries' metadata.
+
+Concurrency: runs in the trio thread; prefetch workers run in the daemon's
+nursery. State may change at every `await`, so each operation re-reads what
+it needs after awaiting and never holds a reference to a dict entry across
+an await it depends on: an entry this node changed after a page was asked
+for keeps what this node knows.
+
+May call: the inode table, revalidation (prefetch), names, and the store
+through worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+
+import trio
+
+from fedfs.data.cache import Staging
+from fedfs.errors import NotDirectory
+from fedfs.meta.inode import ROOT_INO, Inode, Kind
+from fedfs.store.s3 import ObjectInfo, ObjectStore
+from fedfs.store.threads import WorkerThreads
+from fedfs.tree.inodes import Inodes
+from fedfs.tree.names import SHADOW_NAME, key_problem, report_hidden, report_shadow_taken
+from fedfs.tree.revalidate import Revalidation
+
+log = logging.getLogger(__name__)
+
+# How long a directory remembers what this node put in it, for listings that raced
+# the upload (far longer than any listing takes).
+PLACED_MEMORY = 300.0
+# Keys in one ListObjectsV2 page: a directory with fewer entries is listed again to answer
+# a lookup of a name its last listing did not have (see Listings.relist_rather).
+SMALL_DIR = 1000
+
+
+class Listings:
+    """Listings of the directories of one mount, and the metadata prefetch they start."""
+
+    def __init__(
+        self,
+        inodes: Inodes,
+        store: ObjectStore,
+        s3: WorkerThreads,
+        revalidation: Revalidation,
+        dir_ttl: float,
+    ) -> None:
+        self.inodes = inodes
+        self.store = store
+        self.s3 = s3
+        self.revalidation = revalidation
+        self.dir_ttl = dir_ttl
+        self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
+        self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
+
+    def listing_fresh(self, inode: Inode[Staging]) -> bool:
+        return inode.children is not None and time.monotonic() - inode.listed < self.dir_ttl
+
+    def open(self, d: Inode[Staging]) -> DirListing:
+        """A listing of d for one open directory handle."""
+        if not d.is_dir:
+            raise NotDirectory(f"{d.path} is not a directory")
+        return DirListing(self, d)
+
+    def relist_rather(self, d: Inode[Staging]) -> bool:
+        """Whether to answer a missing name by listing d again rather than asking for it.
+
+        A small directory: always (one request). A large one once the names asked for
+        since its last listing would have cost as many requests as listing it does (a
+        page per 1,000 keys); so a job creating thousands of files in one directory pays
+        a listing per dir_timeout, not two requests per file, and a single lookup in a
+        huge directory does not list it all.
+        """
+        assert d.children is not None
+        if len(d.children) < SMALL_DIR:
+            return True
+        d.misses += 1
+        return d.misses * 2 > len(d.children) // SMALL_DIR + 1
+
+    async def relist(self, d: Inode[Staging]) -> None:
+        """List directory d from S3 now (one listing at a time per directory)."""
+        pending = self.relisting.get(d.ino)
+        if pending is not None:
+            await pending.wait()
+            return
+        done = self.relisting[d.ino] = trio.Event()
+        try:
+            listing = DirListing(self, d)
+            while not listing.done:
+                await listing._next_page()
+        finally:
+            del self.relisting[d.ino]
+            done.set()
+
+    def prefetch_metadata(self, inodes: list[Inode[Staging]]) -> None:
+        """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`).
+
+        In listing order, by as many workers as S3 connections, so readdir, which waits
+        for each entry's metadata before handing it to the kernel, gets the first ones first.
+        """
+        todo = deque(i for i in inodes if not i.meta_known and not i.dirty)
+        if self.nursery is None or not todo:
+            return
+
+        async def worker() -> None:
+            while todo:
+                inode = todo.popleft()
+                try:
+                    await self.revalidation.revalidate(inode)
+                except Exception as e:  # a prefetch failure is harmless: getattr retries
+                    log.debug("metadata prefetch of %s failed: %s", inode.path, e)
+
+        for _ in range(min(len(todo), max(1, int(self.s3.limiter.total_tokens)))):
+            self.nursery.start_soon(worker)
+
+
+class DirListing:
+    """One open directory: a snapshot listing filled page by page, with stable offsets."""
+
+    def __init__(self, listings: Listings, d: Inode[Staging]) -> None:
+        self.listings, self.dir = listings, d
+        self.entries: list[tuple[str, Inode[Staging]]] = []
+        self.done = False
+        self.token: str | None = None
+        self.seen: set[str] = set()
+        self.held: list[ObjectInfo] = []
+        self.started = False
+        self.started_at = math.inf
+
+    async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
+        """The index-th entry, listing more pages from S3 as needed."""
+        while index >= len(self.entries) and not self.done:
+            await self._next_page()
+        return self.entries[index] if index < len(self.entries) else None
+
+    def _add(self, name: str, inode: Inode[Staging]) -> None:
+        if name not in self.seen:
+            self.seen.add(name)
+            self.entries.append((name, inode))
+
+    def _add_shadowed(self) -> None:
+        """The file this directory shadows, as SHADOW_NAME, unless a real key has that name."""
+        inodes, d = self.listings.inodes, self.dir
+        if not d.shadows:
+            return
+        if SHADOW_NAME in self.seen:
+            report_shadow_taken(d.bucket, d.key)
+            return
+        self._add(SHADOW_NAME, inodes.child(inodes.by_ino[d.parent], d.name, Kind.FILE))
+
+    async def _next_page(self) -> None:
+        ls, d = self.listings, self.dir
+        inodes = ls.inodes
+        if d.ino == ROOT_INO or (not self.started and ls.listing_fresh(d)):
+            assert d.children is not None
+            for name, ino in sorted(d.children.items()):
+                inode = inodes.by_ino.get(ino)
+                if inode is not None and not inode.gone:
+                    self._add(name, inode)
+            self._add_shadowed()
+            self.done = True
+            return
+        if not self.started:
+            self.started_at = time.monotonic()
+        self.started = True
+        asked = time.monotonic()
+        page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, self.token)
+        self.token = page.next_token
+        pre = d.prefix
+        new: list[Inode[Staging]] = []
+        dirs: set[str] = set()
+        for p in page.prefixes:
+            name = p[len(pre) : -1]
+            problem = key_problem(p)
+            if problem:
+                report_hidden(d.bucket, p, problem)
+                continue
+            dirs.add(name)
+        objects = self.held + page.objects
+        self.held = []
+        if self.token:
+            # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
+            last = max([o.key for o in page.objects] + page.prefixes, default="")
+            self.held = [o for o in objects if last.startswith(o.key)]
+            objects = [o for o in objects if not last.startswith(o.key)]
+        for o in objects:
+            if o.key == pre:
+                d.has_marker = True
+                continue
+            name = o.key[len(pre) :]
+            problem = key_problem(o.key)
+            if problem:
+                report_hidden(d.bucket, o.key, problem)
+                continue
+            if name in dirs or name in self.seen:
+                sub = inodes.child(d, name, Kind.DIR)
+                sub.shadows = True
+                continue
+            known = inodes.find(d.bucket, o.key, False)
+            if known is not None and known.changed > asked:
+                self._add(name, known)  # changed here since this page was asked for
+                continue
+            f = inodes.child(d, name, Kind.FILE)
+            if not f.dirty and f.etag == o.etag and not f.last_modified:
+                f.last_modified = o.last_modified  # our own upload: now we know its time
+            # HEAD answers in whole seconds, listings (Ceph) in milliseconds: compare seconds.
+            elif not f.dirty and (f.etag != o.etag or int(f.last_modified) != int(o.last_modified)):
+                f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
+                f.meta_known = False
+                if f.mtime_ns == 0:
+                    f.mtime_ns = f.ctime_ns = int(o.last_modified * 1e9)
+            elif not f.dirty and f.meta_known:
+                # Same ETag and time as when its metadata was read: a change of content or
+                # of metadata (a CopyObject) would have moved them, so the listing confirms
+                # the attributes as well as a HEAD would.
+                f.checked = asked
+            self._add(name, f)
+            new.append(f)
+        for name in sorted(dirs):
+            sub = inodes.child(d, name, Kind.DIR)
+            self._add(name, sub)
+            new.append(sub)
+        ls.prefetch_metadata(new)
+        if not self.token:
+            self._finish()
+
+    def _finish(self) -> None:
+        inodes, d = self.listings.inodes, self.dir
+        for o in self.held:
+            self._add(o.key[len(d.prefix) :], inodes.child(d, o.key[len(d.prefix) :], Kind.FILE))
+        self.held = []
+        # Files created here and not uploaded yet are part of the directory too, and so
+        # is anything this node put here after the listing began.
+        recent = time.monotonic() - PLACED_MEMORY
+        keep = set()
+        for ino in d.placed:
+            inode = inodes.by_ino[ino]
+            if inode.gone or inode.parent != d.ino:
+                continue
+            if inode.local or inode.changed > self.started_at:
+                self._add(inode.name, inode)
+            if inode.local or inode.changed > recent:
+                keep.add(ino)
+        d.placed = keep
+        self._add_shadowed()
+        # The shadowed file is the parent's child, not this directory's; a real key is.
+        d.children = {
+            name: inode.ino
+            for name, inode in self.entries
+            if name != SHADOW_NAME or inode.parent == d.ino
+        }
+        d.listed = time.monotonic()
+        d.misses = 0
+        self.done = True

@@ -1,0 +1,55 @@
+"""The daemon's log file and directory are private whatever made them (fedfs.daemon.logs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedfs.daemon import logs
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """A umask that would make world-readable files; the root logger restored afterwards."""
+    old, handlers = os.umask(0), logging.getLogger().handlers[:]
+    yield
+    os.umask(old)
+    for h in logging.getLogger().handlers:
+        h.close()
+    logging.getLogger().handlers[:] = handlers
+
+
+def test_the_default_log_directory_is_closed_to_others_without_tmpfiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loose_umask: None
+) -> None:
+    default = tmp_path / "var-log-fedfs"
+    default.mkdir(mode=0o755)  # made by hand, or by an older version: not by tmpfiles
+    monkeypatch.setattr(logs, "DEFAULT_LOG_DIR", default)
+    logs.setup_logging("INFO", default / "mnt-fedfs.log")
+    logging.getLogger("fedfs.test").warning("path=/climate/private/sub/f.txt")
+    assert mode(default) == 0o750
+    assert mode(default / "mnt-fedfs.log") == 0o600
+
+
+def test_a_directory_the_admin_chose_is_left_alone_but_the_file_is_private(
+    tmp_path: Path, loose_umask: None
+) -> None:
+    chosen = tmp_path / "shared-logs"
+    chosen.mkdir(mode=0o755)
+    chosen.chmod(0o755)
+    logs.setup_logging("INFO", chosen / "climate.log")
+    logging.getLogger("fedfs.test").warning("a line")
+    assert mode(chosen) == 0o755
+    assert mode(chosen / "climate.log") == 0o600
+    # a directory fedfs creates itself is 0750, even below a missing parent
+    logs.setup_logging("INFO", tmp_path / "new" / "logs" / "climate.log")
+    assert mode(tmp_path / "new" / "logs") == 0o750
