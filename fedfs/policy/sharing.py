@@ -557,8 +557,7 @@ class Sharing:
                     "create it: choose another name"
                 )
         if group is not None:
-            backing = await self._ask(self.identity.group, group)
-            if backing is None:
+            if await self._ask(self.identity.group, group) is None:
                 raise Refused(f"there is no group {group!r} to back team {name}")
             if group not in actor.groups and not self.site.is_admin(
                 actor.uid, actor.name, actor.groups
