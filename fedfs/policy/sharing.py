@@ -519,6 +519,8 @@ class Sharing:
     def _may_change_team(self, actor: Actor, team: Team) -> None:
         if actor.name in team.owners or self.site.is_admin(actor.uid, actor.name, actor.groups):
             return
+        if not self.may_see_team(actor, team):  # the same answer as for a missing team
+            raise Refused(f"there is no team {team.name!r} that {actor.label} may see")
         owners = ", ".join(sorted(team.owners))
         raise Refused(
             f"{actor.label} is not an owner of team {team.name}; its owners are: {owners}"

@@ -151,8 +151,10 @@ def test_team_names_owners_and_who_sees_a_team(
     assert seen(bob) == {"mteam"}
     assert seen(alice) == {"ateam"}
     assert {"ateam", "mteam", "daemon"} <= seen(ROOT)
-    err = refused(fedfs(carol, "team", "show", "ateam", *mnt))
-    assert "there is no team 'ateam' that fedfs-carol may see" in err, err
+    for action in (("show", "ateam"), ("add", "ateam", carol.name)):
+        err = refused(fedfs(carol, "team", *action, *mnt))
+        assert "there is no team 'ateam' that fedfs-carol may see" in err, err
+        assert alice.name not in err, err  # nor who owns it
     # sharing with a team by name still works for anyone who manages the path
     ok(fedfs(alice, "share", root / "private", "--with", "team:mteam", "--read"))
 
