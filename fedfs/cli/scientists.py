@@ -69,7 +69,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         r["in force"] = "yes" if not r.get("suspended") else f"no: {r['suspended']}"
     if any(r.get("suspended") for r in rows):
         columns.append("in force")  # a stricter site policy left some grants out
-    output(args, rows, columns, f"grants on {printable(args.path)}")
+    output(args, rows, columns, f"grants on {args.path}")  # output escapes it
     if not (args.json or args.csv):
         for r in rows:
             if r.get("limited_by"):
