@@ -128,7 +128,16 @@ class Told:
 
 
 def _sig(a: pyfuse3.EntryAttributes) -> tuple[int, ...]:
-    return (a.st_mode, a.st_uid, a.st_gid, a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_nlink)
+    return (
+        a.st_mode,
+        a.st_uid,
+        a.st_gid,
+        a.st_size,
+        a.st_mtime_ns,
+        a.st_ctime_ns,
+        a.st_atime_ns,
+        a.st_nlink,
+    )
 
 
 ACL_ACCESS = "system.posix_acl_access"
@@ -219,7 +228,7 @@ class Operations(pyfuse3.Operations):
         a.st_blocks = (size + 511) // 512
         a.st_mtime_ns = inode.mtime_ns
         a.st_ctime_ns = inode.ctime_ns
-        a.st_atime_ns = inode.mtime_ns
+        a.st_atime_ns = inode.mtime_ns if inode.atime_ns is None else inode.atime_ns
         return a
 
     def _fh(self, handle: Handle) -> pyfuse3.FileInfo:
@@ -323,6 +332,7 @@ class Operations(pyfuse3.Operations):
             gid=attr.st_gid if fields.update_gid else None,
             mtime_ns=mtime_ns,
             size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
         )
         return self._tell(node, self.attrs(node))
 
@@ -580,18 +590,25 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.get(inode)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
-            await self._set_acl(node, value, ctx)
+            await self._set_acl(node, value, ctx, default=key == ACL_DEFAULT)
             return
         await self.attributes.set_xattr(node, key, value, replace_only=False, create_only=False)
 
-    async def _set_acl(self, node: Inode[Staging], value: bytes | None, ctx: Any) -> None:
+    async def _set_acl(
+        self, node: Inode[Staging], value: bytes | None, ctx: Any, default: bool
+    ) -> None:
         """setfacl: the kernel checked the caller owns the file; policy decides the rest."""
         if node.kind is Kind.LINK or node.ino == ROOT_INO or node.is_bucket_root:
             raise errors.NotPermitted("ACLs of the mount root and bucket roots come from policy")
         actor = await self.policy.actor(ctx.uid)
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-        new = await self.policy.set_acl(actor, node.path, node.is_dir, value, meta)
-        await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
+        try:
+            new = await self.policy.set_acl(actor, node.path, node.is_dir, value, meta, default)
+        except Refused as e:  # the program sees only EPERM: the log says why
+            log.warning("setfacl on %s by %s refused: %s", node.path, actor.label, e)
+            raise
+        if new != meta:
+            await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
@@ -632,7 +649,7 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.get(inode)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
-            await self._set_acl(node, None, ctx)
+            await self._set_acl(node, None, ctx, default=key == ACL_DEFAULT)
             return
         await self.attributes.remove_xattr(node, key)
 

@@ -52,6 +52,7 @@ class Inode(Generic[C]):
     gid: int = 0
     size: int = 0
     mtime_ns: int = 0
+    atime_ns: int | None = None  # set explicitly (utimensat); else atime reads as mtime
     ctime_ns: int = 0
     etag: str | None = None
     last_modified: float = 0.0
