@@ -219,7 +219,7 @@ class Operations(pyfuse3.Operations):
         a.st_nlink = 0 if inode.gone else 1
         a.st_uid = view.uid
         a.st_gid = view.gid
-        a.st_rdev = 0
+        a.st_rdev = inode.rdev
         size = inode.staging.size if inode.staging is not None else inode.size
         if inode.kind is Kind.LINK and inode.target is not None:
             size = len(inode.target)
@@ -456,7 +456,12 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         if not stat.S_ISREG(mode):
-            raise pyfuse3.FUSEError(errno.EPERM)  # no device nodes, FIFOs or sockets in S3
+            # FIFOs, sockets, device nodes: the kernel serves their I/O (devices: not at
+            # all, the mount is nodev), so the object only keeps mode and device number.
+            node = await self.changes.mknod(
+                self.inodes.get(parent_inode), name, mode, rdev, ctx.uid, ctx.gid
+            )
+            return self._tell(node, self.attrs(node), parent_inode, name)
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )

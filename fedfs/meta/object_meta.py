@@ -2,7 +2,9 @@
 
 Owns the encoding, which uses s3fs's names (`mode`, `uid`, `gid`, `mtime`)
 so buckets written by either tool look right in the other, plus fedfs's own
-`mtime-ns`, explicit ACL mask and user xattrs. Objects without metadata get
+`mtime-ns`, explicit ACL mask and user xattrs. A FIFO, socket or device node
+is an empty object whose `mode` carries its file type, as s3fs writes them;
+s3fs keeps no device number, so fedfs adds `rdev` (decimal st_rdev). Objects without metadata get
 their bucket owner's uid/gid and the default modes.
 
 Pure functions over an inode and a store answer: no I/O, no awaits; called
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Inode, Kind
+from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Inode, Kind, kind_of_mode
 from fedfs.store.s3 import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def metadata_for(inode: Inode[Any]) -> dict[str, str]:
         "mtime": str(inode.mtime_ns // 1_000_000_000),
         "mtime-ns": str(inode.mtime_ns),
     }
+    if inode.rdev:
+        meta["rdev"] = str(inode.rdev)
     if inode.atime_ns is not None:
         meta["atime"] = s3fs_time(inode.atime_ns)
     if inode.explicit_mask is not None:
@@ -71,7 +75,7 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     if mode is not None:
         inode.mode = stat.S_IMODE(mode)
         if inode.kind is not Kind.DIR:
-            inode.kind = Kind.LINK if stat.S_ISLNK(mode) else Kind.FILE
+            inode.kind = kind_of_mode(mode)
     else:
         inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
     uid, gid = _int(meta, "uid"), _int(meta, "gid")
@@ -84,6 +88,7 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     else:
         inode.mtime_ns = mtime if mtime is not None else lm_ns
     inode.atime_ns = _time_ns(meta, "atime")
+    inode.rdev = (_int(meta, "rdev") or 0) if inode.is_special else 0
     inode.ctime_ns = lm_ns
     mask = _int(meta, MASK_META_KEY)
     inode.explicit_mask = mask if mask is not None and 0 <= mask <= 7 else None

@@ -164,4 +164,10 @@ def test_futimens_before_close_survives_the_upload(mount: Mount, bucket: str, s3
     assert r.returncode == 0, r.stderr
     meta = s3.head_object(Bucket=bucket, Key="stamped")["Metadata"]
     assert meta["mtime-ns"] == str(OLD + 1)
-    assert os.stat(path).st_mtime_ns == OLD + 1
+    assert meta["atime"] == f"{OLD // 10**9}.{OLD % 10**9:09d}"  # s3fs's form
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (OLD, OLD + 1)
+    mount.stop()
+    mount.start()
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (OLD, OLD + 1)
