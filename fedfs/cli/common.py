@@ -46,6 +46,19 @@ def locate(path: str) -> tuple[Path, str, str]:
     return mount, "/" + ("" if rel == "." else rel), socket
 
 
+def locate_mount(path: str, command: str) -> tuple[Path, str, str]:
+    """locate() for commands that act on a whole mount (--mount, default: the current directory)."""
+    try:
+        return locate(path)
+    except FedfsError:
+        if path != ".":
+            raise
+        raise FedfsError(
+            f"{os.getcwd()} is not on a fedfs mount: `fedfs {command}` acts on the mount "
+            "holding the current directory; cd into the mount, or pass --mount PATH"
+        ) from None
+
+
 def command_line() -> str:
     """The command as the user typed it, to show how to run it again (as root)."""
     return shlex.join(["fedfs", *sys.argv[1:]])

@@ -12,7 +12,15 @@ import json
 import sys
 from typing import Any
 
-from fedfs.cli.common import client, locate, output, parse_expiry, table_flags, when
+from fedfs.cli.common import (
+    client,
+    locate,
+    locate_mount,
+    output,
+    parse_expiry,
+    table_flags,
+    when,
+)
 
 
 def cmd_share(args: argparse.Namespace) -> int:
@@ -46,6 +54,11 @@ def cmd_grants(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path)
     with client(socket) as c:
         rows = c.call("grants", path=fpath)
+    if not rows and not (args.json or args.csv):
+        print(
+            f"no grants apply to {args.path}: its owner and mode bits alone decide who may access it"
+        )
+        return 0
     for r in rows:
         r["from"] = "this path" if not r["inherited"] else r["path"]
         r["until"] = when(r["expires"])
@@ -53,14 +66,22 @@ def cmd_grants(args: argparse.Namespace) -> int:
     output(
         args,
         rows,
-        ["principal", "level", "from", "granted_by", "since", "until"],
+        ["principal", "level", "effective", "from", "granted_by", "since", "until"],
         f"grants on {args.path}",
     )
+    if not (args.json or args.csv):
+        for r in rows:
+            if r.get("limited_by"):
+                print(
+                    f"note: the ACL mask of {args.path} is {r['mask']} (set by chmod), so "
+                    f"{r['principal']} {r['level']} works as {r['effective']} here; "
+                    f"chmod g+{r['limited_by']} lifts the limit"
+                )
     return 0
 
 
 def cmd_team(args: argparse.Namespace) -> int:
-    with client(locate(args.mount)[2]) as c:
+    with client(locate_mount(args.mount, "team")[2]) as c:
         if args.team_command == "create":
             t = c.call("team-create", name=args.name, group=args.group)
             print(f"team {t['name']} created with gid {t['gid']}; owner: {', '.join(t['owners'])}")

@@ -344,14 +344,14 @@ class Daemon:
                 continue
             if row.state == "open":
                 log.warning(
-                    "%s was open for writing when fedfs stopped; uploading the %d bytes "
+                    "%s was open for writing when fedfs stopped; uploading the %s "
                     "that reached the cache",
                     path,
-                    st.size,
+                    format_size(st.size),
                 )
             inode = self.writeback.recovered(row, st)
             await self.writeback.commit(inode)
-            log.info("%s: recovered and uploaded (%d bytes)", path, st.size)
+            log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         check_store(self.cfg, self.store)

@@ -137,6 +137,7 @@ class DirListing:
         self.held: list[ObjectInfo] = []
         self.started = False
         self.started_at = math.inf
+        self.newest = 0.0  # the latest LastModified among the objects listed here
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
         """The index-th entry, listing more pages from S3 as needed."""
@@ -179,6 +180,7 @@ class DirListing:
                 continue
             dirs.add(name)
         objects = self.held + page.objects
+        self.newest = max([self.newest, *(o.last_modified for o in page.objects if o.key != pre)])
         self.held = []
         if self.token:
             # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
@@ -247,6 +249,13 @@ class DirListing:
         if d.shadows:
             self._add(SHADOW_NAME, inodes.child(inodes.by_ino[d.parent], d.name, Kind.FILE))
         d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
+        newest_ns = int(self.newest) * 1_000_000_000  # whole seconds, as a HEAD gives them
+        # A directory that is only a prefix has no time of its own: it shows the newest
+        # object its listing returned, as a directory shows its latest change.
+        if (d.key and not d.has_marker and newest_ns) and (
+            d.mtime_ns == inodes.started_ns or newest_ns > d.mtime_ns
+        ):
+            d.mtime_ns = d.ctime_ns = newest_ns
         d.listed = time.monotonic()
         d.misses = 0
         self.done = True
