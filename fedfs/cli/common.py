@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfs.errors import FedfsError
+from fedfs.events import printable
 
 
 def locate(path: str) -> tuple[Path, str, str]:
@@ -163,11 +164,13 @@ def output(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title or None)
+    # Text, not str: rich would read "[bold]" in a file name as markup.
+    table = Table(title=Text(printable(title)) if title else None)
     for c in columns:
         table.add_column(c)
     for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+        table.add_row(*(Text("" if r.get(c) is None else printable(r.get(c))) for c in columns))
     # Piped output keeps whole cells (rich would fold them to 80 columns).
     Console(width=None if sys.stdout.isatty() else 250).print(table)

@@ -16,7 +16,7 @@ import stat
 import sys
 import time
 
-from fedfs.cli.common import client, locate
+from fedfs.cli.common import client, locate, printable
 
 LOG_EVERY = 1.0  # seconds between progress lines in a job's log
 
@@ -70,13 +70,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 state = c.call("pending", path=fpath)
     if state["files"]:
         print(
-            f"fedfs: {_count(state['files'], 'file')} under {args.path} "
+            f"fedfs: {_count(state['files'], 'file')} under {printable(args.path)} "
             f"{'is' if state['files'] == 1 else 'are'} not uploaded yet:",
             file=sys.stderr,
         )
         for f in state["failed"]:
             print(
-                f"  {f['path']}: {f['error']} (kept in {f['kept_in']}; retried automatically)",
+                f"  {printable(f['path'])}: {printable(f['error'])} "
+                f"(kept in {printable(f['kept_in'])}; retried automatically)",
                 file=sys.stderr,
             )
         return 1
@@ -88,7 +89,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         print(
-            f"synced {args.path}: {_count(first['files'], 'file')} uploaded "
+            f"synced {printable(args.path)}: {_count(first['files'], 'file')} uploaded "
             f"({format_size(first['bytes'])})"
         )
     return 0
@@ -145,7 +146,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
                 refused += r["refused"]
             bar.update(task, advance=sum(t[2] for t in batch))
     for line in problems + refused:
-        print(f"fedfs: not staged: {line}", file=sys.stderr)
+        print(f"fedfs: not staged: {printable(line)}", file=sys.stderr)
     print(f"staged {_count(done, 'file')} ({format_size(nbytes)}) into the cache")
     return 1 if refused or problems else 0
 

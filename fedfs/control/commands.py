@@ -25,7 +25,7 @@ from fedfs.meta.inode import Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import Acl, AclTag, R, W, X, permits
 from fedfs.policy.model import Level, Principal, Team
-from fedfs.policy.sharing import Actor
+from fedfs.policy.sharing import Actor, Refused
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
 AUDIT_WALK_MAX = 20000  # paths `audit user` looks at before it stops and says so
@@ -109,7 +109,12 @@ class Commands:
         sharing = self.d.sharing
         actor = await sharing.actor(peer.uid)
         grant, previous = await sharing.share(
-            actor, _str(args, "path"), _str(args, "principal"), _str(args, "level"), expires
+            actor,
+            _str(args, "path"),
+            _str(args, "principal"),
+            _str(args, "level"),
+            expires,
+            check_path=self._shareable,
         )
         return {
             "path": grant.path,
@@ -119,6 +124,20 @@ class Commands:
             "replaced": str(previous.level) if previous else None,
             "note": await self._published(),
         }
+
+    async def _shareable(self, path: str) -> None:
+        """A grant names a place that exists, and not a link: one on a link gives nothing,
+        and the sharer almost always meant where it points (which may be somewhere else)."""
+        inode = await self._resolve(path)
+        if inode is None:
+            raise Refused(f"{path} does not exist; create it first, then share it")
+        if inode.kind is Kind.LINK:
+            # The target, when this node knows it already (reading it costs a GET).
+            to = "" if inode.target is None else f" (to {inode.target.decode(errors='replace')!r})"
+            raise Refused(
+                f"{path} is a symbolic link{to}; a grant on a link gives nothing: "
+                "share the path it points to"
+            )
 
     async def unshare(self, peer: Peer, args: dict[str, Any]) -> Any:
         sharing = self.d.sharing
@@ -178,15 +197,22 @@ class Commands:
 
     async def team_show(self, peer: Peer, args: dict[str, Any]) -> Any:
         name = _str(args, "name")
+        actor = await self.d.sharing.actor(peer.uid)
         team = self.d.sharing.store.team(name)
-        if team is None:
+        # One answer for missing and not visible, so the question tells nothing.
+        if team is None or not self.d.sharing.may_see_team(actor, team):
             raise ControlError(
-                f"there is no team {name!r}; `fedfs team list` shows the teams", "not-found"
+                f"there is no team {name!r} that {actor.label} may see; "
+                "`fedfs team list` shows yours",
+                "not-found",
             )
         return _team(team)
 
     async def team_list(self, peer: Peer, args: dict[str, Any]) -> Any:
-        return [_team(t) for t in self.d.sharing.store.teams()]
+        """The teams the caller is in, owns or reaches through its group; admins see all."""
+        actor = await self.d.sharing.actor(peer.uid)
+        sharing = self.d.sharing
+        return [_team(t) for t in sharing.store.teams() if sharing.may_see_team(actor, t)]
 
     # -- data ------------------------------------------------------------------
 

@@ -16,13 +16,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import stat
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Inode, Kind, kind_of_mode
+from fedfs.meta.inode import (
+    DEFAULT_DIR_MODE,
+    DEFAULT_FILE_MODE,
+    Inode,
+    Kind,
+    honoured_mode,
+    kind_of_mode,
+)
 from fedfs.store.s3 import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -73,9 +79,9 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     meta = info.metadata
     mode = _int(meta, "mode")
     if mode is not None:
-        inode.mode = stat.S_IMODE(mode)
         if inode.kind is not Kind.DIR:
             inode.kind = kind_of_mode(mode)
+        inode.mode = honoured_mode(mode, inode.is_dir)
     else:
         inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
     uid, gid = _int(meta, "uid"), _int(meta, "gid")
