@@ -296,7 +296,8 @@ class Daemon:
 
     def mount(self) -> None:
         check_mountpoint(self.mountpoint, self.nonempty)
-        options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime"}
+        # nodev: device nodes may be stored (mknod), never opened as devices here.
+        options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime", "nodev"}
         if self.cfg.fs.allow_other:
             options.add("allow_other")
         try:

@@ -38,6 +38,24 @@ class Kind(Enum):
     DIR = stat.S_IFDIR
     FILE = stat.S_IFREG
     LINK = stat.S_IFLNK
+    # Special files: empty objects whose mode (and device number) says what they are;
+    # the kernel serves their I/O itself (pipes, sockets) or refuses it (nodev).
+    FIFO = stat.S_IFIFO
+    SOCKET = stat.S_IFSOCK
+    CHAR_DEVICE = stat.S_IFCHR
+    BLOCK_DEVICE = stat.S_IFBLK
+
+
+SPECIAL_KINDS = frozenset({Kind.FIFO, Kind.SOCKET, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE})
+
+
+def kind_of_mode(st_mode: int) -> Kind:
+    """The kind a stored mode names; a mode without a file type is a regular file."""
+    try:
+        kind = Kind(stat.S_IFMT(st_mode))
+    except ValueError:
+        return Kind.FILE
+    return Kind.FILE if kind is Kind.DIR else kind
 
 
 class LocalCopy(Protocol):
@@ -62,6 +80,7 @@ class Inode(Generic[C]):
     gid: int = 0
     size: int = 0
     mtime_ns: int = 0
+    atime_ns: int | None = None  # set explicitly (utimensat); else atime reads as mtime
     ctime_ns: int = 0
     etag: str | None = None
     last_modified: float = 0.0
@@ -76,6 +95,7 @@ class Inode(Generic[C]):
     xattrs: dict[str, bytes] = field(default_factory=dict)
     explicit_mask: int | None = None  # ACL mask set by chmod/setfacl while grants apply
     target: bytes | None = None  # symlinks
+    rdev: int = 0  # device nodes: the device number
     children: dict[str, int] | None = None  # directories: last complete listing
     # directories: inodes this node put here (create, mkdir, symlink, rename), so a
     # listing that raced their upload still shows them without scanning every inode
@@ -105,6 +125,10 @@ class Inode(Generic[C]):
     @property
     def is_bucket_root(self) -> bool:
         return self.is_dir and self.key == "" and self.bucket != ""
+
+    @property
+    def is_special(self) -> bool:
+        return self.kind in SPECIAL_KINDS
 
     @property
     def dirty(self) -> bool:

@@ -652,69 +652,110 @@ class Sharing:
     # -- setfacl ----------------------------------------------------------------
 
     async def set_acl(
-        self, actor: Actor, path: str, is_dir: bool, value: bytes | None, meta: ObjectMeta
+        self,
+        actor: Actor,
+        path: str,
+        is_dir: bool,
+        value: bytes | None,
+        meta: ObjectMeta,
+        default: bool = False,
     ) -> ObjectMeta:
         """`setfacl` on the mount: named entries that differ become grants or unshares here.
 
         Returns the object's new stored attributes: USER_OBJ/GROUP_OBJ/OTHER become
         the mode and MASK the explicit mask. value None is `setfacl -b` (remove the
         ACL): every grant made exactly on this path goes, and the mask with it.
-        Entries that come from grants on parent paths cannot be removed here.
+
+        An ACL with no named entries says no more than a mode (`cp -p`, `setfacl -b`
+        send one): it sets the mode as chmod does and removes the grants made exactly
+        on this path; entries that grants on parent paths give stay, and the log says
+        where they come from. Naming such an entry with fewer rights is refused.
+        A default ACL (`default`) only adds grants: grants reach new objects by prefix
+        anyway, so one without named entries, or its removal, changes nothing.
         """
         path = _path(path)
         current = self.engine.view(path, meta, is_dir, time.time())
-        old_users, old_groups = _named(current.acl_access)
-        if value is None:
-            new_users: dict[int, int] = {}
-            new_groups: dict[int, int] = {}
-            mode, mask = meta.mode, None
-        else:
-            acl = Acl.decode(value)  # PolicyError (EINVAL) for bytes that are no ACL
-            new_users, new_groups = _named(value)
-            perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
-            mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | perms[AclTag.GROUP_OBJ] << 3
-            mode |= perms[AclTag.OTHER]
-            mask = perms.get(AclTag.MASK)
-            if (
-                mask is not None
-                and mask | perms[AclTag.GROUP_OBJ] == 7
-                and not new_users
-                and not new_groups
-            ):
-                mask = None
+        old_users, old_groups = _named(current.acl_default if default else current.acl_access)
+        acl = None if value is None else Acl.decode(value)  # PolicyError (EINVAL): no ACL
+        only_mode = acl is None or not (set(e.tag for e in acl.entries) & NAMED_TAGS)
+        if default and only_mode:
+            return meta
+        new_users, new_groups = _named(value)
         changes: list[tuple[Principal, int]] = []  # perm 0: remove
-        pairs: tuple[tuple[dict[int, int], dict[int, int], Literal["user", "group"]], ...] = (
-            (old_users, new_users, "user"),
-            (old_groups, new_groups, "group"),
-        )
-        for ids, new, kind in pairs:
-            for id_ in set(ids) | set(new):
-                if ids.get(id_) == new.get(id_):
-                    continue
-                name = await self._name_of(kind, id_)
-                changes.append((Principal(kind, name), new.get(id_, 0)))
-        if changes or (value is None and self.store.grants_under(path)):
+        if only_mode:
+            exact = [g for g in self.store.grants_under(path) if g.path == path]
+            changes = [(g.principal, 0) for g in exact]
+            self._note_inherited(path, {p for p, _ in changes})
+        else:
+            pairs: tuple[tuple[dict[int, int], dict[int, int], Literal["user", "group"]], ...] = (
+                (old_users, new_users, "user"),
+                (old_groups, new_groups, "group"),
+            )
+            for ids, new, kind in pairs:
+                for id_ in set(ids) | set(new):
+                    if ids.get(id_) == new.get(id_) or (default and id_ not in new):
+                        continue
+                    name = await self._name_of(kind, id_)
+                    changes.append((Principal(kind, name), new.get(id_, 0)))
+        if changes:
             self._need_manage(actor, path, "changing the ACL (setfacl)")
-        now = time.time()
-        with self.store.transaction():
-            self._apply_acl_changes(actor, path, changes, value is None, now)
-        if changes or value is None:
+            now = time.time()
+            with self.store.transaction():
+                self._apply_acl_changes(actor, path, changes, now)
             await self.changed([path])
             event(
                 log,
                 "setfacl",
                 path=path,
                 actor=actor.label,
-                changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes) or "removed",
+                changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes),
             )
+        if default:
+            return meta
+        if acl is None:
+            return ObjectMeta(meta.uid, meta.gid, meta.mode, None)
+        perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
+        mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | perms[AclTag.GROUP_OBJ] << 3
+        mode |= perms[AclTag.OTHER]
+        if only_mode:
+            if not changes and acl.mode == current.mode & 0o777:
+                return meta  # the ACL the mode already shows: nothing changes
+            # The group bits limit what grants from parent paths give, as chmod's do.
+            return self.chmod(path, ObjectMeta(meta.uid, meta.gid, mode), is_dir, mode)
+        mask = perms.get(AclTag.MASK)
+        if (
+            mask is not None
+            and mask | perms[AclTag.GROUP_OBJ] == 7
+            and not new_users
+            and not new_groups
+        ):
+            mask = None
         return ObjectMeta(meta.uid, meta.gid, mode, mask)
+
+    def _note_inherited(self, path: str, dropped: set[Principal]) -> None:
+        """Log the entries an ACL without them leaves in place: grants on parent paths give them."""
+        now = time.time()
+        kept = sorted(
+            {
+                f"{g.principal} (from {g.path})"
+                for g, _ in self.engine.grants_at(path, now)
+                if g.path != path and g.principal not in dropped
+            }
+        )
+        if kept:
+            log.info(
+                "%s: an ACL without named entries was set; the entries of %s stay, "
+                "since grants on parent paths give them (`fedfs unshare PATH --with WHO` "
+                "removes one there)",
+                path,
+                ", ".join(kept),
+            )
 
     def _apply_acl_changes(
         self,
         actor: Actor,
         path: str,
         changes: list[tuple[Principal, int]],
-        remove_all: bool,
         now: float,
     ) -> None:
         for principal, perm in changes:
@@ -736,10 +777,6 @@ class Sharing:
                     f"the entry for {principal} comes from a grant on {where}; "
                     f"remove it there with `fedfs unshare {where} --with {principal}`"
                 )
-        if remove_all:
-            for g in self.store.grants_under(path):
-                if g.path == path:
-                    self._drop_grant(actor, g, via="setfacl -b")
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":

@@ -60,10 +60,15 @@ class Attributes:
         mtime_ns: int | None = None,
         size: int | None = None,
         mask: int | bool | None = False,
+        atime_ns: int | None = None,
     ) -> None:
-        """Change attributes and store them; mask False leaves the explicit mask alone."""
+        """Change attributes and store them; mask False leaves the explicit mask alone.
+
+        An mtime set here (utimensat, futimens on an open file) is final: writes
+        before it no longer move the mtime at close.
+        """
         if inode.ino == ROOT_INO or inode.is_bucket_root:
-            if size is None and mode is None and uid is None and gid is None and mask is False:
+            if (size, mode, uid, gid) == (None, None, None, None) and mask is False:
                 return  # touching a bucket root changes nothing that is stored
             raise NotPermitted(
                 "a bucket root's owner and mode come from the config ([[buckets]] owner)"
@@ -82,7 +87,11 @@ class Attributes:
             inode.uid = uid
         if gid is not None:
             inode.gid = gid
-        inode.mtime_ns = mtime_ns if mtime_ns is not None else inode.mtime_ns
+        if mtime_ns is not None:
+            inode.mtime_ns = mtime_ns
+            inode.mtime_pending, inode.written_mtime_ns = False, 0
+        if atime_ns is not None:
+            inode.atime_ns = atime_ns
         inode.ctime_ns = time.time_ns()
         if size is not None and mtime_ns is None:
             inode.mtime_ns = inode.ctime_ns
