@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import errno
 import grp
 import json
 import os
@@ -30,8 +31,16 @@ from fedfs.events import printable
 def locate(path: str) -> tuple[Path, str, str]:
     """A path on a fedfs mount -> (mount point, fedfs path "/bucket/key", control socket)."""
     p = Path(os.path.abspath(path))
-    if not os.path.lexists(p):
-        raise FedfsError(f"{path}: no such file or directory")
+    try:
+        os.lstat(p)
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise FedfsError(
+                f"{path}: the fedfs daemon of this mount has stopped (transport endpoint is "
+                "not connected); run `fedfs umount MOUNTPOINT` and mount it again: files "
+                "closed before it stopped are uploaded then"
+            ) from None
+        raise FedfsError(f"{path}: {os.strerror(e.errno or errno.ENOENT).lower()}") from None
     mount = p
     while not os.path.ismount(mount):
         if mount.parent == mount:

@@ -162,7 +162,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sy.set_defaults(func=cmd_sync)
 
     st = sub.add_parser(
-        "stage", help="prefetch files or trees into the cache before a job (stage-in)"
+        "stage",
+        help="prefetch files or trees into the cache before a job (stage-in)",
+        description="Read whole files into the cache before a job starts, so its first reads "
+        "come at cache speed. Only files the caller may read are staged; each path that "
+        "could not be staged is named on stderr and the exit status is then 1.",
     )
-    st.add_argument("paths", nargs="+")
+    st.add_argument(
+        "paths", nargs="+", metavar="PATH", help="files or directories on a fedfs mount"
+    )
     st.set_defaults(func=cmd_stage)

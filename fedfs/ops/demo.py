@@ -35,6 +35,9 @@ secret_key = "{key}"
 dir = "{state}/cache"
 size = "2GiB"
 
+[policy]
+state_dir = "{state}/state"
+
 [[buckets]]
 name = "demo"
 owner = "user:root"

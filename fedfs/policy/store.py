@@ -28,7 +28,10 @@ from fedfs.policy.model import Grant, Level, Principal, Team, normalize_path, va
 SCHEMA_VERSION = 2
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write to finish
-_REPAIR = "run `fedfs fsck --policy` or restore it from a backup; fedfs will not start with it"
+_REPAIR = (
+    "run `fedfs fsck --config CONFIG --policy` (CONFIG: this mount's config file) or restore "
+    "it from a backup; fedfs will not start with it"
+)
 
 # One statement list per schema version; opening an older file applies the rest in order.
 _MIGRATIONS: dict[int, str] = {

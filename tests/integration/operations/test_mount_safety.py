@@ -139,6 +139,13 @@ def test_umount_clears_a_dead_mount(
         return False
 
     wait_for(dead, "stat of the dead mount to fail with ENOTCONN")
+    r = fedfs("status", m.mountpoint)
+    assert r.returncode == 1
+    assert r.stderr == (
+        f"fedfs: {m.mountpoint}: the fedfs daemon of this mount has stopped (transport "
+        "endpoint is not connected); run `fedfs umount MOUNTPOINT` and mount it again: files "
+        "closed before it stopped are uploaded then\n"
+    ), r.stderr
     r = fedfs("umount", m.mountpoint)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (

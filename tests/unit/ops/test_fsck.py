@@ -201,7 +201,7 @@ def test_damaged_policy_database_is_rebuilt_from_the_audit_chain(
     policy_history(cfg)
     db = cfg.policy.state_dir / "policy.db"
     corrupt(db, how)
-    with pytest.raises(FedfsError, match="fedfs fsck --policy"):
+    with pytest.raises(FedfsError, match="fedfs fsck --config CONFIG --policy"):
         PolicyStore(db, TEAM_GIDS).close()
     report = fsck.run(cfg, journal=False)
     text = "\n".join(report.lines)

@@ -411,7 +411,10 @@ def test_a_truncated_database_is_refused(db_path: Path) -> None:
     db_path.write_bytes(data[: len(data) // 2])
     message = refusal(db_path)
     assert message.startswith(f"policy database {db_path} is damaged (")
-    assert "run `fedfs fsck --policy` or restore it" in message
+    assert (
+        "run `fedfs fsck --config CONFIG --policy` (CONFIG: this mount's config file) or restore it"
+        in message
+    )
     assert "fedfs will not start with it" in message
 
 
@@ -423,7 +426,7 @@ def test_overwritten_pages_in_the_middle_are_refused(db_path: Path) -> None:
     db_path.write_bytes(bytes(data))
     message = refusal(db_path)
     assert f"policy database {db_path} is damaged (" in message
-    assert "fedfs fsck --policy" in message
+    assert "fedfs fsck --config CONFIG --policy" in message
 
 
 def test_a_few_random_bytes_inside_a_page_are_refused(db_path: Path) -> None:
