@@ -160,7 +160,7 @@ def _explain(
 def evaluate(steps: list[Step], subject: Subject, sources: Sources) -> Access:
     """What the kernel lets subject do at steps[-1]: search on every step above, then its bits."""
     passed: dict[str, list[str]] = {}  # grants passed through to -> the directories searched
-    rests_on: list[Grant] = []
+    rests_on: list[list[Grant]] = []  # per step, the grants any one of which gives it
     for step in steps[:-1]:
         perm, how, id_ = _decide(step.view, subject)
         if not perm & X:
@@ -176,16 +176,26 @@ def evaluate(steps: list[Step], subject: Subject, sources: Sources) -> Access:
             if below and not covering:
                 to = ", ".join(f"{g.principal}'s grant on {g.path}" for g in below)
                 passed.setdefault(to, []).append(step.path)
-                rests_on += below
+                rests_on.append(below)
     last = steps[-1]
     perm, how, id_ = _decide(last.view, subject)
     via, grants = _explain(last, how, id_, perm, subject, sources)
-    rests_on += grants
+    if grants:
+        rests_on.append(grants)
     notes = [
         f"search on {' and '.join(dirs)} by {to} (pass-through)" for to, dirs in passed.items()
     ]
-    expiries = [g.expires for g in rests_on if g.expires is not None]
-    return Access(perm, "; ".join([via, *notes]), min(expiries) if expiries else None)
+    return Access(perm, "; ".join([via, *notes]), _lasts_until(rests_on))
+
+
+def _lasts_until(rests_on: list[list[Grant]]) -> float | None:
+    """When access ends: every step must hold, and a step holds while any of its grants does."""
+    ends = []
+    for grants in rests_on:
+        if any(g.expires is None for g in grants):
+            continue  # one grant that never expires keeps this step open
+        ends.append(max(g.expires for g in grants if g.expires is not None))
+    return min(ends) if ends else None
 
 
 def who(steps: list[Step], subjects: list[Subject], sources: Sources) -> list[Row]:

@@ -53,3 +53,16 @@ def test_a_search_right_from_a_grant_below_opens_a_file_readable_by_other() -> N
         ("user:alice", "rw-"),
         ("user:carol", "r--"),
     ]
+
+
+def test_access_lasts_while_any_grant_of_each_step_lasts() -> None:
+    """Two grants pass carol through /b/runs: access ends only when the last of them ends."""
+    soon = Grant("/b/runs/2027", Principal("user", "carol"), Level.READ, "alice", 0.0, 5000.0)
+    for second, until in ((None, None), (9000.0, 9000.0), (3000.0, 5000.0)):
+        g2 = Grant("/b/runs/2026", Principal("team", "cosmo"), Level.READ, "alice", 0.0, second)
+        sources = reports.Sources(
+            (soon, g2), SOURCES.teams, SOURCES.identities, SOURCES.group_names
+        )
+        chain = steps(reports.Step("/b/runs/notes.txt", plain(0o644), False))
+        carol = reports.evaluate(chain, user("carol", CAROL), sources)
+        assert (carol.perm, carol.until) == (4, until), second
