@@ -1,0 +1,159 @@
+"""Fair share: one local user's load never refuses or starves another user's request.
+
+mallory (a real uid with no grant anywhere) attacks the daemon the way a
+hostile user on a shared login node can: many control connections, stage
+floods, a path oracle over `pending`. While each attack runs, a victim's
+ordinary request must succeed; its latency is printed and recorded beside the
+attack's (never asserted: machines are noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.security.test_isolation import fedfs_as
+from tests.support import FEDFS, Mount, UnixUser, ensure_user, wait_for
+
+# Run as mallory: open N control connections, send one request on each, print
+# how many were served, then keep every served one busy (a request every
+# second) until stdin closes.
+HOG = r"""
+import json, socket, sys, threading
+path, n, op = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+served, busy = [], 0
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX); s.connect(path); f = s.makefile("rwb")
+    f.write(json.dumps({"v": 1, "op": op, "args": {}}).encode() + b"\n"); f.flush()
+    answer = json.loads(f.readline() or b"{}")
+    if answer.get("ok"):
+        served.append((s, f))
+    else:
+        busy += 1
+        s.close()
+print(json.dumps({"served": len(served), "busy": busy}), flush=True)
+stop = threading.Event()
+def keep_busy():
+    while not stop.wait(1.0):
+        for s, f in served:
+            try:
+                f.write(json.dumps({"v": 1, "op": op, "args": {}}).encode() + b"\n"); f.flush()
+                f.readline()
+            except OSError:
+                pass
+threading.Thread(target=keep_busy, daemon=True).start()
+sys.stdin.readline()
+stop.set()
+"""
+
+
+@pytest.fixture(scope="session")
+def mallory() -> UnixUser:
+    return ensure_user("fedfs-mallory", 2914)
+
+
+def as_user(user: UnixUser, code: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def timed(fn: Callable[[], subprocess.CompletedProcess[bytes]]) -> tuple[float, Any]:
+    began = time.monotonic()
+    result = fn()
+    return time.monotonic() - began, result
+
+
+def report(record_property: Callable[[str, object], None], **latencies: float) -> None:
+    """Latencies side by side in the test output (-s) and the junit properties."""
+    line = "  ".join(f"{k}={v * 1000:.0f}ms" for k, v in latencies.items())
+    print(f"\nlatency: {line}")
+    for k, v in latencies.items():
+        record_property(k, round(v, 4))
+
+
+@pytest.fixture
+def shared(make_mount: Any, bucket: str, alice: UnixUser) -> tuple[Mount, Path, str]:
+    """alice's bucket with a small file; the control socket's path."""
+    m: Mount = make_mount([(bucket, f"user:{alice.name}")])
+    root = m.path(bucket)
+    r = alice.run("sh", "-c", f"mkdir {root}/proj && echo hello > {root}/proj/small.txt")
+    assert r.returncode == 0, r.stderr.decode()
+    sock = os.getxattr(m.mountpoint, "user.fedfs.socket").decode()
+    return m, root, sock
+
+
+@pytest.fixture
+def hog(mallory: UnixUser) -> Iterator[Callable[[str, int, str], dict[str, int]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(sock: str, n: int, op: str) -> dict[str, int]:
+        p = as_user(mallory, HOG, sock, str(n), op)
+        procs.append(p)
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line, p.stderr.read().decode() if p.stderr else ""
+        counts: dict[str, int] = json.loads(line)
+        return counts
+
+    yield start
+    for p in procs:
+        if p.stdin is not None:
+            p.stdin.close()
+        p.wait(30)
+
+
+def test_one_users_connections_never_refuse_another_users_share_status_or_unshare(
+    shared: tuple[Mount, Path, str],
+    alice: UnixUser,
+    bob: UnixUser,
+    mallory: UnixUser,
+    hog: Callable[[str, int, str], dict[str, int]],
+    record_property: Callable[[str, object], None],
+) -> None:
+    m, root, sock = shared
+    quiet, r = timed(lambda: fedfs_as(alice, "status", m.mountpoint))
+    assert r.returncode == 0, r.stderr.decode()
+
+    counts = hog(sock, 70, "team-list")
+    # mallory holds as many connections as one user may, and is told so for the rest
+    assert counts["served"] < 70 and counts["busy"] > 0, counts
+
+    share, r = timed(
+        lambda: fedfs_as(alice, "share", root / "proj", "--with", f"user:{bob.name}", "--read")
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    status, r = timed(lambda: fedfs_as(alice, "status", m.mountpoint))
+    assert r.returncode == 0, r.stderr.decode()
+    unshare, r = timed(
+        lambda: fedfs_as(alice, "unshare", root / "proj", "--with", f"user:{bob.name}")
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    r = fedfs_as(mallory, "status", root)
+    assert r.returncode == 1 and b"(at most 16 per user)" in r.stderr, r
+    # root (the admin) is never held to a user's limit either
+    r = subprocess.run([*FEDFS, "status", str(m.mountpoint)], capture_output=True, check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    report(
+        record_property,
+        victim_status_quiet=quiet,
+        victim_share_under_attack=share,
+        victim_status_under_attack=status,
+        victim_unshare_under_attack=unshare,
+    )
+    print(f"attack: mallory held {counts['served']} connections, {counts['busy']} refused")
+    wait_for(lambda: m.proc is not None and m.proc.poll() is None, "the daemon to keep running")
