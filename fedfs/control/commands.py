@@ -21,7 +21,7 @@ from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.data.cache import Staging
 from fedfs.errors import FedfsError, NotFound
-from fedfs.meta.inode import Inode, Kind
+from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import R, X, permits
 from fedfs.policy.model import Level, Principal, Team
@@ -174,16 +174,57 @@ class Commands:
 
     # -- data ------------------------------------------------------------------
 
-    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
+    async def _wanted(self, peer: Peer, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
+        """The files a sync or pending request is about.
+
+        With a path, only files the caller could `stat` through the mount (every
+        directory above them lets the caller search it), so a path they cannot reach
+        is answered like a path that does not exist: what is written, and how much,
+        below a private directory is not theirs to learn. Without a path the answer
+        is the mount's totals, which name nothing.
+        """
         path = _str(args, "path", optional=True)
         if path is None or path == "/":
             return lambda inode: True
         prefix = path.rstrip("/")
-        return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
+        if peer.uid == 0:
+            return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
+        allows = await self._allows(peer)
+        # directory ino -> (the caller may search it, its parent's ino)
+        searchable: dict[int, tuple[bool, int]] = {}
+
+        def reachable(inode: Inode[Staging]) -> bool:
+            ino = inode.parent
+            while ino != ROOT_INO:
+                if ino not in searchable:
+                    try:
+                        d = self.d.inodes.get(ino)
+                        searchable[ino] = (allows(d, X), d.parent)
+                    except NotFound:
+                        searchable[ino] = (False, ROOT_INO)
+                ok, ino = searchable[ino]
+                if not ok:
+                    return False
+            return True
+
+        return lambda inode: (
+            ((p := inode.path) == prefix or p.startswith(prefix + "/")) and reachable(inode)
+        )
+
+    async def _allows(self, peer: Peer) -> Callable[[Inode[Staging], int], bool]:
+        """Whether the kernel would grant the caller a right on an inode (mode and ACLs)."""
+        actor = await self.d.sharing.actor(peer.uid)
+        gids = actor.gids | {peer.gid}
+
+        def allows(inode: Inode[Staging], want: int) -> bool:
+            view = self.d.ops.view(inode)
+            return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
+
+        return allows
 
     async def sync(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Start every queued upload under path now; `pending` then reports progress."""
-        wanted = self._wanted(args)
+        wanted = await self._wanted(peer, args)
         flusher = self.d.flusher
         for inode in self.d.inodes.all():
             if inode.dirty and not inode.gone and inode.writers == 0 and wanted(inode):
@@ -191,7 +232,7 @@ class Commands:
         return await self.pending(peer, args)
 
     async def pending(self, peer: Peer, args: dict[str, Any]) -> Any:
-        wanted = self._wanted(args)
+        wanted = await self._wanted(peer, args)
         left = [p for p in self.d.flusher.pending.values() if wanted(p.inode)]
         open_for_writing = [
             i
@@ -219,13 +260,8 @@ class Commands:
     async def stage(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Prefetch whole files into the cache (stage-in); only files the caller may read."""
         paths = _names(args, "paths")
-        actor = await self.d.sharing.actor(peer.uid)
+        allows = await self._allows(peer)
         staged, nbytes, refused = 0, 0, []
-        gids = actor.gids | {peer.gid}
-
-        def allows(inode: Inode[Staging], want: int) -> bool:
-            view = self.d.ops.view(inode)
-            return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
 
         async with trio.open_nursery() as nursery:
             for path in paths:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.security.test_isolation import fedfs_as
+from tests.integration.security.test_isolation import fedfs_as, raw_control
 from tests.support import FEDFS, Mount, UnixUser, ensure_user, wait_for
 
 # Run as mallory: open N control connections, send one request on each, print
@@ -157,3 +157,44 @@ def test_one_users_connections_never_refuse_another_users_share_status_or_unshar
     )
     print(f"attack: mallory held {counts['served']} connections, {counts['busy']} refused")
     wait_for(lambda: m.proc is not None and m.proc.poll() is None, "the daemon to keep running")
+
+
+def test_pending_and_sync_of_a_path_tell_only_what_stat_would(
+    make_mount: Any, bucket: str, alice: UnixUser, mallory: UnixUser
+) -> None:
+    # uploads wait an hour: alice's file stays pending while mallory asks about it
+    m: Mount = make_mount([(bucket, f"user:{alice.name}")], extra="flush_delay = 3600")
+    root = m.path(bucket)
+    r = alice.run(
+        "sh",
+        "-c",
+        f"mkdir -m 700 {root}/private && head -c 314572 /dev/zero > {root}/private/big.bin"
+        f" && mkdir {root}/open && echo hi > {root}/open/note.txt",
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    sock = os.getxattr(m.mountpoint, "user.fedfs.socket").decode()
+    hidden, missing = f"/{bucket}/private/big.bin", f"/{bucket}/private/none.bin"
+    # what stat tells mallory: nothing, the same for the file and for a missing name
+    r = mallory.run("stat", "-c", "%s", root / "private" / "big.bin")
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+
+    answers = raw_control(
+        mallory,
+        sock,
+        *(
+            {"op": op, "args": {"path": path}}
+            for op in ("pending", "sync")
+            for path in (hidden, missing, f"/{bucket}/private", f"/{bucket}/private/")
+        ),
+    )
+    nothing = {"files": 0, "bytes": 0, "open": [], "failed": []}
+    assert all(a == {"v": 1, "ok": True, "result": nothing} for a in answers), answers
+
+    # what she may stat she may ask about: a file in a directory she can search
+    r = mallory.run("stat", "-c", "%s", root / "open" / "note.txt")
+    assert r.returncode == 0 and r.stdout == b"3\n", r
+    (visible,) = raw_control(mallory, sock, {"op": "pending", "args": {"path": f"/{bucket}/open"}})
+    assert visible["result"]["files"] == 1 and visible["result"]["bytes"] == 3, visible
+    # the owner is answered about her own private file, and mallory's sync did not upload it
+    (mine,) = raw_control(alice, sock, {"op": "pending", "args": {"path": hidden}})
+    assert mine["result"]["files"] == 1 and mine["result"]["bytes"] == 314572, mine
