@@ -17,6 +17,7 @@ import trio
 
 from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
+from fedfs.control.fairness import StageLimits
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.data.cache import Staging
@@ -66,6 +67,7 @@ def _may_name(peer: Peer, inode: Inode[Staging]) -> bool:
 class Commands:
     def __init__(self, daemon: Mount) -> None:
         self.d = daemon
+        self.stage_limits = StageLimits(daemon.cfg.store.max_connections)
         self.ops: dict[str, Op] = {
             "share": self.share,
             "unshare": self.unshare,
@@ -258,33 +260,47 @@ class Commands:
         }
 
     async def stage(self, peer: Peer, args: dict[str, Any]) -> Any:
-        """Prefetch whole files into the cache (stage-in); only files the caller may read."""
+        """Prefetch whole files into the cache (stage-in); only files the caller may read.
+
+        A user's stage requests take their turn (`fairness.StageLimits`): a few at a
+        time per user, a few block fetches each, and never the whole S3 pool.
+        """
         paths = _names(args, "paths")
         allows = await self._allows(peer)
         staged, nbytes, refused = 0, 0, []
+        limits = self.stage_limits
+        blocks_in, blocks_out = trio.open_memory_channel[tuple[Inode[Staging], int]](64)
 
-        async with trio.open_nursery() as nursery:
-            for path in paths:
-                # As the kernel would: every directory on the way must let the caller
-                # search it. One answer for missing and hidden, so it tells no secrets.
-                inode = await self._resolve(path, enter=lambda d: allows(d, X))
-                if inode is None or inode.kind is not Kind.FILE or not allows(inode, R):
-                    refused.append(f"{path}: not a file, or permission denied")
-                    continue
-                if inode.etag is None:
-                    continue  # written here and not uploaded: its data is local already
-                staged += 1
-                nbytes += inode.size
-                bs = self.d.cache.block_size
-                for block in range((inode.size + bs - 1) // bs):
-                    nursery.start_soon(
-                        self.d.cache.prefetch,
-                        inode.bucket,
-                        inode.key,
-                        inode.etag,
-                        inode.size,
-                        block,
-                    )
+        async def fetch_blocks(todo: trio.MemoryReceiveChannel[tuple[Inode[Staging], int]]) -> None:
+            async with todo:
+                async for inode, block in todo:
+                    assert inode.etag is not None
+                    async with limits.fetch(peer.uid):
+                        await self.d.cache.prefetch(
+                            inode.bucket, inode.key, inode.etag, inode.size, block
+                        )
+
+        async with limits.requests.hold(peer.uid), trio.open_nursery() as nursery:
+            async with blocks_out:
+                for _ in range(limits.FETCHES_PER_USER):
+                    nursery.start_soon(fetch_blocks, blocks_out.clone())
+            async with blocks_in:
+                for path in paths:
+                    # Cached paths resolve without an await: let FUSE requests in between.
+                    await trio.lowlevel.checkpoint()
+                    # As the kernel would: every directory on the way must let the caller
+                    # search it. One answer for missing and hidden, so it tells no secrets.
+                    inode = await self._resolve(path, enter=lambda d: allows(d, X))
+                    if inode is None or inode.kind is not Kind.FILE or not allows(inode, R):
+                        refused.append(f"{path}: not a file, or permission denied")
+                        continue
+                    if inode.etag is None:
+                        continue  # written here and not uploaded: its data is local already
+                    staged += 1
+                    nbytes += inode.size
+                    bs = self.d.cache.block_size
+                    for block in range((inode.size + bs - 1) // bs):
+                        await blocks_in.send((inode, block))
         return {"files": staged, "bytes": nbytes, "refused": refused}
 
     async def _resolve(

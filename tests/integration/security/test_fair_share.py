@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.integration.security.test_isolation import fedfs_as, raw_control
-from tests.support import FEDFS, Mount, UnixUser, ensure_user, wait_for
+from tests.support import FEDFS, MotoServer, Mount, ThrottlingProxy, UnixUser, ensure_user, wait_for
 
 # Run as mallory: open N control connections, send one request on each, print
 # how many were served, then keep every served one busy (a request every
@@ -32,8 +32,11 @@ path, n, op = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 served, busy = [], 0
 for _ in range(n):
     s = socket.socket(socket.AF_UNIX); s.connect(path); f = s.makefile("rwb")
-    f.write(json.dumps({"v": 1, "op": op, "args": {}}).encode() + b"\n"); f.flush()
-    answer = json.loads(f.readline() or b"{}")
+    try:
+        f.write(json.dumps({"v": 1, "op": op, "args": {}}).encode() + b"\n"); f.flush()
+        answer = json.loads(f.readline() or b"{}")
+    except OSError:  # refused and closed before the request was sent
+        answer = {}
     if answer.get("ok"):
         served.append((s, f))
     else:
@@ -53,6 +56,43 @@ threading.Thread(target=keep_busy, daemon=True).start()
 sys.stdin.readline()
 stop.set()
 """
+
+
+MiB = 1024 * 1024
+
+
+class SlowStore(ThrottlingProxy):
+    """The S3 server behind a proxy that is a little slow on block reads and counts them.
+
+    `peak_reads` is the most ranged GETs (block fetches) in flight at once.
+    """
+
+    def __init__(self, target_port: int, delay: float = 0.05) -> None:
+        import threading
+
+        super().__init__(target_port, fraction=0.0)
+        self.in_flight = self.peak_reads = 0
+        self.reads = 0
+        lock = threading.Lock()
+        handler = self._server.RequestHandlerClass
+        forward = handler.do_GET  # type: ignore[attr-defined]
+        proxy = self
+
+        def counted(req: Any) -> None:
+            if not req.headers.get("Range"):
+                return forward(req)  # type: ignore[no-any-return]
+            with lock:
+                proxy.in_flight += 1
+                proxy.reads += 1
+                proxy.peak_reads = max(proxy.peak_reads, proxy.in_flight)
+            try:
+                threading.Event().wait(delay)  # a slower store, not a test pause
+                forward(req)
+            finally:
+                with lock:
+                    proxy.in_flight -= 1
+
+        handler.do_GET = counted  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -198,3 +238,67 @@ def test_pending_and_sync_of_a_path_tell_only_what_stat_would(
     # the owner is answered about her own private file, and mallory's sync did not upload it
     (mine,) = raw_control(alice, sock, {"op": "pending", "args": {"path": hidden}})
     assert mine["result"]["files"] == 1 and mine["result"]["bytes"] == 314572, mine
+
+
+def test_a_stage_flood_takes_its_share_and_a_cached_read_goes_on(
+    make_mount: Any,
+    moto: MotoServer,
+    bucket: str,
+    s3: Any,
+    bob: UnixUser,
+    mallory: UnixUser,
+    record_property: Callable[[str, object], None],
+) -> None:
+    body = os.urandom(3 * MiB)
+    for i in range(60):
+        s3.put_object(Bucket=bucket, Key=f"pub/f{i:03d}.bin", Body=body)
+    s3.put_object(Bucket=bucket, Key="bob/small.txt", Body=b"bob's notes\n")
+    store = SlowStore(moto.port).start()
+    try:
+        m: Mount = make_mount(
+            [(bucket, "user:root")],
+            endpoint=store.url,
+            store_extra="max_connections = 4",
+            extra='block_size = "1MiB"',
+        )
+        root = m.path(bucket)
+        small = root / "bob" / "small.txt"
+        r = bob.run("cat", small)  # now in the cache
+        assert r.returncode == 0 and r.stdout == b"bob's notes\n", r
+        quiet, r = timed(lambda: bob.run("cat", small))
+        assert r.returncode == 0, r
+
+        flood = [
+            subprocess.Popen(
+                [*FEDFS, "stage", str(root / "pub")],
+                user=mallory.uid,
+                group=mallory.gid,
+                extra_groups=[],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LC_ALL": "C"},
+            )
+            for _ in range(6)
+        ]
+        wait_for(lambda: store.reads >= 4, "mallory's stage-in to reach the store")
+        during, r = timed(lambda: bob.run("cat", small))
+        assert r.returncode == 0 and r.stdout == b"bob's notes\n", r
+        stat_during, r = timed(lambda: bob.run("stat", "-c", "%s", small))
+        assert r.returncode == 0, r
+        outs = [p.communicate(timeout=600) for p in flood]
+        assert all(p.returncode == 0 for p in flood), outs
+        assert all(b"staged 60 files" in out for out, _ in outs), outs
+        # stage-in never held more than half of the daemon's 4 S3 connections, so a
+        # read of something uncached always found one free
+        assert store.peak_reads <= 2, store.peak_reads
+        report(
+            record_property,
+            victim_cat_quiet=quiet,
+            victim_cat_under_stage_flood=during,
+            victim_stat_under_stage_flood=stat_during,
+        )
+        print(
+            f"attack: 6 parallel stage requests, {store.reads} block reads, peak {store.peak_reads}"
+        )
+    finally:
+        store.stop()
