@@ -9,6 +9,8 @@ the shape of every argument first, so a hostile request gets a clear
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +19,7 @@ import trio
 
 from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
-from fedfs.control.fairness import StageLimits
+from fedfs.control.fairness import Holding, StageLimits, holdings
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.data.cache import Staging
@@ -550,7 +552,25 @@ class Commands:
                 "last_error": health.last_error,
             },
             "fuse_requests": d.ops.ops,
+            "users": await self._holdings(peer),
+            "descriptors": {
+                "open": len(os.listdir("/proc/self/fd")),
+                "limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            },
         }
+
+    async def _holdings(self, peer: Peer) -> list[dict[str, Any]]:
+        """Who holds what of the write-back: every user for root, else the caller's own."""
+        held = holdings(self.d.inodes.all(), self.d.flusher.pending.values())
+        if peer.uid != 0:
+            held.setdefault(peer.uid, Holding())  # "nothing": an answer too
+        rows = []
+        for uid, h in sorted(held.items()):
+            if peer.uid not in (0, uid):
+                continue
+            user = await self.d.sharing._ask(self.d.sharing.identity.user_by_uid, uid)
+            rows.append({"uid": uid, "user": user.name if user else None, **vars(h)})
+        return rows
 
 
 def _latency_ms(durations: list[float]) -> dict[str, float | None]:

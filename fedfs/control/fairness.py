@@ -5,6 +5,7 @@ user's, or the mount's foreground FUSE reads: each user has a few stage
 requests and block fetches in flight at a time (`PerUser`), and all users
 together at most half of the S3 connection pool, so a FUSE read always finds
 a free connection. Requests beyond a limit wait their turn; nothing is refused.
+Also tells `fedfs status` who holds what of the write-back (`holdings`).
 
 Concurrency: trio thread only. A limiter is borrowed and released by the same
 task (CapacityLimiter's rule), so each holder is an `async with`.
@@ -12,10 +13,15 @@ task (CapacityLimiter's rule), so each holder is an `async with`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import trio
+
+from fedfs.data.cache import Staging
+from fedfs.data.flusher import Pending
+from fedfs.meta.inode import Inode
 
 
 class PerUser:
@@ -60,3 +66,27 @@ class StageLimits:
         """Hold one block fetch's share: the user's first, then everyone's."""
         async with self.fetches.hold(uid), self.everyone:
             yield
+
+
+def holdings(inodes: Iterable[Inode[Staging]], pending: Iterable[Pending]) -> dict[int, Holding]:
+    """Who holds what of the daemon's write-back: per owner uid (for `fedfs status`)."""
+    held: dict[int, Holding] = {}
+    for inode in inodes:
+        if inode.writers > 0 and not inode.gone:
+            held.setdefault(inode.uid, Holding()).open_for_writing += 1
+    for p in pending:
+        h = held.setdefault(p.inode.uid, Holding())
+        h.queued += 1
+        h.queued_bytes += p.inode.staging.size if p.inode.staging else 0
+        h.failing += 1 if p.error else 0
+    return held
+
+
+@dataclass
+class Holding:
+    """One user's share: files open for writing, and uploads queued (and failing)."""
+
+    open_for_writing: int = 0
+    queued: int = 0
+    queued_bytes: int = 0
+    failing: int = 0

@@ -64,10 +64,11 @@ MiB = 1024 * 1024
 class SlowStore(ThrottlingProxy):
     """The S3 server behind a proxy that is a little slow on block reads and counts them.
 
-    `peak_reads` is the most ranged GETs (block fetches) in flight at once.
+    `peak_reads` is the most ranged GETs (block fetches) in flight at once;
+    put_delay slows every upload.
     """
 
-    def __init__(self, target_port: int, delay: float = 0.05) -> None:
+    def __init__(self, target_port: int, delay: float = 0.05, put_delay: float = 0.0) -> None:
         import threading
 
         super().__init__(target_port, fraction=0.0)
@@ -76,7 +77,15 @@ class SlowStore(ThrottlingProxy):
         lock = threading.Lock()
         handler = self._server.RequestHandlerClass
         forward = handler.do_GET  # type: ignore[attr-defined]
+        forward_put = handler.do_PUT  # type: ignore[attr-defined]
         proxy = self
+
+        def slow_put(req: Any) -> None:
+            threading.Event().wait(put_delay)  # a slower store, not a test pause
+            forward_put(req)
+
+        if put_delay:
+            handler.do_PUT = slow_put  # type: ignore[attr-defined]
 
         def counted(req: Any) -> None:
             if not req.headers.get("Range"):
@@ -300,5 +309,126 @@ def test_a_stage_flood_takes_its_share_and_a_cached_read_goes_on(
         print(
             f"attack: 6 parallel stage requests, {store.reads} block reads, peak {store.peak_reads}"
         )
+    finally:
+        store.stop()
+
+
+# Run as mallory: hold up to N files open for writing below a directory; print
+# how many opened and the errors of the rest; keep them open until stdin closes.
+HOLD_OPEN = r"""
+import errno, json, os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+d, n = sys.argv[1], int(sys.argv[2])
+os.mkdir(d)
+held, errors = [], {}
+for i in range(n):
+    try:
+        held.append(os.open(f"{d}/f{i:05d}", os.O_WRONLY | os.O_CREAT, 0o644))
+    except OSError as e:
+        name = errno.errorcode.get(e.errno, str(e.errno))
+        errors[name] = errors.get(name, 0) + 1
+print(json.dumps({"opened": len(held), "errors": errors}), flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def low_fd_limit() -> Iterator[None]:
+    """Daemons started meanwhile inherit a soft open-files limit of 1,500 (hard unchanged)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1500), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_files_held_open_for_writing_by_one_user_leave_descriptors_for_others(
+    make_mount: Any,
+    bucket: str,
+    alice: UnixUser,
+    mallory: UnixUser,
+    low_fd_limit: None,
+    record_property: Callable[[str, object], None],
+) -> None:
+    m: Mount = make_mount([(bucket, "user:root")], extra="[fs]\nopen_for_writing_per_user = 1000")
+    root = m.path(bucket)
+    (root / "pub").mkdir()
+    os.chmod(root / "pub", 0o1777)
+    quiet, r = timed(lambda: alice.run("sh", "-c", f"echo before > {root}/pub/before.txt"))
+    assert r.returncode == 0, r.stderr.decode()
+
+    # mallory tries to hold 1,600 files open for writing: more than the daemon's start limit
+    attack = as_user(mallory, HOLD_OPEN, str(root / "pub" / "mallory"), "1600")
+    try:
+        assert attack.stdout is not None
+        line = attack.stdout.readline()
+        assert line, attack.stderr.read().decode() if attack.stderr else ""
+        held = json.loads(line)
+        during, r = timed(lambda: alice.run("sh", "-c", f"echo mine > {root}/pub/new.txt"))
+        assert r.returncode == 0, r.stderr.decode()
+        status_took, r = timed(lambda: fedfs_as(alice, "status", m.mountpoint))
+        assert r.returncode == 0, r.stderr.decode()
+        # alice sees her own share; the rest is not hers to know
+        assert b"fedfs-alice:" in r.stdout and b"fedfs-mallory" not in r.stdout, r.stdout
+        # mallory got her share and "Too many open files" beyond it
+        assert held == {"opened": 1000, "errors": {"EMFILE": 600}}, held
+        # root (the admin) sees who holds what
+        r = subprocess.run(
+            [*FEDFS, "status", str(m.mountpoint)], capture_output=True, check=False, cwd="/"
+        )
+        assert b"user       fedfs-mallory: 1000 open for writing" in r.stdout, r.stdout
+        report(
+            record_property,
+            victim_create_quiet=quiet,
+            victim_create_under_attack=during,
+            victim_status_under_attack=status_took,
+        )
+        print(f"attack: mallory held {held['opened']} files open, refused {held['errors']}")
+    finally:
+        assert attack.stdin is not None
+        attack.stdin.close()
+        attack.wait(60)
+    assert (root / "pub" / "new.txt").read_text() == "mine\n"
+
+
+def test_a_small_file_is_uploaded_in_turn_not_behind_another_users_backlog(
+    make_mount: Any,
+    moto: MotoServer,
+    bucket: str,
+    alice: UnixUser,
+    mallory: UnixUser,
+    record_property: Callable[[str, object], None],
+) -> None:
+    store = SlowStore(moto.port, put_delay=0.1).start()
+    try:
+        m: Mount = make_mount(
+            [(bucket, "user:root")],
+            endpoint=store.url,
+            extra="uploads = 2\nflush_delay = 0",
+        )
+        root = m.path(bucket)
+        (root / "pub").mkdir()
+        os.chmod(root / "pub", 0o1777)
+        sock = os.getxattr(m.mountpoint, "user.fedfs.socket").decode()
+        # mallory queues 300 uploads (15 s of them at 2 at a time)
+        r = mallory.python(
+            "import os, sys\n"
+            f"os.mkdir({str(root / 'pub' / 'm')!r})\n"
+            "for i in range(300):\n"
+            f"    open(f'{root}/pub/m/f{{i:03d}}', 'w').write('x' * 100)\n"
+        )
+        assert r.returncode == 0, r.stderr.decode()
+        r = alice.run("sh", "-c", f"echo results > {root}/pub/alice.txt")
+        assert r.returncode == 0, r.stderr.decode()
+        took, r = timed(lambda: fedfs_as(alice, "sync", root / "pub" / "alice.txt"))
+        assert r.returncode == 0, r.stderr.decode()
+        (answer,) = raw_control(mallory, sock, {"op": "pending", "args": {}})
+        mallory_left = answer["result"]["files"]
+        # alice's one file went up in turn: most of mallory's backlog is still queued
+        assert mallory_left >= 100, answer
+        report(record_property, victim_sync_behind_backlog=took)
+        print(f"attack: 300 queued uploads of mallory's, {mallory_left} still queued after")
     finally:
         store.stop()
