@@ -236,6 +236,8 @@ class Flusher:
             self.changed = trio.Event()
             if inode.ino in self.pending:
                 self._due(p, p.due)  # still queued: the loop skipped it while it was on its way
+                if inode.open_count == 0 and inode.staging is not None:
+                    inode.staging.park()  # waits for its retry without a descriptor
 
     async def drain(
         self,

@@ -428,6 +428,12 @@ def test_a_small_file_is_uploaded_in_turn_not_behind_another_users_backlog(
         mallory_left = answer["result"]["files"]
         # alice's one file went up in turn: most of mallory's backlog is still queued
         assert mallory_left >= 100, answer
+        # her closed files wait for their turn without holding a descriptor each
+        r = subprocess.run(
+            [*FEDFS, "status", "--json", str(m.mountpoint)], capture_output=True, check=True
+        )
+        descriptors = json.loads(r.stdout)["descriptors"]
+        assert descriptors["open"] < 100, descriptors
         report(record_property, victim_sync_behind_backlog=took)
         print(f"attack: 300 queued uploads of mallory's, {mallory_left} still queued after")
     finally:
