@@ -120,7 +120,13 @@ class Staging:
 
     def _fd(self) -> int:
         if self.fd < 0 and self.parked:
-            fd = _open_in_dir(self.path, os.O_RDWR)
+            try:
+                fd = _open_in_dir(self.path, os.O_RDWR)
+            except OSError as e:  # gone, or a planted symlink (O_NOFOLLOW: ELOOP)
+                raise FedfsError(
+                    f"staging file {self.path} was replaced by something fedfs did not write"
+                    f" ({e.strerror}); not using it"
+                ) from None
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != self.identity:
                 os.close(fd)
