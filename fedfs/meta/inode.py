@@ -24,6 +24,16 @@ DEFAULT_FILE_MODE = 0o664
 DEFAULT_DIR_MODE = 0o775
 
 
+def honoured_mode(mode: int, is_dir: bool) -> int:
+    """The permission bits of mode that this mount honours, and so shows.
+
+    Never setuid (the mount is nosuid); setgid and sticky on directories only, where
+    they work (new files take a setgid directory's group, the kernel enforces sticky
+    deletion). Modes from object metadata written by any tool pass through here.
+    """
+    return stat.S_IMODE(mode) & (0o3777 if is_dir else 0o777)
+
+
 class Kind(Enum):
     DIR = stat.S_IFDIR
     FILE = stat.S_IFREG

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Inode, Kind
+from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Inode, Kind, honoured_mode
 from fedfs.store.s3 import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,9 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     meta = info.metadata
     mode = _int(meta, "mode")
     if mode is not None:
-        inode.mode = stat.S_IMODE(mode)
         if inode.kind is not Kind.DIR:
             inode.kind = Kind.LINK if stat.S_ISLNK(mode) else Kind.FILE
+        inode.mode = honoured_mode(mode, inode.is_dir)
     else:
         inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
     uid, gid = _int(meta, "uid"), _int(meta, "gid")

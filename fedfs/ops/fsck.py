@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfs.audit.chain import AuditChain, AuditRecord
-from fedfs.config import Config
+from fedfs.config import Config, format_size
 from fedfs.errors import AuditError, FedfsError
 
 OK, REPAIRED, FAILED = 0, 1, 2
@@ -300,7 +300,7 @@ def check_journal(cfg: Config, report: Report, stamp: str) -> None:
     )
     for f in present:
         report.say(
-            f"    recovered /{f.bucket}/{f.key} ({(staging / f.staging).stat().st_size} bytes)"
+            f"    recovered /{f.bucket}/{f.key} ({format_size((staging / f.staging).stat().st_size)})"
         )
     adopt_orphans(cache, {f.staging for f in present}, report, stamp)
 
@@ -343,7 +343,7 @@ def adopt_orphans(cache: Path, named: set[str], report: Report, stamp: str) -> N
         os.replace(p, found / p.name)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
         lines.append(f"{p.name}\t{st.st_size}\t{when}")
-        report.say(f"    {found / p.name}: {st.st_size} bytes, last written {when}")
+        report.say(f"    {found / p.name}: {format_size(st.st_size)}, last written {when}")
     (found / "MANIFEST").write_text(
         "# staging files no readable journal row named (name, bytes, last written)\n"
         + "\n".join(lines)

@@ -17,7 +17,6 @@ the store through worker threads.
 
 from __future__ import annotations
 
-import stat
 import time
 
 from fedfs.data.cache import Staging
@@ -30,7 +29,7 @@ from fedfs.errors import (
     NotPermitted,
     NotSupported,
 )
-from fedfs.meta.inode import ROOT_INO, Inode
+from fedfs.meta.inode import ROOT_INO, Inode, honoured_mode
 from fedfs.meta.object_meta import MAX_USER_METADATA, metadata_for
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectStore
 from fedfs.store.threads import WorkerThreads
@@ -74,7 +73,7 @@ class Attributes:
                 raise IsDirectory(f"{inode.path} is a directory")
             await self.writeback.truncate(inode, size)
         if mode is not None:
-            inode.mode = stat.S_IMODE(mode)
+            inode.mode = honoured_mode(mode, inode.is_dir)
         if mask is not False:
             inode.explicit_mask = (
                 mask if isinstance(mask, int) and not isinstance(mask, bool) else None

@@ -39,7 +39,7 @@ from fedfs.errors import (
     NotPermitted,
     NotSupported,
 )
-from fedfs.meta.inode import ROOT_INO, Inode, Kind
+from fedfs.meta.inode import ROOT_INO, Inode, Kind, honoured_mode
 from fedfs.meta.object_meta import apply_info, metadata_for
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads, concurrently
@@ -104,7 +104,7 @@ class Changes:
         self, inode: Inode[Staging], mode: int, uid: int, gid: int, parent: Inode[Staging]
     ) -> None:
         now = time.time_ns()
-        inode.mode = stat.S_IMODE(mode)
+        inode.mode = honoured_mode(mode, inode.is_dir)
         inode.uid = uid
         # A setgid directory passes its group on, as on every POSIX filesystem.
         inode.gid = parent.gid if parent.mode & stat.S_ISGID else gid
