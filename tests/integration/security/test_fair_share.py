@@ -73,7 +73,7 @@ class SlowStore(ThrottlingProxy):
 
         super().__init__(target_port, fraction=0.0)
         self.in_flight = self.peak_reads = 0
-        self.reads = 0
+        self.reads = self.puts = 0
         lock = threading.Lock()
         handler = self._server.RequestHandlerClass
         forward = handler.do_GET  # type: ignore[attr-defined]
@@ -81,6 +81,8 @@ class SlowStore(ThrottlingProxy):
         proxy = self
 
         def slow_put(req: Any) -> None:
+            with lock:
+                proxy.puts += 1
             threading.Event().wait(put_delay)  # a slower store, not a test pause
             forward_put(req)
 
@@ -420,6 +422,8 @@ def test_a_small_file_is_uploaded_in_turn_not_behind_another_users_backlog(
             f"    open(f'{root}/pub/m/f{{i:03d}}', 'w').write('x' * 100)\n"
         )
         assert r.returncode == 0, r.stderr.decode()
+        # her backlog is on its way before alice writes
+        wait_for(lambda: store.puts >= 4, "mallory's uploads to start")
         r = alice.run("sh", "-c", f"echo results > {root}/pub/alice.txt")
         assert r.returncode == 0, r.stderr.decode()
         took, r = timed(lambda: fedfs_as(alice, "sync", root / "pub" / "alice.txt"))
