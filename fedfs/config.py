@@ -111,6 +111,9 @@ class FsConfig:
     negative_timeout: float = 1.0
     dir_timeout: float = 1.0
     allow_other: bool = True
+    # files one user (not root) may hold open for writing at once: each holds a
+    # descriptor of the daemon, which all users share
+    open_for_writing_per_user: int = 1024
 
 
 @dataclass(frozen=True)
@@ -496,6 +499,7 @@ def _parse_fs(s: _Section) -> FsConfig:
         negative_timeout=ttl("negative_timeout", 1.0),
         dir_timeout=ttl("dir_timeout", 1.0),
         allow_other=s.get("allow_other", bool, True),
+        open_for_writing_per_user=s.positive("open_for_writing_per_user", int, 1024),
     )
     s.finish()
     return cfg

@@ -43,6 +43,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lag {pol['lag']:.1f}s",
         f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
     ]
+    if "descriptors" in s:
+        fds = s["descriptors"]
+        lines.append(f"files      {fds['open']} descriptors open of {fds['limit']}")
+    for u in s.get("users", []):  # root sees every user, others their own
+        lines.append(
+            f"user       {u['user'] or 'uid ' + str(u['uid'])}: {u['open_for_writing']} open for"
+            f" writing, {u['queued']} queued ({format_size(u['queued_bytes'])}),"
+            f" {u['failing']} failing"
+        )
     if pol.get("log"):
         lg = pol["log"]
         lines[-1:-1] = [

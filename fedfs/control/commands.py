@@ -9,6 +9,8 @@ the shape of every argument first, so a hostile request gets a clear
 
 from __future__ import annotations
 
+import os
+import resource
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -17,11 +19,12 @@ import trio
 
 from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
+from fedfs.control.fairness import Holding, StageLimits, holdings
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.data.cache import Staging
 from fedfs.errors import FedfsError, NotFound
-from fedfs.meta.inode import Inode, Kind
+from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import Acl, AclTag, R, W, X, permits
 from fedfs.policy.model import Level, Principal, Team
@@ -67,6 +70,7 @@ def _may_name(peer: Peer, inode: Inode[Staging]) -> bool:
 class Commands:
     def __init__(self, daemon: Mount) -> None:
         self.d = daemon
+        self.stage_limits = StageLimits(daemon.cfg.store.max_connections)
         self.ops: dict[str, Op] = {
             "share": self.share,
             "unshare": self.unshare,
@@ -216,16 +220,57 @@ class Commands:
 
     # -- data ------------------------------------------------------------------
 
-    def _wanted(self, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
+    async def _wanted(self, peer: Peer, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
+        """The files a sync or pending request is about.
+
+        With a path, only files the caller could `stat` through the mount (every
+        directory above them lets the caller search it), so a path they cannot reach
+        is answered like a path that does not exist: what is written, and how much,
+        below a private directory is not theirs to learn. Without a path the answer
+        is the mount's totals, which name nothing.
+        """
         path = _str(args, "path", optional=True)
         if path is None or path == "/":
             return lambda inode: True
         prefix = path.rstrip("/")
-        return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
+        if peer.uid == 0:
+            return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
+        allows = await self._allows(peer)
+        # directory ino -> (the caller may search it, its parent's ino)
+        searchable: dict[int, tuple[bool, int]] = {}
+
+        def reachable(inode: Inode[Staging]) -> bool:
+            ino = inode.parent
+            while ino != ROOT_INO:
+                if ino not in searchable:
+                    try:
+                        d = self.d.inodes.get(ino)
+                        searchable[ino] = (allows(d, X), d.parent)
+                    except NotFound:
+                        searchable[ino] = (False, ROOT_INO)
+                ok, ino = searchable[ino]
+                if not ok:
+                    return False
+            return True
+
+        return lambda inode: (
+            ((p := inode.path) == prefix or p.startswith(prefix + "/")) and reachable(inode)
+        )
+
+    async def _allows(self, peer: Peer) -> Callable[[Inode[Staging], int], bool]:
+        """Whether the kernel would grant the caller a right on an inode (mode and ACLs)."""
+        actor = await self.d.sharing.actor(peer.uid)
+        gids = actor.gids | {peer.gid}
+
+        def allows(inode: Inode[Staging], want: int) -> bool:
+            view = self.d.ops.view(inode)
+            return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
+
+        return allows
 
     async def sync(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Start every queued upload under path now; `pending` then reports progress."""
-        wanted = self._wanted(args)
+        wanted = await self._wanted(peer, args)
         flusher = self.d.flusher
         for inode in self.d.inodes.all():
             if inode.dirty and not inode.gone and inode.writers == 0 and wanted(inode):
@@ -233,7 +278,7 @@ class Commands:
         return await self.pending(peer, args)
 
     async def pending(self, peer: Peer, args: dict[str, Any]) -> Any:
-        wanted = self._wanted(args)
+        wanted = await self._wanted(peer, args)
         left = [p for p in self.d.flusher.pending.values() if wanted(p.inode)]
         open_for_writing = [
             i
@@ -261,38 +306,47 @@ class Commands:
         }
 
     async def stage(self, peer: Peer, args: dict[str, Any]) -> Any:
-        """Prefetch whole files into the cache (stage-in); only files the caller may read."""
+        """Prefetch whole files into the cache (stage-in); only files the caller may read.
+
+        A user's stage requests take their turn (`fairness.StageLimits`): a few at a
+        time per user, a few block fetches each, and never the whole S3 pool.
+        """
         paths = _names(args, "paths")
-        actor = await self.d.sharing.actor(peer.uid)
+        allows = await self._allows(peer)
         staged, nbytes, refused = 0, 0, []
-        gids = actor.gids | {peer.gid}
+        limits = self.stage_limits
+        blocks_in, blocks_out = trio.open_memory_channel[tuple[Inode[Staging], int]](64)
 
-        def allows(inode: Inode[Staging], want: int) -> bool:
-            view = self.d.ops.view(inode)
-            return permits(view.mode, view.acl_access, view.uid, view.gid, actor.uid, gids, want)
+        async def fetch_blocks(todo: trio.MemoryReceiveChannel[tuple[Inode[Staging], int]]) -> None:
+            async with todo:
+                async for inode, block in todo:
+                    assert inode.etag is not None
+                    async with limits.fetch(peer.uid):
+                        await self.d.cache.prefetch(
+                            inode.bucket, inode.key, inode.etag, inode.size, block
+                        )
 
-        async with trio.open_nursery() as nursery:
-            for path in paths:
-                # As the kernel would: every directory on the way must let the caller
-                # search it. One answer for missing and hidden, so it tells no secrets.
-                inode = await self._resolve(path, enter=lambda d: allows(d, X))
-                if inode is None or inode.kind is not Kind.FILE or not allows(inode, R):
-                    refused.append(f"{path}: not a file, or permission denied")
-                    continue
-                if inode.etag is None:
-                    continue  # written here and not uploaded: its data is local already
-                staged += 1
-                nbytes += inode.size
-                bs = self.d.cache.block_size
-                for block in range((inode.size + bs - 1) // bs):
-                    nursery.start_soon(
-                        self.d.cache.prefetch,
-                        inode.bucket,
-                        inode.key,
-                        inode.etag,
-                        inode.size,
-                        block,
-                    )
+        async with limits.requests.hold(peer.uid), trio.open_nursery() as nursery:
+            async with blocks_out:
+                for _ in range(limits.FETCHES_PER_USER):
+                    nursery.start_soon(fetch_blocks, blocks_out.clone())
+            async with blocks_in:
+                for path in paths:
+                    # Cached paths resolve without an await: let FUSE requests in between.
+                    await trio.lowlevel.checkpoint()
+                    # As the kernel would: every directory on the way must let the caller
+                    # search it. One answer for missing and hidden, so it tells no secrets.
+                    inode = await self._resolve(path, enter=lambda d: allows(d, X))
+                    if inode is None or inode.kind is not Kind.FILE or not allows(inode, R):
+                        refused.append(f"{path}: not a file, or permission denied")
+                        continue
+                    if inode.etag is None:
+                        continue  # written here and not uploaded: its data is local already
+                    staged += 1
+                    nbytes += inode.size
+                    bs = self.d.cache.block_size
+                    for block in range((inode.size + bs - 1) // bs):
+                        await blocks_in.send((inode, block))
         return {"files": staged, "bytes": nbytes, "refused": refused}
 
     async def _resolve(
@@ -666,7 +720,25 @@ class Commands:
                 "last_error": health.last_error,
             },
             "fuse_requests": d.ops.ops,
+            "users": await self._holdings(peer),
+            "descriptors": {
+                "open": len(os.listdir("/proc/self/fd")),
+                "limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            },
         }
+
+    async def _holdings(self, peer: Peer) -> list[dict[str, Any]]:
+        """Who holds what of the write-back: every user for root, else the caller's own."""
+        held = holdings(self.d.inodes.all(), self.d.flusher.pending.values())
+        if peer.uid != 0:
+            held.setdefault(peer.uid, Holding())  # "nothing": an answer too
+        rows = []
+        for uid, h in sorted(held.items()):
+            if peer.uid not in (0, uid):
+                continue
+            user = await self.d.sharing._ask(self.d.sharing.identity.user_by_uid, uid)
+            rows.append({"uid": uid, "user": user.name if user else None, **vars(h)})
+        return rows
 
 
 def _latency_ms(durations: list[float]) -> dict[str, float | None]:

@@ -3,7 +3,8 @@
 This module owns the daemon's end of the socket: a Unix stream socket, the
 caller's identity (SO_PEERCRED, never a field of the request), and the rules
 that keep a root daemon safe from every local user (line size, idle deadline,
-connection limit, malformed input). The wire format is `control/protocol.py`;
+malformed input, and connection limits counted per uid, so one user's load
+never refuses another user's request). The wire format is `control/protocol.py`;
 the `fedfs` command's end is `control/client.py`. What a request *means* is
 decided by the handler the daemon plugs into `ControlServer`.
 
@@ -123,15 +124,21 @@ class ControlServer:
         mode: int = 0o666,
         max_line: int = 65536,
         idle_timeout: float = 10.0,
-        max_connections: int = 64,
+        max_connections: int = 1024,
+        max_per_user: int = 16,
     ) -> None:
         self.path = Path(path)
         self.handler = handler
         self.mode = mode
         self.max_line = max_line
         self.idle_timeout = idle_timeout
+        # Each user has max_per_user connections of their own; max_connections only
+        # bounds the descriptors all users together can hold. root (the admin, and
+        # `fedfs umount`) has no per-user limit.
         self.max_connections = max_connections
+        self.max_per_user = max_per_user
         self._active = 0
+        self._per_user: dict[int, int] = {}
         self._closed = False
         self._cancel_scope: trio.CancelScope | None = None
         # (st_dev, st_ino) of the socket we bound, so cleanup never removes a
@@ -238,20 +245,43 @@ class ControlServer:
                 log.warning("control socket: accept failed: %s", e)
                 await trio.sleep(0.1)
                 continue
-            if self._active >= self.max_connections:
-                await self._refuse_busy(stream)
+            try:
+                peer = _peer_of(stream)
+            except OSError as e:
+                log.warning("control socket: cannot read peer credentials: %s", e)
+                await stream.aclose()
                 continue
-            # Counted here, not in the task, so the limit holds for connections
+            refusal = self._refusal(peer)
+            if refusal is not None:
+                await self._refuse_busy(stream, refusal)
+                continue
+            # Counted here, not in the task, so the limits hold for connections
             # accepted before their tasks have started.
             self._active += 1
-            nursery.start_soon(self._connection, stream)
+            self._per_user[peer.uid] = self._per_user.get(peer.uid, 0) + 1
+            nursery.start_soon(self._connection, stream, peer)
 
-    async def _refuse_busy(self, stream: trio.SocketStream) -> None:
-        answer = failure(
-            f"the fedfs daemon is already serving {self.max_connections} control connections;"
-            " try again in a moment",
-            "busy",
-        )
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why a new connection of peer is refused now (None: it is served)."""
+        mine = self._per_user.get(peer.uid, 0)
+        if mine >= self.max_per_user and peer.uid != 0:
+            log.debug("control socket: uid %d is at its limit of connections", peer.uid)
+            return (
+                f"you already have {mine} connections open to the fedfs daemon (at most"
+                f" {self.max_per_user} per user); close some, or try again in a moment"
+            )
+        if self._active >= self.max_connections:
+            return (
+                f"the fedfs daemon is already serving {self.max_connections} control"
+                " connections; try again in a moment"
+            )
+        return None
+
+    def connections_of(self, uid: int) -> int:
+        return self._per_user.get(uid, 0)
+
+    async def _refuse_busy(self, stream: trio.SocketStream, message: str) -> None:
+        answer = failure(message, "busy")
         # A fresh socket's buffer takes a short line at once; the deadline only
         # guards the accept loop against the unforeseen.
         with (
@@ -261,14 +291,9 @@ class ControlServer:
             await stream.send_all(encode(answer))
         await stream.aclose()
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: trio.SocketStream, peer: Peer) -> None:
         try:
             async with stream:
-                try:
-                    peer = _peer_of(stream)
-                except OSError as e:
-                    log.warning("control socket: cannot read peer credentials: %s", e)
-                    return
                 await self._converse(stream, peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The client went away mid-request or mid-answer: its loss, not ours.
@@ -278,6 +303,9 @@ class ControlServer:
             log.exception("control connection failed")
         finally:
             self._active -= 1
+            left = self._per_user.pop(peer.uid) - 1
+            if left:
+                self._per_user[peer.uid] = left
 
     async def _converse(self, stream: trio.SocketStream, peer: Peer) -> None:
         reader = _LineReader(stream, self.max_line)

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -65,6 +66,23 @@ def node_key(cfg: Config) -> SigningKey:
     key.save(path)
     log.info("generated node signing key %s (%s)", key.key_id, path)
     return key
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; the new soft limit.
+
+    Every file open for writing, every control connection and every cached block
+    being read holds a descriptor of this one process for all users together;
+    the usual soft limit (1,024) is far too low for that.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as e:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, e)
+    return soft
 
 
 def check_owners(cfg: Config, identity: IdentitySource, owners: dict[str, BucketOwner]) -> None:
@@ -132,6 +150,7 @@ class Daemon:
         self.locks = DirLocks(
             [(cfg.policy.state_dir, True), (cfg.cache.dir, False)], mountpoint, cfg.path
         )
+        self.fd_limit = raise_fd_limit()
         self.fuse_up = False  # pyfuse3.init succeeded: the mount must be taken down at the end
         self.warnings: list[str] = []  # said at start by `fedfs mount` as well as logged
         self.started = time.monotonic()

@@ -90,7 +90,12 @@ def prepare_dir(path: Path, subdirs: tuple[str, ...] = ("staging", "clean")) -> 
 
 @dataclass(eq=False)
 class Staging:
-    """A file's local writable copy. `dirty` until its content is in the object store."""
+    """A file's local writable copy. `dirty` until its content is in the object store.
+
+    Holds a descriptor only while the file is in use: a closed file waiting for its
+    upload is `park`ed (descriptor closed) and reopened, checked to be the same
+    file, when it is next read, written or uploaded.
+    """
 
     path: Path
     fd: int
@@ -99,6 +104,38 @@ class Staging:
     dirty: bool = False
     generation: int = 0  # bumped by every change, so an upload knows if it raced a write
     lock: trio.Lock = field(default_factory=trio.Lock)
+    parked: bool = False
+    identity: tuple[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def park(self) -> None:
+        """Close the descriptor of a copy nobody has open; it reopens when needed."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.parked = True
+
+    def _fd(self) -> int:
+        if self.fd < 0 and self.parked:
+            try:
+                fd = _open_in_dir(self.path, os.O_RDWR)
+            except OSError as e:  # gone, or a planted symlink (O_NOFOLLOW: ELOOP)
+                raise FedfsError(
+                    f"staging file {self.path} was replaced by something fedfs did not write"
+                    f" ({e.strerror}); not using it"
+                ) from None
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self.identity:
+                os.close(fd)
+                raise FedfsError(
+                    f"staging file {self.path} was replaced by something fedfs did not write; "
+                    "not using it"
+                )
+            self.fd, self.parked = fd, False
+        return self.fd
 
     @property
     def name(self) -> str:
@@ -106,7 +143,7 @@ class Staging:
 
     def write(self, offset: int, data: bytes) -> int:
         try:
-            n = os.pwrite(self.fd, data, offset)
+            n = os.pwrite(self._fd(), data, offset)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -120,10 +157,10 @@ class Staging:
         return n
 
     def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self.fd, length, offset)
+        return os.pread(self._fd(), length, offset)
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
+        os.ftruncate(self._fd(), size)
         self._resize(size)
         self.dirty = True
         self.generation += 1
@@ -133,11 +170,11 @@ class Staging:
         self.size = size
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        os.fdatasync(self._fd())
 
     def upload_path(self) -> Path:
         """The path uploads read, once checked to still be this file and not a planted link."""
-        here, own = os.lstat(self.path), os.fstat(self.fd)
+        here, own = os.lstat(self.path), os.fstat(self._fd())
         if (here.st_dev, here.st_ino) != (own.st_dev, own.st_ino):
             raise FedfsError(
                 f"staging file {self.path} was replaced by something fedfs did not write; "
@@ -146,9 +183,10 @@ class Staging:
         return self.path
 
     def close(self, remove: bool = True) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self.fd >= 0 or self.parked:
+            if self.fd >= 0:
+                os.close(self.fd)
+            self.fd, self.parked = -1, False
             self.cache.staged_bytes -= self.size
             self.cache.room.set()
         if remove:

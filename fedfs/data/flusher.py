@@ -7,7 +7,9 @@ request within the last IDLE_GAP seconds) due uploads wait, up to
 job writing its outputs) runs at local speed instead of sharing the CPU with
 their uploads; `fedfs sync`, unmount and a cache half full of dirty data do
 not wait. At most `cache.uploads` files go up
-at a time (each multipart with parallel parts). A failed upload stays queued
+at a time (each multipart with parallel parts), taken in turns from each
+owner's due files (round-robin by uid), so one user's thousands of files never
+make another user's one file wait behind them. A failed upload stays queued
 and is retried with backoff (capped at a minute) until it succeeds: the
 staging copy and its journal row are the data until then.
 
@@ -24,6 +26,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -68,7 +71,12 @@ class Flusher:
         self.urgent: set[int] = set()
         self.wakeup = trio.Event()
         self.changed = trio.Event()  # set whenever an upload finished or failed
-        self.slots = trio.Semaphore(cache.cfg.uploads)
+        self.max_uploads = cache.cfg.uploads
+        # Due files waiting for an upload slot, per owner uid, and the uids in the order
+        # their turn comes (round-robin: each takes one slot, then goes to the back).
+        self.ready: dict[int, deque[int]] = {}
+        self.turns: deque[int] = deque()
+        self.in_line: set[int] = set()  # every ino in self.ready
         self.uploaded = 0
         self.uploaded_bytes = 0
         self.failures = 0
@@ -117,12 +125,8 @@ class Flusher:
                     p = self.pending.get(ino)
                     if p is None or p.due != due or ino in self.uploading:
                         continue  # uploaded, moved, or on its way (it is rescheduled after)
-                    if p.inode.writers > 0:
-                        # still being written: wait for its close
-                        self._due(p, now + max(self.delay, 0.5))
-                        continue
-                    self.uploading.add(ino)
-                    nursery.start_soon(self._upload, p)
+                    self._make_ready(p)
+                self._start_uploads(nursery, now)
                 if hold > 0:
                     self.next_due = now + hold
                 else:
@@ -132,6 +136,43 @@ class Flusher:
                     max(0.0, self.next_due - now) if self.next_due < math.inf else 3600
                 ):
                     await self.wakeup.wait()
+
+    def _make_ready(self, p: Pending) -> None:
+        """p is due: it waits for a slot in its owner's line."""
+        if p.inode.ino in self.in_line:
+            return
+        uid = p.inode.uid
+        line = self.ready.get(uid)
+        if line is None:
+            line = self.ready[uid] = deque()
+            self.turns.append(uid)
+        line.append(p.inode.ino)
+        self.in_line.add(p.inode.ino)
+
+    def _start_uploads(self, nursery: trio.Nursery, now: float) -> None:
+        """Fill free upload slots, one file per owner in turn."""
+        while len(self.uploading) < self.max_uploads and self.turns:
+            uid = self.turns.popleft()
+            line = self.ready[uid]
+            ino = line.popleft()
+            self.in_line.discard(ino)
+            if line:
+                self.turns.append(uid)
+            else:
+                del self.ready[uid]
+            p = self.pending.get(ino)
+            if p is None or ino in self.uploading:
+                continue  # uploaded or removed meanwhile
+            if p.inode.writers > 0:
+                # still being written: wait for its close
+                self._due(p, now + max(self.delay, 0.5))
+                continue
+            self.uploading.add(ino)
+            nursery.start_soon(self._upload, p)
+
+    def waiting(self) -> int:
+        """Files due and waiting for an upload slot."""
+        return sum(len(line) for line in self.ready.values())
 
     def _hold(self, now: float) -> float:
         """How long due uploads wait for the mount to be idle (0: start them now)."""
@@ -152,9 +193,8 @@ class Flusher:
     async def _upload(self, p: Pending) -> None:
         inode = p.inode
         try:
-            async with self.slots:
-                size = inode.staging.size if inode.staging else 0
-                await self.commit(inode)
+            size = inode.staging.size if inode.staging else 0
+            await self.commit(inode)
             if not inode.dirty or inode.gone:
                 self.pending.pop(inode.ino, None)
                 self.uploaded += 1
@@ -190,11 +230,14 @@ class Flusher:
             self.cache.journal.failed(inode.bucket, inode.key, str(e))
         finally:
             self.uploading.discard(inode.ino)
+            self.wakeup.set()  # a slot is free: the run loop starts the next in turn
             self.cache.room.set()
             self.changed.set()
             self.changed = trio.Event()
             if inode.ino in self.pending:
                 self._due(p, p.due)  # still queued: the loop skipped it while it was on its way
+                if inode.open_count == 0 and inode.staging is not None:
+                    inode.staging.park()  # waits for its retry without a descriptor
 
     async def drain(
         self,

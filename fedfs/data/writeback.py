@@ -307,8 +307,12 @@ class WriteBack:
     async def release_data(self, inode: Inode[Staging]) -> None:
         """After the last close: a clean staging copy moves into the clean cache."""
         st = inode.staging
-        if st is None or inode.open_count > 0 or st.dirty:
-            return  # dirty data waits for the flusher
+        if st is None or inode.open_count > 0:
+            return
+        if st.dirty:
+            if not st.lock.locked():  # an upload in flight still reads it
+                st.park()  # dirty data waits for the flusher, without a descriptor
+            return
         self._adopt(inode)
 
     async def settle(self, inode: Inode[Staging]) -> None:

@@ -114,6 +114,7 @@ class Handle:
     etag: str | None  # the object version this handle reads
     size: int
     next_offset: int = 0  # for sequential-read detection (readahead)
+    uid: int = 0  # who opened it (counted against their open_for_writing_per_user)
 
 
 @dataclass
@@ -177,6 +178,10 @@ class Operations(pyfuse3.Operations):
         self.policy = policy
         self.socket = socket
         self.handles: dict[int, Handle] = {}
+        # Files open for writing per uid: each holds a staging descriptor of this one
+        # process, so one user may hold only their share (root has no limit).
+        self.writing: dict[int, int] = {}
+        self.max_writing = cfg.fs.open_for_writing_per_user
         self.dir_handles: dict[int, DirListing] = {}
         # What the kernel was last told per inode, so readdir can leave out entries whose
         # dentry and attributes it still holds (see fuse_entry): ino -> Told.
@@ -477,13 +482,26 @@ class Operations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._may_open_for_writing(ctx.uid)
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )
         inode.open_count += 1
         inode.writers += 1
-        fi = self._fh(Handle(inode, True, None, 0))
+        self.writing[ctx.uid] = self.writing.get(ctx.uid, 0) + 1
+        fi = self._fh(Handle(inode, True, None, 0, uid=ctx.uid))
         return fi, self.attrs(inode)
+
+    def _may_open_for_writing(self, uid: int) -> None:
+        """EMFILE ("Too many open files") for a user already holding their share."""
+        if uid != 0 and self.writing.get(uid, 0) >= self.max_writing:
+            log.info(
+                "uid %d holds %d files open for writing, its limit ([fs]"
+                " open_for_writing_per_user); refusing another",
+                uid,
+                self.max_writing,
+            )
+            raise pyfuse3.FUSEError(errno.EMFILE)
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
@@ -494,13 +512,17 @@ class Operations(pyfuse3.Operations):
         # (its own HEAD: one already on its way may have been sent before the upload ended).
         await self.revalidation.revalidate(node, join=False)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable:
+            self._may_open_for_writing(ctx.uid)
         if flags & os.O_TRUNC:
             await self.writeback.truncate(node, 0)  # nothing to fetch: the content goes anyway
         elif writable:
             await self.writeback.open_for_write(node)
         node.open_count += 1
-        node.writers += 1 if writable else 0
-        return self._fh(Handle(node, bool(writable), node.etag, node.size))
+        if writable:
+            node.writers += 1
+            self.writing[ctx.uid] = self.writing.get(ctx.uid, 0) + 1
+        return self._fh(Handle(node, bool(writable), node.etag, node.size, uid=ctx.uid))
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -586,6 +608,9 @@ class Operations(pyfuse3.Operations):
         h.inode.open_count -= 1
         if h.writable:
             h.inode.writers -= 1
+            left = self.writing.pop(h.uid) - 1
+            if left:
+                self.writing[h.uid] = left
         await self.writeback.release_data(h.inode)
 
     # -- xattrs ------------------------------------------------------------
