@@ -77,6 +77,7 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     if info.metadata is None:
         return
     meta = info.metadata
+    _report_out_of_range(inode, meta)
     mode = _int(meta, "mode")
     if mode is not None:
         if inode.kind is not Kind.DIR:
@@ -108,6 +109,32 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     inode.meta_known = True
 
 
+# What the kernel's stat can hold: a value outside these (written by another tool, or by
+# someone with S3 keys) is ignored as if absent, so one object cannot break its directory.
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+_RANGES = {
+    "mode": (0, 0o177777),
+    "uid": (0, 2**32 - 2),  # 2**32 - 1 is (uid_t)-1, "no change" to chown
+    "gid": (0, 2**32 - 2),
+    "rdev": (0, 2**32 - 1),  # FUSE's attr carries a 32-bit device number
+}
+_reported: set[tuple[str, str]] = set()
+
+
+def _report_out_of_range(inode: Inode[Any], meta: dict[str, str]) -> None:
+    """Log once per object the integer fields that are present but ignored as unusable."""
+    bad = [k for k in _RANGES if k in meta and _int(meta, k) is None]
+    bad += [k for k in ("mtime", "atime") if k in meta and _time_ns(meta, k) is None]
+    if bad and (inode.bucket, inode.key) not in _reported:
+        _reported.add((inode.bucket, inode.key))
+        log.warning(
+            "%s: ignoring unusable metadata %s (out of range or not a number); "
+            "the defaults apply instead",
+            inode.path,
+            ", ".join(f"{k}={meta[k][:40]!r}" for k in bad),
+        )
+
+
 def s3fs_time(ns: int) -> str:
     """A time as s3fs writes it: seconds, with nine decimals when there are nanoseconds."""
     s, frac = divmod(ns, 10**9)
@@ -121,18 +148,22 @@ def _time_ns(meta: dict[str, str], key: str) -> int | None:
         return None
     whole, _, frac = text.strip().partition(".")
     try:
-        return int(whole) * 10**9 + (int(frac[:9].ljust(9, "0")) if frac else 0)
+        ns = int(whole) * 10**9 + (int(frac[:9].ljust(9, "0")) if frac else 0)
     except ValueError:
         return None
+    return ns if _NS_MIN <= ns <= _NS_MAX else None
 
 
 def _int(meta: dict[str, str], key: str) -> int | None:
+    """An integer field, or None when absent, unreadable or outside what the kernel can take."""
     try:
-        return int(meta[key])  # exact: float() would round a nanosecond mtime
+        value = int(meta[key])  # exact: float() would round a nanosecond mtime
     except KeyError:
         return None
     except ValueError:
         try:
-            return int(float(meta[key]))  # "1500000000.5" as other tools may write it
-        except ValueError:
+            value = int(float(meta[key]))  # "1500000000.5" as other tools may write it
+        except (ValueError, OverflowError):
             return None
+    lo, hi = _RANGES.get(key, (_NS_MIN, _NS_MAX))
+    return value if lo <= value <= hi else None

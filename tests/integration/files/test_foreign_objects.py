@@ -59,3 +59,26 @@ def test_a_real_key_named_like_the_shadow_entry_is_reachable_and_logged(
     line = next((x for x in mount.log_text().splitlines() if "event=shadow-name-taken" in x), None)
     assert line is not None, mount.log_text()
     assert f"key=foo/{SHADOW}" in line and "shadowed=foo" in line, line
+
+
+def test_metadata_out_of_range_breaks_neither_the_directory_nor_the_file(
+    mount: Mount, fs: Path, s3: Any, bucket: str
+) -> None:
+    """Values written with S3 keys that stat cannot hold: the defaults show, nothing fails."""
+    hostile = {
+        "bigmode": {"mode": "9" * 20},
+        "neguid": {"uid": "-1", "gid": "-5"},
+        "biggid": {"gid": "99999999999999999999"},
+        "bigrdev": {"mode": str(stat.S_IFCHR | 0o644), "rdev": "9" * 30},
+        "bigtime": {"mtime": "9" * 25, "atime": "1e400"},
+    }
+    for key, meta in hostile.items():
+        s3.put_object(Bucket=bucket, Key=f"weird/{key}", Body=b"x", Metadata=meta)
+    assert sorted(os.listdir(fs / "weird")) == sorted(hostile)
+    for key in hostile:
+        st = os.lstat(fs / "weird" / key)
+        assert st.st_uid < 2**32 - 1 and st.st_gid < 2**32 - 1
+    assert (fs / "weird" / "neguid").read_bytes() == b"x"
+    os.unlink(fs / "weird" / "neguid")
+    assert "neguid" not in os.listdir(fs / "weird")
+    assert "ignoring unusable metadata" in mount.log_text()

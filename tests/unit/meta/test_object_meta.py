@@ -47,3 +47,29 @@ def test_special_files_keep_their_type_and_device_number() -> None:
     # a rdev on a plain file means nothing; a mode without a type is a file (s3sync)
     assert _read({"mode": str(0o644), "rdev": "5"}).rdev == 0
     assert _read({"mode": str(0o644)}).kind is Kind.FILE
+
+
+def test_metadata_the_kernel_cannot_hold_is_ignored_as_if_absent() -> None:
+    huge = "9" * 20
+    for field, value in (
+        ("mode", huge),
+        ("mode", "-1"),
+        ("uid", "-1"),
+        ("uid", "4294967295"),
+        ("gid", huge),
+        ("mtime", huge),
+        ("mtime", "1e400"),
+        ("uid", "nan"),
+        ("uid", "inf"),
+    ):
+        inode = _read({"mode": str(0o100640), "uid": "7", "gid": "8", field: value})
+        defaults = _read({"mode": str(0o100640), "uid": "7", "gid": "8"})
+        if field == "mode":
+            assert inode.mode == 0o664, (field, value)  # the default for a file
+        elif field == "uid":
+            assert inode.uid == 1000, (field, value)  # the bucket owner's
+        elif field == "gid":
+            assert inode.gid == 1000, (field, value)
+        else:
+            assert inode.mtime_ns == 1_700_000_000 * 10**9, (field, value)  # LastModified
+        assert (inode.size, inode.kind) == (defaults.size, defaults.kind)
