@@ -40,7 +40,7 @@ def locate(path: str) -> tuple[Path, str, str]:
                 "not connected); run `fedfs umount MOUNTPOINT` and mount it again: files "
                 "closed before it stopped are uploaded then"
             ) from None
-        raise FedfsError(f"{path}: {os.strerror(e.errno or errno.ENOENT).lower()}") from None
+        raise FedfsError(f"{path}: no such file or directory") from None
     mount = p
     while not os.path.ismount(mount):
         if mount.parent == mount:

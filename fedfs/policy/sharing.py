@@ -501,8 +501,14 @@ class Sharing:
 
     # -- teams -----------------------------------------------------------------
 
-    def _team(self, name: str) -> Team:
+    def _team(self, name: str, seen_by: Actor | None = None) -> Team:
+        """The team, or the one refusal for a missing team and one seen_by may not see."""
         team = self.store.team(name)
+        if seen_by is not None and (team is None or not self.may_see_team(seen_by, team)):
+            raise Refused(
+                f"there is no team {name!r} that {seen_by.label} may see; "
+                "`fedfs team list` shows yours"
+            )
         if team is None:
             raise Refused(f"there is no team {name!r}; `fedfs team list` shows the teams")
         return team
@@ -519,8 +525,7 @@ class Sharing:
     def _may_change_team(self, actor: Actor, team: Team) -> None:
         if actor.name in team.owners or self.site.is_admin(actor.uid, actor.name, actor.groups):
             return
-        if not self.may_see_team(actor, team):  # the same answer as for a missing team
-            raise Refused(f"there is no team {team.name!r} that {actor.label} may see")
+        self._team(team.name, seen_by=actor)  # a team actor may not see answers as missing
         owners = ", ".join(sorted(team.owners))
         raise Refused(
             f"{actor.label} is not an owner of team {team.name}; its owners are: {owners}"
@@ -594,7 +599,7 @@ class Sharing:
         return team
 
     async def team_add(self, actor: Actor, name: str, users: list[str], owners: bool) -> Team:
-        team = self._team(name)
+        team = self._team(name, seen_by=actor)
         self._may_change_team(actor, team)
         if owners and not self.site.is_admin(actor.uid, actor.name, actor.groups):
             # An owner answers for a team (and manages a team-owned bucket): nobody is
@@ -624,7 +629,7 @@ class Sharing:
         return team
 
     async def team_remove(self, actor: Actor, name: str, users: list[str]) -> Team:
-        team = self._team(name)
+        team = self._team(name, seen_by=actor)
         if users != [actor.name]:  # anyone may leave a team
             self._may_change_team(actor, team)
         try:

@@ -151,10 +151,17 @@ def test_team_names_owners_and_who_sees_a_team(
     assert seen(bob) == {"mteam"}
     assert seen(alice) == {"ateam"}
     assert {"ateam", "mteam", "daemon"} <= seen(ROOT)
-    for action in (("show", "ateam"), ("add", "ateam", carol.name)):
+    for action in (
+        ("show", "ateam"),
+        ("add", "ateam", carol.name),
+        ("remove", "ateam", carol.name),  # "anyone may leave" must not name the members
+    ):
         err = refused(fedfs(carol, "team", *action, *mnt))
         assert "there is no team 'ateam' that fedfs-carol may see" in err, err
-        assert alice.name not in err, err  # nor who owns it
+        assert alice.name not in err, err  # nor who owns it or is in it
+        # the same answer as for a team that does not exist
+        missing = refused(fedfs(carol, "team", action[0], "nosuch", *action[2:], *mnt))
+        assert missing == err.replace("'ateam'", "'nosuch'"), (missing, err)
     # sharing with a team by name still works for anyone who manages the path
     ok(fedfs(alice, "share", root / "private", "--with", "team:mteam", "--read"))
 
