@@ -4,7 +4,8 @@ A log names paths and grantees, so only root reads it, whatever made the file
 or its directory: the file is created (and re-created after logrotate moved
 it) mode 0600 and an existing one is closed to others; a log directory fedfs
 creates, and the default /var/log/fedfs, are made 0750 even without the
-tmpfiles entry. A directory the admin chose (--log-file) is left as it is.
+tmpfiles entry. A directory the admin chose (--log-file) is left as it is,
+but a log file that belongs to another user is refused.
 
 Runs in the daemon's main thread at start-up; logging's handlers lock for
 themselves. Imports only events.
@@ -12,6 +13,7 @@ themselves. Imports only events.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import logging.handlers
@@ -20,6 +22,7 @@ import stat
 from pathlib import Path
 
 from fedfs import events
+from fedfs.errors import FedfsError
 
 DEFAULT_LOG_DIR = Path("/var/log/fedfs")
 _NOISY = ("botocore", "boto3", "urllib3", "s3transfer")
@@ -30,9 +33,24 @@ class PrivateFileHandler(logging.handlers.WatchedFileHandler):
 
     def _open(self) -> io.TextIOWrapper:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(self.baseFilename, flags, 0o600)
+        try:
+            fd = os.open(self.baseFilename, flags, 0o600)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise FedfsError(
+                f"{self.baseFilename} is a symbolic link; fedfs does not follow links for its "
+                "log (one could point it at another file): name the real file"
+            ) from None
         st = os.fstat(fd)
-        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        if st.st_uid != os.geteuid():
+            os.close(fd)
+            # Another user's file would let that user read (and fake) the daemon's log.
+            raise FedfsError(
+                f"{self.baseFilename} belongs to uid {st.st_uid}, so its owner could read the "
+                "log; remove it, or choose a log file in a directory only root writes"
+            )
+        if stat.S_IMODE(st.st_mode) & 0o077:
             os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
         return open(fd, "a", encoding=self.encoding or "utf-8", errors=self.errors)
 

@@ -38,6 +38,9 @@ size = "2GiB"
 [policy]
 state_dir = "{state}/state"
 
+[control]
+socket = "{state}/control.sock"
+
 [[buckets]]
 name = "demo"
 owner = "user:root"

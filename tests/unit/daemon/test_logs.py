@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedfs.daemon import logs
+from fedfs.errors import FedfsError
 
 
 def mode(p: Path) -> int:
@@ -53,3 +54,24 @@ def test_a_directory_the_admin_chose_is_left_alone_but_the_file_is_private(
     # a directory fedfs creates itself is 0750, even below a missing parent
     logs.setup_logging("INFO", tmp_path / "new" / "logs" / "climate.log")
     assert mode(tmp_path / "new" / "logs") == 0o750
+
+
+def test_a_log_file_another_user_owns_is_refused(tmp_path: Path, loose_umask: None) -> None:
+    """A user who planted the log file (0666, their own) must not read the daemon's log."""
+    planted = tmp_path / "fedfs.log"
+    planted.write_text("")
+    os.chmod(planted, 0o666)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(FedfsError, match="belongs to uid 65534, so its owner could read the log"):
+        logs.setup_logging("INFO", planted)
+    assert planted.read_text() == ""
+
+
+def test_a_log_file_that_is_a_link_is_refused_in_one_line(
+    tmp_path: Path, loose_umask: None
+) -> None:
+    (tmp_path / "elsewhere").write_text("")
+    (tmp_path / "fedfs.log").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FedfsError, match="is a symbolic link; fedfs does not follow links"):
+        logs.setup_logging("INFO", tmp_path / "fedfs.log")
+    assert (tmp_path / "elsewhere").read_text() == ""
