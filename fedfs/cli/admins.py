@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from fedfs import __version__
-from fedfs.cli.common import client, denied, locate, output, table_flags
+from fedfs.cli.common import client, denied, locate, output, shown, table_flags
 from fedfs.errors import FedfsError
 
 
@@ -43,6 +43,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lag {pol['lag']:.1f}s",
         f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
     ]
+    if up.get("refused"):
+        lines.insert(
+            5,
+            f"refused    {up['refused']} file(s) the object store refuses for good, kept aside "
+            f"in {cache['dir']}/lost+found (see `fedfs fsck`)",
+        )
+        for f in up.get("refused_files", []):
+            lines.insert(
+                6,
+                f"           {shown(f['path'])} (owner {f['owner']}): {shown(f['error'])}; "
+                f"kept in {f['kept_in']}",
+            )
     if pol.get("log"):
         lg = pol["log"]
         lines[-1:-1] = [

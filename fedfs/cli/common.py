@@ -158,3 +158,8 @@ def output(
         table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
     # Piped output keeps whole cells (rich would fold them to 80 columns).
     Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def shown(text: str) -> str:
+    """A name for a terminal: control characters escaped (a newline as \\n), never raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -14,7 +14,7 @@ import stat
 import sys
 import time
 
-from fedfs.cli.common import client, locate
+from fedfs.cli.common import client, locate, shown
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -34,14 +34,31 @@ def cmd_sync(args: argparse.Namespace) -> int:
         ) as bar:
             task = bar.add_task("sync", total=total, files=first["files"])
             state = first
+            # Unmounting: give up once no upload finished for the daemon's drain_timeout
+            # (an upload stuck in the network must not hold the unmount).
+            stall = first.get("drain_timeout", 30.0) if getattr(args, "unmounting", False) else None
+            moved, seen = time.monotonic(), (state["files"], state["bytes"])
             while state["files"]:
                 if (
-                    state["failed"] and len(state["failed"]) == state["files"]
-                ) or time.monotonic() > deadline:
+                    (state["failed"] and len(state["failed"]) == state["files"])
+                    or time.monotonic() > deadline
+                    or (stall is not None and time.monotonic() - moved > stall)
+                ):
                     break
                 time.sleep(0.2)
                 state = c.call("pending", path=fpath)
+                if (state["files"], state["bytes"]) != seen:
+                    moved, seen = time.monotonic(), (state["files"], state["bytes"])
                 bar.update(task, completed=total - state["bytes"], files=state["files"])
+    refused = state.get("refused", [])
+    for f in refused:
+        print(
+            f"fedfs: {shown(f['path'])}: the object store refuses it for good "
+            f"({shown(f['error'])}); not uploaded, not retried; its data is kept in "
+            f"{f['kept_in']}. Write it again under a name the store accepts; an admin "
+            "finds it with `fedfs fsck`",
+            file=sys.stderr,
+        )
     if state["files"]:
         print(
             f"fedfs: {state['files']} files under {args.path} are not uploaded yet:",
@@ -49,9 +66,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
         for f in state["failed"]:
             print(
-                f"  {f['path']}: {f['error']} (kept in {f['kept_in']}; retried automatically)",
+                f"  {shown(f['path'])}: {shown(f['error'])} (kept in {f['kept_in']}; "
+                "retried automatically)",
                 file=sys.stderr,
             )
+        return 1
+    if refused:
         return 1
     if state["open"]:
         print(

@@ -20,6 +20,7 @@ from fedfs.audit.chain import AuditRecord
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.data.cache import Staging
+from fedfs.data.flusher import owner_name
 from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import Inode, Kind
 from fedfs.policy import reports
@@ -61,6 +62,15 @@ def _team(t: Team) -> dict[str, Any]:
 def _may_name(peer: Peer, inode: Inode[Staging]) -> bool:
     """Whether a control answer may show the caller this file's path: root and the owner."""
     return peer.uid in (0, inode.uid)
+
+
+def wanted_path(args: dict[str, Any], path: str) -> bool:
+    """Whether path is at or below the request's "path" argument (everything without one)."""
+    want = _str(args, "path", optional=True)
+    if want is None or want == "/":
+        return True
+    prefix = want.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
 
 
 class Commands:
@@ -175,11 +185,7 @@ class Commands:
     # -- data ------------------------------------------------------------------
 
     def _wanted(self, args: dict[str, Any]) -> Callable[[Inode[Staging]], bool]:
-        path = _str(args, "path", optional=True)
-        if path is None or path == "/":
-            return lambda inode: True
-        prefix = path.rstrip("/")
-        return lambda inode: (p := inode.path) == prefix or p.startswith(prefix + "/")
+        return lambda inode: wanted_path(args, inode.path)
 
     async def sync(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Start every queued upload under path now; `pending` then reports progress."""
@@ -199,6 +205,8 @@ class Commands:
             if i.dirty and i.writers > 0 and not i.gone and wanted(i) and _may_name(peer, i)
         ]
         return {
+            # how long an unmount waits for uploads that make no progress
+            "drain_timeout": self.d.cfg.cache.drain_timeout,
             "files": len(left),
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
             # Paths only of the caller's own files: a name below a private directory is
@@ -214,7 +222,23 @@ class Commands:
                 for p in left
                 if p.error and _may_name(peer, p.inode)
             ][:100],
+            # Refused by the store for good: not queued, kept aside; named to root and owner.
+            "refused": [r for r in self._refused(peer) if wanted_path(args, str(r["path"]))][:100],
         }
+
+    def _refused(self, peer: Peer) -> list[dict[str, Any]]:
+        return [
+            {
+                "path": f"/{r.bucket}/{r.key}",
+                "uid": r.uid,
+                "owner": owner_name(r.uid),
+                "size": r.size,
+                "error": r.error,
+                "kept_in": r.kept,
+            }
+            for r in self.d.cache.journal.refused()
+            if peer.uid in (0, r.uid)
+        ]
 
     async def stage(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Prefetch whole files into the cache (stage-in); only files the caller may read."""
@@ -477,6 +501,9 @@ class Commands:
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.writeback.conflicts,
+                "refused": len(d.cache.journal.refused()),
+                # Which ones: all to root, to anyone else only their own files.
+                "refused_files": self._refused(peer)[:100],
             },
             "s3": {
                 "requests": d.store.requests,
