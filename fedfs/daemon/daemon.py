@@ -5,7 +5,9 @@ before anything is written, see lock.py), start-up checks (endpoint,
 credentials, buckets, owners, cache directory and its disk) that turn into
 one clear message before anything is mounted, the trio nursery in which
 every background task lives, signal handling, the orderly unmount that waits
-for pending uploads, and taking the mount down again when a start fails.
+for pending uploads (bounded by `cache.drain_timeout`), start-up recovery of
+journaled files (which never blocks the mount), and taking the mount down
+again when a start fails.
 """
 
 from __future__ import annotations
@@ -375,7 +377,13 @@ class Daemon:
         try:
             await self.writeback.commit(inode)
         except StoreRefused as e:
-            keep_refused(self.cache, inode, e)
+            try:
+                keep_refused(self.cache, inode, e)
+            except (FedfsError, OSError) as err:
+                log.error(
+                    "%s: refused by the store, and cannot be kept aside (%s)", inode.path, err
+                )
+                return False
         except (FedfsError, OSError) as e:
             st = inode.staging
             events.event(
@@ -408,6 +416,8 @@ class Daemon:
                     if (r.bucket, r.key) == (inode.bucket, inode.key)
                 )
                 if not named:  # written again since: the newer row is the data
+                    if st is not None:
+                        st.close()
                     continue
                 if await self._recover_one(inode):
                     log.info("%s: recovered and uploaded", inode.path)

@@ -177,7 +177,7 @@ class Flusher:
             else:
                 p.due = time.monotonic() + self.delay  # written again during the upload
         except StoreRefused as e:
-            self.refuse(inode, e)
+            self.refuse(p, e)
         except Exception as e:  # one file's failure must not stop the flusher
             if not isinstance(e, FedfsError | OSError):
                 log.exception("upload of %s failed unexpectedly", inode.path)
@@ -211,8 +211,9 @@ class Flusher:
             if inode.ino in self.pending:
                 self._due(p, p.due)  # still queued: the loop skipped it while it was on its way
 
-    def refuse(self, inode: Inode[Staging], e: StoreRefused) -> None:
+    def refuse(self, p: Pending, e: StoreRefused) -> None:
         """The store refused this file for good: keep it aside, tell its owner, go on."""
+        inode = p.inode
         self.pending.pop(inode.ino, None)
         self.urgent.discard(inode.ino)
         self.failures += 1
@@ -220,7 +221,18 @@ class Flusher:
         self.refused_as[inode.ino] = _version(inode)
         # The staging copy stays the file's data while mounted; a new write or a rename
         # queues it again (refused again unless the store takes the new name).
-        keep_refused(self.cache, inode, e)
+        try:
+            keep_refused(self.cache, inode, e)
+        except (OSError, FedfsError) as err:
+            # Cannot keep it aside (the cache disk is full?): it stays queued and its
+            # journal row stays the data; tried again later.
+            log.error(
+                "cannot keep the refused file %s aside (%s); trying again later", inode.path, err
+            )
+            self.refused_as.pop(inode.ino, None)
+            p.attempts += 1
+            p.due, p.error = time.monotonic() + MAX_BACKOFF, str(e)
+            self.pending[inode.ino] = p
 
     async def drain(
         self,

@@ -5,7 +5,9 @@ whose close() returned is recorded before the caller hears success, and a
 restarted daemon finds and uploads every one of them. Commits reach the
 kernel at once (they survive a killed daemon); fsync() also forces them to
 disk (they survive a crashed node).
-Rows are written from the trio thread only (no database access from threads).
+Files the store refused for good move from `dirty` to `refused` (their data is
+in the cache's lost+found). Rows are written from the trio thread only (no
+database access from threads).
 """
 
 from __future__ import annotations
