@@ -235,8 +235,10 @@ class _Section:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            valid = ", ".join(sorted(self.used))
-            self.fail(unknown[0], f"unknown key; valid keys here are: {valid}")
+            valid = sorted(self.used)
+            typo = difflib.get_close_matches(str(unknown[0]), valid, 1)
+            hint = f" (did you mean {typo[0]!r}?)" if typo else ""
+            self.fail(unknown[0], f"unknown key{hint}; valid keys here are: {', '.join(valid)}")
 
 
 def load(path: str | Path) -> Config:
@@ -411,11 +413,6 @@ def _parse_store(s: _Section) -> StoreConfig:
             s.fail("endpoint", f"{endpoint!r} has an invalid port")
     access_key = s.get("access_key", str, None)
     secret_key = s.get("secret_key", str, None)
-    if (access_key is None) != (secret_key is None):
-        s.fail(
-            "secret_key" if secret_key is None else "access_key",
-            "set both access_key and secret_key, or neither (to use AWS_* variables or a profile)",
-        )
     style = s.get("addressing_style", str, "path")
     if style not in ("path", "virtual", "auto"):
         s.fail("addressing_style", f"{style!r}: valid values are path, virtual, auto")
@@ -435,7 +432,12 @@ def _parse_store(s: _Section) -> StoreConfig:
         multipart_chunksize=chunk,
         addressing_style=style,
     )
-    s.finish()
+    s.finish()  # a misspelt key is named first: it explains a missing one
+    if (access_key is None) != (secret_key is None):
+        s.fail(
+            "secret_key" if secret_key is None else "access_key",
+            "set both access_key and secret_key, or neither (to use AWS_* variables or a profile)",
+        )
     return cfg
 
 

@@ -74,6 +74,31 @@ def logfmt(fields: Mapping[str, object]) -> str:
     return " ".join(f"{k}={_value(v)}" for k, v in fields.items())
 
 
+_CONTROL_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """text as one safe line for a terminal: control characters and DEL escaped (\\n, \\x1b).
+
+    A file name may hold any byte but "/" and NUL; printed raw, a newline fakes a line
+    of output and an escape sequence rewrites the screen. Backslashes are doubled so an
+    escape shown is never confused with a name that has a backslash in it. Bytes that
+    are not UTF-8 (surrogate escapes) are shown as \\xNN too.
+    """
+    out = []
+    for ch in "true" if text is True else "false" if text is False else str(text):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in _CONTROL_ESCAPES:
+            out.append(_CONTROL_ESCAPES[ch])
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _text(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from fedfs import __version__
-from fedfs.cli.common import client, denied, locate, output, shown, table_flags
+from fedfs.cli.common import client, denied, locate, output, printable, table_flags
 from fedfs.errors import FedfsError
 
 
@@ -52,8 +52,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for f in up.get("refused_files", []):
             lines.insert(
                 6,
-                f"           {shown(f['path'])} (owner {f['owner']}): {shown(f['error'])}; "
-                f"kept in {f['kept_in']}",
+                f"           {printable(f['path'])} (owner {printable(f['owner'])}): "
+                f"{printable(f['error'])}; kept in {printable(f['kept_in'])}",
             )
     if pol.get("log"):
         lg = pol["log"]
@@ -84,7 +84,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             Path(args.config), journal=both or args.journal, policy=both or args.policy
         )
     except FedfsError as e:  # nothing was repaired: exit status 2, not 1 ("repaired")
-        print(f"fedfs: {e}", file=sys.stderr)
+        print(f"fedfs: {printable(e)}", file=sys.stderr)
         return fsck.FAILED
     except PermissionError as e:
         print(f"fedfs: {denied(e)}", file=sys.stderr)

@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from fedfs.cli.common import client, locate, output, table_flags, when
+from fedfs.cli.common import client, locate, locate_mount, output, table_flags, when
 from fedfs.errors import FedfsError
 
 
@@ -27,7 +27,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if what == "who":
         _, fpath, socket = locate(args.path)
     else:
-        _, _, socket = locate(args.mount)
+        _, fpath, socket = locate_mount(args.mount, f"audit {what}")
     with client(socket, timeout=300) as c:
         if what == "verify":
             r = c.call("audit-verify")
@@ -42,10 +42,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return 0 if r["ok"] else 1
         if what == "who":
             rows = c.call("audit-who", path=fpath)
-            cols, title = ["principal", "level", "via", "until"], f"who can access {args.path}"
+            cols, title = ["principal", "access", "via", "until"], f"who can access {args.path}"
         elif what == "user":
-            rows = c.call("audit-user", name=args.name)
-            cols, title = ["path", "level", "via", "until"], f"what {args.name} can access"
+            rows = c.call("audit-user", name=args.name, path=fpath)
+            cols, title = ["path", "access", "via", "until"], f"what {args.name} can access"
         elif what == "expiring":
             rows = c.call("audit-expiring", within=parse_duration(args.within))
             cols, title = (
@@ -119,10 +119,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         ("verify", "check the audit chain: signatures, order, gaps, truncation", []),
         (
             "who",
-            "every principal with access to PATH, through which grant, until when",
+            "who the kernel lets at PATH (owner, mode bits, grants, pass-through), "
+            "from where, until when",
             [("path", {})],
         ),
-        ("user", "everything user NAME can access (direct, groups, teams)", [("name", {})]),
+        (
+            "user",
+            "every path under --mount that user NAME can reach, with what rights and why",
+            [("name", {})],
+        ),
         (
             "expiring",
             "grants that expire soon",
@@ -148,7 +153,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         for flag, options in arguments:
             a.add_argument(flag, **options)
         if question != "who":  # who takes a path on the mount itself
-            a.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
+            a.add_argument(
+                "--mount",
+                default=".",
+                help="a path on the fedfs mount (default: .)"
+                + ("; only what is under it is reported" if question == "user" else ""),
+            )
         if question == "verify":
             a.add_argument("--json", action="store_true")
         else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfs.errors import FedfsError
+from fedfs.events import printable
 
 
 def locate(path: str) -> tuple[Path, str, str]:
@@ -44,6 +45,19 @@ def locate(path: str) -> tuple[Path, str, str]:
         ) from None
     rel = p.relative_to(mount).as_posix()
     return mount, "/" + ("" if rel == "." else rel), socket
+
+
+def locate_mount(path: str, command: str) -> tuple[Path, str, str]:
+    """locate() for commands that act on a whole mount (--mount, default: the current directory)."""
+    try:
+        return locate(path)
+    except FedfsError:
+        if path != ".":
+            raise
+        raise FedfsError(
+            f"{os.getcwd()} is not on a fedfs mount: `fedfs {command}` acts on the mount "
+            "holding the current directory; cd into the mount, or pass --mount PATH"
+        ) from None
 
 
 def command_line() -> str:
@@ -150,16 +164,13 @@ def output(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title or None)
+    # Text, not str: rich would read "[bold]" in a file name as markup.
+    table = Table(title=Text(printable(title)) if title else None)
     for c in columns:
         table.add_column(c)
     for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+        table.add_row(*(Text("" if r.get(c) is None else printable(r.get(c))) for c in columns))
     # Piped output keeps whole cells (rich would fold them to 80 columns).
     Console(width=None if sys.stdout.isatty() else 250).print(table)
-
-
-def shown(text: str) -> str:
-    """A name for a terminal: control characters escaped (a newline as \\n), never raw."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -18,6 +18,7 @@ from fedfs import __version__
 from fedfs.cli import admins, audit, jobs, mounting, scientists
 from fedfs.cli.common import denied
 from fedfs.errors import FedfsError
+from fedfs.events import printable
 
 EPILOG = """\
 Configuration: a TOML file with [store] (endpoint, region, access_key, secret_key),
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except FedfsError as e:
-        print(f"fedfs: {e}", file=sys.stderr)
+        print(f"fedfs: {printable(e)}", file=sys.stderr)
         return 1
     except PermissionError as e:  # a file or directory only root (or a group) may use
         print(f"fedfs: {denied(e)}", file=sys.stderr)

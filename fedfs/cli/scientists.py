@@ -12,7 +12,16 @@ import json
 import sys
 from typing import Any
 
-from fedfs.cli.common import client, locate, output, parse_expiry, table_flags, when
+from fedfs.cli.common import (
+    client,
+    locate,
+    locate_mount,
+    output,
+    parse_expiry,
+    printable,
+    table_flags,
+    when,
+)
 
 
 def cmd_share(args: argparse.Namespace) -> int:
@@ -22,7 +31,7 @@ def cmd_share(args: argparse.Namespace) -> int:
         r = c.call("share", path=fpath, principal=args.principal, level=args.level, expires=expires)
     change = f" (was {r['replaced']})" if r["replaced"] else ""
     until = f", until {when(r['expires'])}" if r["expires"] else ""
-    print(f"shared {args.path} with {r['principal']}: {r['level']}{change}{until}")
+    print(f"shared {printable(args.path)} with {r['principal']}: {r['level']}{change}{until}")
     _note(r)
     return 0
 
@@ -30,14 +39,14 @@ def cmd_share(args: argparse.Namespace) -> int:
 def _note(answer: dict[str, Any]) -> None:
     """A change in force here that other nodes do not have yet (shared policy log)."""
     if answer.get("note"):
-        print(f"fedfs: note: {answer['note']}", file=sys.stderr)
+        print(f"fedfs: note: {printable(answer['note'])}", file=sys.stderr)
 
 
 def cmd_unshare(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path)
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
-    print(f"removed {r['level']} for {r['principal']} on {args.path}")
+    print(f"removed {r['level']} for {r['principal']} on {printable(args.path)}")
     _note(r)
     return 0
 
@@ -46,21 +55,34 @@ def cmd_grants(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path)
     with client(socket) as c:
         rows = c.call("grants", path=fpath)
+    if not rows and not (args.json or args.csv):
+        print(
+            f"no grants apply to {printable(args.path)}: "
+            "its owner and mode bits alone decide who may access it"
+        )
+        return 0
+    columns = ["principal", "level", "effective", "from", "granted_by", "since", "until"]
     for r in rows:
         r["from"] = "this path" if not r["inherited"] else r["path"]
         r["until"] = when(r["expires"])
         r["since"] = when(r["granted_at"])
-    output(
-        args,
-        rows,
-        ["principal", "level", "from", "granted_by", "since", "until"],
-        f"grants on {args.path}",
-    )
+        r["in force"] = "yes" if not r.get("suspended") else f"no: {r['suspended']}"
+    if any(r.get("suspended") for r in rows):
+        columns.append("in force")  # a stricter site policy left some grants out
+    output(args, rows, columns, f"grants on {args.path}")  # output escapes it
+    if not (args.json or args.csv):
+        for r in rows:
+            if r.get("limited_by"):
+                print(
+                    f"note: the ACL mask of {printable(args.path)} is {r['mask']} (set by chmod), "
+                    f"so {r['principal']} {r['level']} works as {r['effective']} here; "
+                    f"chmod g+{r['limited_by']} lifts the limit"
+                )
     return 0
 
 
 def cmd_team(args: argparse.Namespace) -> int:
-    with client(locate(args.mount)[2]) as c:
+    with client(locate_mount(args.mount, "team")[2]) as c:
         if args.team_command == "create":
             t = c.call("team-create", name=args.name, group=args.group)
             print(f"team {t['name']} created with gid {t['gid']}; owner: {', '.join(t['owners'])}")
@@ -153,10 +175,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     tsub = tm.add_subparsers(dest="team_command", metavar="ACTION", required=True)
     for action, helptext in (
         ("create", "create a team; you become its owner"),
-        ("add", "add members (--owner: as owners)"),
+        ("add", "add members (--owner: as owners, site admins only)"),
         ("remove", "remove members or owners (anyone may leave)"),
         ("show", "list a team's members and owners"),
-        ("list", "list all teams"),
+        ("list", "list the teams you are in or own (admins: all)"),
     ):
         t = tsub.add_parser(action, help=helptext)
         t.add_argument("--mount", default=".", help="a path on the fedfs mount (default: .)")
@@ -165,7 +187,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         if action in ("add", "remove"):
             t.add_argument("users", nargs="+", help="user names")
         if action == "add":
-            t.add_argument("--owner", action="store_true", help="add them as owners too")
+            t.add_argument(
+                "--owner", action="store_true", help="add them as owners too (site admins only)"
+            )
         if action == "create":
             t.add_argument(
                 "--group", help="an NSS/LDAP group that backs the team (you must be in it)"

@@ -10,7 +10,7 @@ the shape of every argument first, so a hostile request gets a clear
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -24,11 +24,12 @@ from fedfs.data.flusher import owner_name
 from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import Inode, Kind
 from fedfs.policy import reports
-from fedfs.policy.acl import R, X, permits
+from fedfs.policy.acl import Acl, AclTag, R, W, X, permits
 from fedfs.policy.model import Level, Principal, Team
-from fedfs.policy.sharing import Actor
+from fedfs.policy.sharing import Actor, Refused
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
+AUDIT_WALK_MAX = 20000  # paths `audit user` looks at before it stops and says so
 
 
 def _str(args: dict[str, Any], key: str, optional: bool = False) -> Any:
@@ -118,7 +119,12 @@ class Commands:
         sharing = self.d.sharing
         actor = await sharing.actor(peer.uid)
         grant, previous = await sharing.share(
-            actor, _str(args, "path"), _str(args, "principal"), _str(args, "level"), expires
+            actor,
+            _str(args, "path"),
+            _str(args, "principal"),
+            _str(args, "level"),
+            expires,
+            check_path=self._shareable,
         )
         return {
             "path": grant.path,
@@ -128,6 +134,20 @@ class Commands:
             "replaced": str(previous.level) if previous else None,
             "note": await self._published(),
         }
+
+    async def _shareable(self, path: str) -> None:
+        """A grant names a place that exists, and not a link: one on a link gives nothing,
+        and the sharer almost always meant where it points (which may be somewhere else)."""
+        inode = await self._resolve(path)
+        if inode is None:
+            raise Refused(f"{path} does not exist; create it first, then share it")
+        if inode.kind is Kind.LINK:
+            # The target, when this node knows it already (reading it costs a GET).
+            to = "" if inode.target is None else f" (to {inode.target.decode(errors='replace')!r})"
+            raise Refused(
+                f"{path} is a symbolic link{to}; a grant on a link gives nothing: "
+                "share the path it points to"
+            )
 
     async def unshare(self, peer: Peer, args: dict[str, Any]) -> Any:
         sharing = self.d.sharing
@@ -145,8 +165,23 @@ class Commands:
         return await self.d.policy_log.confirm() if self.d.policy_log else None
 
     async def grants(self, peer: Peer, args: dict[str, Any]) -> Any:
+        """The grants at path, each with what the kernel lets it do there (the ACL mask)."""
         actor = await self.d.sharing.actor(peer.uid)
-        return self.d.sharing.grants_at(actor, _str(args, "path"))
+        path = _str(args, "path")
+        rows = self.d.sharing.grants_at(actor, path)
+        inode = await self._resolve(path) if rows else None
+        if inode is None:
+            return rows
+        view = self.d.ops.view(inode)
+        mask = (view.mode >> 3) & 7 if view.acl_access is not None else 7
+        with_x = inode.is_dir or bool(view.mode & 0o111)
+        for row in rows:
+            granted = R if row["level"] == "read" else R | W
+            granted |= X if with_x else 0
+            row["effective"] = reports.rwx(granted & mask)
+            row["mask"] = reports.rwx(mask)
+            row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
+        return rows
 
     async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -172,15 +207,22 @@ class Commands:
 
     async def team_show(self, peer: Peer, args: dict[str, Any]) -> Any:
         name = _str(args, "name")
+        actor = await self.d.sharing.actor(peer.uid)
         team = self.d.sharing.store.team(name)
-        if team is None:
+        # One answer for missing and not visible, so the question tells nothing.
+        if team is None or not self.d.sharing.may_see_team(actor, team):
             raise ControlError(
-                f"there is no team {name!r}; `fedfs team list` shows the teams", "not-found"
+                f"there is no team {name!r} that {actor.label} may see; "
+                "`fedfs team list` shows yours",
+                "not-found",
             )
         return _team(team)
 
     async def team_list(self, peer: Peer, args: dict[str, Any]) -> Any:
-        return [_team(t) for t in self.d.sharing.store.teams()]
+        """The teams the caller is in, owns or reaches through its group; admins see all."""
+        actor = await self.d.sharing.actor(peer.uid)
+        sharing = self.d.sharing
+        return [_team(t) for t in sharing.store.teams() if sharing.may_see_team(actor, t)]
 
     # -- data ------------------------------------------------------------------
 
@@ -209,6 +251,8 @@ class Commands:
             "drain_timeout": self.d.cfg.cache.drain_timeout,
             "files": len(left),
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
+            # of those, what the store has received of uploads under way (multipart parts)
+            "sent": sum(self.d.store.sent(p.inode.bucket, p.inode.key) for p in left),
             # Paths only of the caller's own files: a name below a private directory is
             # itself a secret. "files" and "bytes" are totals, which name nothing.
             "open": [i.path for i in open_for_writing][:100],
@@ -350,12 +394,43 @@ class Commands:
             raise ControlError(
                 f"{actor.label} does not manage {path}; `fedfs audit who` needs manage there"
             )
-        sharing = self.d.sharing
-        owner = sharing._bucket_of(path).principal
-        teams = {t.name: t for t in sharing.store.teams()}
-        return reports.who(sharing.engine, teams, owner, path, time.time())
+        chain = await self._chain(path)
+        if chain is None:
+            raise ControlError(f"{path}: no such file or directory", "not-found")
+        steps = [self._step(inode) for inode in chain]
+        uids: set[int] = set()
+        gids: set[int] = set()
+        for step in steps:
+            uids.add(step.view.uid)
+            gids.add(step.view.gid)
+            if step.view.acl_access is not None:
+                for e in Acl.decode(step.view.acl_access).entries:
+                    if e.tag == AclTag.USER:
+                        uids.add(e.id)
+                    elif e.tag == AclTag.GROUP:
+                        gids.add(e.id)
+        uids.discard(0)  # root is not checked by the kernel
+        subjects: list[reports.Subject] = []
+        identity, ask = self.d.sharing.identity, self.d.sharing._ask
+        for uid in sorted(uids):
+            user = await ask(identity.user_by_uid, uid)
+            name = f"user:{user.name}" if user is not None else f"uid:{uid}"
+            subjects.append(reports.Subject(name, uid, user.gids if user else frozenset()))
+        subjects.sort(key=lambda s: s.principal)
+        sources = await self._sources(steps, gids=gids)
+        groups = sorted(
+            (f"group:{sources.group_names.get(gid, gid)}", gid) for gid in gids if gid != 0
+        )
+        subjects += [reports.Subject(name, None, frozenset({gid})) for name, gid in groups]
+        subjects.append(reports.Subject("everyone else", None, frozenset()))
+        return reports.who(steps, subjects, sources)
 
     async def audit_user(self, peer: Peer, args: dict[str, Any]) -> Any:
+        """Every path under `path` (default: every bucket) that user NAME can reach, and how.
+
+        Walks the tree as the kernel would let that user: below a directory they cannot
+        search nothing is reachable, so nothing there is listed or even looked at.
+        """
         actor, everything = await self._reader(peer)
         name = _str(args, "name")
         if not everything and name != actor.name:
@@ -364,27 +439,119 @@ class Commands:
             )
         sharing = self.d.sharing
         user = await sharing._ask(sharing.identity.user, name)
-        groups: set[str] = set()
-        if user is not None:
-            for gid in user.gids:
-                g = await sharing._ask(sharing.identity.group_by_gid, gid)
-                if g is not None:
-                    groups.add(g.name)
-        owned = [
-            o.bucket
-            for o in sharing.owners.values()
-            if await self._owns_by_name(name, groups, o.principal)
-        ]
-        teams = {t.name: t for t in sharing.store.teams()}
-        return reports.user_access(sharing.store.grants(), teams, name, groups, owned, time.time())
+        if user is None:
+            raise ControlError(f"there is no user {name!r}", "not-found")
+        scope = _str(args, "path", optional=True) or "/"
+        subject = reports.Subject(f"user:{name}", user.uid, user.gids)
+        chain = await self._chain(scope)
+        steps = [self._step(inode) for inode in chain] if chain else []
+        sources = await self._sources(steps)
+        # Asking about oneself names only what one could find: one answer for a missing
+        # path and one on the far side of a directory one cannot search, and below a
+        # directory one may search but not list, only the names one's own grants give.
+        if chain is None or (not everything and not reports.reaches(steps, subject)):
+            hidden = "" if everything else f", or {name} cannot reach it"
+            raise ControlError(f"{scope}: no such file or directory{hidden}", "not-found")
+        rows: list[dict[str, Any]] = []
+        todo = [(steps, chain[-1])]
+        visited = 0
+        while todo and visited < AUDIT_WALK_MAX:
+            on_way, inode = todo.pop()
+            visited += 1
+            here = reports.evaluate(on_way, subject, sources)
+            if here.perm and inode.bucket:
+                rows.append(
+                    {
+                        "path": on_way[-1].path,
+                        "access": reports.rwx(here.perm),
+                        "via": here.via,
+                        "until": here.until,
+                    }
+                )
+            if not inode.is_dir or not here.perm & X:
+                continue
+            for child in reversed(await self._children(inode)):
+                step = self._step(child)
+                if not (
+                    everything
+                    or here.perm & R
+                    or reports.named_by_grants(step.path, subject, sources)
+                ):
+                    continue
+                if step.view.gid not in sources.group_names:
+                    sources = await self._sources([step], sources)
+                todo.append(([*on_way, step], child))
+        rows.sort(key=lambda r: r["path"])
+        if todo:
+            rows.append(
+                {
+                    "path": "...",
+                    "access": "",
+                    "via": f"stopped after {AUDIT_WALK_MAX} paths: ask about a smaller tree "
+                    "with --mount PATH",
+                    "until": None,
+                }
+            )
+        return rows
 
-    async def _owns_by_name(self, name: str, groups: set[str], owner: Any) -> bool:
-        if owner.kind == "user":
-            return bool(owner.name == name)
-        if owner.kind == "group":
-            return owner.name in groups
-        team = self.d.sharing.store.team(owner.name)
-        return team is not None and name in team.owners
+    def _step(self, inode: Inode[Staging]) -> reports.Step:
+        return reports.Step(inode.path, self.d.ops.view(inode), inode.is_dir)
+
+    async def _sources(
+        self,
+        steps: list[reports.Step],
+        known: reports.Sources | None = None,
+        gids: Iterable[int] = (),
+    ) -> reports.Sources:
+        """The grants in force and the names of the steps' owning groups (and gids), for rows."""
+        sharing = self.d.sharing
+        names = dict(known.group_names) if known else {}
+        for gid in {*(step.view.gid for step in steps), *gids}:
+            if gid not in names:
+                g = await sharing._ask(sharing.identity.group_by_gid, gid)
+                names[gid] = g.name if g is not None else str(gid)
+        if known is not None:
+            return reports.Sources(known.grants, known.teams, known.identities, names)
+        now = time.time()
+        return reports.Sources(
+            tuple(g for g in sharing._grants() if g.active(now)),
+            {t.name: t for t in sharing.store.teams()},
+            sharing.identities,
+            names,
+        )
+
+    async def _chain(self, path: str) -> list[Inode[Staging]] | None:
+        """The inodes from the mount's root to path (looked up as root), or None if absent."""
+        chain = [self.d.inodes.get(1)]
+        try:
+            for part in path.strip("/").split("/"):
+                if part:
+                    found = await self.d.lookups.lookup(chain[-1], part.encode())
+                    if found is None:
+                        return None
+                    chain.append(found)
+            await self.d.revalidation.revalidate(chain[-1])
+        except (FedfsError, NotFound):
+            return None
+        return chain
+
+    async def _children(self, d: Inode[Staging]) -> list[Inode[Staging]]:
+        """A directory's entries with their metadata read (what getattr would show)."""
+        listing = self.d.listings.open(d)
+        found: list[Inode[Staging]] = []
+        while (entry := await listing.entry(len(found))) is not None:
+            found.append(entry[1])
+        self.d.listings.prefetch_metadata(found)
+        kept = []
+        for inode in found:
+            if inode.kind is Kind.LINK:
+                continue  # a symlink's own bits are never checked
+            try:
+                await self.d.revalidation.revalidate(inode)
+            except (FedfsError, NotFound):
+                continue
+            kept.append(inode)
+        return kept
 
     async def audit_expiring(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor, everything = await self._reader(peer)
@@ -508,6 +675,7 @@ class Commands:
             "s3": {
                 "requests": d.store.requests,
                 "errors": d.store.errors,
+                "not_found": d.store.not_found,
                 **_latency_ms(list(d.store.recent)),
             },
             "policy": {

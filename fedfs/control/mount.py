@@ -22,6 +22,7 @@ from fedfs.policy.sharing import Sharing
 from fedfs.policy.site import SitePolicy
 from fedfs.store.s3 import ObjectStore
 from fedfs.tree.inodes import Inodes
+from fedfs.tree.listing import Listings
 from fedfs.tree.lookup import Lookups
 from fedfs.tree.revalidate import Revalidation
 
@@ -35,6 +36,7 @@ class Mount(Protocol):
     flusher: Flusher
     inodes: Inodes
     lookups: Lookups
+    listings: Listings
     revalidation: Revalidation
     writeback: WriteBack
     ops: Operations

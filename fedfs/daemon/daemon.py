@@ -34,7 +34,7 @@ from fedfs.daemon.mountpoint import check_mountpoint
 from fedfs.data.cache import Cache, Staging
 from fedfs.data.flusher import MAX_BACKOFF, Flusher, Pending, keep_refused
 from fedfs.data.writeback import WriteBack
-from fedfs.errors import ConfigError, FedfsError, NotFound, StoreRefused
+from fedfs.errors import ConfigError, FedfsError, NotFound, PolicyError, StoreRefused
 from fedfs.fuse.operations import Operations
 from fedfs.identity.choose import make_identity
 from fedfs.identity.source import IdentitySource
@@ -302,7 +302,8 @@ class Daemon:
 
     def mount(self) -> None:
         check_mountpoint(self.mountpoint, self.nonempty)
-        options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime"}
+        # nodev: device nodes may be stored (mknod), never opened as devices here.
+        options = {"fsname=fedfs", "subtype=fedfs", "default_permissions", "noatime", "nodev"}
         if self.cfg.fs.allow_other:
             options.add("allow_other")
         try:
@@ -361,14 +362,14 @@ class Daemon:
                 continue
             if row.state == "open":
                 log.warning(
-                    "%s was open for writing when fedfs stopped; uploading the %d bytes "
+                    "%s was open for writing when fedfs stopped; uploading the %s "
                     "that reached the cache",
                     path,
-                    st.size,
+                    format_size(st.size),
                 )
             inode = self.writeback.recovered(row, st)
             if await self._recover_one(inode):
-                log.info("%s: recovered and uploaded (%d bytes)", path, st.size)
+                log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
             else:
                 self.unrecovered.append(inode)
 
@@ -438,6 +439,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             self.listings.nursery = self.ops.nursery = nursery
             nursery.start_soon(self._signals)
+            nursery.start_soon(self._reload_on_hangup)
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self.retry_recovery)
             nursery.start_soon(self.sweep_expired)
@@ -488,6 +490,35 @@ class Daemon:
                 else:
                     log.info("received %s again; stopping the upload drain now", name)
                     self.drain_scope.cancel()
+
+    async def _reload_on_hangup(self) -> None:
+        """SIGHUP (`systemctl reload`): read the site policy files again and apply them."""
+        with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                await self.reload_site_policy()
+
+    async def reload_site_policy(self) -> None:
+        """The site policy files as they are now; a broken file keeps the policy in force."""
+        files = policy_files(self.cfg.policy.site_dir)
+        try:
+            site = load_site_policy(files)
+        except PolicyError as e:
+            events.event(
+                log,
+                "site-policy-rejected",
+                severity=logging.ERROR,
+                msg=f"{e}; the site policy in force is unchanged: fix the file and reload again",
+            )
+            return
+        self.site = self.sharing.site = site
+        self._record_site_policy()
+        events.event(
+            log,
+            "site-policy-reloaded",
+            files=", ".join(str(p) for p in files) or "(built-in default)",
+        )
+        # Every grant is checked again; what the kernel cached is dropped everywhere.
+        await self.sharing.changed([f"/{b.name}" for b in self.cfg.buckets])
 
     async def finish(self) -> list[str]:
         """Upload what is queued; return a line per file that could not be uploaded.

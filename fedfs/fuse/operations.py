@@ -129,7 +129,16 @@ class Told:
 
 
 def _sig(a: pyfuse3.EntryAttributes) -> tuple[int, ...]:
-    return (a.st_mode, a.st_uid, a.st_gid, a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_nlink)
+    return (
+        a.st_mode,
+        a.st_uid,
+        a.st_gid,
+        a.st_size,
+        a.st_mtime_ns,
+        a.st_ctime_ns,
+        a.st_atime_ns,
+        a.st_nlink,
+    )
 
 
 ACL_ACCESS = "system.posix_acl_access"
@@ -211,7 +220,7 @@ class Operations(pyfuse3.Operations):
         a.st_nlink = 0 if inode.gone else 1
         a.st_uid = view.uid
         a.st_gid = view.gid
-        a.st_rdev = 0
+        a.st_rdev = inode.rdev
         size = inode.staging.size if inode.staging is not None else inode.size
         if inode.kind is Kind.LINK and inode.target is not None:
             size = len(inode.target)
@@ -220,7 +229,7 @@ class Operations(pyfuse3.Operations):
         a.st_blocks = (size + 511) // 512
         a.st_mtime_ns = inode.mtime_ns
         a.st_ctime_ns = inode.ctime_ns
-        a.st_atime_ns = inode.mtime_ns
+        a.st_atime_ns = inode.mtime_ns if inode.atime_ns is None else inode.atime_ns
         return a
 
     def _fh(self, handle: Handle) -> pyfuse3.FileInfo:
@@ -324,6 +333,7 @@ class Operations(pyfuse3.Operations):
             gid=attr.st_gid if fields.update_gid else None,
             mtime_ns=mtime_ns,
             size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
         )
         return self._tell(node, self.attrs(node))
 
@@ -447,7 +457,12 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         if not stat.S_ISREG(mode):
-            raise pyfuse3.FUSEError(errno.EPERM)  # no device nodes, FIFOs or sockets in S3
+            # FIFOs, sockets, device nodes: the kernel serves their I/O (devices: not at
+            # all, the mount is nodev), so the object only keeps mode and device number.
+            node = await self.changes.mknod(
+                self.inodes.get(parent_inode), name, mode, rdev, ctx.uid, ctx.gid
+            )
+            return self._tell(node, self.attrs(node), parent_inode, name)
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )
@@ -581,18 +596,25 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.get(inode)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
-            await self._set_acl(node, value, ctx)
+            await self._set_acl(node, value, ctx, default=key == ACL_DEFAULT)
             return
         await self.attributes.set_xattr(node, key, value, replace_only=False, create_only=False)
 
-    async def _set_acl(self, node: Inode[Staging], value: bytes | None, ctx: Any) -> None:
+    async def _set_acl(
+        self, node: Inode[Staging], value: bytes | None, ctx: Any, default: bool
+    ) -> None:
         """setfacl: the kernel checked the caller owns the file; policy decides the rest."""
         if node.kind is Kind.LINK or node.ino == ROOT_INO or node.is_bucket_root:
             raise errors.NotPermitted("ACLs of the mount root and bucket roots come from policy")
         actor = await self.policy.actor(ctx.uid)
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-        new = await self.policy.set_acl(actor, node.path, node.is_dir, value, meta)
-        await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
+        try:
+            new = await self.policy.set_acl(actor, node.path, node.is_dir, value, meta, default)
+        except Refused as e:  # the program sees only EPERM: the log says why
+            log.warning("setfacl on %s by %s refused: %s", node.path, actor.label, e)
+            raise
+        if new != meta:
+            await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
@@ -633,7 +655,7 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.get(inode)
         key = name.decode("utf-8", "surrogateescape")
         if key in (ACL_ACCESS, ACL_DEFAULT):
-            await self._set_acl(node, None, ctx)
+            await self._set_acl(node, None, ctx, default=key == ACL_DEFAULT)
             return
         await self.attributes.remove_xattr(node, key)
 

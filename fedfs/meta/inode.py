@@ -24,10 +24,38 @@ DEFAULT_FILE_MODE = 0o664
 DEFAULT_DIR_MODE = 0o775
 
 
+def honoured_mode(mode: int, is_dir: bool) -> int:
+    """The permission bits of mode that this mount honours, and so shows.
+
+    Never setuid (the mount is nosuid); setgid and sticky on directories only, where
+    they work (new files take a setgid directory's group, the kernel enforces sticky
+    deletion). Modes from object metadata written by any tool pass through here.
+    """
+    return stat.S_IMODE(mode) & (0o3777 if is_dir else 0o777)
+
+
 class Kind(Enum):
     DIR = stat.S_IFDIR
     FILE = stat.S_IFREG
     LINK = stat.S_IFLNK
+    # Special files: empty objects whose mode (and device number) says what they are;
+    # the kernel serves their I/O itself (pipes, sockets) or refuses it (nodev).
+    FIFO = stat.S_IFIFO
+    SOCKET = stat.S_IFSOCK
+    CHAR_DEVICE = stat.S_IFCHR
+    BLOCK_DEVICE = stat.S_IFBLK
+
+
+SPECIAL_KINDS = frozenset({Kind.FIFO, Kind.SOCKET, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE})
+
+
+def kind_of_mode(st_mode: int) -> Kind:
+    """The kind a stored mode names; a mode without a file type is a regular file."""
+    try:
+        kind = Kind(stat.S_IFMT(st_mode))
+    except ValueError:
+        return Kind.FILE
+    return Kind.FILE if kind is Kind.DIR else kind
 
 
 class LocalCopy(Protocol):
@@ -52,6 +80,7 @@ class Inode(Generic[C]):
     gid: int = 0
     size: int = 0
     mtime_ns: int = 0
+    atime_ns: int | None = None  # set explicitly (utimensat); else atime reads as mtime
     ctime_ns: int = 0
     etag: str | None = None
     last_modified: float = 0.0
@@ -66,6 +95,7 @@ class Inode(Generic[C]):
     xattrs: dict[str, bytes] = field(default_factory=dict)
     explicit_mask: int | None = None  # ACL mask set by chmod/setfacl while grants apply
     target: bytes | None = None  # symlinks
+    rdev: int = 0  # device nodes: the device number
     children: dict[str, int] | None = None  # directories: last complete listing
     # directories: inodes this node put here (create, mkdir, symlink, rename), so a
     # listing that raced their upload still shows them without scanning every inode
@@ -95,6 +125,10 @@ class Inode(Generic[C]):
     @property
     def is_bucket_root(self) -> bool:
         return self.is_dir and self.key == "" and self.bucket != ""
+
+    @property
+    def is_special(self) -> bool:
+        return self.kind in SPECIAL_KINDS
 
     @property
     def dirty(self) -> bool:

@@ -2,7 +2,9 @@
 
 Owns the encoding, which uses s3fs's names (`mode`, `uid`, `gid`, `mtime`)
 so buckets written by either tool look right in the other, plus fedfs's own
-`mtime-ns`, explicit ACL mask and user xattrs. Objects without metadata get
+`mtime-ns`, explicit ACL mask and user xattrs. A FIFO, socket or device node
+is an empty object whose `mode` carries its file type, as s3fs writes them;
+s3fs keeps no device number, so fedfs adds `rdev` (decimal st_rdev). Objects without metadata get
 their bucket owner's uid/gid and the default modes.
 
 Pure functions over an inode and a store answer: no I/O, no awaits; called
@@ -14,13 +16,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import stat
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Inode, Kind
+from fedfs.meta.inode import (
+    DEFAULT_DIR_MODE,
+    DEFAULT_FILE_MODE,
+    Inode,
+    Kind,
+    honoured_mode,
+    kind_of_mode,
+)
 from fedfs.store.s3 import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,10 @@ def metadata_for(inode: Inode[Any]) -> dict[str, str]:
         "mtime": str(inode.mtime_ns // 1_000_000_000),
         "mtime-ns": str(inode.mtime_ns),
     }
+    if inode.rdev:
+        meta["rdev"] = str(inode.rdev)
+    if inode.atime_ns is not None:
+        meta["atime"] = s3fs_time(inode.atime_ns)
     if inode.explicit_mask is not None:
         meta[MASK_META_KEY] = str(inode.explicit_mask)
     if inode.xattrs:
@@ -67,22 +79,22 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     meta = info.metadata
     mode = _int(meta, "mode")
     if mode is not None:
-        inode.mode = stat.S_IMODE(mode)
         if inode.kind is not Kind.DIR:
-            inode.kind = Kind.LINK if stat.S_ISLNK(mode) else Kind.FILE
+            inode.kind = kind_of_mode(mode)
+        inode.mode = honoured_mode(mode, inode.is_dir)
     else:
         inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
     uid, gid = _int(meta, "uid"), _int(meta, "gid")
     owner = owners[inode.bucket]
     inode.uid = uid if uid is not None else owner.uid
     inode.gid = gid if gid is not None else owner.gid
-    mtime_s, mtime_ns = _int(meta, "mtime"), _int(meta, "mtime-ns")
-    if mtime_ns is not None and mtime_s is not None and mtime_ns // 1_000_000_000 == mtime_s:
+    mtime, mtime_ns = _time_ns(meta, "mtime"), _int(meta, "mtime-ns")
+    if mtime_ns is not None and mtime is not None and mtime_ns // 10**9 == mtime // 10**9:
         inode.mtime_ns = mtime_ns
-    elif mtime_s is not None:
-        inode.mtime_ns = mtime_s * 1_000_000_000
     else:
-        inode.mtime_ns = lm_ns
+        inode.mtime_ns = mtime if mtime is not None else lm_ns
+    inode.atime_ns = _time_ns(meta, "atime")
+    inode.rdev = (_int(meta, "rdev") or 0) if inode.is_special else 0
     inode.ctime_ns = lm_ns
     mask = _int(meta, MASK_META_KEY)
     inode.explicit_mask = mask if mask is not None and 0 <= mask <= 7 else None
@@ -94,6 +106,24 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
         except (ValueError, TypeError, AttributeError):
             log.warning("%s: ignoring unreadable xattr metadata", inode.path)
     inode.meta_known = True
+
+
+def s3fs_time(ns: int) -> str:
+    """A time as s3fs writes it: seconds, with nine decimals when there are nanoseconds."""
+    s, frac = divmod(ns, 10**9)
+    return f"{s}.{frac:09d}" if frac else str(s)
+
+
+def _time_ns(meta: dict[str, str], key: str) -> int | None:
+    """A time in s3fs's form ("1500000000" or "1500000000.123456789") in nanoseconds."""
+    text = meta.get(key)
+    if text is None:
+        return None
+    whole, _, frac = text.strip().partition(".")
+    try:
+        return int(whole) * 10**9 + (int(frac[:9].ljust(9, "0")) if frac else 0)
+    except ValueError:
+        return None
 
 
 def _int(meta: dict[str, str], key: str) -> int | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,8 @@ from pathlib import Path
 from fedfs.errors import FedfsError
 
 DEMO_KEY = "fedfs-demo"
+DEFAULT_MOUNTPOINT = Path("/mnt/fedfs")
+DEFAULT_STATE = Path("/var/lib/fedfs-demo")
 CONFIG = """\
 # fedfs demo: a local, in-memory S3 server (moto) on loopback.
 [store]
@@ -48,6 +52,27 @@ def _wait_http(url: str, seconds: float) -> bool:
                 return True
             time.sleep(0.1)
     return False
+
+
+def typed_command() -> str:
+    """This fedfs command as a person can type it: `fedfs` if that name on PATH runs it."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) != "fedfs":  # python -m fedfs.cli
+        return f"{shlex.quote(sys.executable)} -m fedfs.cli"
+    on_path = shutil.which("fedfs")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+        return "fedfs"
+    return shlex.quote(os.path.abspath(argv0))
+
+
+def stop_command(mountpoint: Path, state: Path) -> str:
+    """The command that stops this demo, with the options it was started with."""
+    words = [typed_command(), "demo", "--stop"]
+    if mountpoint != DEFAULT_MOUNTPOINT:
+        words += ["--mountpoint", shlex.quote(str(mountpoint))]
+    if state != DEFAULT_STATE:
+        words += ["--state", shlex.quote(str(state))]
+    return " ".join(words)
 
 
 def _fedfs(*args: str) -> int:
@@ -110,7 +135,7 @@ Try:
   echo hello > {mountpoint}/demo/hello.txt && cat {mountpoint}/demo/hello.txt
   mkdir {mountpoint}/demo/runs && cp /etc/services {mountpoint}/demo/runs/
 Config: {config}   log: {state}/fedfs.log
-Stop:   fedfs demo --stop""")
+Stop:   {stop_command(mountpoint, state)}""")
     return 0
 
 

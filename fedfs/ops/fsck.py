@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from fedfs.audit.chain import AuditChain, AuditRecord
-from fedfs.config import Config
+from fedfs.config import Config, format_size
 from fedfs.errors import AuditError, FedfsError
+from fedfs.events import printable
 
 OK, REPAIRED, FAILED = 0, 1, 2
 
@@ -256,7 +257,7 @@ def check_journal(cfg: Config, report: Report, stamp: str) -> None:
             problem = _store_refuses(r.bucket, r.key)
             if problem:
                 report.say(
-                    f"  /{r.bucket}/{_escaped(r.key)}: {problem}; the next mount keeps it aside "
+                    f"  /{r.bucket}/{printable(r.key)}: {problem}; the next mount keeps it aside "
                     f"in {cache / 'lost+found'} instead of uploading it"
                 )
         missing = [r for r in rows if not (staging / r.staging).exists()]
@@ -309,7 +310,7 @@ def check_journal(cfg: Config, report: Report, stamp: str) -> None:
     )
     for f in present:
         report.say(
-            f"    recovered /{f.bucket}/{f.key} ({(staging / f.staging).stat().st_size} bytes)"
+            f"    recovered /{f.bucket}/{f.key} ({format_size((staging / f.staging).stat().st_size)})"
         )
     adopt_orphans(cache, {f.staging for f in present}, report, stamp)
 
@@ -321,13 +322,13 @@ def check_refused(journal: Any, report: Report) -> None:
             journal.forget_refused(r.bucket, r.key)
             report.worse(REPAIRED)
             report.say(
-                f"  /{r.bucket}/{_escaped(r.key)}: its kept copy {r.kept} is gone (handed back); "
+                f"  /{r.bucket}/{printable(r.key)}: its kept copy {r.kept} is gone (handed back); "
                 "dropped its entry"
             )
             continue
         report.say(
-            f"  /{r.bucket}/{_escaped(r.key)} (owner {_owner(r.uid)}, {r.size} bytes): refused by "
-            f"the object store for good ({_escaped(r.error)}); its data is kept in {r.kept}. "
+            f"  /{r.bucket}/{printable(r.key)} (owner {_owner(r.uid)}, {r.size} bytes): refused by "
+            f"the object store for good ({printable(r.error)}); its data is kept in {r.kept}. "
             "Hand it back under a name the store accepts, delete the kept copy, run fsck again "
             "(docs/OPERATIONS.md)"
         )
@@ -353,10 +354,6 @@ def _owner(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
-
-
-def _escaped(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def rebuild_journal(
@@ -397,7 +394,7 @@ def adopt_orphans(cache: Path, named: set[str], report: Report, stamp: str) -> N
         os.replace(p, found / p.name)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime))
         lines.append(f"{p.name}\t{st.st_size}\t{when}")
-        report.say(f"    {found / p.name}: {st.st_size} bytes, last written {when}")
+        report.say(f"    {found / p.name}: {format_size(st.st_size)}, last written {when}")
     (found / "MANIFEST").write_text(
         "# staging files no readable journal row named (name, bytes, last written)\n"
         + "\n".join(lines)

@@ -1,98 +1,241 @@
 """Answers to admins' questions about policy: who can access a path, what can a user access.
 
-Pure functions over the policy in force (engine, grants, teams) and names already
-resolved by the caller, so every answer is computed the way the kernel will see it
-and can be tested without a mount. Rows are plain dicts for tables, JSON and CSV.
+Access is read from what the kernel is given, never re-derived from grants: the
+PosixView the engine made for each directory on the way and for the object (owner,
+mode, ACL), checked as acl(5) does, search on every directory first. Grants only
+explain an entry (a grant covering the path, or a pass-through to one below it),
+so the reports follow whatever the engine decides. Pure functions over values the
+caller resolved (views, names, grants); rows are plain dicts for tables, JSON, CSV.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fedfs.audit.chain import AuditRecord
-from fedfs.policy.engine import PolicyEngine
-from fedfs.policy.model import Grant, Principal, Team
+from fedfs.policy.acl import Acl, AclTag, X
+from fedfs.policy.engine import PosixView
+from fedfs.policy.model import Grant, Identities, Team
 
 Row = dict[str, Any]
 
 
-def _until(g: Grant) -> float | None:
-    return g.expires
+def rwx(perm: int) -> str:
+    """Permission bits as ls and getfacl print them: 6 -> "rw-"."""
+    return "".join(c if perm & bit else "-" for c, bit in (("r", 4), ("w", 2), ("x", 1)))
 
 
-def who(
-    engine: PolicyEngine, teams: dict[str, Team], owner: Principal, path: str, now: float
-) -> list[Row]:
-    """Every principal with access to path: the bucket owner, then each grant (teams expanded)."""
-    rows: list[Row] = [
-        {"principal": str(owner), "level": "owner", "via": "bucket owner (config)", "until": None}
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One path on the way from the mount's root to an object, as the kernel is shown it."""
+
+    path: str
+    view: PosixView  # what the engine decided: owner, mode (mask as group bits), ACL
+    is_dir: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whom the kernel checks: a user (uid and groups), a member of one group, or anyone else."""
+
+    principal: str  # "user:alice", "group:cosmo", "everyone else"
+    uid: int | None
+    gids: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What explains an ACL entry: the grants in force and how they name kernel ids."""
+
+    grants: tuple[Grant, ...]  # active ones
+    teams: dict[str, Team]
+    identities: Identities
+    group_names: dict[int, str]  # gid -> name, for the owning groups of the steps
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What the kernel lets a subject do at the last step, and where each right comes from."""
+
+    perm: int  # rwx bits at the object; 0 when a directory on the way cannot be searched
+    via: str
+    until: float | None
+
+
+def _decide(view: PosixView, subject: Subject) -> tuple[int, str, int | None]:
+    """The acl(5) check for subject: its rwx bits and the entry class that decides them.
+
+    Classes: owner, user (a named USER entry), group (the owning group's bits),
+    group-entry (named GROUP entries, with the first matching gid), other. Group
+    entries are unioned bit by bit, which is what the kernel allows for each right.
+    """
+    mode, uid, gids = view.mode, subject.uid, subject.gids
+    if uid is not None and uid == view.uid:
+        return (mode >> 6) & 7, "owner", uid
+    if view.acl_access is None:
+        if view.gid in gids:
+            return (mode >> 3) & 7, "group", view.gid
+        return mode & 7, "other", None
+    entries = Acl.decode(view.acl_access).entries
+    mask = next((e.perm for e in entries if e.tag == AclTag.MASK), 7)
+    if uid is not None:
+        for e in entries:
+            if e.tag == AclTag.USER and e.id == uid:
+                return e.perm & mask, "user", uid
+    got, how, which = 0, "", None
+    for e in entries:
+        if e.tag == AclTag.GROUP_OBJ and view.gid in gids:
+            got |= e.perm & mask
+            how, which = how or "group", which if how else view.gid
+        elif e.tag == AclTag.GROUP and e.id in gids:
+            got |= e.perm & mask
+            how, which = how or "group-entry", which if how else e.id
+    if how:
+        return got, how, which
+    return mode & 7, "other", None
+
+
+def _holds(grant: Grant, sources: Sources, is_user: bool, id_: int) -> bool:
+    """Whether grant gives the kernel id (a uid, or a gid) an entry, as the engine expands it."""
+    ids, kind, name = sources.identities, grant.principal.kind, grant.principal.name
+    if kind == "user":
+        return is_user and ids.uid_of(name) == id_
+    if kind == "group":
+        return not is_user and ids.gid_of(name) == id_
+    team = sources.teams.get(name)
+    if team is None:
+        return False
+    if is_user:
+        return any(ids.uid_of(member) == id_ for member in team.members)
+    return team.group is not None and ids.gid_of(team.group) == id_
+
+
+def _covers(grant: Grant, path: str) -> bool:
+    return path == grant.path or path.startswith(grant.path + "/")
+
+
+def _entry_sources(
+    step: Step, sources: Sources, is_user: bool, id_: int
+) -> tuple[list[Grant], list[Grant]]:
+    """The grants behind a named entry: those covering the path, else those below it."""
+    mine = [g for g in sources.grants if _holds(g, sources, is_user, id_)]
+    covering = [g for g in mine if _covers(g, step.path)]
+    below = (
+        []
+        if covering or not step.is_dir
+        else [g for g in mine if g.path.startswith(step.path + "/")]
+    )
+    return covering, below
+
+
+def _grant_text(grant: Grant) -> str:
+    member = "" if grant.principal.kind == "user" else f"member of {grant.principal}: "
+    return f"{member}grant {grant.level} on {grant.path} by {grant.granted_by}"
+
+
+def _explain(
+    step: Step, how: str, id_: int | None, perm: int, subject: Subject, sources: Sources
+) -> tuple[str, list[Grant]]:
+    """Where the rights at one step come from, in words, and the grants they rest on."""
+    mode = f"{step.view.mode & 0o7777:04o}"
+    if how == "owner":
+        return f"owner (mode {mode})", []
+    if how == "other":
+        return f"mode bits for other ({mode})", []
+    if how == "group":
+        name = sources.group_names.get(step.view.gid, str(step.view.gid))
+        return f"mode bits for group {name} ({mode})", []
+    assert id_ is not None
+    covering, below = _entry_sources(step, sources, how == "user", id_)
+    if covering:
+        return "; ".join(_grant_text(g) for g in covering), covering
+    if below:
+        to = ", ".join(f"{g.principal}'s grant on {g.path}" for g in below)
+        return f"pass-through to {to}", below
+    return f"an ACL entry {rwx(perm)} that no grant in force explains", []
+
+
+def evaluate(steps: list[Step], subject: Subject, sources: Sources) -> Access:
+    """What the kernel lets subject do at steps[-1]: search on every step above, then its bits."""
+    passed: dict[str, list[str]] = {}  # grants passed through to -> the directories searched
+    rests_on: list[Grant] = []
+    for step in steps[:-1]:
+        perm, how, id_ = _decide(step.view, subject)
+        if not perm & X:
+            name = step.path
+            return Access(
+                0,
+                f"cannot search {name} ({_explain(step, how, id_, perm, subject, sources)[0]})",
+                None,
+            )
+        if how in ("user", "group-entry"):
+            assert id_ is not None
+            covering, below = _entry_sources(step, sources, how == "user", id_)
+            if below and not covering:
+                to = ", ".join(f"{g.principal}'s grant on {g.path}" for g in below)
+                passed.setdefault(to, []).append(step.path)
+                rests_on += below
+    last = steps[-1]
+    perm, how, id_ = _decide(last.view, subject)
+    via, grants = _explain(last, how, id_, perm, subject, sources)
+    rests_on += grants
+    notes = [
+        f"search on {' and '.join(dirs)} by {to} (pass-through)" for to, dirs in passed.items()
     ]
-    if owner.kind == "team" and owner.name in teams:
-        for member in sorted(teams[owner.name].owners):
+    expiries = [g.expires for g in rests_on if g.expires is not None]
+    return Access(perm, "; ".join([via, *notes]), min(expiries) if expiries else None)
+
+
+def who(steps: list[Step], subjects: list[Subject], sources: Sources) -> list[Row]:
+    """Who the kernel lets at steps[-1], each with the rights and where they come from.
+
+    Users are listed by name; then each group as it applies to its other members; then
+    everyone else. A user or group with no access is listed only where the row a reader
+    would fall back to (their group's, or everyone else's) would wrongly show access.
+    """
+    found = [(s, evaluate(steps, s, sources)) for s in subjects]
+    rest = next((a.perm for s, a in found if s.uid is None and not s.gids), 0)
+    by_gid = {next(iter(s.gids)): a.perm for s, a in found if s.uid is None and s.gids}
+    rows: list[Row] = []
+    for s, a in found:
+        if s.uid is not None:
+            groups = [by_gid[g] for g in s.gids if g in by_gid]
+            fallback = max(groups) if groups else rest
+        else:
+            fallback = rest if s.gids else 0
+        if a.perm or fallback:
             rows.append(
                 {
-                    "principal": f"user:{member}",
-                    "level": "manage",
-                    "via": f"owner of {owner}",
-                    "until": None,
+                    "principal": s.principal,
+                    "access": rwx(a.perm),
+                    "via": a.via,
+                    "until": a.until,
                 }
             )
-    for grant, origin in engine.grants_at(path, now):
-        via = f"grant on {origin} by {grant.granted_by}"
-        rows.append(
-            {
-                "principal": str(grant.principal),
-                "level": str(grant.level),
-                "via": via,
-                "until": _until(grant),
-            }
-        )
-        if grant.principal.kind == "team" and grant.principal.name in teams:
-            team = teams[grant.principal.name]
-            for member in sorted(team.members):
-                rows.append(
-                    {
-                        "principal": f"user:{member}",
-                        "level": str(grant.level),
-                        "via": f"member of {grant.principal}; {via}",
-                        "until": _until(grant),
-                    }
-                )
     return rows
 
 
-def user_access(
-    grants: list[Grant],
-    teams: dict[str, Team],
-    user: str,
-    groups: set[str],
-    owned_buckets: list[str],
-    now: float,
-) -> list[Row]:
-    """Everything user can access: owned buckets, then grants to the user, their groups and teams."""
-    rows: list[Row] = [
-        {"path": f"/{b}", "level": "owner", "via": "bucket owner (config)", "until": None}
-        for b in owned_buckets
-    ]
-    for g in sorted(grants, key=lambda g: (g.path, str(g.principal))):
-        if not g.active(now):
+def reaches(steps: list[Step], subject: Subject) -> bool:
+    """Whether subject may search every directory above steps[-1]."""
+    return all(_decide(step.view, subject)[0] & X for step in steps[:-1])
+
+
+def named_by_grants(path: str, subject: Subject, sources: Sources) -> bool:
+    """Whether a grant subject holds names path: on the way to the grant, at it, or below it."""
+    for grant in sources.grants:
+        if not (
+            path == grant.path
+            or grant.path.startswith(path + "/")
+            or path.startswith(grant.path + "/")
+        ):
             continue
-        p = g.principal
-        via = None
-        if p.kind == "user" and p.name == user:
-            via = "direct grant"
-        elif p.kind == "group" and p.name in groups:
-            via = f"member of group {p.name}"
-        elif p.kind == "team" and p.name in teams:
-            team = teams[p.name]
-            if user in team.members or (team.group is not None and team.group in groups):
-                via = f"member of team {p.name}"
-        if via:
-            rows.append(
-                {"path": g.path, "level": str(g.level), "via": f"{via} ({p})", "until": g.expires}
-            )
-    return rows
+        if subject.uid is not None and _holds(grant, sources, True, subject.uid):
+            return True
+        if any(_holds(grant, sources, False, gid) for gid in subject.gids):
+            return True
+    return False
 
 
 def expiring(grants: list[Grant], within: float, now: float) -> list[Row]:

@@ -13,9 +13,10 @@ Runs in the trio thread; identity lookups (NSS or LDAP) go to worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from fedfs.policy import replay
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
 from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
 from fedfs.policy.hlc import HybridClock
+from fedfs.policy.in_force import GrantKey, InForce, check_team, in_force, key_of
 from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore, grant_row
@@ -88,9 +90,14 @@ class Sharing:
     on_record: Callable[[Any], None] = lambda record: None  # a new record to publish
     engine: PolicyEngine = field(init=False)
     identities: Identities = field(init=False, default_factory=Identities)
+    # The members each team's backing group lists, as of the last rebuild.
+    group_members: dict[str, frozenset[str]] = field(init=False, default_factory=dict)
+    # Stored grants the site policy does not let apply now, with the reason (in_force.py).
+    suspended: dict[GrantKey, tuple[Grant, str]] = field(init=False, default_factory=dict)
+    _next_end: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.engine = PolicyEngine(self._grants(), self.store.teams(), self.identities)
+        self.engine = PolicyEngine(self._in_force().grants, self.store.teams(), self.identities)
 
     # -- identities and the engine -------------------------------------------
 
@@ -110,19 +117,60 @@ class Sharing:
 
     def _grants(self) -> list[Grant]:
         """Stored grants plus the implicit ones bucket ownership gives."""
-        grants = self.store.grants()
-        for owner in self.owners.values():
-            if owner.principal.kind == "team":
-                # A team-owned bucket: the team's members write, its owners manage.
-                grants.append(
-                    Grant(f"/{owner.bucket}", owner.principal, Level.WRITE, "(bucket owner)", 0)
+        return self.store.grants() + self._owner_grants()
+
+    def _owner_grants(self) -> list[Grant]:
+        # A team-owned bucket: the team's members write, its owners manage.
+        return [
+            Grant(f"/{owner.bucket}", owner.principal, Level.WRITE, "(bucket owner)", 0)
+            for owner in self.owners.values()
+            if owner.principal.kind == "team"
+        ]
+
+    def _in_force(self) -> InForce:
+        """The grants the site policy lets apply now (the mount's config owners are exempt)."""
+        return in_force(
+            self.site,
+            self._grants(),
+            {t.name: t for t in self.store.teams()},
+            self.group_members,
+            time.time(),
+            exempt=frozenset(key_of(g) for g in self._owner_grants()),
+        )
+
+    def _note_suspended(self, found: InForce) -> None:
+        """One log line when a grant stops applying under the site policy, one when it is back."""
+        for key, (grant, why) in found.suspended.items():
+            if self.suspended.get(key, (None, None))[1] != why:
+                event(
+                    log,
+                    "grant-suspended",
+                    severity=logging.WARNING,
+                    path=grant.path,
+                    principal=grant.principal,
+                    level=grant.level,
+                    granted_by=grant.granted_by,
+                    msg=f"this grant does not apply under the site policy: {why}",
                 )
-        return grants
+        stored = {key_of(g) for g in found.grants}
+        for key, (grant, _) in self.suspended.items():
+            if key not in found.suspended and key in stored:
+                event(
+                    log,
+                    "grant-restored",
+                    path=grant.path,
+                    principal=grant.principal,
+                    level=grant.level,
+                    msg="the site policy allows this grant again",
+                )
+        self.suspended = dict(found.suspended)
+        self._next_end = found.next_end
 
     async def rebuild(self) -> None:
         """A fresh identity snapshot for every name policy mentions, then a new engine."""
         grants = self._grants()
         teams = self.store.teams()
+        members: dict[str, frozenset[str]] = {}
         users: set[str] = set()
         groups: set[str] = set()
         for g in grants:
@@ -146,8 +194,12 @@ class Sharing:
             gr = await self._ask(self.identity.group, name)
             if gr is not None:
                 gids[name] = gr.gid
+                members[name] = gr.members
         self.identities = Identities(uids, primary, gids, supplementary)
-        self.engine = PolicyEngine(grants, teams, self.identities)
+        self.group_members = members
+        found = self._in_force()
+        self._note_suspended(found)
+        self.engine = PolicyEngine(found.grants, teams, self.identities)
         for owner in self.owners.values():
             await self._resolve_owner(owner)
 
@@ -170,9 +222,10 @@ class Sharing:
         """chmod as POSIX ACLs define it: while named entries apply, the group bits set the mask.
 
         So `chmod 700 f` makes one file private inside a shared tree, and the owning
-        group's own bits (GROUP_OBJ) stay as they were.
+        group's own bits (GROUP_OBJ) stay as they were. Bits the mount does not honour
+        are not kept (honoured_bits), so none is ever shown.
         """
-        mode &= 0o7777
+        mode &= honoured_bits(is_dir)
         if self.engine.view(path, meta, is_dir, time.time()).acl_access is None:
             return ObjectMeta(meta.uid, meta.gid, mode, meta.explicit_mask)
         return ObjectMeta(
@@ -259,20 +312,51 @@ class Sharing:
             raise Refused(f"there is no user {p.name!r} ({self._checked_with()})")
         if p.kind == "group" and await self._ask(self.identity.group, p.name) is None:
             raise Refused(f"there is no group {p.name!r} ({self._checked_with()})")
-        if p.kind == "team" and self.store.team(p.name) is None:
-            raise Refused(
-                f"there is no team {p.name!r}; create it with `fedfs team create {p.name}`"
-            )
+        if p.kind == "team":
+            team = self.store.team(p.name)
+            if team is None:
+                raise Refused(
+                    f"there is no team {p.name!r}; create it with `fedfs team create {p.name}`"
+                )
+            await self._check_team(team)
         return p
+
+    async def _check_team(self, team: Team) -> None:
+        """Refused unless the site allows the team as it would stand: its group and its size.
+
+        A team reaches the members its backing group lists too, so the group is asked
+        afresh (not the last rebuild's answer): the rule holds on the team's every route.
+        """
+        members = dict(self.group_members)
+        if team.group is not None:
+            group = await self._ask(self.identity.group, team.group)
+            members[team.group] = group.members if group is not None else frozenset()
+        try:
+            check_team(self.site, team, members)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
 
     # -- changes ---------------------------------------------------------------
 
     async def share(
-        self, actor: Actor, path: str, principal: str, level: str, expires: float | None
+        self,
+        actor: Actor,
+        path: str,
+        principal: str,
+        level: str,
+        expires: float | None,
+        check_path: Callable[[str], Awaitable[None]] | None = None,
     ) -> tuple[Grant, Grant | None]:
-        """Add or change a grant; returns (new grant, the grant it replaced or None)."""
+        """Add or change a grant; returns (new grant, the grant it replaced or None).
+
+        check_path (the mount's: the path exists and is no link) raises Refused; it is
+        asked only after the sharer is known to manage the path, so it tells nobody else
+        whether anything is there.
+        """
         path = _path(path)
         auth = self._need_manage(actor, path, "sharing")
+        if check_path is not None:
+            await check_path(path)
         try:
             lvl = Level.parse(level)
         except PolicyError as e:
@@ -332,6 +416,10 @@ class Sharing:
         """Remove grants whose time has come; returns them."""
         now = time.time() if now is None else now
         gone = self.store.expired(now)
+        if self._next_end is not None and self._next_end <= now:
+            # A grant reached max_grant_lifetime: rebuilding leaves it out and says so.
+            ended = [g.path for g in self.store.grants()]
+            await self.changed(ended)
         if not gone:
             return []
         with self.store.transaction():
@@ -350,7 +438,9 @@ class Sharing:
         return gone
 
     def next_expiry(self) -> float | None:
-        return self.store.next_expiry()
+        """The next time a grant ends: its own expiry, or the site's max_grant_lifetime."""
+        ends = [t for t in (self.store.next_expiry(), self._next_end) if t is not None]
+        return min(ends) if ends else None
 
     def _put_grant(self, actor: Actor, grant: Grant, **detail: str) -> Grant | None:
         """Store a grant and its audit record (inside the caller's transaction)."""
@@ -417,9 +507,20 @@ class Sharing:
             raise Refused(f"there is no team {name!r}; `fedfs team list` shows the teams")
         return team
 
+    def may_see_team(self, actor: Actor, team: Team) -> bool:
+        """Members, owners, members of its group, site admins and audit readers see a team."""
+        return (
+            actor.name in team.members
+            or actor.name in team.owners
+            or (team.group is not None and team.group in actor.groups)
+            or self.site.may_read_audit(actor.uid, actor.name, actor.groups)
+        )
+
     def _may_change_team(self, actor: Actor, team: Team) -> None:
         if actor.name in team.owners or self.site.is_admin(actor.uid, actor.name, actor.groups):
             return
+        if not self.may_see_team(actor, team):  # the same answer as for a missing team
+            raise Refused(f"there is no team {team.name!r} that {actor.label} may see")
         owners = ", ".join(sorted(team.owners))
         raise Refused(
             f"{actor.label} is not an owner of team {team.name}; its owners are: {owners}"
@@ -449,6 +550,14 @@ class Sharing:
             )
         if actor.name is None:
             raise Refused(f"uid {actor.uid} has no user name, and a team needs a named owner")
+        admin = self.site.is_admin(actor.uid, actor.name, actor.groups)
+        for kind, lookup in (("user", self.identity.user), ("group", self.identity.group)):
+            if not admin and await self._ask(lookup, name) is not None:
+                raise Refused(
+                    f"{name!r} already names a {kind} at this site; a team of that name would "
+                    f"pass for the {kind} in grants and ACL listings, so only a site admin may "
+                    "create it: choose another name"
+                )
         if group is not None:
             if await self._ask(self.identity.group, group) is None:
                 raise Refused(f"there is no group {group!r} to back team {name}")
@@ -458,6 +567,11 @@ class Sharing:
                 raise Refused(
                     f"{actor.label} is not in group {group}, so cannot make it back team {name}"
                 )
+        try:
+            planned = Team(name, 0, frozenset({actor.name}), frozenset({actor.name}), group)
+        except PolicyError as e:
+            raise Refused(str(e)) from None
+        await self._check_team(planned)
         try:
             with self.store.transaction():
                 team = self.store.create_team(name, {actor.name}, {actor.name}, group)
@@ -482,9 +596,16 @@ class Sharing:
     async def team_add(self, actor: Actor, name: str, users: list[str], owners: bool) -> Team:
         team = self._team(name)
         self._may_change_team(actor, team)
+        if owners and not self.site.is_admin(actor.uid, actor.name, actor.groups):
+            # An owner answers for a team (and manages a team-owned bucket): nobody is
+            # made one without their word, which a site admin takes.
+            raise Refused(
+                f"only a site admin may make someone an owner of team {name}: ownership is a "
+                "responsibility its holder must agree to; ask an admin, with their agreement"
+            )
         new = await self._users(users)
+        await self._check_team(dataclasses.replace(team, members=team.members | set(new)))
         try:
-            self.site.check_team_size(name, len(team.members | set(new)))
             with self.store.transaction():
                 before = team
                 team = self.store.add_members(name, new, owners=owners)
@@ -531,69 +652,110 @@ class Sharing:
     # -- setfacl ----------------------------------------------------------------
 
     async def set_acl(
-        self, actor: Actor, path: str, is_dir: bool, value: bytes | None, meta: ObjectMeta
+        self,
+        actor: Actor,
+        path: str,
+        is_dir: bool,
+        value: bytes | None,
+        meta: ObjectMeta,
+        default: bool = False,
     ) -> ObjectMeta:
         """`setfacl` on the mount: named entries that differ become grants or unshares here.
 
         Returns the object's new stored attributes: USER_OBJ/GROUP_OBJ/OTHER become
         the mode and MASK the explicit mask. value None is `setfacl -b` (remove the
         ACL): every grant made exactly on this path goes, and the mask with it.
-        Entries that come from grants on parent paths cannot be removed here.
+
+        An ACL with no named entries says no more than a mode (`cp -p`, `setfacl -b`
+        send one): it sets the mode as chmod does and removes the grants made exactly
+        on this path; entries that grants on parent paths give stay, and the log says
+        where they come from. Naming such an entry with fewer rights is refused.
+        A default ACL (`default`) only adds grants: grants reach new objects by prefix
+        anyway, so one without named entries, or its removal, changes nothing.
         """
         path = _path(path)
         current = self.engine.view(path, meta, is_dir, time.time())
-        old_users, old_groups = _named(current.acl_access)
-        if value is None:
-            new_users: dict[int, int] = {}
-            new_groups: dict[int, int] = {}
-            mode, mask = meta.mode, None
-        else:
-            acl = Acl.decode(value)  # PolicyError (EINVAL) for bytes that are no ACL
-            new_users, new_groups = _named(value)
-            perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
-            mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | perms[AclTag.GROUP_OBJ] << 3
-            mode |= perms[AclTag.OTHER]
-            mask = perms.get(AclTag.MASK)
-            if (
-                mask is not None
-                and mask | perms[AclTag.GROUP_OBJ] == 7
-                and not new_users
-                and not new_groups
-            ):
-                mask = None
+        old_users, old_groups = _named(current.acl_default if default else current.acl_access)
+        acl = None if value is None else Acl.decode(value)  # PolicyError (EINVAL): no ACL
+        only_mode = acl is None or not (set(e.tag for e in acl.entries) & NAMED_TAGS)
+        if default and only_mode:
+            return meta
+        new_users, new_groups = _named(value)
         changes: list[tuple[Principal, int]] = []  # perm 0: remove
-        pairs: tuple[tuple[dict[int, int], dict[int, int], Literal["user", "group"]], ...] = (
-            (old_users, new_users, "user"),
-            (old_groups, new_groups, "group"),
-        )
-        for ids, new, kind in pairs:
-            for id_ in set(ids) | set(new):
-                if ids.get(id_) == new.get(id_):
-                    continue
-                name = await self._name_of(kind, id_)
-                changes.append((Principal(kind, name), new.get(id_, 0)))
-        if changes or (value is None and self.store.grants_under(path)):
+        if only_mode:
+            exact = [g for g in self.store.grants_under(path) if g.path == path]
+            changes = [(g.principal, 0) for g in exact]
+            self._note_inherited(path, {p for p, _ in changes})
+        else:
+            pairs: tuple[tuple[dict[int, int], dict[int, int], Literal["user", "group"]], ...] = (
+                (old_users, new_users, "user"),
+                (old_groups, new_groups, "group"),
+            )
+            for ids, new, kind in pairs:
+                for id_ in set(ids) | set(new):
+                    if ids.get(id_) == new.get(id_) or (default and id_ not in new):
+                        continue
+                    name = await self._name_of(kind, id_)
+                    changes.append((Principal(kind, name), new.get(id_, 0)))
+        if changes:
             self._need_manage(actor, path, "changing the ACL (setfacl)")
-        now = time.time()
-        with self.store.transaction():
-            self._apply_acl_changes(actor, path, changes, value is None, now)
-        if changes or value is None:
+            now = time.time()
+            with self.store.transaction():
+                self._apply_acl_changes(actor, path, changes, now)
             await self.changed([path])
             event(
                 log,
                 "setfacl",
                 path=path,
                 actor=actor.label,
-                changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes) or "removed",
+                changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes),
             )
+        if default:
+            return meta
+        if acl is None:
+            return ObjectMeta(meta.uid, meta.gid, meta.mode, None)
+        perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
+        mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | perms[AclTag.GROUP_OBJ] << 3
+        mode |= perms[AclTag.OTHER]
+        if only_mode:
+            if not changes and acl.mode == current.mode & 0o777:
+                return meta  # the ACL the mode already shows: nothing changes
+            # The group bits limit what grants from parent paths give, as chmod's do.
+            return self.chmod(path, ObjectMeta(meta.uid, meta.gid, mode), is_dir, mode)
+        mask = perms.get(AclTag.MASK)
+        if (
+            mask is not None
+            and mask | perms[AclTag.GROUP_OBJ] == 7
+            and not new_users
+            and not new_groups
+        ):
+            mask = None
         return ObjectMeta(meta.uid, meta.gid, mode, mask)
+
+    def _note_inherited(self, path: str, dropped: set[Principal]) -> None:
+        """Log the entries an ACL without them leaves in place: grants on parent paths give them."""
+        now = time.time()
+        kept = sorted(
+            {
+                f"{g.principal} (from {g.path})"
+                for g, _ in self.engine.grants_at(path, now)
+                if g.path != path and g.principal not in dropped
+            }
+        )
+        if kept:
+            log.info(
+                "%s: an ACL without named entries was set; the entries of %s stay, "
+                "since grants on parent paths give them (`fedfs unshare PATH --with WHO` "
+                "removes one there)",
+                path,
+                ", ".join(kept),
+            )
 
     def _apply_acl_changes(
         self,
         actor: Actor,
         path: str,
         changes: list[tuple[Principal, int]],
-        remove_all: bool,
         now: float,
     ) -> None:
         for principal, perm in changes:
@@ -615,10 +777,6 @@ class Sharing:
                     f"the entry for {principal} comes from a grant on {where}; "
                     f"remove it there with `fedfs unshare {where} --with {principal}`"
                 )
-        if remove_all:
-            for g in self.store.grants_under(path):
-                if g.path == path:
-                    self._drop_grant(actor, g, via="setfacl -b")
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":
@@ -640,13 +798,25 @@ class Sharing:
         if auth.level is None:
             raise Refused(f"{actor.label} holds nothing at {path}, so cannot list its grants")
         now = time.time()
-        return [
-            {**grant_row(g), "inherited": g.path != path}
+        rows = [
+            {**grant_row(g), "inherited": g.path != path, "suspended": None}
             for g, _ in self.engine.grants_at(path, now)
         ]
+        for grant, why in self.suspended.values():
+            if path == grant.path or path.startswith(grant.path + "/"):
+                rows.append({**grant_row(grant), "inherited": grant.path != path, "suspended": why})
+        return rows
 
 
 SYSTEM = Actor(0, "fedfs")
+
+
+def honoured_bits(is_dir: bool) -> int:
+    """The mode bits the mount honours: never setuid (nosuid); setgid and sticky on
+    directories only (new files take a setgid directory's group; the kernel enforces
+    sticky deletion). The tree applies the same rule (honoured_mode) to modes read from
+    objects."""
+    return 0o3777 if is_dir else 0o777
 
 
 def _desc(g: Grant | None) -> str | None:

@@ -8,6 +8,7 @@ wherever a person types a lifetime. Mistakes are PolicyErrors naming file, key a
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -31,6 +32,9 @@ GID_MAX = 2**32 - 2  # (gid_t)-1 means "unchanged" to chown
 # The kernel caps an xattr value at 64 KiB: a 4-byte header plus 8-byte entries leaves
 # room for 8187 named entries, and a team grant becomes one entry per member.
 TEAM_SIZE_LIMIT = 8000
+# 9999-12-31T23:59:59Z: the last time every tool (date, strftime, SQLite, getfacl users'
+# eyes) can show; a later "expiry" is a mistake or an attack, never a plan.
+LATEST_EXPIRY = 253402300799.0
 
 
 def parse_duration(text: str) -> float:
@@ -127,6 +131,12 @@ class SitePolicy:
         if expires is None:
             lifetime = self.default_grant_lifetime or self.max_grant_lifetime
             return None if lifetime is None else now + lifetime
+        if not math.isfinite(expires) or expires > LATEST_EXPIRY:
+            raise PolicyError(
+                f"the expiry {expires!r} is not a time fedfs can keep: give a date before "
+                "the year 10000 (such as 2027-12-31) or a duration (such as 365d), or no "
+                "expiry at all"
+            )
         if expires <= now:
             raise PolicyError("the expiry is in the past: a grant must expire in the future")
         limit = self.max_grant_lifetime

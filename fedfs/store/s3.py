@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -175,7 +176,11 @@ class ObjectStore:
             use_threads=True,
         )
         self.requests = 0
-        self.errors = 0
+        self.errors = 0  # failed requests; "not found" is an answer, counted in not_found
+        self.not_found = 0
+        # Bytes sent so far of each multipart upload under way, for `fedfs sync` progress.
+        self._sending: dict[tuple[str, str], int] = {}
+        self._sending_lock = threading.Lock()
         self.recent: deque[float] = deque(maxlen=500)  # latest request durations, for status
         # Called after every request with (operation, seconds, error class name or None),
         # from the calling thread: metrics.py times requests without this module knowing it.
@@ -188,14 +193,21 @@ class ObjectStore:
         try:
             return fn(**kw)
         except Exception as e:
-            self.errors += 1
             failure = translate(e, what)
             error = type(failure).__name__
+            if isinstance(failure, NotFound):
+                self.not_found += 1  # an answer (a lookup of a name that is not there)
+            else:
+                self.errors += 1
             raise failure from e
         finally:
             self.recent.append(time.monotonic() - started)
             if self.on_call is not None:
                 self.on_call(getattr(fn, "__name__", "other"), time.monotonic() - started, error)
+
+    def sent(self, bucket: str, key: str) -> int:
+        """Bytes of the object being uploaded now that the store has received (0 if none)."""
+        return max(0, self._sending.get((bucket, key), 0))
 
     def probe(self) -> Probe:
         """One ListBuckets request; what the endpoint answered, and its clock.
@@ -389,15 +401,29 @@ class ObjectStore:
         extra: dict[str, Any] = {"Metadata": metadata}
         if content_type:
             extra["ContentType"] = content_type
-        self._call(
-            f"s3://{bucket}/{key}",
-            self.client.upload_file,
-            Filename=str(path),
-            Bucket=bucket,
-            Key=key,
-            ExtraArgs=extra,
-            Config=self.transfer,
-        )
+        where = (bucket, key)
+        with self._sending_lock:
+            self._sending[where] = 0
+
+        def sent(amount: int) -> None:  # from the transfer's worker threads
+            with self._sending_lock:
+                if where in self._sending:
+                    self._sending[where] += amount
+
+        try:
+            self._call(
+                f"s3://{bucket}/{key}",
+                self.client.upload_file,
+                Filename=str(path),
+                Bucket=bucket,
+                Key=key,
+                ExtraArgs=extra,
+                Config=self.transfer,
+                Callback=sent,
+            )
+        finally:
+            with self._sending_lock:
+                self._sending.pop(where, None)
         info = self.head(bucket, key)
         if info is None or info.size != size:
             raise Unavailable(f"s3://{bucket}/{key}: upload finished but the object is not there")

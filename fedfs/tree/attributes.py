@@ -17,7 +17,6 @@ the store through worker threads.
 
 from __future__ import annotations
 
-import stat
 import time
 
 from fedfs.data.cache import Staging
@@ -30,7 +29,7 @@ from fedfs.errors import (
     NotPermitted,
     NotSupported,
 )
-from fedfs.meta.inode import ROOT_INO, Inode
+from fedfs.meta.inode import ROOT_INO, Inode, honoured_mode
 from fedfs.meta.object_meta import MAX_USER_METADATA, metadata_for
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectStore
 from fedfs.store.threads import WorkerThreads
@@ -61,10 +60,15 @@ class Attributes:
         mtime_ns: int | None = None,
         size: int | None = None,
         mask: int | bool | None = False,
+        atime_ns: int | None = None,
     ) -> None:
-        """Change attributes and store them; mask False leaves the explicit mask alone."""
+        """Change attributes and store them; mask False leaves the explicit mask alone.
+
+        An mtime set here (utimensat, futimens on an open file) is final: writes
+        before it no longer move the mtime at close.
+        """
         if inode.ino == ROOT_INO or inode.is_bucket_root:
-            if size is None and mode is None and uid is None and gid is None and mask is False:
+            if (size, mode, uid, gid) == (None, None, None, None) and mask is False:
                 return  # touching a bucket root changes nothing that is stored
             raise NotPermitted(
                 "a bucket root's owner and mode come from the config ([[buckets]] owner)"
@@ -74,7 +78,7 @@ class Attributes:
                 raise IsDirectory(f"{inode.path} is a directory")
             await self.writeback.truncate(inode, size)
         if mode is not None:
-            inode.mode = stat.S_IMODE(mode)
+            inode.mode = honoured_mode(mode, inode.is_dir)
         if mask is not False:
             inode.explicit_mask = (
                 mask if isinstance(mask, int) and not isinstance(mask, bool) else None
@@ -83,7 +87,11 @@ class Attributes:
             inode.uid = uid
         if gid is not None:
             inode.gid = gid
-        inode.mtime_ns = mtime_ns if mtime_ns is not None else inode.mtime_ns
+        if mtime_ns is not None:
+            inode.mtime_ns = mtime_ns
+            inode.mtime_pending, inode.written_mtime_ns = False, 0
+        if atime_ns is not None:
+            inode.atime_ns = atime_ns
         inode.ctime_ns = time.time_ns()
         if size is not None and mtime_ns is None:
             inode.mtime_ns = inode.ctime_ns

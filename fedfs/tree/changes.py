@@ -39,7 +39,7 @@ from fedfs.errors import (
     NotPermitted,
     NotSupported,
 )
-from fedfs.meta.inode import ROOT_INO, Inode, Kind
+from fedfs.meta.inode import ROOT_INO, SPECIAL_KINDS, Inode, Kind, honoured_mode, kind_of_mode
 from fedfs.meta.object_meta import apply_info, metadata_for
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads, concurrently
@@ -107,7 +107,7 @@ class Changes:
         self, inode: Inode[Staging], mode: int, uid: int, gid: int, parent: Inode[Staging]
     ) -> None:
         now = time.time_ns()
-        inode.mode = stat.S_IMODE(mode)
+        inode.mode = honoured_mode(mode, inode.is_dir)
         inode.uid = uid
         # A setgid directory passes its group on, as on every POSIX filesystem.
         inode.gid = parent.gid if parent.mode & stat.S_ISGID else gid
@@ -117,6 +117,7 @@ class Changes:
         inode.meta_known = True
         inode.xattrs = {}
         inode.target = None
+        inode.atime_ns, inode.rdev = None, 0
         inode.gone = False
         inode.changed = time.monotonic()
 
@@ -166,6 +167,25 @@ class Changes:
         self.inodes.place(parent, name, link)
         self._touch(parent)
         return link
+
+    async def mknod(
+        self, parent: Inode[Staging], raw_name: bytes, mode: int, rdev: int, uid: int, gid: int
+    ) -> Inode[Staging]:
+        """A FIFO, socket or device node: an empty object whose mode says which."""
+        name = await self._must_not_exist(parent, raw_name)
+        kind = kind_of_mode(mode)
+        if kind not in SPECIAL_KINDS:
+            raise NotSupported(f"mknod of mode {mode:#o} makes no special file")
+        node = self.inodes.child(parent, name, kind)
+        node.kind = kind
+        self._init_new(node, mode, uid, gid, parent)
+        node.rdev = rdev if kind in (Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE) else 0
+        info = await self.s3(self.store.put_bytes, node.bucket, node.key, b"", metadata_for(node))
+        apply_info(node, info, self.inodes.owners)
+        node.local = False
+        self.inodes.place(parent, name, node)
+        self._touch(parent)
+        return node
 
     async def readlink(self, link: Inode[Staging]) -> bytes:
         if link.kind is not Kind.LINK:

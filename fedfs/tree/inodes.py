@@ -33,6 +33,8 @@ class Inodes:
         self.by_ident: dict[tuple[str, str, bool], int] = {}
         self.next_ino = ROOT_INO + 1
         now_ns = time.time_ns()
+        # What a directory with no marker object shows until a listing of it saw an object.
+        self.started_ns = now_ns
         root: Inode[Staging] = Inode(
             ROOT_INO,
             ROOT_INO,
@@ -74,6 +76,8 @@ class Inodes:
             owner = self.owners[parent.bucket]
             inode.uid, inode.gid = owner.uid, owner.gid
             inode.mode = DEFAULT_DIR_MODE if kind is Kind.DIR else DEFAULT_FILE_MODE
+            if kind is Kind.DIR:  # a marker's HEAD, or a listing of it, tells more later
+                inode.mtime_ns = inode.ctime_ns = self.started_ns
         inode.parent, inode.name, inode.gone = parent.ino, name, False
         if kind is Kind.LINK:
             inode.kind = Kind.LINK  # a listing cannot tell links from files; never downgrade

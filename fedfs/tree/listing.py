@@ -32,7 +32,7 @@ from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.store.s3 import ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads
 from fedfs.tree.inodes import Inodes
-from fedfs.tree.names import SHADOW_NAME, key_problem, report_hidden
+from fedfs.tree.names import SHADOW_NAME, key_problem, report_hidden, report_shadow_taken
 from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class DirListing:
         self.held: list[ObjectInfo] = []
         self.started = False
         self.started_at = math.inf
+        self.newest = 0.0  # the latest LastModified among the objects listed here
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
         """The index-th entry, listing more pages from S3 as needed."""
@@ -149,6 +150,16 @@ class DirListing:
             self.seen.add(name)
             self.entries.append((name, inode))
 
+    def _add_shadowed(self) -> None:
+        """The file this directory shadows, as SHADOW_NAME, unless a real key has that name."""
+        inodes, d = self.listings.inodes, self.dir
+        if not d.shadows:
+            return
+        if SHADOW_NAME in self.seen:
+            report_shadow_taken(d.bucket, d.key)
+            return
+        self._add(SHADOW_NAME, inodes.child(inodes.by_ino[d.parent], d.name, Kind.FILE))
+
     async def _next_page(self) -> None:
         ls, d = self.listings, self.dir
         inodes = ls.inodes
@@ -158,8 +169,7 @@ class DirListing:
                 inode = inodes.by_ino.get(ino)
                 if inode is not None and not inode.gone:
                     self._add(name, inode)
-            if d.shadows:
-                self._add(SHADOW_NAME, inodes.child(inodes.by_ino[d.parent], d.name, Kind.FILE))
+            self._add_shadowed()
             self.done = True
             return
         if not self.started:
@@ -179,6 +189,7 @@ class DirListing:
                 continue
             dirs.add(name)
         objects = self.held + page.objects
+        self.newest = max([self.newest, *(o.last_modified for o in page.objects if o.key != pre)])
         self.held = []
         if self.token:
             # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
@@ -244,9 +255,20 @@ class DirListing:
             if inode.local or inode.changed > recent:
                 keep.add(ino)
         d.placed = keep
-        if d.shadows:
-            self._add(SHADOW_NAME, inodes.child(inodes.by_ino[d.parent], d.name, Kind.FILE))
-        d.children = {name: inode.ino for name, inode in self.entries if name != SHADOW_NAME}
+        self._add_shadowed()
+        # The shadowed file is the parent's child, not this directory's; a real key is.
+        d.children = {
+            name: inode.ino
+            for name, inode in self.entries
+            if name != SHADOW_NAME or inode.parent == d.ino
+        }
+        newest_ns = int(self.newest) * 1_000_000_000  # whole seconds, as a HEAD gives them
+        # A directory that is only a prefix has no time of its own: it shows the newest
+        # object its listing returned, as a directory shows its latest change.
+        if (d.key and not d.has_marker and newest_ns) and (
+            d.mtime_ns == inodes.started_ns or newest_ns > d.mtime_ns
+        ):
+            d.mtime_ns = d.ctime_ns = newest_ns
         d.listed = time.monotonic()
         d.misses = 0
         self.done = True

@@ -27,7 +27,7 @@ from fedfs.store.s3 import ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads, concurrently
 from fedfs.tree.inodes import Inodes
 from fedfs.tree.listing import Listings
-from fedfs.tree.names import SHADOW_NAME, join, name_to_str
+from fedfs.tree.names import SHADOW_NAME, join, name_to_str, report_shadow_taken
 from fedfs.tree.revalidate import Revalidation
 
 
@@ -55,14 +55,25 @@ class Lookups:
         if not parent.is_dir:
             raise NotDirectory(f"{parent.path} is not a directory")
         name = name_to_str(raw_name)
-        inodes, listings, revalidation = self.inodes, self.listings, self.revalidation
+        inodes, revalidation = self.inodes, self.revalidation
         if parent.ino == ROOT_INO:
             ino = parent.children.get(name) if parent.children else None
             return inodes.by_ino[ino] if ino else None
         if name == SHADOW_NAME and parent.shadows:
+            # A real key of that name is a real object and keeps its name; only without
+            # one is the name the shadowed file's (one HEAD more, for a rare name).
+            real = await self._lookup_key(parent, name)
+            if real is not None:
+                report_shadow_taken(parent.bucket, parent.key)
+                return real
             alias = inodes.child(inodes.by_ino[parent.parent], parent.name, Kind.FILE)
             await revalidation.revalidate(alias)
             return alias
+        return await self._lookup_key(parent, name)
+
+    async def _lookup_key(self, parent: Inode[Staging], name: str) -> Inode[Staging] | None:
+        """The object or prefix parent/name, from the listing if fresh, else from S3."""
+        inodes, listings, revalidation = self.inodes, self.listings, self.revalidation
         if (
             not listings.listing_fresh(parent)
             and parent.children is not None

@@ -25,7 +25,8 @@ NAME_MAX = 255
 KEY_MAX = 1024  # S3's limit on a key, in UTF-8 bytes
 _CONTROL = frozenset(range(0x20)) | {0x7F}
 # The file `foo` that is shadowed by a prefix `foo/` appears inside the directory
-# `foo` under this name, so it stays reachable through the mount.
+# `foo` under this name, so it stays reachable through the mount, unless a real key
+# `foo/.fedfs-shadowed-file` exists: a real object keeps its name (report_shadow_taken).
 SHADOW_NAME = ".fedfs-shadowed-file"
 _reported: set[tuple[str, str]] = set()
 
@@ -112,6 +113,24 @@ def report_hidden(bucket: str, key: str, problem: str) -> None:
             key=key,
             reason=problem,
             msg=f"s3://{bucket}/{key!r} is not shown: {problem} (see 'fedfs doctor')",
+        )
+
+
+def report_shadow_taken(bucket: str, dir_key: str) -> None:
+    """A real key has the name fedfs gives the file shadowed by the prefix dir_key/."""
+    key = f"{dir_key}/{SHADOW_NAME}"
+    if (bucket, key) not in _reported:
+        _reported.add((bucket, key))
+        event(
+            log,
+            "shadow-name-taken",
+            severity=logging.WARNING,
+            bucket=bucket,
+            key=key,
+            shadowed=dir_key,
+            msg=f"s3://{bucket}/{key!r} is a real object and is shown under its name, so "
+            f"the file s3://{bucket}/{dir_key!r}, shadowed by the prefix {dir_key!r}/, is "
+            "not shown; rename one of them with an S3 tool to see both",
         )
 
 

@@ -72,7 +72,7 @@ def test_endpoint_and_keys_may_be_omitted(tmp_path: Path) -> None:
         ),
         (
             ('region = "us-east-1"', 'regio = "us-east-1"'),
-            "[store] regio: unknown key; valid keys here are",
+            "[store] regio: unknown key (did you mean 'region'?); valid keys here are",
         ),
         (
             ('endpoint = "http://127.0.0.1:9000"', 'endpoint = "127.0.0.1:9000"'),
@@ -188,3 +188,15 @@ def test_arbitrary_structures_give_config_error_or_config(raw: dict) -> None:
         parse(raw, Path("/etc/fedfs/x.toml"))
     except ConfigError as e:
         assert str(e).startswith("/etc/fedfs/x.toml: ")
+
+
+def test_a_misspelt_key_is_named_before_the_keys_it_pairs_with(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("access_key", "acces_key"))
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    assert str(e.value) == (
+        f"{path}: [store] acces_key: unknown key (did you mean 'access_key'?); "
+        "valid keys here are: access_key, addressing_style, connect_timeout, endpoint, "
+        "max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
+        "read_timeout, region, secret_key"
+    )

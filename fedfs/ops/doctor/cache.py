@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from fedfs.config import CacheConfig, format_size
+from fedfs.events import printable
 from fedfs.ops.doctor.finding import FAIL, OK, SKIP, WARN, Finding, owner
 
 
@@ -179,11 +180,7 @@ def check_refused(cfg: CacheConfig) -> Finding:
         "hand each back to its owner under a name the store accepts, then delete the kept "
         'copy and run `fedfs fsck` (docs/OPERATIONS.md, "Files the store refused")',
         tuple(
-            f"/{b}/{_escaped(k)} (owner {owner(uid)}): kept in {kept}; {_escaped(err)}"
+            f"/{b}/{printable(k)} (owner {owner(uid)}): kept in {kept}; {printable(err)}"
             for b, k, kept, uid, err in rows[:100]
         ),
     )
-
-
-def _escaped(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fedfs import config
 from fedfs.errors import FedfsError
+from fedfs.events import printable
 from fedfs.ops.doctor.cache import check_cache, check_refused
 from fedfs.ops.doctor.finding import FAIL, OK, WARN, Finding
 from fedfs.ops.doctor.fuse import check_fuse
@@ -60,10 +61,10 @@ def run(
 def _lines(findings: list[Finding], details: int = 20) -> Iterator[str]:
     width = max(len(f.check) for f in findings)
     for f in findings:
-        yield f"{f.status:<5} {f.check:<{width}}  {f.found}"
+        yield f"{f.status:<5} {f.check:<{width}}  {printable(f.found)}"
         pad = " " * (6 + width + 2)
         for d in f.details[:details]:
-            yield f"{pad}  {d}"
+            yield f"{pad}  {printable(d)}"  # details name keys, which may hold any byte
         if len(f.details) > details:
             yield f"{pad}  ... and {len(f.details) - details} more (--json lists them all)"
         if f.fix and f.status in (WARN, FAIL):

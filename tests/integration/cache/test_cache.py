@@ -71,7 +71,7 @@ def test_stage_status_and_reads_from_the_cache(make_mount: Any, bucket: str, s3:
     m: Mount = make_mount([(bucket, "user:root")])
     r = cli("stage", m.path(bucket, "in"))
     assert r.returncode == 0, r.stderr
-    assert "staged 3 files (9437184 bytes)" in r.stdout
+    assert "staged 3 files (9.0 MiB) into the cache" in r.stdout
     status = json.loads(cli("status", m.mountpoint, "--json").stdout)
     assert status["cache"]["clean_bytes"] >= 9437184
     misses = status["cache"]["misses"]

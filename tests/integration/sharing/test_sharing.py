@@ -324,3 +324,77 @@ def test_a_revoke_reaches_the_kernel_at_once_also_where_only_the_parent_protecte
         assert can_read(bob, f)
         ok(fedfs(alice, "unshare", f, "--with", f"user:{bob.name}"))
         assert not can_read(bob, f)  # at once, not after the 30 s the kernel may cache
+
+
+def test_what_an_unshare_cuts_off_at_once_and_what_it_does_not(
+    shared: tuple[Mount, Path], alice: UnixUser, bob: UnixUser
+) -> None:
+    """docs/SEMANTICS.md "After an unshare": the kernel checks each new lookup and open.
+
+    bob works in proj/sub (0755, below alice's 0700 proj) through a grant on proj, with a
+    0600 file open. After the unshare: every path from outside proj is refused; a new
+    open of the 0600 file is refused even by relative path from his working directory;
+    the file he has open stays readable; and what the modes below proj allow anyone
+    (the 0755 directory, the 0644 file) stays reachable through his working directory,
+    as it would on a local disk after `chmod 700 proj`.
+    """
+    import subprocess
+    import sys
+
+    _, root = shared
+    proj = root / "proj"
+    ok(alice.run("mkdir", "-m", "700", proj))
+    ok(alice.run("mkdir", "-m", "755", proj / "sub"))
+    ok(alice.run("sh", "-c", f"cd {proj}/sub && echo pub > pub.txt && chmod 644 pub.txt"))
+    ok(alice.run("sh", "-c", f"cd {proj}/sub && echo priv > priv.txt && chmod 600 priv.txt"))
+    ok(fedfs(alice, "share", proj, "--with", f"user:{bob.name}", "--read"))
+    code = (
+        "import os, sys\n"
+        f"os.chdir({str(proj / 'sub')!r})\n"
+        "held = open('priv.txt')\n"
+        "print('ready', flush=True)\n"
+        "for line in sys.stdin:\n"
+        "    what = line.strip()\n"
+        "    try:\n"
+        "        if what == 'held':\n"
+        "            held.seek(0); out = held.read().strip()\n"
+        "        elif what == 'ls':\n"
+        "            out = ' '.join(sorted(os.listdir('.')))\n"
+        "        else:\n"
+        "            out = open(what).read().strip()\n"
+        "    except OSError as e:\n"
+        "        out = 'refused: ' + e.strerror\n"
+        "    print(out, flush=True)\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code],
+        user=bob.uid,
+        group=bob.gid,
+        extra_groups=[],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdin is not None
+
+    def ask(what: str) -> str:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(what + "\n")
+        p.stdin.flush()
+        return p.stdout.readline().strip()
+
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        assert ask("priv.txt") == "priv"
+        ok(fedfs(alice, "unshare", proj, "--with", f"user:{bob.name}"))
+        # cut off at once: every path through proj, and new opens the modes do not allow
+        assert not can_read(bob, proj / "sub" / "pub.txt")
+        assert not can_read(bob, proj / "sub" / "priv.txt")
+        assert ask("priv.txt") == "refused: Permission denied"
+        # not cut off: the open file, and what the modes below proj give everyone
+        assert ask("held") == "priv"
+        assert ask("pub.txt") == "pub"
+        assert ask("ls") == "priv.txt pub.txt"
+    finally:
+        p.stdin.close()
+        p.wait(10)

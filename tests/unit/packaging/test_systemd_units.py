@@ -41,7 +41,7 @@ def settings(unit: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A root with the host's units, the fedfs unit, /usr/bin/fedfs and /bin/mkdir."""
+    """A root with the host's units, the fedfs unit, /usr/bin/fedfs, /bin/mkdir and /bin/kill."""
     root = tmp_path / "root"
     units = root / "usr/lib/systemd/system"
     shutil.copytree("/usr/lib/systemd/system", units, symlinks=True)
@@ -49,6 +49,7 @@ def root(tmp_path: Path) -> Path:
     (root / "usr/bin").mkdir(parents=True)
     (root / "bin").symlink_to("usr/bin")
     shutil.copy(tool("mkdir"), root / "usr/bin/mkdir")
+    shutil.copy(tool("kill"), root / "usr/bin/kill")
     fedfs = root / "usr/bin/fedfs"
     fedfs.write_text(
         "#!/usr/bin/python3 -s\nimport sys\nfrom fedfs.cli.main import main\nsys.exit(main())\n"

@@ -318,3 +318,36 @@ def test_grant_expiry_applies_default_and_maximum() -> None:
         both.grant_expiry(now, now + 400 * DAY)
     with pytest.raises(PolicyError, match="the expiry is in the past"):
         both.grant_expiry(now, now - 1)
+
+
+def test_in_force_checks_a_teams_group_and_size_and_the_lifetime_of_old_grants() -> None:
+    from fedfs.policy.in_force import in_force
+    from fedfs.policy.model import Grant, Level, Principal, Team
+
+    site = SitePolicy(
+        forbidden_principals=frozenset({"group:crowd"}), max_team_size=2, max_grant_lifetime=100.0
+    )
+    teams = {
+        "t1": Team("t1", 600000, frozenset({"a"}), frozenset({"a"}), "crowd"),
+        "t2": Team("t2", 600001, frozenset({"a"}), frozenset({"a"}), "big"),
+        "t3": Team("t3", 600002, frozenset({"a"}), frozenset({"a"})),
+    }
+    members = {"crowd": frozenset({"b"}), "big": frozenset({"b", "c"})}
+
+    def grant(who: str, at: float = 1000.0, expires: float | None = None) -> Grant:
+        return Grant("/b/d", Principal.parse(who), Level.READ, "a", at, expires)
+
+    found = in_force(
+        site,
+        [grant("team:t1"), grant("team:t2"), grant("team:t3"), grant("user:x", at=800.0)],
+        teams,
+        members,
+        now=1050.0,
+    )
+    why = {key[1].name: reason for key, (_, reason) in found.suspended.items()}
+    assert "backed by group:crowd" in why["t1"]
+    assert "3 members" in why["t2"]
+    assert "max_grant_lifetime" in why["x"]
+    # a grant made without expiry under no limit ends at the new limit from when it was made
+    assert [(str(g.principal), g.expires) for g in found.grants] == [("team:t3", 1100.0)]
+    assert found.next_end == 1100.0

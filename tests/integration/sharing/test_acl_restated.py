@@ -1,0 +1,81 @@
+"""ACLs that say no more than the mode or the grants are accepted and change nothing.
+
+`cp -p` and `setfacl -b` send an ACL without named entries; `getfacl |
+setfacl --set-file` restates the grants. The owner of a file inside a shared
+tree may do all of these, though grants on parent paths give the entries; a
+change fedfs refuses gives EPERM and the log says why.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from tests.support import FEDFS, Mount, UnixUser, wait_for
+
+
+def ok(r: Any) -> str:
+    assert r.returncode == 0, f"{r.args}: {r.stderr.decode()}"
+    return str(r.stdout.decode())
+
+
+def test_owner_restates_or_clears_acl_in_a_shared_tree(
+    make_mount: Any, bucket: str, alice: UnixUser, bob: UnixUser, carol: UnixUser
+) -> None:
+    m: Mount = make_mount([(bucket, f"user:{alice.name}")])
+    root = m.path(bucket)
+    ok(alice.run("mkdir", "-m", "775", root / "jobs"))
+    ok(alice.run(*FEDFS, "share", root / "jobs", "--with", f"user:{carol.name}", "--write"))
+    ok(alice.run(*FEDFS, "share", root / "jobs", "--with", f"user:{bob.name}", "--write"))
+    f = root / "jobs" / "bob.txt"
+    ok(bob.run("sh", "-c", f"umask 022; echo from-bob > {f}"))
+    before = ok(bob.run("getfacl", "-cn", f))
+    assert f"user:{carol.uid}:rw-" in before, before
+
+    # The same ACL again, and the minimal ACL that the shown mode says: nothing changes.
+    ok(bob.run("setfacl", "--set-file=-", f, input=before.encode()))
+    assert ok(bob.run("getfacl", "-cn", f)) == before
+    mode = stat.S_IMODE(os.stat(f).st_mode)
+    assert mode == 0o664  # umask 022; the group bits show what the grants give
+    ok(bob.run("setfacl", "--set", "u::rw-,g::rw-,o::r--", f))
+    assert ok(bob.run("getfacl", "-cn", f)) == before
+    ok(alice.run("setfacl", "-k", root / "jobs"))  # default ACL removed: grants still reach
+    assert f"default:user:{carol.uid}:rwx" in ok(alice.run("getfacl", "-cn", root / "jobs"))
+
+    # setfacl -b by the owner, who may not share: accepted; the grant on jobs stays
+    # listed, limited by the group bits as a chmod would.
+    ok(bob.run("setfacl", "-b", f))
+    after = ok(bob.run("getfacl", "-cn", f))
+    assert f"user:{carol.uid}:rw-" in after and "mask::r--" in after, after
+    assert carol.run("cat", f).stdout == b"from-bob\n"
+    assert carol.run("sh", "-c", f"echo x >> {f}").returncode != 0
+    assert "an ACL without named entries was set" in m.log_text()
+
+    # A real change by someone who may not share: EPERM, and the log says why.
+    r = bob.run("setfacl", "-m", f"u:{alice.name}:rw", f)
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    wait_for(
+        lambda: f"setfacl on /{bucket}/jobs/bob.txt by {bob.name} refused: " in m.log_text(),
+        "the refusal in the log",
+    )
+    assert f"{bob.name} holds write on /{bucket}/jobs" in m.log_text()
+
+
+def test_cp_p_into_a_shared_directory_keeps_the_mode(
+    make_mount: Any, bucket: str, alice: UnixUser, bob: UnixUser, public_dir: Path
+) -> None:
+    m: Mount = make_mount([(bucket, f"user:{alice.name}")])
+    root = m.path(bucket)
+    ok(alice.run("mkdir", "-m", "775", root / "jobs"))
+    ok(alice.run(*FEDFS, "share", root / "jobs", "--with", f"user:{bob.name}", "--write"))
+    src = public_dir / f"{m.mountpoint.parent.name}-f8a.txt"
+    src.write_text("job\n")
+    os.chown(src, alice.uid, alice.gid)
+    src.chmod(0o640)
+    r = alice.run("cp", "-p", src, root / "jobs" / "f8a.txt")
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert stat.S_IMODE(os.stat(root / "jobs" / "f8a.txt").st_mode) == 0o640
+    # bob's grant still reaches the copy, limited by the group bits as chmod's are
+    assert bob.run("cat", root / "jobs" / "f8a.txt").stdout == b"job\n"

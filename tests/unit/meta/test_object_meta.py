@@ -1,0 +1,49 @@
+"""Object metadata in s3fs's names: times, special files and their device numbers."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+
+from fedfs.meta.inode import Inode, Kind
+from fedfs.meta.object_meta import apply_info, metadata_for, s3fs_time
+from fedfs.store.s3 import ObjectInfo
+
+
+@dataclass
+class _Owner:
+    uid: int = 1000
+    gid: int = 1000
+
+
+def _read(meta: dict[str, str]) -> Inode[object]:
+    inode: Inode[object] = Inode(2, 1, "f", "b", "f", Kind.FILE)
+    apply_info(inode, ObjectInfo("f", 0, "e", 1_700_000_000.0, meta), {"b": _Owner()})  # type: ignore[arg-type]
+    return inode
+
+
+def test_s3fs_times_with_nanoseconds_are_read_exactly() -> None:
+    inode = _read({"mode": str(0o100644), "mtime": "1500000000.123456789", "atime": "1400000000"})
+    assert inode.mtime_ns == 1_500_000_000_123_456_789
+    assert inode.atime_ns == 1_400_000_000 * 10**9
+    assert _read({"mtime": "1500000000"}).atime_ns is None  # never set: reads as mtime
+
+
+def test_atime_set_explicitly_round_trips_in_s3fs_form() -> None:
+    inode = _read({"mode": str(0o100644), "mtime": "1500000000"})
+    inode.atime_ns = 1_000_000_000_000_000_007
+    meta = metadata_for(inode)
+    assert meta["atime"] == "1000000000.000000007" == s3fs_time(inode.atime_ns)
+    assert _read(meta).atime_ns == inode.atime_ns
+
+
+def test_special_files_keep_their_type_and_device_number() -> None:
+    dev = _read({"mode": str(stat.S_IFCHR | 0o600), "rdev": str(259)})
+    assert (dev.kind, dev.rdev, dev.is_special) == (Kind.CHAR_DEVICE, 259, True)
+    assert metadata_for(dev)["mode"] == str(stat.S_IFCHR | 0o600)
+    assert metadata_for(dev)["rdev"] == "259"
+    assert _read({"mode": str(stat.S_IFIFO | 0o640)}).kind is Kind.FIFO
+    assert _read({"mode": str(stat.S_IFSOCK | 0o755)}).kind is Kind.SOCKET
+    # a rdev on a plain file means nothing; a mode without a type is a file (s3sync)
+    assert _read({"mode": str(0o644), "rdev": "5"}).rdev == 0
+    assert _read({"mode": str(0o644)}).kind is Kind.FILE
