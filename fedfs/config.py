@@ -92,6 +92,10 @@ class CacheConfig:
     flush_busy_max: float = 5.0  # how much longer uploads may wait while the mount is busy
     fsync: str = "local"  # "local": fsync = durable in the cache; "upload": fsync waits for S3
     dirty_wait: float = 30.0  # how long a writer waits for room before ENOSPC
+    # At SIGTERM, how long pending uploads may take before the daemon exits anyway (what is
+    # left stays in the cache and journal for the next mount); at unmount, how long no
+    # upload may finish before it gives up waiting.
+    drain_timeout: float = 30.0
     high_watermark: float = 0.9
     low_watermark: float = 0.8
     uploads: int = 4  # files uploaded at once by the flusher
@@ -474,6 +478,7 @@ def _parse_cache(s: _Section) -> CacheConfig:
         flush_busy_max=busy,
         fsync=fsync,
         dirty_wait=s.positive("dirty_wait", float, 30.0),
+        drain_timeout=s.positive("drain_timeout", float, 30.0),
         high_watermark=high,
         low_watermark=low,
         uploads=s.positive("uploads", int, 4),

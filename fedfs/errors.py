@@ -30,6 +30,14 @@ class Unavailable(StoreError):
     """The object store could not be reached or kept failing after retries."""
 
 
+class StoreRefused(StoreError):
+    """The object store will never accept this request as it is (a key it refuses, too long).
+
+    Retrying cannot help: a file whose upload is refused is kept aside (see
+    fedfs/data/flusher.py), never retried forever.
+    """
+
+
 class PreconditionFailed(StoreError):
     """A conditional request lost: somebody else changed the object first."""
 

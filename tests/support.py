@@ -378,8 +378,20 @@ class ThrottlingProxy:
         b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
     )
+    INVALID_ARGUMENT = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidArgument</Code>'
+        b"<Message>The object key is not accepted.</Message></Error>"
+    )
 
-    def __init__(self, target_port: int, fraction: float = 0.3, seed: int = 1) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        fraction: float = 0.3,
+        seed: int = 1,
+        refuse: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        """refuse(method, path): requests answered 400 InvalidArgument, every time (a key the
+        store never accepts); `refused` counts them."""
         import random
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -388,6 +400,8 @@ class ThrottlingProxy:
         self.fraction = fraction
         self.throttled = 0
         self.forwarded = 0
+        self.refuse = refuse
+        self.refused = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._last_throttled: set[tuple[str, str]] = set()
@@ -416,6 +430,14 @@ class ThrottlingProxy:
                 import http.client
 
                 body = self._body()
+                if proxy.refuse is not None and proxy.refuse(self.command, self.path):
+                    proxy.refused += 1
+                    self.send_response(400, "Bad Request")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(proxy.INVALID_ARGUMENT)))
+                    self.end_headers()
+                    self.wfile.write(proxy.INVALID_ARGUMENT)
+                    return
                 if proxy._throttle(self.command, self.path + self.headers.get("Range", "")):
                     self.send_response(503, "Slow Down")
                     self.send_header("Content-Type", "application/xml")

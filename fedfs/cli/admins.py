@@ -52,6 +52,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" writing, {u['queued']} queued ({format_size(u['queued_bytes'])}),"
             f" {u['failing']} failing"
         )
+    if up.get("refused"):
+        lines.insert(
+            5,
+            f"refused    {up['refused']} file(s) the object store refuses for good, kept aside "
+            f"in {cache['dir']}/lost+found (see `fedfs fsck`)",
+        )
+        for f in up.get("refused_files", []):
+            lines.insert(
+                6,
+                f"           {printable(f['path'])} (owner {printable(f['owner'])}): "
+                f"{printable(f['error'])}; kept in {printable(f['kept_in'])}",
+            )
     if pol.get("log"):
         lg = pol["log"]
         lines[-1:-1] = [

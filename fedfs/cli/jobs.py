@@ -49,6 +49,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             task = bar.add_task("", total=max(total, 1))
             state = first
             floor, printed, printed_at = 0, -1, -math.inf
+            # Unmounting: give up once no upload finished for the daemon's drain_timeout
+            # (an upload stuck in the network must not hold the unmount).
+            stall = first.get("drain_timeout", 30.0) if getattr(args, "unmounting", False) else None
+            moved, seen = time.monotonic(), (state["files"], state["bytes"], state.get("sent", 0))
             while state["files"]:
                 left = state["bytes"] - state.get("sent", 0)
                 total = max(total, left)
@@ -64,10 +68,26 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 if not tty and not args.quiet and done != printed and now - printed_at >= LOG_EVERY:
                     print(line, file=sys.stderr, flush=True)
                     printed, printed_at = done, now
-                if (state["failed"] and len(state["failed"]) == state["files"]) or now > deadline:
+                if (
+                    (state["failed"] and len(state["failed"]) == state["files"])
+                    or now > deadline
+                    or (stall is not None and now - moved > stall)
+                ):
                     break
                 time.sleep(0.2)
                 state = c.call("pending", path=fpath)
+                progress = (state["files"], state["bytes"], state.get("sent", 0))
+                if progress != seen:
+                    moved, seen = time.monotonic(), progress
+    refused = state.get("refused", [])
+    for f in refused:
+        print(
+            f"fedfs: {printable(f['path'])}: the object store refuses it for good "
+            f"({printable(f['error'])}); not uploaded, not retried; its data is kept in "
+            f"{printable(f['kept_in'])}. Write it again under a name the store accepts; an "
+            "admin finds it with `fedfs fsck`",
+            file=sys.stderr,
+        )
     if state["files"]:
         print(
             f"fedfs: {_count(state['files'], 'file')} under {printable(args.path)} "
@@ -80,6 +100,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 f"(kept in {printable(f['kept_in'])}; retried automatically)",
                 file=sys.stderr,
             )
+        return 1
+    if refused:
         return 1
     if state["open"]:
         n = len(state["open"])

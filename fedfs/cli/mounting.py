@@ -129,7 +129,9 @@ def cmd_umount(args: argparse.Namespace) -> int:
         except FedfsError:
             pass
         else:
-            sync_args = argparse.Namespace(path=mountpoint, timeout=args.wait, quiet=False)
+            sync_args = argparse.Namespace(
+                path=mountpoint, timeout=args.wait, quiet=False, unmounting=True
+            )
             if cmd_sync(sync_args) != 0:
                 print(
                     "fedfs: unmounting anyway: the files above stay in the cache and are "

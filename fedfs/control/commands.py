@@ -23,6 +23,7 @@ from fedfs.control.fairness import Holding, StageLimits, holdings
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
 from fedfs.data.cache import Staging
+from fedfs.data.flusher import owner_name
 from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy import reports
@@ -65,6 +66,15 @@ def _team(t: Team) -> dict[str, Any]:
 def _may_name(peer: Peer, inode: Inode[Staging]) -> bool:
     """Whether a control answer may show the caller this file's path: root and the owner."""
     return peer.uid in (0, inode.uid)
+
+
+def wanted_path(args: dict[str, Any], path: str) -> bool:
+    """Whether path is at or below the request's "path" argument (everything without one)."""
+    want = _str(args, "path", optional=True)
+    if want is None or want == "/":
+        return True
+    prefix = want.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
 
 
 class Commands:
@@ -286,6 +296,8 @@ class Commands:
             if i.dirty and i.writers > 0 and not i.gone and wanted(i) and _may_name(peer, i)
         ]
         return {
+            # how long an unmount waits for uploads that make no progress
+            "drain_timeout": self.d.cfg.cache.drain_timeout,
             "files": len(left),
             "bytes": sum(p.inode.staging.size for p in left if p.inode.staging),
             # of those, what the store has received of uploads under way (multipart parts)
@@ -303,7 +315,23 @@ class Commands:
                 for p in left
                 if p.error and _may_name(peer, p.inode)
             ][:100],
+            # Refused by the store for good: not queued, kept aside; named to root and owner.
+            "refused": [r for r in self._refused(peer) if wanted_path(args, str(r["path"]))][:100],
         }
+
+    def _refused(self, peer: Peer) -> list[dict[str, Any]]:
+        return [
+            {
+                "path": f"/{r.bucket}/{r.key}",
+                "uid": r.uid,
+                "owner": owner_name(r.uid),
+                "size": r.size,
+                "error": r.error,
+                "kept_in": r.kept,
+            }
+            for r in self.d.cache.journal.refused()
+            if peer.uid in (0, r.uid)
+        ]
 
     async def stage(self, peer: Peer, args: dict[str, Any]) -> Any:
         """Prefetch whole files into the cache (stage-in); only files the caller may read.
@@ -698,6 +726,9 @@ class Commands:
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.writeback.conflicts,
+                "refused": len(d.cache.journal.refused()),
+                # Which ones: all to root, to anyone else only their own files.
+                "refused_files": self._refused(peer)[:100],
             },
             "s3": {
                 "requests": d.store.requests,

@@ -5,7 +5,9 @@ before anything is written, see lock.py), start-up checks (endpoint,
 credentials, buckets, owners, cache directory and its disk) that turn into
 one clear message before anything is mounted, the trio nursery in which
 every background task lives, signal handling, the orderly unmount that waits
-for pending uploads, and taking the mount down again when a start fails.
+for pending uploads (bounded by `cache.drain_timeout`), start-up recovery of
+journaled files (which never blocks the mount), and taking the mount down
+again when a start fails.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from fedfs.control.commands import Commands
 from fedfs.control.server import ControlServer
 from fedfs.daemon.lock import DirLocks
 from fedfs.daemon.mountpoint import check_mountpoint
-from fedfs.data.cache import Cache
-from fedfs.data.flusher import Flusher
+from fedfs.data.cache import Cache, Staging
+from fedfs.data.flusher import MAX_BACKOFF, Flusher, Pending, keep_refused
 from fedfs.data.writeback import WriteBack
-from fedfs.errors import ConfigError, FedfsError, NotFound, PolicyError
+from fedfs.errors import ConfigError, FedfsError, NotFound, PolicyError, StoreRefused
 from fedfs.fuse.operations import Operations
 from fedfs.identity.choose import make_identity
 from fedfs.identity.source import IdentitySource
+from fedfs.meta.inode import Inode
 from fedfs.ops import notify
 from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
@@ -195,6 +198,9 @@ class Daemon:
         self.mounted = False
         self.expiry_changed = trio.Event()
         self.left: list[str] = []
+        self.signalled = False  # SIGTERM/SIGINT: the drain at the end is bounded in all
+        self.drain_scope = trio.CancelScope()  # the drain at the end (a second signal cancels it)
+        self.unrecovered: list[Inode[Staging]] = []  # journaled files whose upload failed at start
         events.set_context(mount=cfg.name)
         self.metrics = Metrics(self)
 
@@ -334,8 +340,20 @@ class Daemon:
         )
 
     async def recover(self) -> None:
-        """Upload every file the journal lists: closed (or open) when the last run ended."""
-        await self.changes.finish_moves()
+        """Upload every file the journal lists: closed (or open) when the last run ended.
+
+        Never blocks the mount: a file the store refuses for good is kept aside
+        (lost+found, named by status/doctor/fsck), and one that fails for now is
+        retried in the background once mounted (`retry_recovery`).
+        """
+        try:
+            await self.changes.finish_moves()
+        except FedfsError as e:
+            log.error(
+                "a directory rename left half done could not be finished yet (%s); "
+                "it is tried again at the next mount",
+                e,
+            )
         rows = self.cache.journal.all()
         if rows:
             log.info("recovering %d files from the write-back journal", len(rows))
@@ -369,8 +387,63 @@ class Daemon:
                     format_size(st.size),
                 )
             inode = self.writeback.recovered(row, st)
+            if await self._recover_one(inode):
+                log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
+            else:
+                self.unrecovered.append(inode)
+
+    async def _recover_one(self, inode: Inode[Staging]) -> bool:
+        """One recovered file's upload; False if it is to be tried again later."""
+        try:
             await self.writeback.commit(inode)
-            log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
+        except StoreRefused as e:
+            try:
+                keep_refused(self.cache, inode, e)
+            except (FedfsError, OSError) as err:
+                log.error(
+                    "%s: refused by the store, and cannot be kept aside (%s)", inode.path, err
+                )
+                return False
+        except (FedfsError, OSError) as e:
+            st = inode.staging
+            events.event(
+                log,
+                "recovery-deferred",
+                severity=logging.WARNING,
+                path=inode.path,
+                error=e,
+                kept_in=st.path if st else None,
+                msg=f"{inode.path}: not uploaded at start ({e}); mounting anyway and "
+                "retrying in the background, the data is safe in the cache",
+            )
+            return False
+        if inode.staging is not None:
+            inode.staging.close()  # refused: its data is in lost+found now
+        return True
+
+    async def retry_recovery(self) -> None:
+        """Retry, with backoff, recovered files whose upload failed at start."""
+        delay = 2.0
+        while self.unrecovered:
+            await trio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+            left = []
+            for inode in self.unrecovered:
+                st = inode.staging
+                named = st is not None and any(
+                    r.staging == st.name
+                    for r in self.cache.journal.all()
+                    if (r.bucket, r.key) == (inode.bucket, inode.key)
+                )
+                if not named:  # written again since: the newer row is the data
+                    if st is not None:
+                        st.close()
+                    continue
+                if await self._recover_one(inode):
+                    log.info("%s: recovered and uploaded", inode.path)
+                else:
+                    left.append(inode)
+            self.unrecovered = left
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         check_store(self.cfg, self.store)
@@ -387,6 +460,7 @@ class Daemon:
             nursery.start_soon(self._signals)
             nursery.start_soon(self._reload_on_hangup)
             nursery.start_soon(self.flusher.run)
+            nursery.start_soon(self.retry_recovery)
             nursery.start_soon(self.sweep_expired)
             if self.policy_log is not None:
                 nursery.start_soon(self.policy_log.run)
@@ -415,11 +489,26 @@ class Daemon:
         notify.ready(f"{self.cfg.path} mounted on {self.mountpoint}")
 
     async def _signals(self) -> None:
+        """SIGTERM/SIGINT unmount after a drain bounded by cache.drain_timeout; a second one
+        stops the drain at once (what is left is uploaded at the next mount)."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for sig in signals:
-                log.info("received %s; unmounting", signal.Signals(sig).name)
-                pyfuse3.terminate()
-                return
+                name = signal.Signals(sig).name
+                if not self.signalled:
+                    self.signalled = True
+                    log.info(
+                        "received %s; unmounting (pending uploads get up to %.0fs)",
+                        name,
+                        self.cfg.cache.drain_timeout,
+                    )
+                    self.drain_scope.deadline = min(
+                        self.drain_scope.deadline,
+                        trio.current_time() + self.cfg.cache.drain_timeout,
+                    )
+                    pyfuse3.terminate()
+                else:
+                    log.info("received %s again; stopping the upload drain now", name)
+                    self.drain_scope.cancel()
 
     async def _reload_on_hangup(self) -> None:
         """SIGHUP (`systemctl reload`): read the site policy files again and apply them."""
@@ -451,21 +540,49 @@ class Daemon:
         await self.sharing.changed([f"/{b.name}" for b in self.cfg.buckets])
 
     async def finish(self) -> list[str]:
-        """Upload what is queued; return a line per file that could not be uploaded."""
+        """Upload what is queued; return a line per file that could not be uploaded.
+
+        Bounded: after SIGTERM, cache.drain_timeout in all; at unmount, until no upload
+        has finished for cache.drain_timeout. What is left stays in the cache and the
+        journal, and is uploaded at the next mount.
+        """
         for inode in self.inodes.all():
             if inode.dirty and not inode.gone:
                 self.flusher.queue(inode, delay=0)
         last = [0.0]
+        before = [-1]
+        scope = self.drain_scope
 
         def progress(files: int, nbytes: int) -> None:
+            if files != before[0] and not self.signalled:
+                before[0] = files  # an upload finished: an unmount waits on while they do
+                scope.deadline = trio.current_time() + self.cfg.cache.drain_timeout
             if files and time.monotonic() - last[0] > 5:
                 last[0] = time.monotonic()
                 log.info("unmount: waiting for %d uploads (%s)", files, format_size(nbytes))
                 notify.status(f"unmount: waiting for {files} uploads ({format_size(nbytes)})")
 
-        left = await self.flusher.drain(progress=progress, give_up_after=0)
+        left: list[Pending] | None = None
+        with scope:
+            left = await self.flusher.drain(progress=progress, give_up_after=0)
+        if left is None:  # the drain's time ran out
+            left = list(self.flusher.pending.values())
+            log.warning(
+                "gave up waiting for %d upload(s) after %.0fs; they stay in %s and are "
+                "uploaded at the next mount",
+                len(left),
+                self.cfg.cache.drain_timeout,
+                self.cfg.cache.dir,
+            )
+        for r in self.cache.journal.refused():
+            log.warning(
+                "/%s/%s: refused by the object store for good; kept in %s (see `fedfs fsck`)",
+                r.bucket,
+                r.key,
+                r.kept,
+            )
         return [
-            f"{p.inode.path}: {p.error} (kept in "
+            f"{p.inode.path}: {p.error or 'upload still under way'} (kept in "
             f"{p.inode.staging.path if p.inode.staging else '?'}; uploaded at the next mount)"
             for p in left
         ]

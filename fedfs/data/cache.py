@@ -5,6 +5,10 @@ Layout under `cache.dir` (mode 0700, root only):
                file's data until it is uploaded. Never evicted.
   journal.db   which staging files still have to reach the object store
                (see journal.py), so a restarted daemon uploads them.
+  lost+found/  files the object store refused for good (a key it never
+               accepts): a copy of the staging file, named by a random id;
+               the journal's `refused` table says whose and which path.
+               Never evicted; an admin hands them back (docs/OPERATIONS.md).
   clean/       read cache keyed by (bucket, key, ETag): whole objects
                (`HASH.full`, adopted from staging after an upload) and 8 MiB
                blocks (`HASH.N`, from ranged GETs). Immutable, so a stale
@@ -228,6 +232,21 @@ class Cache:
         path = self.staging_dir / secrets.token_hex(12)
         fd = _open_in_dir(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         return Staging(path=path, fd=fd, cache=self)
+
+    def keep_aside(self, st: Staging) -> Path:
+        """Keep a staging file's data in lost+found (a hard link; a copy across devices)."""
+        lost = self.cfg.dir / "lost+found"
+        lost.mkdir(mode=0o700, exist_ok=True)
+        target = lost / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{st.name}"
+        try:
+            os.link(st.upload_path(), target)
+        except OSError:
+            fd = _open_in_dir(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            try:
+                self._copy_into(st.path, fd)
+            finally:
+                os.close(fd)
+        return target
 
     def open_staging(self, name: str) -> Staging:
         """A staging file left by an earlier run (crash recovery)."""

@@ -11,7 +11,11 @@ at a time (each multipart with parallel parts), taken in turns from each
 owner's due files (round-robin by uid), so one user's thousands of files never
 make another user's one file wait behind them. A failed upload stays queued
 and is retried with backoff (capped at a minute) until it succeeds: the
-staging copy and its journal row are the data until then.
+staging copy and its journal row are the data until then. An upload the
+store refuses for good (StoreRefused: a key it never accepts) is not
+retried: the file is kept in the cache's lost+found, recorded in the
+journal's `refused` table, its owner is told in the log, and every other
+upload goes on (`fedfs status`, `sync`, `doctor` and `fsck` name it).
 
 Runs as one task in the daemon's nursery; all state lives in the trio thread.
 May call the cache and journal; a file is uploaded through the `commit`
@@ -25,6 +29,7 @@ import heapq
 import itertools
 import logging
 import math
+import pwd
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,7 +38,8 @@ from dataclasses import dataclass
 import trio
 
 from fedfs.data.cache import Cache, Staging
-from fedfs.errors import FedfsError
+from fedfs.data.journal import RefusedFile
+from fedfs.errors import FedfsError, StoreRefused
 from fedfs.events import event
 from fedfs.meta.inode import Inode
 
@@ -80,8 +86,14 @@ class Flusher:
         self.uploaded = 0
         self.uploaded_bytes = 0
         self.failures = 0
+        self.refused = 0
+        # ino -> (bucket, key, staging generation) of files the store refused for good
+        self.refused_as: dict[int, tuple[str, str, int]] = {}
 
     def queue(self, inode: Inode[Staging], delay: float | None = None) -> None:
+        if self.refused_as.get(inode.ino) == _version(inode):
+            return  # refused for good as it is: only a new write or a rename queues it again
+        self.refused_as.pop(inode.ino, None)
         now = time.monotonic()
         due = now + (self.delay if delay is None else delay)
         p = self.pending.get(inode.ino)
@@ -100,6 +112,7 @@ class Flusher:
     def forget(self, ino: int) -> None:
         """A removed file: nothing of it is uploaded any more."""
         self.pending.pop(ino, None)
+        self.refused_as.pop(ino, None)
 
     def _due(self, p: Pending, due: float) -> None:
         """Set when p is next due; wake the run loop only if that is earlier than it sleeps."""
@@ -203,6 +216,8 @@ class Flusher:
                     event(log, "upload-resumed", path=inode.path, attempts=p.attempts)
             else:
                 p.due = time.monotonic() + self.delay  # written again during the upload
+        except StoreRefused as e:
+            self.refuse(p, e)
         except Exception as e:  # one file's failure must not stop the flusher
             if not isinstance(e, FedfsError | OSError):
                 log.exception("upload of %s failed unexpectedly", inode.path)
@@ -239,6 +254,29 @@ class Flusher:
                 if inode.open_count == 0 and inode.staging is not None:
                     inode.staging.park()  # waits for its retry without a descriptor
 
+    def refuse(self, p: Pending, e: StoreRefused) -> None:
+        """The store refused this file for good: keep it aside, tell its owner, go on."""
+        inode = p.inode
+        self.pending.pop(inode.ino, None)
+        self.urgent.discard(inode.ino)
+        self.failures += 1
+        self.refused += 1
+        self.refused_as[inode.ino] = _version(inode)
+        # The staging copy stays the file's data while mounted; a new write or a rename
+        # queues it again (refused again unless the store takes the new name).
+        try:
+            keep_refused(self.cache, inode, e)
+        except (OSError, FedfsError) as err:
+            # Cannot keep it aside (the cache disk is full?): it stays queued and its
+            # journal row stays the data; tried again later.
+            log.error(
+                "cannot keep the refused file %s aside (%s); trying again later", inode.path, err
+            )
+            self.refused_as.pop(inode.ino, None)
+            p.attempts += 1
+            p.due, p.error = time.monotonic() + MAX_BACKOFF, str(e)
+            self.pending[inode.ino] = p
+
     async def drain(
         self,
         wanted: Callable[[Inode[Staging]], bool] = lambda i: True,
@@ -266,3 +304,48 @@ class Flusher:
             changed = self.changed
             with trio.move_on_after(1.0):
                 await changed.wait()
+
+
+def _version(inode: Inode[Staging]) -> tuple[str, str, int]:
+    st = inode.staging
+    return inode.bucket, inode.key, st.generation if st is not None else -1
+
+
+def owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def keep_refused(cache: Cache, inode: Inode[Staging], e: StoreRefused) -> RefusedFile | None:
+    """Keep a refused file's data in lost+found and its row in the journal; log for its owner."""
+    st, path = inode.staging, inode.path
+    if st is None:
+        return None
+    kept = cache.keep_aside(st)
+    row = RefusedFile(
+        bucket=inode.bucket,
+        key=inode.key,
+        kept=str(kept),
+        uid=inode.uid,
+        size=st.size,
+        error=str(e),
+        at=time.time(),
+    )
+    cache.journal.refuse(row)
+    event(
+        log,
+        "upload-refused",
+        severity=logging.ERROR,
+        path=path,
+        owner=owner_name(inode.uid),
+        uid=inode.uid,
+        error=e,
+        kept_in=kept,
+        msg=f"the object store refuses {path!r} for good ({e}); it is not retried. "
+        f"Its data is kept in {kept}; its owner {owner_name(inode.uid)} can write it again "
+        "under a name the store accepts (an admin hands the kept copy back: "
+        "docs/OPERATIONS.md)",
+    )
+    return row

@@ -5,7 +5,9 @@ whose close() returned is recorded before the caller hears success, and a
 restarted daemon finds and uploads every one of them. Commits reach the
 kernel at once (they survive a killed daemon); fsync() also forces them to
 disk (they survive a crashed node).
-Rows are written from the trio thread only (no database access from threads).
+Files the store refused for good move from `dirty` to `refused` (their data is
+in the cache's lost+found). Rows are written from the trio thread only (no
+database access from threads).
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ class DirtyFile:
     queued_at: float
     attempts: int = 0
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    """A file the object store refused for good, kept aside in the cache's lost+found."""
+
+    bucket: str
+    key: str
+    kept: str  # its data: a file under CACHE/lost+found
+    uid: int  # its owner, who is told
+    size: int
+    error: str
+    at: float
 
 
 class Journal:
@@ -91,6 +106,21 @@ class Journal:
                 pk=("bucket", "key"),
             )
             self.db.table("meta").insert({"name": "schema", "value": SCHEMA_VERSION}, pk="name")
+        if "refused" not in self.db.table_names():
+            # Files the store refused for good (a key it never accepts): kept aside in the
+            # cache's lost+found, never retried; listed by status, sync, doctor and fsck.
+            self.db.table("refused").create(
+                {
+                    "bucket": str,
+                    "key": str,
+                    "kept": str,
+                    "uid": int,
+                    "size": int,
+                    "error": str,
+                    "at": float,
+                },
+                pk=("bucket", "key"),
+            )
         if "moves" not in self.db.table_names():
             # Directory renames under way (copy every key, then delete the old ones): a
             # restart finishes them, so a crash never leaves a tree half in both places.
@@ -146,6 +176,21 @@ class Journal:
             "update dirty set attempts = attempts + 1, last_error = ? where bucket = ? and key = ?",
             [error, bucket, key],
         )
+
+    def refuse(self, f: RefusedFile) -> None:
+        """The store refused this file for good: keep its row (durable) instead of the dirty one."""
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.db.table("refused").upsert(f.__dict__, pk=("bucket", "key"))
+            self.db.execute("delete from dirty where bucket = ? and key = ?", [f.bucket, f.key])
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def refused(self) -> list[RefusedFile]:
+        return [RefusedFile(**r) for r in self.db["refused"].rows_where(order_by="at")]
+
+    def forget_refused(self, bucket: str, key: str) -> None:
+        self.db.execute("delete from refused where bucket = ? and key = ?", [bucket, key])
 
     def rename(self, bucket: str, old: str, new: str) -> None:
         self.db.execute("delete from dirty where bucket = ? and key = ?", [bucket, new])

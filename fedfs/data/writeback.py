@@ -31,7 +31,7 @@ import trio
 
 from fedfs.data.cache import Cache, Staging
 from fedfs.data.journal import DirtyFile
-from fedfs.errors import PreconditionFailed
+from fedfs.errors import NotFound, PreconditionFailed, StoreRefused
 from fedfs.events import event
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.meta.object_meta import Owner, apply_info, metadata_for
@@ -243,6 +243,12 @@ class WriteBack:
                 )
             except PreconditionFailed:
                 conflict = True
+            except NotFound as e:
+                if "NoSuchBucket" in str(e):
+                    raise  # the bucket is away (maybe for a while): retried
+                # A PUT answered "not found" in an existing bucket: the store does not take
+                # this key (moto: a newline in it), and never will.
+                raise StoreRefused(f"{e}; the store does not accept this key") from e
         if conflict:
             await self._keep_conflicting(inode, st, meta)
             return

@@ -46,6 +46,7 @@ ERRNO: list[tuple[type[Exception], int]] = [
     (errors.PreconditionFailed, errno.ESTALE),
     (errors.Stale, errno.ESTALE),
     (errors.Unavailable, errno.EIO),
+    (errors.StoreRefused, errno.EINVAL),  # a key the store never accepts
     (errors.CacheFull, errno.ENOSPC),
     (errors.AlreadyExists, errno.EEXIST),
     (errors.NotEmpty, errno.ENOTEMPTY),

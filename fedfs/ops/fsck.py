@@ -31,6 +31,7 @@ from typing import Any
 from fedfs.audit.chain import AuditChain, AuditRecord
 from fedfs.config import Config, format_size
 from fedfs.errors import AuditError, FedfsError
+from fedfs.events import printable
 
 OK, REPAIRED, FAILED = 0, 1, 2
 
@@ -56,6 +57,7 @@ class Report:
 
     status: int = OK
     lines: list[str] = field(default_factory=list)
+    refused: int = 0  # files the store refused for good, waiting in lost+found
 
     def say(self, line: str) -> None:
         self.lines.append(line)
@@ -249,7 +251,15 @@ def check_journal(cfg: Config, report: Report, stamp: str) -> None:
     if problem is None:
         with contextlib.closing(Journal(db)) as journal:
             rows = journal.all()
+            check_refused(journal, report)
         report.say(f"journal {db}: OK, {len(rows)} file(s) waiting for upload")
+        for r in rows:
+            problem = _store_refuses(r.bucket, r.key)
+            if problem:
+                report.say(
+                    f"  /{r.bucket}/{printable(r.key)}: {problem}; the next mount keeps it aside "
+                    f"in {cache / 'lost+found'} instead of uploading it"
+                )
         missing = [r for r in rows if not (staging / r.staging).exists()]
         for r in missing:
             report.say(
@@ -303,6 +313,47 @@ def check_journal(cfg: Config, report: Report, stamp: str) -> None:
             f"    recovered /{f.bucket}/{f.key} ({format_size((staging / f.staging).stat().st_size)})"
         )
     adopt_orphans(cache, {f.staging for f in present}, report, stamp)
+
+
+def check_refused(journal: Any, report: Report) -> None:
+    """Name the files the store refused for good; drop those an admin has handed back."""
+    for r in journal.refused():
+        if not Path(r.kept).exists():
+            journal.forget_refused(r.bucket, r.key)
+            report.worse(REPAIRED)
+            report.say(
+                f"  /{r.bucket}/{printable(r.key)}: its kept copy {r.kept} is gone (handed back); "
+                "dropped its entry"
+            )
+            continue
+        report.say(
+            f"  /{r.bucket}/{printable(r.key)} (owner {_owner(r.uid)}, {r.size} bytes): refused by "
+            f"the object store for good ({printable(r.error)}); its data is kept in {r.kept}. "
+            "Hand it back under a name the store accepts, delete the kept copy, run fsck again "
+            "(docs/OPERATIONS.md)"
+        )
+        report.refused += 1
+
+
+def _store_refuses(bucket: str, key: str) -> str | None:
+    from fedfs.tree.names import BadName, check_key_length, new_name
+
+    try:
+        check_key_length(bucket, key)
+        for part in key.split("/"):
+            new_name(part.encode("utf-8", "surrogateescape"))
+    except BadName as e:
+        return str(e)
+    return None
+
+
+def _owner(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def rebuild_journal(
@@ -459,7 +510,12 @@ def main(config_path: Path, journal: bool = True, policy: bool = True) -> int:
     for line in report.lines:
         print(line)
     verdict = {
-        OK: "nothing to repair",
+        OK: "nothing to repair"
+        + (
+            f"; {report.refused} file(s) the object store refused wait in lost+found (above)"
+            if report.refused
+            else ""
+        ),
         REPAIRED: "repaired; the lines above say what could not be recovered; mount again",
         FAILED: "could not repair everything; see the lines above",
     }[report.status]

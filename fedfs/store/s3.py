@@ -30,7 +30,14 @@ import botocore.utils
 from boto3.s3.transfer import TransferConfig
 
 from fedfs.config import StoreConfig
-from fedfs.errors import AccessDenied, NotFound, PreconditionFailed, StoreError, Unavailable
+from fedfs.errors import (
+    AccessDenied,
+    NotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreRefused,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,18 @@ DIR_CONTENT_TYPE = "application/x-directory"
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _PRECONDITION = {"PreconditionFailed", "412"}
+# Answers that say the request itself is wrong and will be refused every time (a key
+# the store does not take, one over its length limit): permanent, never retried.
+_REFUSED = {
+    "InvalidArgument",
+    "KeyTooLong",
+    "KeyTooLongError",
+    "InvalidObjectName",
+    "InvalidURI",
+    "MetadataTooLarge",
+    "EntityTooLarge",
+    "400",
+}
 # Errors botocore does not retry itself but that are transient for a data read.
 _BODY_ERRORS = (
     botocore.exceptions.ReadTimeoutError,
@@ -93,6 +112,8 @@ def translate(e: Exception, what: str) -> StoreError:
             return AccessDenied(f"{what}: the object store refused access ({code}: {msg})")
         if code in _PRECONDITION:
             return PreconditionFailed(f"{what}: the object changed meanwhile ({code})")
+        if code in _REFUSED:
+            return StoreRefused(f"{what}: the object store refuses it ({code}: {msg})")
         return Unavailable(f"{what}: the object store failed ({code}: {msg})")
     if isinstance(e, botocore.exceptions.NoCredentialsError):
         return AccessDenied(

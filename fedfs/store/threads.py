@@ -5,7 +5,9 @@ thread under the connection limiter (sized from `store.max_connections`), so
 no more requests are in flight than connections; `concurrently` sends
 independent requests in parallel and raises the first real error, not a group.
 Called from the trio thread only; the worker threads run nothing but the
-store's own (thread-safe) methods.
+store's own (thread-safe) methods. A cancelled call is abandoned, not waited
+for (its thread finishes on its own, its result is dropped): a request stuck
+in the network never keeps the daemon from stopping.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ class WorkerThreads:
         self.limiter = limiter
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        return await trio.to_thread.run_sync(
+            fn, *args, limiter=self.limiter, abandon_on_cancel=True
+        )
 
 
 async def concurrently(*fns: Callable[[], Awaitable[None]]) -> None:

@@ -45,7 +45,7 @@ from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads, concurrently
 from fedfs.tree.inodes import Inodes
 from fedfs.tree.lookup import Lookups
-from fedfs.tree.names import SHADOW_NAME, join, name_to_str
+from fedfs.tree.names import SHADOW_NAME, BadName, check_key_length, join, new_name
 from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,12 @@ class Changes:
                 "the mount root lists the configured buckets; create inside a bucket"
             )
 
-    async def _must_not_exist(self, parent: Inode[Staging], raw_name: bytes) -> str:
+    async def _must_not_exist(
+        self, parent: Inode[Staging], raw_name: bytes, is_dir: bool = False
+    ) -> str:
         self._writable_parent(parent)
-        name = name_to_str(raw_name)
+        name = new_name(raw_name)
+        check_key_length(parent.bucket, join(parent.key, name), is_dir)
         if name == SHADOW_NAME and parent.shadows:
             raise AlreadyExists(f"{parent.path}/{name} exists")
         if self.lookups.known_absent(parent, name):
@@ -136,7 +139,7 @@ class Changes:
     async def mkdir(
         self, parent: Inode[Staging], raw_name: bytes, mode: int, uid: int, gid: int
     ) -> Inode[Staging]:
-        name = await self._must_not_exist(parent, raw_name)
+        name = await self._must_not_exist(parent, raw_name, is_dir=True)
         d = self.inodes.child(parent, name, Kind.DIR)
         self._init_new(d, mode, uid, gid, parent)
         info = await self.s3(
@@ -272,8 +275,10 @@ class Changes:
         """Move a file or directory; returns (moved inode, replaced inode or None)."""
         self._writable_parent(old_parent)
         self._writable_parent(new_parent)
-        new_name = name_to_str(new_raw)
+        name = new_name(new_raw)
         src = await self._existing(old_parent, old_raw)
+        new_key = join(new_parent.key, name)
+        check_key_length(new_parent.bucket, new_key, src.is_dir)
         if old_parent.bucket != new_parent.bucket:
             raise CrossBucket("rename between buckets is not supported; copy, then delete")
         if (
@@ -294,7 +299,6 @@ class Changes:
                 raise IsDirectory(f"{dst.path} is a directory")
             if dst.is_dir:
                 await self._check_empty(dst)
-        new_key = join(new_parent.key, new_name)
         await self._keep_parent(old_parent)
         if dst is not None:
             # The replaced file goes first: an upload of it still on its way could
@@ -311,8 +315,10 @@ class Changes:
         else:
             await self._rename_file(src, new_key)
         self.inodes.forget(old_parent, src)
-        self.inodes.rekey(src, new_parent, new_name, new_key)
-        self.inodes.place(new_parent, new_name, src)
+        self.inodes.rekey(src, new_parent, name, new_key)
+        self.inodes.place(new_parent, name, src)
+        if not src.is_dir and src.dirty and src.writers == 0:
+            self.writeback.closed(src)  # queued again under its new key (one the store refused)
         self._touch(old_parent)
         self._touch(new_parent)
         return src, dst
@@ -335,6 +341,9 @@ class Changes:
         marker is deleted last so the old directory exists until the end.
         """
         old_pre, new_pre = d.key + "/", new_key + "/"
+        for inode in self.inodes.all():  # keys known here, local ones too; listed ones below
+            if inode.bucket == d.bucket and inode.key.startswith(old_pre) and not inode.gone:
+                check_key_length(d.bucket, new_pre + inode.key[len(old_pre) :], inode.is_dir)
         for inode in self.inodes.all():
             if (
                 inode.bucket == d.bucket
@@ -354,7 +363,11 @@ class Changes:
     async def _move_keys(self, d: Inode[Staging], old_pre: str, new_pre: str) -> None:
         # Journaled first: if fedfs dies part-way, the next start finishes the move.
         self.journal.begin_move(d.bucket, old_pre, new_pre)
-        await self._copy_then_delete(d.bucket, old_pre, new_pre, metadata_for(d))
+        try:
+            await self._copy_then_delete(d.bucket, old_pre, new_pre, metadata_for(d))
+        except BadName:
+            self.journal.end_move(d.bucket, old_pre)  # refused before any copy: nothing moved
+            raise
         d.has_marker = True
         self.journal.end_move(d.bucket, old_pre)
         # Re-key every inode below, so inode numbers survive the move.
@@ -397,6 +410,9 @@ class Changes:
         keys: list[ObjectInfo] = []
         for page in await self.s3(lambda: list(self.store.list_all(bucket, old_pre, None))):
             keys.extend(page.objects)
+        if marker_meta is not None:  # a rename starting (not one finished at start-up)
+            for o in keys:  # refused before anything is copied
+                check_key_length(bucket, new_pre + o.key[len(old_pre) :])
         marker = next((o for o in keys if o.key == old_pre), None)
         children = [o for o in keys if o.key != old_pre]
 

@@ -4,6 +4,12 @@ A key is shown only if every component is a valid POSIX name: non-empty, not
 "." or "..", no NUL, at most 255 bytes, valid UTF-8. Other keys are hidden,
 logged once, and listed by `fedfs doctor`; a name that cannot be a key is
 refused with EINVAL or ENAMETOOLONG before anything is written.
+
+A new name (create, mkdir, symlink, rename) must also be one the store will
+take: no control characters (U+0001-U+001F, U+007F: moto refuses a newline,
+XML listings and line-based tools cannot carry them; existing keys with them
+are still shown) and a bucket-relative key of at most KEY_MAX UTF-8 bytes
+(S3's limit; a directory's key counts its marker's trailing "/").
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from fedfs.events import event
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
+KEY_MAX = 1024  # S3's limit on a key, in UTF-8 bytes
+_CONTROL = frozenset(range(0x20)) | {0x7F}
 # The file `foo` that is shadowed by a prefix `foo/` appears inside the directory
 # `foo` under this name, so it stays reachable through the mount, unless a real key
 # `foo/.fedfs-shadowed-file` exists: a real object keeps its name (report_shadow_taken).
@@ -59,6 +67,29 @@ def name_to_str(name: bytes) -> str:
             f"{name!r} cannot be stored as an S3 key: {problem}", too_long=len(name) > NAME_MAX
         )
     return name.decode("utf-8")
+
+
+def new_name(name: bytes) -> str:
+    """A name the kernel asks to create: name_to_str, and no control characters."""
+    text = name_to_str(name)
+    if any(b in _CONTROL for b in name):
+        raise BadName(
+            f"{name!r} cannot be created: names with control characters (such as a newline) "
+            "are refused, since object stores and line-based tools do not keep them intact; "
+            "choose a name without them"
+        )
+    return text
+
+
+def check_key_length(bucket: str, key: str, is_dir: bool = False) -> None:
+    """BadName (ENAMETOOLONG) if the key, with a directory's trailing "/", is over KEY_MAX."""
+    size = len(key.encode("utf-8", "surrogateescape")) + (1 if is_dir else 0)
+    if size > KEY_MAX:
+        raise BadName(
+            f"/{bucket}/{key}: the object key would be {size} bytes, more than the "
+            f"{KEY_MAX} bytes S3 allows; use shorter names or a shallower tree",
+            too_long=True,
+        )
 
 
 def key_problem(key: str) -> str | None:

@@ -1,5 +1,6 @@
 """Doctor's checks of the cache directory: it is root's and private (or can be made),
-nothing in it is a link or someone else's, and its disk has room for [cache] size.
+nothing in it is a link or someone else's, and its disk has room for [cache] size;
+and the files the object store refused for good, kept in its lost+found.
 
 Reads the filesystem only (never creates the directory); runs in the doctor's
 only thread. Imports config and the doctor's findings.
@@ -8,11 +9,13 @@ only thread. Imports config and the doctor's findings.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
 from fedfs.config import CacheConfig, format_size
-from fedfs.ops.doctor.finding import FAIL, OK, WARN, Finding, owner
+from fedfs.events import printable
+from fedfs.ops.doctor.finding import FAIL, OK, SKIP, WARN, Finding, owner
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -145,3 +148,39 @@ def check_cache_space(cfg: CacheConfig, where: Path) -> Finding:
             f"on that filesystem (df -h {where})",
         )
     return Finding("cache space", OK, text)
+
+
+def check_refused(cfg: CacheConfig) -> Finding:
+    """Files the object store refused for good: kept in lost+found until an admin acts.
+
+    Reads the journal's `refused` table read-only (a running daemon keeps writing it).
+    """
+    db = cfg.dir / "journal.db"
+    if not db.exists():
+        return Finding("refused uploads", OK, "none (no journal yet)")
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "select bucket, key, kept, uid, error from refused order by at"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        if "no such table" in str(e):
+            return Finding("refused uploads", OK, "none")
+        return Finding("refused uploads", SKIP, f"cannot read {db}: {e}")
+    if not rows:
+        return Finding("refused uploads", OK, "none: the object store took every file")
+    return Finding(
+        "refused uploads",
+        FAIL,
+        f"{len(rows)} file(s) the object store refuses for good (a key it never accepts) "
+        f"are not in it; their data is kept in {cfg.dir / 'lost+found'}",
+        "hand each back to its owner under a name the store accepts, then delete the kept "
+        'copy and run `fedfs fsck` (docs/OPERATIONS.md, "Files the store refused")',
+        tuple(
+            f"/{b}/{printable(k)} (owner {owner(uid)}): kept in {kept}; {printable(err)}"
+            for b, k, kept, uid, err in rows[:100]
+        ),
+    )

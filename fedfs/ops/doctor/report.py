@@ -17,7 +17,7 @@ from typing import Any
 from fedfs import config
 from fedfs.errors import FedfsError
 from fedfs.events import printable
-from fedfs.ops.doctor.cache import check_cache
+from fedfs.ops.doctor.cache import check_cache, check_refused
 from fedfs.ops.doctor.finding import FAIL, OK, WARN, Finding
 from fedfs.ops.doctor.fuse import check_fuse
 from fedfs.ops.doctor.identity import check_identity
@@ -50,6 +50,7 @@ def run(
     found += check_store(cfg, max_keys)
     found += check_identity(cfg)
     found += check_cache(cfg.cache)
+    found.append(check_refused(cfg.cache))
     found += check_fuse(cfg.fs.allow_other, fuse_dev, fuse_conf)
     found += check_policy(cfg)
     found += check_policy_log(cfg)
