@@ -556,6 +556,18 @@ class Sharing:
         if actor.name is None:
             raise Refused(f"uid {actor.uid} has no user name, and a team needs a named owner")
         admin = self.site.is_admin(actor.uid, actor.name, actor.groups)
+        if name.isdigit():
+            raise Refused(
+                f"team name {name!r} is a number, which ACL listings and grants would read as "
+                "a uid or gid: choose a name with a letter in it"
+            )
+        owned = sum(1 for t in self.store.teams() if actor.name in t.owners)
+        if not admin and owned >= self.site.max_teams_per_owner:
+            raise Refused(
+                f"{actor.label} already owns {owned} teams, this site's limit "
+                f"(policy: max_teams_per_owner = {self.site.max_teams_per_owner}); add people "
+                "to one of them, or ask a site admin"
+            )
         for kind, lookup in (("user", self.identity.user), ("group", self.identity.group)):
             if not admin and await self._ask(lookup, name) is not None:
                 raise Refused(

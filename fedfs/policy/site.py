@@ -75,6 +75,7 @@ class SitePolicy:
     forbidden_principals: frozenset[str] = frozenset({"group:users"})
     team_creators: tuple[Principal, ...] | None = None  # None = anyone may create a team
     max_team_size: int = 5000
+    max_teams_per_owner: int = 50
     audit_readers: tuple[Principal, ...] = ()
 
     @classmethod
@@ -291,6 +292,12 @@ def _forbidden_principals(key: _Key, value: Any) -> frozenset[str]:
     return frozenset(str(p) for p in _any_principals(key, value))
 
 
+def _teams_per_owner(key: _Key, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise key.fail(f"expected a whole number of teams, 1 or more, such as 50, got {value!r}")
+    return value
+
+
 def _team_size(key: _Key, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise key.fail(f"expected a whole number of members such as 5000, got {value!r}")
@@ -311,6 +318,7 @@ _PARSERS: dict[str, Callable[[_Key, Any], Any]] = {
     "forbidden_principals": _forbidden_principals,
     "team_creators": _team_creators,
     "max_team_size": _team_size,
+    "max_teams_per_owner": _teams_per_owner,
     "audit_readers": _site_roles,
 }
 

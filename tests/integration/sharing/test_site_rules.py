@@ -176,3 +176,22 @@ def test_a_shorter_max_lifetime_ends_older_grants(
     wait_for(lambda: not can_read(carol, f), "the grant to outlive the new maximum", timeout=30)
     line = next(x for x in m.log_text().splitlines() if "event=grant-suspended" in x)
     assert f"principal=user:{carol.name}" in line and "max_grant_lifetime" in line, line
+
+
+def test_one_user_cannot_use_up_the_team_gids_nor_take_numeric_names(
+    shared: tuple[Mount, Path], alice: UnixUser
+) -> None:
+    m, root = shared
+    (site_dir(m) / "50-few.toml").write_text("max_teams_per_owner = 2\n")
+    m.stop()
+    m.start()
+    ok(fedfs(alice, "team", "create", "first", "--mount", root))
+    ok(fedfs(alice, "team", "create", "second", "--mount", root))
+    err = refused(fedfs(alice, "team", "create", "third", "--mount", root))
+    assert err == (
+        f"fedfs: {alice.name} already owns 2 teams, this site's limit (policy: "
+        "max_teams_per_owner = 2); add people to one of them, or ask a site admin"
+    ), err
+    ok(fedfs(root_user(), "team", "create", "third", "--mount", root))  # admins: any number
+    err = refused(fedfs(root_user(), "team", "create", "2970", "--mount", root))
+    assert "is a number, which ACL listings and grants would read as a uid or gid" in err, err
