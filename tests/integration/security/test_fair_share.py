@@ -238,7 +238,15 @@ def test_pending_and_sync_of_a_path_tell_only_what_stat_would(
             for path in (hidden, missing, f"/{bucket}/private", f"/{bucket}/private/")
         ),
     )
-    nothing = {"files": 0, "bytes": 0, "sent": 0, "open": [], "failed": []}
+    nothing = {
+        "drain_timeout": 30.0,
+        "files": 0,
+        "bytes": 0,
+        "sent": 0,
+        "open": [],
+        "failed": [],
+        "refused": [],
+    }
     assert all(a == {"v": 1, "ok": True, "result": nothing} for a in answers), answers
 
     # what she may stat she may ask about: a file in a directory she can search
