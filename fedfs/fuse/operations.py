@@ -165,7 +165,21 @@ class Operations(pyfuse3.Operations):
         meta = ObjectMeta(inode.uid, inode.gid, inode.mode, inode.explicit_mask)
         if inode.kind is Kind.LINK or inode.ino == ROOT_INO:
             return PosixView(inode.uid, inode.gid, inode.mode, None, None)
-        return self.policy.view(self.ns.path_of(inode), meta, inode.is_dir)
+        return self.policy.view(self.ns.path_of(inode), meta, inode.is_dir, self._above(inode))
+
+    def _above(self, inode: Inode) -> Callable[[], list[Inode]]:
+        """The directories above inode, bucket root first (policy asks only when needed)."""
+
+        def above() -> list[Inode]:
+            chain: list[Inode] = []
+            node = inode
+            while not node.is_bucket_root and node.ino != ROOT_INO:
+                node = self.ns.inodes[node.parent]
+                chain.append(node)
+            chain.reverse()
+            return chain
+
+        return above
 
     def attrs(self, inode: Inode) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -284,7 +298,9 @@ class Operations(pyfuse3.Operations):
         mask: int | bool | None = False
         if fields.update_mode and node.kind is not Kind.LINK:
             meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-            changed = self.policy.chmod(self.ns.path_of(node), meta, node.is_dir, attr.st_mode)
+            changed = self.policy.chmod(
+                self.ns.path_of(node), meta, node.is_dir, attr.st_mode, self._above(node)
+            )
             mode, mask = changed.mode, changed.explicit_mask
         await self.ns.set_attrs(
             node,
@@ -295,6 +311,8 @@ class Operations(pyfuse3.Operations):
             mtime_ns=mtime_ns,
             size=attr.st_size if fields.update_size else None,
         )
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            self.policy.attributes_changed(self.ns.path_of(node), node.is_dir)
         return self._tell(node, self.attrs(node))
 
     # -- directories -------------------------------------------------------
@@ -555,8 +573,11 @@ class Operations(pyfuse3.Operations):
             raise errors.NotPermitted("ACLs of the mount root and bucket roots come from policy")
         actor = await self.policy.actor(ctx.uid)
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-        new = await self.policy.set_acl(actor, self.ns.path_of(node), node.is_dir, value, meta)
+        new = await self.policy.set_acl(
+            actor, self.ns.path_of(node), node.is_dir, value, meta, self._above(node)
+        )
         await self.ns.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
+        self.policy.attributes_changed(self.ns.path_of(node), node.is_dir)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
