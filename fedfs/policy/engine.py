@@ -146,6 +146,12 @@ class _Entries:
                     mask |= perm
                 for perm in groups.values():
                     mask |= perm
+        if not mask and mode & 7:
+            # Linux does not look at an ACL whose mask is empty (the mode bits decide, and
+            # "other" would let in those the entries keep out): every entry here allows
+            # nothing, so any mask shows the same; show other's bits.
+            users, groups, go = self.users_want, self.groups_want, self.group_obj_want
+            mask = mode & 7
         acl = pack_acl((mode >> 6) & 7, users, go, groups, mask, mode & 7)
         return (mode & ~0o070) | (mask << 3), acl
 
