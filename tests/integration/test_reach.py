@@ -227,3 +227,25 @@ def test_tools_that_restate_modes_do_not_cut_a_write_grant(
     ):
         assert can_write(mallory, f), f
     assert mallory.run("touch", project / "unpacked" / "d" / "new").returncode == 0
+
+
+def test_setfacl_on_the_way_round_trips_and_cannot_open_or_cut_it(
+    tree: Path, alice: UnixUser, carol: UnixUser
+) -> None:
+    private = tree / "private"  # chmod 700: a limit, which the way to the grant passes
+    ok(fedfs(alice, "share", private / "sub" / "f.txt", "--with", f"user:{carol.name}", "--read"))
+    for path in (private, private / "secret.txt"):
+        before = ok(alice.run("getfacl", "-cn", path))
+        r = alice.run("setfacl", "--set-file=-", path, input=before.encode())
+        assert r.returncode == 0, r.stderr
+        assert ok(alice.run("getfacl", "-cn", path)) == before
+    # carol's entries come from her grant below: removing them here is refused
+    for path in (private, private / "secret.txt"):
+        r = alice.run("setfacl", "-x", f"u:{carol.name}", path)
+        assert r.returncode != 0 and b"Operation not permitted" in r.stderr, r
+    assert can_read(carol, private / "sub" / "f.txt")
+    assert not can_read(carol, private / "secret.txt")
+    # giving carol read on a file beside her way is a grant like any other
+    ok(alice.run("setfacl", "-m", f"u:{carol.name}:r", private / "secret.txt"))
+    assert can_read(carol, private / "secret.txt")
+    assert not can_read(carol, private / "notes.txt")
