@@ -63,14 +63,41 @@ class _Compiled:
     persons: frozenset[int]
 
 
-@dataclass(frozen=True, slots=True)
 class _Below:
-    """The grants strictly below one directory: whose way to a grant passes through it."""
+    """The grants strictly below one directory: whose way to a grant passes through it.
 
-    grants: tuple[_Compiled, ...]
-    until: float  # the latest expiry among them (inf: one never expires)
-    by_uid: dict[int, tuple[_Compiled, ...]]
-    by_gid: dict[int, tuple[_Compiled, ...]]
+    Who holds them (by uid and by gid) is worked out on first use: only views below a
+    directory that someone cannot search need it. Filled in the trio thread only.
+    """
+
+    __slots__ = ("_by_gid", "_by_uid", "grants", "until")
+
+    def __init__(self, grants: list[_Compiled]) -> None:
+        self.grants = tuple(grants)
+        # the latest expiry among them (inf: one never expires)
+        self.until = max((_NEVER if c.expires is None else c.expires) for c in grants)
+        self._by_uid: dict[int, tuple[_Compiled, ...]] | None = None
+        self._by_gid: dict[int, tuple[_Compiled, ...]] | None = None
+
+    @property
+    def by_uid(self) -> dict[int, tuple[_Compiled, ...]]:
+        if self._by_uid is None:
+            found: dict[int, list[_Compiled]] = {}
+            for compiled in self.grants:
+                for uid in compiled.persons:
+                    found.setdefault(uid, []).append(compiled)
+            self._by_uid = {uid: tuple(grants) for uid, grants in found.items()}
+        return self._by_uid
+
+    @property
+    def by_gid(self) -> dict[int, tuple[_Compiled, ...]]:
+        if self._by_gid is None:
+            found: dict[int, list[_Compiled]] = {}
+            for compiled in self.grants:
+                for gid in compiled.gids:
+                    found.setdefault(gid, []).append(compiled)
+            self._by_gid = {gid: tuple(grants) for gid, grants in found.items()}
+        return self._by_gid
 
 
 def _active(grants: Iterable[_Compiled], now: float) -> tuple[_Compiled, ...]:
@@ -187,7 +214,9 @@ class PolicyEngine:
         for grant, uids, gids, names in raw:
             persons = set(uids)
             for gid in gids:
-                persons |= members.get(gid, set())
+                in_group = members.get(gid)
+                if in_group:
+                    persons |= in_group
             compiled = _Compiled(
                 grant, grant.level, grant.expires, uids, gids, names, frozenset(persons)
             )
@@ -201,7 +230,7 @@ class PolicyEngine:
             while cut > 0:
                 below.setdefault(path[:cut], []).extend(at_path)
                 cut = path.rfind("/", 0, cut)
-        self._below = {path: _below(grants) for path, grants in below.items()}
+        self._below = {path: _Below(grants) for path, grants in below.items()}
 
     def _resolve(self, grant: Grant) -> tuple[tuple[int, ...], tuple[int, ...], frozenset[str]]:
         ids = self._identities
@@ -511,23 +540,6 @@ class PolicyEngine:
             (c.grant for c in _active(under.grants, now)),
             key=lambda g: (g.path, str(g.principal)),
         )
-
-
-def _below(grants: list[_Compiled]) -> _Below:
-    by_uid: dict[int, list[_Compiled]] = {}
-    by_gid: dict[int, list[_Compiled]] = {}
-    for compiled in grants:
-        for uid in compiled.persons:
-            by_uid.setdefault(uid, []).append(compiled)
-        for gid in compiled.gids:
-            by_gid.setdefault(gid, []).append(compiled)
-    until = max((_NEVER if c.expires is None else c.expires) for c in grants)
-    return _Below(
-        tuple(grants),
-        until,
-        {uid: tuple(found) for uid, found in by_uid.items()},
-        {gid: tuple(found) for gid, found in by_gid.items()},
-    )
 
 
 _UNKNOWN = ObjectMeta(uid=-1, gid=-1, mode=0)
