@@ -380,9 +380,9 @@ class PolicyEngine:
         ]
         if not is_dir:
             unders[top] = None
-        entries = self._entries([c for level in hits for c in level], meta, is_dir, now)
+        covering = [c for level in hits for c in level]
+        entries = self._entries(covering, meta, is_dir, now)
         mode = meta.mode & 0o7777
-        standard = entries.acl(mode)
         route = reach.Route(
             chain,
             hits,
@@ -401,14 +401,20 @@ class PolicyEngine:
         # Holders that may need the reach rule here: those on their way through the
         # parent or through this directory, and those with entries here already, if they
         # may have passed through a directory above that they could not search.
-        closed = [u for i, u in enumerate(unders[:top]) if u is not None and not route.opens[i]]
+        closed = [
+            (i, u.by_uid, u.by_gid)
+            for i, u in enumerate(unders[:top])
+            if u is not None and not route.opens[i]
+        ]
         near = [u for u in (unders[top - 1] if top else None, unders[top]) if u is not None]
-        users = {uid for u in near for uid in u.by_uid if any(uid in c.by_uid for c in closed)}
-        users |= self._may_differ(entries, route, unders)
+        users = {
+            uid for u in near for uid in u.by_uid if any(uid in by_uid for _, by_uid, _ in closed)
+        }
+        users |= self._may_differ(entries, route, [(i, by_uid) for i, by_uid, _ in closed])
         groups = {
             gid
             for gid in {gid for u in near for gid in u.by_gid} | {meta.gid, *entries.groups}
-            if any(gid in c.by_gid for c in closed)
+            if any(gid in by_gid for _, _, by_gid in closed)
         }
         here = unders[top]
         if here is not None and not route.opens[top]:
@@ -460,16 +466,19 @@ class PolicyEngine:
             elif want != _without(uid, gids_of, meta, entries):
                 entries.set_user(uid, want, want)
                 users_changed = True
-        if not changed and not users_changed:
-            mode_shown, acl = standard
-            return PosixView(meta.uid, meta.gid, mode_shown, acl, acl if is_dir else None)
         mode_shown, acl = entries.acl(mode)
-        default = standard[1] if is_dir else None
+        if not changed and not users_changed:
+            return PosixView(meta.uid, meta.gid, mode_shown, acl, acl if is_dir else None)
+        # getfacl -d shows the grants, which reach new objects by prefix; the reach rule's
+        # entries are worked out for each object anew.
+        default = self._entries(covering, meta, is_dir, now).acl(mode)[1] if is_dir else None
         return PosixView(meta.uid, meta.gid, mode_shown, acl, default)
 
     @staticmethod
     def _may_differ(
-        entries: _Entries, route: reach.Route, unders: Sequence[_Below | None]
+        entries: _Entries,
+        route: reach.Route,
+        closed: Sequence[tuple[int, dict[int, tuple[_Compiled, ...]]]],
     ) -> set[int]:
         """Users with entries here whose entry the reach rule may change.
 
@@ -478,15 +487,10 @@ class PolicyEngine:
         lies below each closed directory on its way and its entry keeps no mode bits.
         """
         top = len(route.chain) - 1
-        closed = [
-            (i, under)
-            for i, under in enumerate(unders[:top])
-            if under is not None and not route.opens[i]
-        ]
         deepest: dict[int, int] = {}  # uid -> the deepest closed directory on its way
         for uid in entries.users:
-            for i, under in closed:
-                if uid in under.by_uid:
+            for i, by_uid in closed:
+                if uid in by_uid:
                     deepest[uid] = i
         if not deepest:
             return set()
