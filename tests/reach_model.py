@@ -55,7 +55,7 @@ def limit(meta: ObjectMeta) -> int:
 
 
 def chmod(meta: ObjectMeta, shown_mode: int, acl_shown: bool, new_mode: int) -> ObjectMeta:
-    """ "chmod and grants": what an object stores after chmod(new_mode).
+    """What an object stores after chmod(new_mode) (docs/SEMANTICS.md "Sharing").
 
     A chmod to what `ls -l` showed changes nothing, nor, while there is no limit, one to
     the object's own mode. Its group bits become the limit on grants when it takes group

@@ -1,9 +1,9 @@
 """The owner's limit on grants: how chmod and setfacl set an object's explicit ACL mask.
 
 An object stores its mode and, once the owner limits grants, an explicit mask
-(docs/SEMANTICS.md "chmod and grants"). This module owns the rule that turns a
-chmod or an ACL written with setfacl into that stored pair. Pure functions of
-values; the caller (policy/sharing.py) passes the view `ls -l` showed before.
+(docs/SEMANTICS.md "Sharing"). This module owns the rule that turns a chmod or an
+ACL written with setfacl into that stored pair. Pure functions of values, safe in
+any thread; the caller (policy/sharing.py) passes the view `ls -l` showed before.
 """
 
 from __future__ import annotations

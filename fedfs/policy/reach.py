@@ -11,8 +11,9 @@ A holder is a kernel principal: a uid (named USER entries: users and team member
 who also carry the grants of their groups) or a gid (named GROUP entries: groups and
 the groups that back teams, taken as a member of that group and of no other).
 `walk` follows one holder from the bucket root down to an object. Pure and without
-I/O: PolicyEngine.view (policy/engine.py) calls it only where a pass-through is in
-play, with the stored attributes of the directories above the object.
+I/O, it calls nothing outside policy/: PolicyEngine.view (policy/engine.py) calls it,
+in the trio thread, only where a pass-through is in play, with the stored attributes
+of the directories above the object.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ class Sharing:
     def chmod(
         self, path: str, meta: ObjectMeta, is_dir: bool, mode: int, above: Above | None = None
     ) -> ObjectMeta:
-        """chmod as docs/SEMANTICS.md "chmod and grants" says (the rule: policy/mask.py).
+        """chmod as docs/SEMANTICS.md "Sharing" says (the rule: policy/mask.py).
 
         So `chmod 700 f` makes one file private inside a shared tree whether the grants
         came before or after it, and cp -p, tar x or rsync -a restating a mode cut nothing.

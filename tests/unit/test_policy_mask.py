@@ -1,4 +1,4 @@
-"""chmod and setfacl set the owner's limit on grants as docs/SEMANTICS.md "chmod and grants" says."""
+"""chmod and setfacl set the owner's limit on grants as docs/SEMANTICS.md "Sharing" says."""
 
 from __future__ import annotations
 
