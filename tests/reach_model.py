@@ -74,9 +74,17 @@ def chmod(meta: ObjectMeta, shown_mode: int, acl_shown: bool, new_mode: int) -> 
 
 
 def grants_of(
-    grants: Iterable[Grant], person: Person, groups: Mapping[str, int], now: float
+    grants: Iterable[Grant],
+    person: Person,
+    groups: Mapping[str, int],
+    now: float,
+    backing: Mapping[str, str] | None = None,
 ) -> list[Grant]:
-    """The active grants that reach a person: by name, through a group or a team."""
+    """The active grants that reach a person: by name, through a group or a team.
+
+    backing: team -> the group that backs it, whose members hold the team's grants too.
+    """
+    backing = backing or {}
     out = []
     for g in grants:
         kind, name = g.principal.kind, g.principal.name
@@ -84,6 +92,7 @@ def grants_of(
             (kind == "user" and name == person.name)
             or (kind == "group" and groups.get(name) in person.gids)
             or (kind == "team" and name in person.teams)
+            or (kind == "team" and name in backing and groups.get(backing[name]) in person.gids)
         ):
             out.append(g)
     return out
@@ -96,6 +105,7 @@ def rights(
     person: Person,
     path: str,
     now: float,
+    backing: Mapping[str, str] | None = None,
 ) -> int | None:
     """The rwx bits the person has on path, or None when it cannot reach path at all.
 
@@ -106,7 +116,7 @@ def rights(
     directory it passed through cover are open to it. Everything else there is
     closed. A pass-through never gives less than the person had without it.
     """
-    mine = grants_of(grants, person, groups, now)
+    mine = grants_of(grants, person, groups, now, backing)
 
     def base(p: str) -> int:
         meta = tree.metas[p]
