@@ -326,8 +326,8 @@ class PolicyEngine:
         group_obj = (mode >> 3) & 7
         other = mode & 7
         owner, owning_gid = meta.uid, meta.gid
-        users: dict[int, int] = {}
-        groups: dict[int, int] = {}
+        entries = _Entries(limit, group_obj)
+        users, groups = entries.users, entries.groups  # raw values, built in place
         for compiled in covering:
             if compiled.expires is not None and now >= compiled.expires:
                 continue
@@ -337,7 +337,6 @@ class PolicyEngine:
                     users[uid] = users.get(uid, 0) | perm
             for gid in compiled.gids:
                 groups[gid] = groups.get(gid, 0) | perm
-        entries = _Entries(limit, group_obj)
         if users:
             # A USER entry hides its user's groups and "other" from that user, so it carries
             # what they gave: its groups' grants, the owning group's bits or "other".
@@ -350,21 +349,21 @@ class PolicyEngine:
                                 users[uid] |= granted
             in_owning = self._members.get(owning_gid, _NO_GIDS)
             if in_owning or other or limit != 7:
-                for uid, perm in users.items():
+                for uid, perm in list(users.items()):
                     kept = other
                     if uid in in_owning:
                         gids = self._gids_of[uid]
                         kept = other if any(gid in gids for gid in groups) else 0
                         perm |= group_obj
                     entries.set_user(uid, perm | kept, (perm & limit) | kept)
-            else:
-                entries.users.update(users)
-        for gid, perm in groups.items():
-            if gid == owning_gid:
-                if perm | group_obj != group_obj:
-                    entries.set_group(gid, perm, perm & limit)
-            else:
-                entries.set_group(gid, perm | other, (perm & limit) | other)
+        if groups:
+            granted_owning = groups.get(owning_gid)
+            if granted_owning is not None and granted_owning | group_obj == group_obj:
+                del groups[owning_gid]  # the owning group's own bits allow it already
+            if other or limit != 7:
+                for gid, perm in list(groups.items()):
+                    kept = 0 if gid == owning_gid else other
+                    entries.set_group(gid, perm | kept, (perm & limit) | kept)
         return entries
 
     def _reach_view(self, path: str, chain: list[Stored], is_dir: bool, now: float) -> PosixView:
