@@ -63,6 +63,11 @@ def carol() -> UnixUser:
     return ensure_user("fedfs-carol", 2903)
 
 
+@pytest.fixture(scope="session")
+def mallory() -> UnixUser:
+    return ensure_user("fedfs-mallory", 2914)
+
+
 MountFactory = Callable[..., Mount]
 
 

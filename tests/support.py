@@ -229,16 +229,21 @@ class UnixUser:
     name: str
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()  # supplementary groups its processes get (none by default)
+
+    def in_groups(self, *gids: int) -> UnixUser:
+        """The same user, whose processes also run in these groups (as after a login)."""
+        return UnixUser(self.name, self.uid, self.gid, tuple(gids))
 
     def run(
         self, *cmd: str | Path, check: bool = False, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run a command as this user (its own uid, gid and no other groups)."""
+        """Run a command as this user (its own uid, gid and only the groups in `groups`)."""
         return subprocess.run(
             [str(c) for c in cmd],
             user=self.uid,
             group=self.gid,
-            extra_groups=[],
+            extra_groups=list(self.groups),
             capture_output=True,
             check=check,
             input=input,
@@ -270,6 +275,20 @@ def ensure_user(name: str, uid: int) -> UnixUser:
         )
         pw = pwd.getpwnam(name)
     return UnixUser(name, pw.pw_uid, pw.pw_gid)
+
+
+def ensure_group(name: str, gid: int, members: list[UnixUser]) -> int:
+    """A local group with (at least) these members, created once and kept between runs."""
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        subprocess.run(["groupadd", "--gid", str(gid), name], check=True)
+    for member in members:
+        if member.name not in grp.getgrnam(name).gr_mem:
+            subprocess.run(["usermod", "--append", "--groups", name, member.name], check=True)
+    return grp.getgrnam(name).gr_gid
 
 
 def which_fusermount() -> str:

@@ -292,8 +292,12 @@ class Daemon:
             return
         seen: set[int] = set()
         for path in paths:
-            # The directories above change too: a grant gives search (x) on each of them.
-            for inode in self.inodes.under(path) + self.inodes.above(path):
+            # The directories above change too: a grant may give search (x) on each of
+            # them, and closes to its holder what else is in them (policy/reach.py).
+            above = self.inodes.above(path)
+            beside = {d.ino for d in above}
+            nearby = [i for i in self.inodes.all() if i.parent in beside and not i.gone]
+            for inode in self.inodes.under(path) + above + nearby:
                 if inode.ino in seen:
                     continue
                 seen.add(inode.ino)
@@ -301,7 +305,9 @@ class Daemon:
                 # OSError: the kernel does not know this inode, so nothing is cached to drop.
                 with contextlib.suppress(OSError):
                     pyfuse3.invalidate_inode(pyfuse3.InodeT(inode.ino), attr_only=True)
-        log.debug("invalidated %d inodes at, below and above %s", len(seen), ", ".join(paths))
+        log.debug(
+            "invalidated %d inodes at, below, above and beside %s", len(seen), ", ".join(paths)
+        )
 
     async def sweep_expired(self) -> None:
         """Remove grants when they expire, so the kernel stops honouring them on time."""

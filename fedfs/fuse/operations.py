@@ -209,7 +209,21 @@ class Operations(pyfuse3.Operations):
         meta = ObjectMeta(inode.uid, inode.gid, inode.mode, inode.explicit_mask)
         if inode.kind is Kind.LINK or inode.ino == ROOT_INO:
             return PosixView(inode.uid, inode.gid, inode.mode, None, None)
-        return self.policy.view(inode.path, meta, inode.is_dir)
+        return self.policy.view(inode.path, meta, inode.is_dir, self._above(inode))
+
+    def _above(self, inode: Inode[Staging]) -> Callable[[], list[Inode[Staging]]]:
+        """The directories above inode, bucket root first (policy asks only when needed)."""
+
+        def above() -> list[Inode[Staging]]:
+            chain: list[Inode[Staging]] = []
+            node = inode
+            while not node.is_bucket_root and node.ino != ROOT_INO:
+                node = self.inodes.get(node.parent)
+                chain.append(node)
+            chain.reverse()
+            return chain
+
+        return above
 
     def attrs(self, inode: Inode[Staging]) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -328,7 +342,9 @@ class Operations(pyfuse3.Operations):
         mask: int | bool | None = False
         if fields.update_mode and node.kind is not Kind.LINK:
             meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
-            changed = self.policy.chmod(node.path, meta, node.is_dir, attr.st_mode)
+            changed = self.policy.chmod(
+                node.path, meta, node.is_dir, attr.st_mode, self._above(node)
+            )
             mode, mask = changed.mode, changed.explicit_mask
         await self.attributes.set_attrs(
             node,
@@ -340,6 +356,8 @@ class Operations(pyfuse3.Operations):
             size=attr.st_size if fields.update_size else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
         )
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            self.policy.attributes_changed(node.path, node.is_dir)
         return self._tell(node, self.attrs(node))
 
     # -- directories -------------------------------------------------------
@@ -634,12 +652,15 @@ class Operations(pyfuse3.Operations):
         actor = await self.policy.actor(ctx.uid)
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
         try:
-            new = await self.policy.set_acl(actor, node.path, node.is_dir, value, meta, default)
+            new = await self.policy.set_acl(
+                actor, node.path, node.is_dir, value, meta, default, self._above(node)
+            )
         except Refused as e:  # the program sees only EPERM: the log says why
             log.warning("setfacl on %s by %s refused: %s", node.path, actor.label, e)
             raise
         if new != meta:
             await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
+            self.policy.attributes_changed(node.path, node.is_dir)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:

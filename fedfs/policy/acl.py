@@ -216,11 +216,13 @@ def permits(
     The access check algorithm of acl(5): owner, then named users, then the
     owning and named groups (any one granting suffices), then other; named
     entries and the owning group are limited by the mask. `mode` is what
-    getattr shows (its group bits are the mask when an ACL is present).
+    getattr shows (its group bits are the mask when an ACL is present). As
+    Linux does (fs/namei.c acl_permission_check), an ACL whose mask is empty is
+    not consulted at all: the mode bits decide.
     """
     if uid == 0:
         return True
-    if acl is None:
+    if acl is None or not mode & 0o070:
         if uid == owner_uid:
             return (mode >> 6) & want == want
         if owner_gid in gids:

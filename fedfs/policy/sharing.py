@@ -26,9 +26,10 @@ from fedfs.audit.chain import AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.events import event, iso
 from fedfs.identity.source import IdentitySource, User
+from fedfs.policy import mask as owner_mask
 from fedfs.policy import replay
 from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
-from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
+from fedfs.policy.engine import Above, ObjectMeta, PolicyEngine, PosixView
 from fedfs.policy.hlc import HybridClock
 from fedfs.policy.in_force import GrantKey, InForce, check_team, in_force, key_of
 from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
@@ -215,22 +216,34 @@ class Sharing:
             t = self.store.team(p.name)
             owner.uid, owner.gid = 0, t.gid if t else 0
 
-    def view(self, path: str, meta: ObjectMeta, is_dir: bool) -> PosixView:
-        return self.engine.view(path, meta, is_dir, time.time())
+    def view(
+        self, path: str, meta: ObjectMeta, is_dir: bool, above: Above | None = None
+    ) -> PosixView:
+        """The object's POSIX view. above: the stored attributes of the directories above
+        it, bucket root first; without them they count as closed to everyone."""
+        return self.engine.view(path, meta, is_dir, time.time(), above or _unknown_above)
 
-    def chmod(self, path: str, meta: ObjectMeta, is_dir: bool, mode: int) -> ObjectMeta:
-        """chmod as POSIX ACLs define it: while named entries apply, the group bits set the mask.
+    def chmod(
+        self, path: str, meta: ObjectMeta, is_dir: bool, mode: int, above: Above | None = None
+    ) -> ObjectMeta:
+        """chmod as docs/SEMANTICS.md "Sharing" says (the rule: policy/mask.py).
 
-        So `chmod 700 f` makes one file private inside a shared tree, and the owning
-        group's own bits (GROUP_OBJ) stay as they were. Bits the mount does not honour
-        are not kept (honoured_bits), so none is ever shown.
+        So `chmod 700 f` makes one file private inside a shared tree whether the grants
+        came before or after it, and cp -p, tar x or rsync -a restating a mode cut nothing.
+        Bits the mount does not honour are not kept (honoured_bits), so none is ever shown.
         """
         mode &= honoured_bits(is_dir)
-        if self.engine.view(path, meta, is_dir, time.time()).acl_access is None:
-            return ObjectMeta(meta.uid, meta.gid, mode, meta.explicit_mask)
-        return ObjectMeta(
-            meta.uid, meta.gid, (mode & ~0o070) | (meta.mode & 0o070), (mode >> 3) & 7
+        shown = self.view(path, meta, is_dir, above)
+        new = owner_mask.chmod(
+            meta.mode, meta.explicit_mask, shown.mode, shown.acl_access is not None, mode
         )
+        return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
+
+    def attributes_changed(self, path: str, is_dir: bool) -> None:
+        """A directory's owner, group or mode changed: whether holders of grants below it
+        need to pass through it may have changed, and with it what they reach below."""
+        if is_dir and self.engine.grants_below(path, time.time()):
+            self.on_change([path])
 
     # -- authority -------------------------------------------------------------
 
@@ -676,78 +689,108 @@ class Sharing:
         value: bytes | None,
         meta: ObjectMeta,
         default: bool = False,
+        above: Above | None = None,
     ) -> ObjectMeta:
         """`setfacl` on the mount: named entries that differ become grants or unshares here.
 
         Returns the object's new stored attributes: USER_OBJ/GROUP_OBJ/OTHER become
-        the mode and MASK the explicit mask. value None is `setfacl -b` (remove the
-        ACL): every grant made exactly on this path goes, and the mask with it.
-
-        An ACL with no named entries says no more than a mode (`cp -p`, `setfacl -b`
-        send one): it sets the mode as chmod does and removes the grants made exactly
-        on this path; entries that grants on parent paths give stay, and the log says
-        where they come from. Naming such an entry with fewer rights is refused.
+        the mode and MASK the explicit mask (policy/mask.py); a GROUP_OBJ or MASK written
+        back as getfacl showed it keeps what was stored. value None (removexattr) and an
+        ACL that says no more than a mode (`setfacl -b`, cp -p) remove the ACL: see
+        _remove_acl. Entries that come from grants on parent paths, or that let someone
+        pass through to a grant below, cannot be removed here; the refusal says where.
         A default ACL (`default`) only adds grants: grants reach new objects by prefix
         anyway, so one without named entries, or its removal, changes nothing.
         """
         path = _path(path)
-        current = self.engine.view(path, meta, is_dir, time.time())
-        old_users, old_groups = _named(current.acl_default if default else current.acl_access)
+        current = self.view(path, meta, is_dir, above)
         acl = None if value is None else Acl.decode(value)  # PolicyError (EINVAL): no ACL
-        only_mode = acl is None or not (set(e.tag for e in acl.entries) & NAMED_TAGS)
-        if default and only_mode:
-            return meta
-        new_users, new_groups = _named(value)
-        changes: list[tuple[Principal, int]] = []  # perm 0: remove
-        if only_mode:
-            exact = [g for g in self.store.grants_under(path) if g.path == path]
-            changes = [(g.principal, 0) for g in exact]
-            self._note_inherited(path, {p for p, _ in changes})
-        else:
-            pairs: tuple[tuple[dict[int, int], dict[int, int], Literal["user", "group"]], ...] = (
-                (old_users, new_users, "user"),
-                (old_groups, new_groups, "group"),
-            )
-            for ids, new, kind in pairs:
-                for id_ in set(ids) | set(new):
-                    if ids.get(id_) == new.get(id_) or (default and id_ not in new):
-                        continue
-                    name = await self._name_of(kind, id_)
-                    changes.append((Principal(kind, name), new.get(id_, 0)))
-        if changes:
-            self._need_manage(actor, path, "changing the ACL (setfacl)")
-            now = time.time()
-            with self.store.transaction():
-                self._apply_acl_changes(actor, path, changes, now)
-            await self.changed([path])
-            event(
-                log,
-                "setfacl",
-                path=path,
-                actor=actor.label,
-                changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes),
-            )
         if default:
+            if acl is None or acl.is_minimal:
+                return meta
+            await self._acl_changes(actor, path, _named(current.acl_default), _named(value), True)
             return meta
+        if acl is None or acl.is_minimal:
+            return await self._remove_acl(actor, path, meta, current, acl)
+        new_users, new_groups = _named(value)
+        perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
+        shown = (
+            Acl.decode(current.acl_access)
+            if current.acl_access is not None
+            else Acl.from_mode(current.mode)
+        )
+        group_obj = perms[AclTag.GROUP_OBJ]
+        if group_obj == shown.perm(AclTag.GROUP_OBJ):
+            group_obj = (meta.mode >> 3) & 7
+        mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | group_obj << 3
+        mode |= perms[AclTag.OTHER]
+        mask = owner_mask.from_acl(
+            meta.explicit_mask,
+            shown.perm(AclTag.MASK),
+            perms.get(AclTag.MASK),
+            [*new_users.values(), *new_groups.values()],
+            perms[AclTag.GROUP_OBJ],
+        )
+        await self._acl_changes(
+            actor, path, _named(current.acl_access), (new_users, new_groups), False
+        )
+        return ObjectMeta(meta.uid, meta.gid, mode, mask)
+
+    async def _acl_changes(
+        self,
+        actor: Actor,
+        path: str,
+        old: tuple[dict[int, int], dict[int, int]],
+        new: tuple[dict[int, int], dict[int, int]],
+        only_add: bool,
+    ) -> None:
+        """Named entries that differ between old and new become grants or unshares at path."""
+        changes: list[tuple[Principal, int]] = []  # perm 0: remove
+        kinds: tuple[Literal["user", "group"], ...] = ("user", "group")
+        for ids, wanted, kind in zip(old, new, kinds, strict=True):
+            for id_ in set(ids) | set(wanted):
+                if ids.get(id_) == wanted.get(id_) or (only_add and id_ not in wanted):
+                    continue
+                name = await self._name_of(kind, id_)
+                changes.append((Principal(kind, name), wanted.get(id_, 0)))
+        if not changes:
+            return
+        self._need_manage(actor, path, "changing the ACL (setfacl)")
+        now = time.time()
+        with self.store.transaction():
+            self._apply_acl_changes(actor, path, changes, now)
+        await self.changed([path])
+        event(
+            log,
+            "setfacl",
+            path=path,
+            actor=actor.label,
+            changes=",".join(f"{p}={_rwx(perm)}" for p, perm in changes),
+        )
+
+    async def _remove_acl(
+        self, actor: Actor, path: str, meta: ObjectMeta, current: PosixView, acl: Acl | None
+    ) -> ObjectMeta:
+        """`setfacl -b`, removexattr, or an ACL that says no more than a mode (cp -p writes
+        one): the grants made exactly on this path go, and the owner's mask with them;
+        entries from grants elsewhere stay (the log says where they come from). A minimal
+        ACL sets the mode as chmod does."""
+        own = [g for g in self.store.grants_under(path) if g.path == path]
+        if own:
+            self._need_manage(actor, path, "removing the ACL (setfacl -b)")
+            with self.store.transaction():
+                for grant in own:
+                    self._drop_grant(actor, grant, via="setfacl -b")
+            await self.changed([path])
+            event(log, "setfacl", path=path, actor=actor.label, changes="removed")
+        self._note_inherited(path, {g.principal for g in own})
         if acl is None:
             return ObjectMeta(meta.uid, meta.gid, meta.mode, None)
-        perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
-        mode = (meta.mode & ~0o777) | perms[AclTag.USER_OBJ] << 6 | perms[AclTag.GROUP_OBJ] << 3
-        mode |= perms[AclTag.OTHER]
-        if only_mode:
-            if not changes and acl.mode == current.mode & 0o777:
-                return meta  # the ACL the mode already shows: nothing changes
-            # The group bits limit what grants from parent paths give, as chmod's do.
-            return self.chmod(path, ObjectMeta(meta.uid, meta.gid, mode), is_dir, mode)
-        mask = perms.get(AclTag.MASK)
-        if (
-            mask is not None
-            and mask | perms[AclTag.GROUP_OBJ] == 7
-            and not new_users
-            and not new_groups
-        ):
-            mask = None
-        return ObjectMeta(meta.uid, meta.gid, mode, mask)
+        # POSIX: the ACL written replaces GROUP_OBJ too, so the owning group's bits are set.
+        stored = owner_mask.chmod(
+            meta.mode, meta.explicit_mask, current.mode, False, (meta.mode & ~0o777) | acl.mode
+        )
+        return ObjectMeta(meta.uid, meta.gid, stored.mode, stored.explicit_mask)
 
     def _note_inherited(self, path: str, dropped: set[Principal]) -> None:
         """Log the entries an ACL without them leaves in place: grants on parent paths give them."""
@@ -786,14 +829,34 @@ class Sharing:
             elif existing is not None:
                 self._drop_grant(actor, existing, via="setfacl")
             else:
-                inherited = [
-                    g for g, _ in self.engine.grants_at(path, now) if g.principal == principal
-                ]
-                where = inherited[0].path if inherited else "a parent path"
-                raise Refused(
-                    f"the entry for {principal} comes from a grant on {where}; "
-                    f"remove it there with `fedfs unshare {where} --with {principal}`"
-                )
+                raise Refused(self._not_here(path, principal, now))
+
+    def _not_here(self, path: str, principal: Principal, now: float) -> str:
+        """Why an entry that no grant on path made cannot be removed with setfacl."""
+        inherited = [g for g, _ in self.engine.grants_at(path, now) if g.principal == principal]
+        if inherited:
+            where = inherited[0].path
+            return (
+                f"the entry for {principal} comes from a grant on {where}; "
+                f"remove it there with `fedfs unshare {where} --with {principal}`"
+            )
+        parent = path.rsplit("/", 1)[0] or "/"
+        below = [
+            g
+            for g in self.engine.grants_below(path, now) + self.engine.grants_below(parent, now)
+            if g.principal == principal
+        ]
+        if below:
+            where = below[0].path
+            return (
+                f"the entry for {principal} lets it pass through to its grant on {where} "
+                f"and keeps it out of everything else on the way; it goes with that grant "
+                f"(`fedfs unshare {where} --with {principal}`)"
+            )
+        return (
+            f"the entry for {principal} comes from a grant on another path "
+            f"(`fedfs grants {path}` and `fedfs audit who {path}` show them); change it there"
+        )
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":
@@ -834,6 +897,10 @@ def honoured_bits(is_dir: bool) -> int:
     sticky deletion). The tree applies the same rule (honoured_mode) to modes read from
     objects."""
     return 0o3777 if is_dir else 0o777
+
+
+def _unknown_above() -> list[ObjectMeta]:
+    return []
 
 
 def _desc(g: Grant | None) -> str | None:

@@ -1,7 +1,9 @@
 """Benchmark: cost of PolicyEngine.view() with 10,000 grants, against references in the same run.
 
 Run: python tests/perf/bench_policy.py [--grants N] [--runs N]. Prints µs per view() call
-(median of runs) and its ratio to an empty-policy view and to a dict lookup + stat_result.
+(median of runs) and its ratio to an empty-policy view and to a dict lookup + stat_result;
+then the same files in private project directories (0700), where the holders of grants
+below pass through them and the reach rule (policy/reach.py) decides.
 """
 
 from __future__ import annotations
@@ -95,22 +97,33 @@ def main() -> None:
     ]
     meta = ObjectMeta(uid=0, gid=0, mode=0o640)
     inodes = {path: (0o100640, i, 0, 1, 0, 0, 4096, NOW, NOW, NOW) for i, path in enumerate(paths)}
+    open_dir = ObjectMeta(uid=0, gid=0, mode=0o755)
+    private_dir = ObjectMeta(uid=0, gid=0, mode=0o700)
+    open_above = {path: [open_dir] * (path.count("/") - 1) for path in paths}
+    # the project directory (second level) private, the others open
+    private_above = {
+        path: [open_dir, private_dir] + [open_dir] * (path.count("/") - 3) for path in paths
+    }
 
     def with_grants(path: str) -> object:
-        return engine.view(path, meta, False, NOW)
+        return engine.view(path, meta, False, NOW, lambda: open_above[path])
 
     def without_grants(path: str) -> object:
-        return empty.view(path, meta, False, NOW)
+        return empty.view(path, meta, False, NOW, lambda: open_above[path])
+
+    def in_private_dirs(path: str) -> object:
+        return engine.view(path, meta, False, NOW, lambda: private_above[path])
 
     def stat_lookup(path: str) -> object:
         return os.stat_result(inodes[path])
 
     # Entries beyond USER_OBJ, GROUP_OBJ, MASK and OTHER are the named ones grants produced.
-    acls = [engine.view(p, meta, False, NOW).acl_access for p in paths]
+    acls = [engine.view(p, meta, False, NOW, lambda p=p: open_above[p]).acl_access for p in paths]
     named = [(len(acl) - 4) // 8 - 4 if acl else 0 for acl in acls]
     view_us = per_call_us(with_grants, paths, args.runs)
     empty_us = per_call_us(without_grants, paths, args.runs)
     stat_us = per_call_us(stat_lookup, paths, args.runs)
+    private_us = per_call_us(in_private_dirs, paths, args.runs)
 
     shared = len({grant.path for grant in grants})
     print(f"grants: {len(grants):,} on {shared:,} paths, engine built in {build_ms:.0f} ms")
@@ -118,6 +131,7 @@ def main() -> None:
     print(f"view() with grants : {view_us:6.2f} µs/call")
     print(f"view() empty policy: {empty_us:6.2f} µs/call  (ratio {view_us / empty_us:.1f}x)")
     print(f"dict + stat_result : {stat_us:6.2f} µs/call  (ratio {view_us / stat_us:.1f}x)")
+    print(f"view() in 0700 project dirs: {private_us:6.2f} µs/call  (reach rule decides)")
 
 
 if __name__ == "__main__":

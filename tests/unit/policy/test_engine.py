@@ -14,6 +14,7 @@ from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normal
 NOW = 1_700_000_000.0
 ROOT_FILE_0640 = ObjectMeta(uid=0, gid=0, mode=0o640)
 ROOT_DIR_0750 = ObjectMeta(uid=0, gid=0, mode=0o750)
+OPEN_DIR = ObjectMeta(uid=0, gid=0, mode=0o755)  # every directory above, unless a test says
 
 IDS = Identities(
     uids={"alice": 1001, "bob": 1002, "carol": 1003, "owner": 500},
@@ -42,7 +43,12 @@ def view(
     is_dir: bool = False,
     teams: tuple[Team, ...] = (),
 ) -> PosixView:
-    return PolicyEngine(grants, teams, IDS).view(path, meta, is_dir, NOW)
+    return PolicyEngine(grants, teams, IDS).view(path, meta, is_dir, NOW, lambda: open_above(path))
+
+
+def open_above(path: str) -> list[ObjectMeta]:
+    """Directories that anyone may search, one for each path above path."""
+    return [OPEN_DIR] * (normalize_path(path).count("/") - 1)
 
 
 def getfacl(data: bytes | None) -> str:
@@ -316,13 +322,24 @@ def test_a_grant_needs_a_bucket() -> None:
         grant("/", "user:alice")
 
 
-def test_a_grant_lets_its_principal_search_but_not_list_the_directories_above() -> None:
+def test_a_grant_lets_its_principal_search_but_not_list_the_private_directories_above() -> None:
     engine = PolicyEngine([grant("/b/private/deep/file.csv", "user:bob")], [], IDS)
-    for d in ("/b", "/b/private", "/b/private/deep"):
-        acl = Acl.decode(engine.view(d, ObjectMeta(1000, 1000, 0o700), True, 0).acl_access or b"")
+    private = ObjectMeta(1000, 1000, 0o700)
+    chain = {"/b": OPEN_DIR, "/b/private": private, "/b/private/deep": private}
+
+    def shown(path: str, is_dir: bool = True, meta: ObjectMeta = private) -> PosixView:
+        parts = path.split("/")
+        above = [chain["/".join(parts[:i])] for i in range(2, len(parts))]
+        return engine.view(path, meta, is_dir, NOW, lambda: above)
+
+    assert view([grant("/b/private/deep/file.csv", "user:bob")], "/b", OPEN_DIR, True) == view(
+        [], "/b", OPEN_DIR, True
+    )  # anyone may search the bucket: nothing to add
+    for d in ("/b/private", "/b/private/deep"):
+        acl = Acl.decode(shown(d).acl_access or b"")
         assert acl.perm(AclTag.USER, 1002) == 1, d  # bob: --x, reach the path, not list names
-    sibling = engine.view("/b/private/other", ObjectMeta(1000, 1000, 0o700), True, 0)
-    assert sibling.acl_access is None
-    assert (
-        engine.view("/b/private/deep", ObjectMeta(1000, 1000, 0o700), False, 0).acl_access is None
-    )
+    # what else is in the private directories stays closed to bob, whatever its mode
+    readable = ObjectMeta(1000, 1000, 0o644)
+    for beside in ("/b/private/other", "/b/private/deep/other.csv"):
+        shown_beside = shown(beside, False, readable).acl_access
+        assert Acl.decode(shown_beside or b"").perm(AclTag.USER, 1002) == 0
