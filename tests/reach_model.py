@@ -59,15 +59,16 @@ def chmod(meta: ObjectMeta, shown_mode: int, acl_shown: bool, new_mode: int) -> 
 
     A chmod to what `ls -l` showed changes nothing, nor, while there is no limit, one to
     the object's own mode. Its group bits become the limit on grants when it takes group
-    permissions away from the object's own mode or takes away all those `ls -l` showed,
-    and always once a limit exists (rwx: none). The owning group keeps its bits while
+    permissions away from the object's own mode, or takes away some `ls -l` showed while
+    giving the owning group none it lacked, and always once a limit exists (rwx: none). The owning group keeps its bits while
     `ls -l` shows an ACL (POSIX).
     """
     if new_mode == shown_mode or (meta.explicit_mask is None and new_mode == meta.mode):
         return meta
     new_group, own, shown = (new_mode >> 3) & 7, (meta.mode >> 3) & 7, (shown_mode >> 3) & 7
     mask = meta.explicit_mask
-    if mask is not None or own & ~new_group or (new_group == 0 and shown != 0):
+    narrows_shown = not new_group & ~own and shown & ~new_group
+    if mask is not None or own & ~new_group or narrows_shown:
         mask = None if new_group == 7 else new_group
     mode = (new_mode & ~0o070) | (meta.mode & 0o070) if acl_shown else new_mode
     return ObjectMeta(meta.uid, meta.gid, mode, mask)

@@ -31,9 +31,11 @@ def chmod(
     and editors restate modes, and must not cut a write grant down to read. Otherwise
     its group bits become the limit on every grant, present or future, when it takes
     away group permissions the object's own mode gave (`chmod 600` of a 0644 file,
-    `chmod g-w`), or every group permission `ls -l` showed (`chmod 700` of a shared
-    0600 file). Once a limit exists every chmod moves it (to rwx: none). A mode that
-    came from creation sets none.
+    `chmod g-w`), or when it takes away group permissions `ls -l` showed without giving
+    the owning group any it lacked (`chmod 640` of a 0644 file shown 0664, `chmod 700`
+    of a shared 0600 file). rsync and tar create files private and then chmod them to
+    wider group bits: that cuts nothing. Once a limit exists every chmod moves it (to
+    rwx: none). A mode that came from creation sets none.
 
     As POSIX defines chmod of an object with an ACL, the owning group's own entry
     (GROUP_OBJ) stays as it was while named entries are in force; otherwise the group
@@ -46,7 +48,8 @@ def chmod(
     own_group = (mode >> 3) & 7
     shown_group = (shown_mode >> 3) & 7
     limit = explicit_mask
-    if limit is not None or own_group & ~new_group or (new_group == 0 and shown_group != 0):
+    narrows_shown = not new_group & ~own_group and shown_group & ~new_group
+    if limit is not None or own_group & ~new_group or narrows_shown:
         limit = None if new_group == 7 else new_group
     if acl_in_force:
         new_mode = (new_mode & ~_GROUP) | (mode & _GROUP)

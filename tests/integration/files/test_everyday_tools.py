@@ -69,6 +69,8 @@ def without_group_bits(
     return {name: (kind, mode & ~0o070, mtime) for name, (kind, mode, mtime) in entries.items()}
 
 
+GRANT_BITS = {"f": 0o060, "d": 0o070}  # what a write grant gives: rw- on files, rwx on dirs
+
 TOOLS = {
     "cp-a": lambda src, dst: ["cp", "-a", f"{src}/.", str(dst)],
     "cp-p": lambda src, dst: ["cp", "-pR", f"{src}/.", str(dst)],
@@ -121,13 +123,13 @@ def test_copy_tools_keep_modes_and_times_in_a_shared_tree(
         assert user.run("mkdir", into).returncode == 0
         r = user.run(*TOOLS[tool](src, into))
         assert (r.returncode, r.stderr.decode()) == (ref.returncode, ref.stderr.decode())
-        if tool == "tar" and user is alice:
-            # tar creates each file with its final mode and never chmods it (directories
-            # it does), and a mode
-            # that came only from creation sets no ACL mask (docs/SEMANTICS.md): the
-            # group bits show what bob's grant gives. Everything else is as local.
+        if user is alice:
+            # bob's write grant on jobs shows in the group bits (the ACL mask): each tool
+            # creates files private or with their final mode and then chmods them to wider
+            # or the same bits, which cuts no grant (docs/SEMANTICS.md "chmod and grants").
+            # Everything else is as local.
             expected[user.name] = {
-                name: (kind, mode | 0o060 if kind == "f" else mode, mtime)
+                name: (kind, mode | GRANT_BITS.get(kind, 0), mtime)
                 for name, (kind, mode, mtime) in expected[user.name].items()
             }
         assert shape(into) == expected[user.name], "right after the copy"
@@ -141,10 +143,9 @@ def test_copy_tools_keep_modes_and_times_in_a_shared_tree(
     other: Mount = make_mount([(bucket, f"user:{alice.name}")], name="other")
     for user in (alice, bob):
         seen, want = shape(other.path(bucket, "jobs", user.name)), expected[user.name]
-        if tool in ("tar", "rsync") and user is alice:
+        if user is alice:
             # Without the grant no mask applies, and the group bits show the owning
-            # group's own entry, which a chmod under a grant leaves as it was (rsync
-            # and tar create files and directories private, then chmod them).
+            # group's own entry, which a chmod under a grant leaves as it was (POSIX).
             seen, want = without_group_bits(seen), without_group_bits(want)
         assert seen == want, "other mount"
     other.stop()

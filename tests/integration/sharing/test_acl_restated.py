@@ -44,13 +44,13 @@ def test_owner_restates_or_clears_acl_in_a_shared_tree(
     ok(alice.run("setfacl", "-k", root / "jobs"))  # default ACL removed: grants still reach
     assert f"default:user:{carol.uid}:rwx" in ok(alice.run("getfacl", "-cn", root / "jobs"))
 
-    # setfacl -b by the owner, who may not share: accepted; the grant on jobs stays
-    # listed, limited by the group bits as a chmod would.
+    # setfacl -b by the owner, who may not share: accepted; it restates the file's own
+    # mode (as cp -p of a file without an ACL does), so the grant on jobs still reaches it.
     ok(bob.run("setfacl", "-b", f))
     after = ok(bob.run("getfacl", "-cn", f))
-    assert f"user:{carol.uid}:rw-" in after and "mask::r--" in after, after
+    assert f"user:{carol.uid}:rw-" in after and "mask::rw-" in after, after
     assert carol.run("cat", f).stdout == b"from-bob\n"
-    assert carol.run("sh", "-c", f"echo x >> {f}").returncode != 0
+    assert carol.run("sh", "-c", f"echo x >> {f}").returncode == 0
     assert "an ACL without named entries was set" in m.log_text()
 
     # A real change by someone who may not share: EPERM, and the log says why.
@@ -63,7 +63,7 @@ def test_owner_restates_or_clears_acl_in_a_shared_tree(
     assert f"{bob.name} holds write on /{bucket}/jobs" in m.log_text()
 
 
-def test_cp_p_into_a_shared_directory_keeps_the_mode(
+def test_cp_p_into_a_shared_directory_keeps_the_grants(
     make_mount: Any, bucket: str, alice: UnixUser, bob: UnixUser, public_dir: Path
 ) -> None:
     m: Mount = make_mount([(bucket, f"user:{alice.name}")])
@@ -76,6 +76,16 @@ def test_cp_p_into_a_shared_directory_keeps_the_mode(
     src.chmod(0o640)
     r = alice.run("cp", "-p", src, root / "jobs" / "f8a.txt")
     assert (r.returncode, r.stderr) == (0, b"")
-    assert stat.S_IMODE(os.stat(root / "jobs" / "f8a.txt").st_mode) == 0o640
-    # bob's grant still reaches the copy, limited by the group bits as chmod's are
+    # cp -p restates the file's own mode 0640: no limit, so the group bits show bob's
+    # write grant (the ACL mask) and bob may still write the copy.
+    assert stat.S_IMODE(os.stat(root / "jobs" / "f8a.txt").st_mode) == 0o660
     assert bob.run("cat", root / "jobs" / "f8a.txt").stdout == b"job\n"
+    assert bob.run("sh", "-c", f"echo more >> {root / 'jobs' / 'f8a.txt'}").returncode == 0
+    # A chmod to the file's own mode is a restatement too; the owner limits grants with
+    # a chmod that takes group bits away, or with the mask itself (docs/SEMANTICS.md).
+    ok(alice.run("setfacl", "-m", "m::r--", root / "jobs" / "f8a.txt"))
+    assert stat.S_IMODE(os.stat(root / "jobs" / "f8a.txt").st_mode) == 0o640
+    assert bob.run("sh", "-c", f"echo more >> {root / 'jobs' / 'f8a.txt'}").returncode != 0
+    assert bob.run("cat", root / "jobs" / "f8a.txt").returncode == 0
+    ok(alice.run("chmod", "600", root / "jobs" / "f8a.txt"))
+    assert bob.run("cat", root / "jobs" / "f8a.txt").returncode != 0

@@ -84,6 +84,22 @@ def test_restating_a_mode_does_not_cut_a_write_grant(created: int, restated: int
     assert bob_can(meta, grants) == 6  # bob still reads and writes
 
 
+def test_chmod_narrowing_what_ls_showed_within_the_own_mode_limits_grants() -> None:
+    # `ls -l` shows 0664 (bob's write grant); the owner says 640 on purpose: bob reads only.
+    grants = [write_for_bob()]
+    meta = stored_after_chmod(ObjectMeta(0, 0, 0o644), 0o640, grants)
+    assert meta.explicit_mask == 0o4
+    assert bob_can(meta, grants) == 4
+
+
+def test_chmod_widening_the_owning_groups_bits_cuts_no_grant() -> None:
+    # rsync -a and tar x create a file 0600, then chmod it to the source's 0640.
+    grants = [write_for_bob()]
+    meta = stored_after_chmod(ObjectMeta(0, 0, 0o600), 0o640, grants)
+    assert meta.explicit_mask is None
+    assert bob_can(meta, grants) == 6
+
+
 def test_a_mode_from_creation_sets_no_limit() -> None:
     for created in (0o600, 0o640, 0o644):
         assert bob_can(ObjectMeta(0, 0, created), [write_for_bob()]) == 6
