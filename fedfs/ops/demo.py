@@ -39,7 +39,8 @@ size = "2GiB"
 state_dir = "{state}/state"
 
 [control]
-socket = "{state}/control.sock"
+# Reachable by every local user (the state directory is root's, 0700); one per port.
+socket = "/run/fedfs/demo-{port}.sock"
 
 [[buckets]]
 name = "demo"
