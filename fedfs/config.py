@@ -160,6 +160,34 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ObjectAclConfig:
+    """[object_acl]: the object store's access control and the POSIX view as one policy
+    (docs/OBJECT_ACL.md). Off (fedfs as before) while `principal` and `ldap_attribute`
+    are both unset."""
+
+    # "arn:aws:iam:::user/{user}": the object-store principal of POSIX user {user}
+    principal: str | None = None
+    ldap_attribute: str | None = None  # or an LDAP attribute of the user holding it
+    sync: str = "both"  # "both", "export" (POSIX -> store) or "import" (store -> POSIX)
+    poll_interval: float = 10.0  # how often bucket policies and ACLs are read (with jitter)
+    watcher: bool = True  # whether this node polls bucket policies (see docs/OPERATIONS.md)
+    # the canned ACL of every object fedfs writes, so the bucket's owner keeps it usable
+    object_acl: str | None = "bucket-owner-full-control"
+
+    @property
+    def enabled(self) -> bool:
+        return self.principal is not None or self.ldap_attribute is not None
+
+    @property
+    def exports(self) -> bool:
+        return self.enabled and self.sync in ("both", "export")
+
+    @property
+    def imports(self) -> bool:
+        return self.enabled and self.sync in ("both", "import")
+
+
+@dataclass(frozen=True)
 class BucketConfig:
     name: str
     owner: str
@@ -176,6 +204,7 @@ class Config:
     fs: FsConfig = field(default_factory=FsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    object_acl: ObjectAclConfig = field(default_factory=ObjectAclConfig)
 
     @property
     def name(self) -> str:
@@ -271,6 +300,9 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     identity = _parse_identity(_Section(path, "identity", top.get("identity", dict, {})))
     control = _parse_control(_Section(path, "control", top.get("control", dict, {})), path.stem)
     metrics = _parse_metrics(_Section(path, "metrics", top.get("metrics", dict, {})))
+    object_acl = _parse_object_acl(
+        _Section(path, "object_acl", top.get("object_acl", dict, {})), identity
+    )
     buckets_raw = top.get("buckets", list, what="add at least one [[buckets]] table")
     top.finish()
     if not buckets_raw:
@@ -292,6 +324,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         fs=fs,
         identity=identity,
         metrics=metrics,
+        object_acl=object_acl,
     )
 
 
@@ -354,6 +387,44 @@ def _parse_identity(s: _Section) -> IdentityConfig:
     )
     if source == "ldap" and (cfg.url is None or cfg.base_dn is None):
         s.fail("url" if cfg.url is None else "base_dn", 'source = "ldap" needs url and base_dn')
+    s.finish()
+    return cfg
+
+
+_CANNED_ACLS = ("bucket-owner-full-control", "bucket-owner-read", "private")
+
+
+def _parse_object_acl(s: _Section, identity: IdentityConfig) -> ObjectAclConfig:
+    principal = s.get("principal", str, None, what='a template such as "arn:aws:iam:::user/{user}"')
+    if principal is not None and principal.count("{user}") != 1:
+        s.fail(
+            "principal",
+            f'{principal!r} must contain {{user}} once, e.g. "arn:aws:iam:::user/{{user}}"',
+        )
+    attribute = s.get(
+        "ldap_attribute", str, None, what="the LDAP attribute holding a user's principal"
+    )
+    if attribute is not None and identity.source != "ldap":
+        s.fail("ldap_attribute", 'needs [identity] source = "ldap"; or set principal instead')
+    if attribute is not None and principal is not None:
+        s.fail("ldap_attribute", "set principal or ldap_attribute, not both")
+    sync = s.get("sync", str, "both")
+    if sync not in ("both", "export", "import"):
+        s.fail("sync", f'{sync!r}: valid values are "both", "export" and "import"')
+    acl = s.get("object_acl", str, "bucket-owner-full-control")
+    if acl not in (*_CANNED_ACLS, "none"):
+        s.fail(
+            "object_acl",
+            f"{acl!r}: valid values are {', '.join(map(repr, _CANNED_ACLS))} and 'none'",
+        )
+    cfg = ObjectAclConfig(
+        principal=principal,
+        ldap_attribute=attribute,
+        sync=sync,
+        poll_interval=s.positive("poll_interval", float, 10.0),
+        watcher=s.get("watcher", bool, True),
+        object_acl=None if acl == "none" else acl,
+    )
     s.finish()
     return cfg
 

@@ -85,6 +85,7 @@ def make_mount(moto: MotoServer, public_dir: Path, tmp_path: Path) -> Iterator[M
         start: bool = True,
         top: str = "",
         policy_extra: str = "",
+        keys: tuple[str, str] | None = None,
     ) -> Mount:
         name = name or f"m{len(mounts)}"
         base = public_dir / f"{tmp_path.name}-{name}"
@@ -98,6 +99,7 @@ def make_mount(moto: MotoServer, public_dir: Path, tmp_path: Path) -> Iterator[M
             store_extra,
             top=top,
             policy_extra=policy_extra,
+            **({"keys": keys} if keys else {}),
         )
         m = Mount(cfg, base / "mnt", tmp_path / f"{name}.log")
         mounts.append(m)

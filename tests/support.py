@@ -110,6 +110,7 @@ def write_config(
     socket: Path | None = None,
     top: str = "",
     policy_extra: str = "",
+    keys: tuple[str, str] = (KEY, KEY),
 ) -> Path:
     """A mount config; state and the site policy dir sit beside the cache dir."""
     state = cache_dir.with_name(cache_dir.name + "-state")
@@ -124,8 +125,8 @@ def write_config(
         f'socket = "{socket}"',
         "[store]",
         f'endpoint = "{endpoint}"',
-        f'access_key = "{KEY}"',
-        f'secret_key = "{KEY}"',
+        f'access_key = "{keys[0]}"',
+        f'secret_key = "{keys[1]}"',
         "connect_timeout = 2",
         "read_timeout = 60",
         "max_attempts = 3",

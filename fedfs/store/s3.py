@@ -42,7 +42,7 @@ from fedfs.errors import (
 log = logging.getLogger(__name__)
 
 DIR_CONTENT_TYPE = "application/x-directory"
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchBucketPolicy", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _PRECONDITION = {"PreconditionFailed", "412"}
 # Answers that say the request itself is wrong and will be refused every time (a key
@@ -242,6 +242,36 @@ class ObjectStore:
         except StoreError as e:
             if "BucketAlreadyOwnedByYou" not in str(e) and "BucketAlreadyExists" not in str(e):
                 raise
+
+    # -- bucket access control (fedfs/policy/objectacl, docs/OBJECT_ACL.md) --
+
+    def get_bucket_policy(self, bucket: str) -> str | None:
+        """The bucket's policy document as the store returned it (JSON text), None if none."""
+        try:
+            r = self._call(
+                f"bucket policy of {bucket!r}", self.client.get_bucket_policy, Bucket=bucket
+            )
+        except NotFound as e:
+            if "NoSuchBucketPolicy" in str(e):
+                return None
+            raise
+        return str(r.get("Policy") or "") or None
+
+    def put_bucket_policy(self, bucket: str, document: str) -> None:
+        self._call(
+            f"bucket policy of {bucket!r}",
+            self.client.put_bucket_policy,
+            Bucket=bucket,
+            Policy=document,
+        )
+
+    def delete_bucket_policy(self, bucket: str) -> None:
+        self._call(f"bucket policy of {bucket!r}", self.client.delete_bucket_policy, Bucket=bucket)
+
+    def get_bucket_acl(self, bucket: str) -> dict[str, Any]:
+        """GetBucketAcl's answer: {"Owner": {...}, "Grants": [...]}."""
+        r = self._call(f"bucket ACL of {bucket!r}", self.client.get_bucket_acl, Bucket=bucket)
+        return {"Owner": r.get("Owner") or {}, "Grants": list(r.get("Grants") or [])}
 
     # -- metadata --------------------------------------------------------
 

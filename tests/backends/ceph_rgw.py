@@ -111,16 +111,36 @@ class CephRgw:
         rgw = json.loads(out)["rgw"]
         return {k: int(rgw[k]) for k in ("req", "get", "put", "failed_req")}
 
-    def client(self) -> object:
+    def client(self, access_key: str | None = None, secret_key: str | None = None) -> object:
+        """A boto3 S3 client with the benchmark user's keys, or with the keys given."""
         import boto3
 
         return boto3.client(
             "s3",
             endpoint_url=self.url,
             region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
         )
+
+    def create_user(self, uid: str, system: bool = False) -> tuple[str, str]:
+        """An RGW user named uid (principal arn:aws:iam:::user/UID) with its own keys.
+
+        system: a user meant for a site service (the fedfs daemon), which may read and
+        write every bucket and its policy (../notes: RGW enforces policies per user)."""
+        access, secret = f"{uid}-access"[:20], f"{uid}-secret-0123456789abcdef"
+        self._run(
+            "radosgw-admin",
+            *self._c,
+            "user",
+            "create",
+            f"--uid={uid}",
+            f"--display-name={uid}",
+            f"--access-key={access}",
+            f"--secret-key={secret}",
+            *(["--system"] if system else []),
+        )
+        return access, secret
 
     def __enter__(self) -> CephRgw:
         return self.start()
