@@ -1,0 +1,678 @@
+"""What a bucket's own access control gives in the POSIX view: the import mapping.
+
+Reads a bucket policy document (any text: hostile, huge, wrong types) and a
+GetBucketAcl answer, and returns the rights they state for local users, the
+denials, and every statement that cannot be mapped faithfully with its Sid and
+the reason. The rule (docs/OBJECT_ACL.md "Import"): an Allow grants in POSIX only
+what the store grants, never more; anything not understood makes the Allow give
+nothing, except extra principals, actions or resources, which are left out (and
+reported) while the rest applies. A Deny is applied in full (all access of that
+user there), wider rather than narrower when it cannot be mapped exactly.
+Pure and without I/O; callable from any thread. Calls only policy/model.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fedfs.errors import PolicyError
+from fedfs.policy.model import Level, normalize_path
+
+MAX_DOCUMENT = 1 << 20  # bytes of policy text read; RGW and S3 keep theirs far smaller
+MAX_STATEMENTS = 1000
+MAX_ITEMS = 1000  # principals, actions or resources in one statement
+EVERYONE = "*"  # who: "other" in POSIX
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
+
+_GET, _PUT, _DELETE, _LIST = "s3:getobject", "s3:putobject", "s3:deleteobject", "s3:listbucket"
+_MAPPED_ACTIONS = (_GET, _PUT, _DELETE, _LIST)
+_ELEMENTS = frozenset(
+    {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction"}
+    | {"Resource", "NotResource", "Condition"}
+)
+_BEFORE_OPS = {"datelessthan", "datelessthanequals"}
+_AFTER_OPS = {"dategreaterthan", "dategreaterthanequals"}
+_PREFIX_OPS = {"stringequals", "stringlike"}
+_UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Right:
+    """Access a bucket policy statement or the bucket ACL gives in POSIX: who, where, how much."""
+
+    path: str  # "/bucket" or "/bucket/prefix"
+    who: str  # a local user name, or EVERYONE ("other")
+    level: int  # Level.READ or Level.WRITE
+    source: str  # "bucket-policy:SID" or "bucket-acl"
+    expires: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A Deny: who loses all access at path and below (EVERYONE: "other" does)."""
+
+    path: str
+    who: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """A statement (or ACL grant) not mapped faithfully: what it is and why."""
+
+    sid: str  # the statement's Sid, "#N" (its index) without one, or "acl:GRANTEE"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Everything one bucket's policy and ACL give in POSIX, as observed at one time."""
+
+    bucket: str
+    rights: tuple[Right, ...] = ()
+    denials: tuple[Denial, ...] = ()
+    unmapped: tuple[Unmapped, ...] = ()
+
+    def to_json(self) -> str:
+        """The observation as canonical JSON (same rights, same text: applying it is idempotent)."""
+        return json.dumps(
+            {
+                "bucket": self.bucket,
+                "rights": [asdict(r) for r in self.rights],
+                "denials": [asdict(d) for d in self.denials],
+                "unmapped": [asdict(u) for u in self.unmapped],
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Observed:
+        """Read to_json's text back; PolicyError if it is not one."""
+        try:
+            data = json.loads(text)
+            return cls(
+                str(data["bucket"]),
+                tuple(
+                    Right(
+                        normalize_path(str(r["path"])),
+                        str(r["who"]),
+                        Level(int(r["level"])),
+                        str(r["source"]),
+                        None if r["expires"] is None else float(r["expires"]),
+                    )
+                    for r in data["rights"]
+                ),
+                tuple(
+                    Denial(normalize_path(str(d["path"])), str(d["who"]), str(d["source"]))
+                    for d in data["denials"]
+                ),
+                tuple(Unmapped(str(u["sid"]), str(u["reason"])) for u in data["unmapped"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, PolicyError) as e:
+            raise PolicyError(f"an object-side observation that cannot be read: {e}") from None
+
+
+UserOf = Callable[[str], "str | None"]
+
+
+def observe(
+    bucket: str,
+    policy: str | None,
+    acl: Any,
+    user_of: UserOf,
+    now: float,
+    owned: Callable[[Any], bool] = lambda statement: False,
+) -> Observed:
+    """What bucket's policy text and GetBucketAcl answer give in POSIX at time now.
+
+    user_of: the local user a principal ("arn:aws:iam:::user/NAME") stands for, or None.
+    owned: statements fedfs wrote itself (export), which are left out here.
+    Never raises: whatever cannot be read is reported in `unmapped` and gives nothing.
+    """
+    found = _Found(bucket, now)
+    if policy is not None:
+        found.policy(policy, user_of, owned)
+    if acl is not None:
+        found.acl(acl, user_of)
+    return found.result()
+
+
+@dataclass(slots=True)
+class _Cap:
+    """One mapped action of one statement for one principal under one path."""
+
+    who: str
+    path: str
+    action: str
+    expires: float | None
+    sid: str
+
+
+class _Found:
+    def __init__(self, bucket: str, now: float) -> None:
+        self.bucket = bucket
+        self.now = now
+        self.caps: list[_Cap] = []
+        self.denials: list[Denial] = []
+        self.unmapped: list[Unmapped] = []
+        self.acl_rights: list[Right] = []
+
+    def report(self, sid: str, reason: str) -> None:
+        self.unmapped.append(Unmapped(sid, reason))
+
+    # -- the policy document ---------------------------------------------------
+
+    def policy(self, text: str, user_of: UserOf, owned: Callable[[Any], bool]) -> None:
+        if not isinstance(text, str):
+            self.report("policy", "the bucket policy is not text; nothing in it is mapped")
+            return
+        if len(text) > MAX_DOCUMENT:
+            self.report(
+                "policy", f"the bucket policy is larger than {MAX_DOCUMENT} bytes; nothing mapped"
+            )
+            return
+        try:
+            document = json.loads(text, object_pairs_hook=_no_duplicates)
+        except (ValueError, RecursionError) as e:
+            reason = str(e)[:200]
+            self.report("policy", f"the bucket policy is not valid JSON ({reason}); nothing mapped")
+            return
+        statements = document.get("Statement") if isinstance(document, dict) else None
+        if isinstance(statements, dict):
+            statements = [statements]
+        if not isinstance(statements, list):
+            self.report("policy", "the bucket policy has no Statement list; nothing mapped")
+            return
+        for index, statement in enumerate(statements):
+            if index >= MAX_STATEMENTS:
+                self.report(
+                    f"#{index}", f"only the first {MAX_STATEMENTS} statements are read; ignored"
+                )
+                break
+            try:
+                if owned(statement):
+                    continue
+                self.statement(index, statement, user_of)
+            except (RecursionError, MemoryError):
+                self.report(f"#{index}", "too deeply nested to read; nothing mapped")
+
+    def statement(self, index: int, st: Any, user_of: UserOf) -> None:
+        if not isinstance(st, dict):
+            self.report(f"#{index}", "a statement that is not a JSON object; nothing mapped")
+            return
+        sid = _sid(st.get("Sid"), index)
+        effect = st.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            self.report(sid, f"Effect {_short(effect)} is neither Allow nor Deny; nothing mapped")
+            return
+        allow = effect == "Allow"
+        ignored = "gives nothing" if allow else "is not applied"
+        unknown = sorted(k if isinstance(k, str) else repr(k) for k in st if k not in _ELEMENTS)
+        for element in ("NotPrincipal", "NotAction", "NotResource"):
+            if element in st:
+                self.report(sid, f"{element} cannot be mapped to POSIX; the statement {ignored}")
+                return
+        if unknown and allow:
+            self.report(sid, f"unknown element {_short(unknown[0])}; the statement gives nothing")
+            return
+        window = self.condition(sid, st.get("Condition"), allow)
+        if window is None:
+            return
+        expires, prefixes = window
+        whos = self.principals(sid, st.get("Principal"), user_of, allow)
+        actions = self.actions(sid, st.get("Action"), allow)
+        if not whos or not actions:
+            return
+        places = self.resources(sid, st.get("Resource"), allow)
+        if allow:
+            self.allow(sid, whos, actions, places, expires, prefixes)
+        else:
+            self.deny(sid, whos, actions, places, prefixes)
+
+    def condition(
+        self, sid: str, condition: Any, allow: bool
+    ) -> tuple[float | None, list[str] | None] | None:
+        """(expiry, s3:prefix values) of a Condition, or None when the statement gives nothing."""
+        if condition is None:
+            return None, None
+        ignored = "gives nothing" if allow else "is applied without it (stricter than the store)"
+        if not isinstance(condition, dict):
+            self.report(sid, f"a Condition that is not a JSON object; the statement {ignored}")
+            return None if allow else (None, None)
+        expires: float | None = None
+        start: float | None = None
+        prefixes: list[str] | None = None
+        for op, body in condition.items():
+            name = op.lower() if isinstance(op, str) else ""
+            if not isinstance(body, dict) or not body:
+                self.report(
+                    sid, f"condition {_short(op)} is not understood; the statement {ignored}"
+                )
+                return None if allow else (None, None)
+            for key, raw in body.items():
+                values = _strings(raw)
+                key_l = key.lower() if isinstance(key, str) else ""
+                if values is None or not values:
+                    bad = f"condition {_short(op)} on {_short(key)} has values that are not text"
+                    self.report(sid, f"{bad}; the statement {ignored}")
+                    return None if allow else (None, None)
+                if key_l == "aws:currenttime" and name in _BEFORE_OPS | _AFTER_OPS:
+                    times = [_epoch(v) for v in values]
+                    if any(t is None for t in times):
+                        self.report(sid, f"a date in {_short(op)} is not ISO 8601; {ignored}")
+                        return None if allow else (None, None)
+                    known = [t for t in times if t is not None]
+                    if name in _BEFORE_OPS:  # any value may hold: the latest counts
+                        latest = max(known)
+                        expires = latest if expires is None else min(expires, latest)
+                    else:
+                        earliest = min(known)
+                        start = earliest if start is None else max(start, earliest)
+                elif key_l == "s3:prefix" and name in _PREFIX_OPS and prefixes is None:
+                    prefixes = values
+                else:
+                    self.report(
+                        sid,
+                        f"condition {_short(op)} on {_short(key)} cannot be mapped to POSIX "
+                        f"(only aws:CurrentTime dates and s3:prefix are); the statement {ignored}",
+                    )
+                    return None if allow else (None, None)
+        if allow and start is not None and self.now < start:
+            return None  # not yet in force; a later observation picks it up
+        if allow and expires is not None and self.now >= expires:
+            return None  # ended
+        if not allow and expires is not None and self.now >= expires:
+            return None
+        return expires, prefixes
+
+    def principals(self, sid: str, principal: Any, user_of: UserOf, allow: bool) -> list[str]:
+        """The local users (or EVERYONE) a Principal names; the rest is reported."""
+        if principal == "*":
+            return [EVERYONE]
+        if not isinstance(principal, dict):
+            self.report(sid, 'a Principal that is not "*" or a JSON object; nothing mapped')
+            return []
+        whos: list[str] = []
+        for kind, raw in principal.items():
+            values = _strings(raw)
+            if kind != "AWS" or values is None:
+                self.report(sid, f"principal type {_short(kind)} is not mapped; it gets nothing")
+                continue
+            for value in values[:MAX_ITEMS]:
+                if value == "*":
+                    whos.append(EVERYONE)
+                    continue
+                user = _safe(user_of, value)
+                if user is None:
+                    if allow:
+                        self.report(
+                            sid, f"principal {_short(value)} has no local user; it gets nothing"
+                        )
+                else:
+                    whos.append(user)
+        return sorted(set(whos))
+
+    def actions(self, sid: str, action: Any, allow: bool) -> set[str]:
+        values = _strings(action)
+        if values is None or not values:
+            if allow:
+                self.report(sid, "an Action that is not text or a list of text; nothing mapped")
+            return set()
+        found: set[str] = set()
+        for value in values[:MAX_ITEMS]:
+            matched = {a for a in _MAPPED_ACTIONS if _glob(value.lower()).fullmatch(a)}
+            if not matched and allow:
+                self.report(sid, f"action {_short(value)} has no POSIX counterpart; not mapped")
+            found |= matched
+        return found
+
+    def resources(self, sid: str, resource: Any, allow: bool) -> list[tuple[str, str]]:
+        """(path, kind) for each resource of this bucket that can be mapped; kind is
+        "bucket" (the bucket itself: listing), "objects" (keys under path) or "both"."""
+        values = _strings(resource)
+        if values is None or not values:
+            self.report(sid, "a Resource that is not text or a list of text; nothing mapped")
+            return []
+        places: list[tuple[str, str]] = []
+        for value in values[:MAX_ITEMS]:
+            place = self.resource(sid, value, allow)
+            if place is not None:
+                places.append(place)
+        return places
+
+    def resource(self, sid: str, value: str, allow: bool) -> tuple[str, str] | None:
+        root = f"/{self.bucket}"
+        if value in ("*", "arn:aws:s3:::*"):
+            return root, "both"
+        arn = "arn:aws:s3:::"
+        if not value.startswith(arn):
+            self.report(sid, f"resource {_short(value)} is not an S3 ARN; not mapped")
+            return None
+        name, slash, key = value[len(arn) :].partition("/")
+        if name != self.bucket:
+            wild = "*" in name or "?" in name
+            if wild and not allow:
+                self.report(sid, f"resource {_short(value)}: the Deny is applied to all of {root}")
+                return root, "both"  # a Deny that may cover this bucket: all of it
+            if allow:
+                why = "has a wildcard in the bucket name" if wild else "names another bucket"
+                self.report(sid, f"resource {_short(value)} {why}; not mapped")
+            return None
+        if not slash:
+            return root, "bucket"
+        cut = min((i for i in (key.find("*"), key.find("?")) if i >= 0), default=-1)
+        if cut < 0:
+            exact = _key_path(root, key)
+            if allow:
+                self.report(
+                    sid,
+                    f"resource {_short(value)} names one object; fedfs maps prefixes "
+                    'ending in "/*"; not mapped',
+                )
+                return None
+            return exact or root, "objects"
+        prefix = key[:cut]
+        aligned = cut == len(key) - 1 and (not prefix or prefix.endswith("/"))
+        path = _key_path(root, prefix.rstrip("/"))
+        if aligned and path is not None:
+            return path, "objects"
+        if allow:
+            self.report(
+                sid,
+                f'resource {_short(value)}: only a trailing "*" after a "/" is mapped; not mapped',
+            )
+            return None
+        # A Deny that cannot be placed exactly covers the nearest whole directory above it.
+        wider = _wider(root, prefix)
+        self.report(sid, f"resource {_short(value)}: the Deny is applied to {wider}")
+        return wider, "objects"
+
+    def allow(
+        self,
+        sid: str,
+        whos: list[str],
+        actions: set[str],
+        places: list[tuple[str, str]],
+        expires: float | None,
+        prefixes: list[str] | None,
+    ) -> None:
+        object_actions = actions - {_LIST}
+        if prefixes is not None and object_actions:
+            # The s3:prefix key is absent from object requests: the condition fails for them.
+            self.report(sid, "s3:prefix applies to listing only; its object actions give nothing")
+            object_actions = set()
+        for path, kind in places:
+            for who in whos:
+                if kind != "objects" and _LIST in actions:
+                    for prefix in self.list_prefixes(prefixes):
+                        self.caps.append(_Cap(who, prefix, _LIST, expires, sid))
+                if kind != "bucket":
+                    for action in sorted(object_actions):
+                        self.caps.append(_Cap(who, path, action, expires, sid))
+
+    def list_prefixes(self, prefixes: list[str] | None) -> list[str]:
+        root = f"/{self.bucket}"
+        if prefixes is None:
+            return [root]
+        found = []
+        for value in prefixes:
+            stem = value[:-1] if value.endswith("*") else value
+            if "*" in stem or "?" in stem or (stem and not stem.endswith("/")):
+                continue
+            path = _key_path(root, stem.rstrip("/"))
+            if path is not None:
+                found.append(path)
+        return found
+
+    def deny(
+        self,
+        sid: str,
+        whos: list[str],
+        actions: set[str],
+        places: list[tuple[str, str]],
+        prefixes: list[str] | None,
+    ) -> None:
+        root = f"/{self.bucket}"
+        paths: list[str] = []
+        for path, kind in places:
+            if kind != "bucket" and actions - {_LIST}:
+                paths.append(path)
+            if kind != "objects" and _LIST in actions:
+                if prefixes is None:
+                    paths.append(root)
+                else:
+                    paths.extend(_wider(root, value) for value in prefixes)
+        for who in whos:
+            for path in paths:
+                self.denials.append(Denial(path, who, f"bucket-policy:{sid}"))
+
+    # -- the bucket ACL ------------------------------------------------------------
+
+    def acl(self, answer: Any, user_of: UserOf) -> None:
+        if not isinstance(answer, dict):
+            self.report("acl", "the bucket ACL answer is not a mapping; nothing mapped")
+            return
+        owner = answer.get("Owner")
+        owner_id = owner.get("ID") if isinstance(owner, dict) else None
+        grants = answer.get("Grants")
+        if not isinstance(grants, list):
+            return
+        root = f"/{self.bucket}"
+        for grant in grants[:MAX_ITEMS]:
+            if not isinstance(grant, dict) or not isinstance(grant.get("Grantee"), dict):
+                self.report("acl", "a bucket ACL grant without a grantee; not mapped")
+                continue
+            grantee, permission = grant["Grantee"], grant.get("Permission")
+            level = {"READ": Level.READ, "WRITE": Level.WRITE, "FULL_CONTROL": Level.WRITE}.get(
+                permission if isinstance(permission, str) else ""
+            )
+            if level is None:
+                continue  # READ_ACP / WRITE_ACP: about the ACL itself, no POSIX counterpart
+            kind, uri, gid = grantee.get("Type"), grantee.get("URI"), grantee.get("ID")
+            if kind == "Group" and uri in (ALL_USERS, AUTHENTICATED_USERS):
+                self.acl_rights.append(Right(root, EVERYONE, level, "bucket-acl"))
+                continue
+            if kind != "CanonicalUser" or not isinstance(gid, str):
+                label = _short(uri or grantee.get("EmailAddress") or kind)
+                self.report(f"acl:{label}", "this kind of bucket ACL grantee is not mapped")
+                continue
+            if gid == owner_id:
+                continue  # the owner's own grant: the owner has its bucket anyway
+            tenant, dollar, name = gid.partition("$")
+            if not dollar:
+                tenant, name = "", gid
+            user = _safe(user_of, f"arn:aws:iam::{tenant}:user/{name}")
+            if user is None:
+                self.report(f"acl:{_short(gid)}", "this grantee has no local user; it gets nothing")
+                continue
+            self.acl_rights.append(Right(root, user, level, "bucket-acl"))
+
+    # -- putting it together -------------------------------------------------------
+
+    def result(self) -> Observed:
+        rights = self.combine() + self.acl_rights
+        denials = self.expand_denials(rights)
+        kept = [
+            r
+            for r in rights
+            if not any(_covers(d.path, r.path) and d.who == r.who for d in denials)
+        ]
+        unmapped: list[Unmapped] = []
+        for u in self.unmapped:
+            if u not in unmapped:
+                unmapped.append(u)
+        return Observed(
+            self.bucket,
+            tuple(sorted(set(kept), key=_right_key)),
+            tuple(sorted(set(denials), key=lambda d: (d.path, d.who, d.source))),
+            tuple(unmapped),
+        )
+
+    def combine(self) -> list[Right]:
+        """Rights from the statements' actions: read needs get; write needs get, put, delete."""
+        by_who: dict[str, list[_Cap]] = {}
+        for cap in self.caps:
+            by_who.setdefault(cap.who, []).append(cap)
+        rights: list[Right] = []
+        gave: set[str] = set()
+        for who, caps in by_who.items():
+            for cap in caps:
+                if cap.action == _GET:
+                    rights.append(
+                        Right(cap.path, who, Level.READ, f"bucket-policy:{cap.sid}", cap.expires)
+                    )
+                    gave.add(cap.sid)
+                elif cap.action == _PUT:
+                    (reads, read), (deletes, delete) = (
+                        _until(caps, _GET, cap.path),
+                        _until(caps, _DELETE, cap.path),
+                    )
+                    if not (reads and deletes):
+                        self.report(
+                            cap.sid,
+                            "s3:PutObject is shown as POSIX write only where the same user "
+                            "may also s3:GetObject and s3:DeleteObject (write in POSIX lets "
+                            f"one read and delete); not mapped as write at {cap.path}",
+                        )
+                        continue
+                    ends = [e for e in (cap.expires, read, delete) if e is not None]
+                    expires = min(ends) if ends else None
+                    rights.append(
+                        Right(cap.path, who, Level.WRITE, f"bucket-policy:{cap.sid}", expires)
+                    )
+                    gave.add(cap.sid)
+        for cap in self.caps:
+            reads_there = any(
+                c.who == cap.who
+                and c.action == _GET
+                and (_covers(c.path, cap.path) or _covers(cap.path, c.path))
+                for c in self.caps
+            )
+            if cap.action == _LIST and cap.sid not in gave and not reads_there:
+                self.report(
+                    cap.sid,
+                    "s3:ListBucket alone gives no POSIX access (POSIX cannot list without read)",
+                )
+                gave.add(cap.sid)
+            elif cap.action == _DELETE and cap.sid not in gave:
+                self.report(
+                    cap.sid,
+                    "s3:DeleteObject without s3:PutObject has no POSIX counterpart; not mapped",
+                )
+                gave.add(cap.sid)
+        return rights
+
+    def expand_denials(self, rights: list[Right]) -> list[Denial]:
+        """A Deny for everyone also takes away each user's imported access there."""
+        found = list(self.denials)
+        for d in self.denials:
+            if d.who != EVERYONE:
+                continue
+            for r in rights:
+                if r.who != EVERYONE and (_covers(r.path, d.path) or _covers(d.path, r.path)):
+                    found.append(Denial(d.path, r.who, d.source))
+        return found
+
+
+def _until(caps: list[_Cap], action: str, path: str) -> tuple[bool, float | None]:
+    """(whether the user holds `action` covering path, when that ends: None never)."""
+    held = False
+    latest: float | None = None
+    for cap in caps:
+        if cap.action == action and _covers(cap.path, path):
+            if cap.expires is None:
+                return True, None
+            latest = cap.expires if latest is None else max(latest, cap.expires)
+            held = True
+    return held, latest
+
+
+def _covers(above: str, path: str) -> bool:
+    return path == above or path.startswith(above + "/")
+
+
+def _right_key(r: Right) -> tuple[str, str, int, str, float]:
+    return (r.path, r.who, r.level, r.source, -1.0 if r.expires is None else r.expires)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _strings(value: Any) -> list[str] | None:
+    """A text value or a list of text values as a list; None for anything else."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """IAM wildcards: * any run, ? one character; nothing else is special."""
+    return re.compile(
+        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    )
+
+
+def _wider(root: str, key: str) -> str:
+    """The nearest whole directory above a key pattern: where a Deny covers all it may."""
+    cut = min((i for i in (key.find("*"), key.find("?")) if i >= 0), default=len(key))
+    stem = key[:cut]
+    cut_dir = stem.rfind("/")
+    return (_key_path(root, stem[:cut_dir]) if cut_dir > 0 else root) or root
+
+
+def _key_path(root: str, key: str) -> str | None:
+    """/bucket/key for a key the mount shows as that path, or None (empty, ".", "..", controls)."""
+    if not key:
+        return root
+    parts = key.split("/")
+    if any(p in ("", ".", "..") or len(p) > 255 or _UNSAFE_KEY.search(p) for p in parts):
+        return None
+    try:
+        return normalize_path(root + "/" + key)
+    except PolicyError:
+        return None
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _safe(user_of: UserOf, principal: str) -> str | None:
+    try:
+        user = user_of(principal)
+    except Exception:
+        return None
+    return user if isinstance(user, str) and user and user != EVERYONE else None
+
+
+def _sid(sid: Any, index: int) -> str:
+    if isinstance(sid, str) and sid and len(sid) <= 128 and sid.isprintable():
+        return sid
+    return f"#{index}"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)[:80]
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
