@@ -212,28 +212,62 @@ class _Found:
         if effect not in ("Allow", "Deny"):
             self.report(sid, f"Effect {_short(effect)} is neither Allow nor Deny; nothing mapped")
             return
-        allow = effect == "Allow"
-        ignored = "gives nothing" if allow else "is not applied"
+        if effect == "Deny":
+            self.denied(sid, st, user_of)
+            return
         unknown = sorted(k if isinstance(k, str) else repr(k) for k in st if k not in _ELEMENTS)
         for element in ("NotPrincipal", "NotAction", "NotResource"):
             if element in st:
-                self.report(sid, f"{element} cannot be mapped to POSIX; the statement {ignored}")
+                self.report(
+                    sid, f"{element} cannot be mapped to POSIX; the statement gives nothing"
+                )
                 return
-        if unknown and allow:
+        if unknown:
             self.report(sid, f"unknown element {_short(unknown[0])}; the statement gives nothing")
             return
-        window = self.condition(sid, st.get("Condition"), allow)
+        window = self.condition(sid, st.get("Condition"), True)
         if window is None:
             return
         expires, prefixes = window
-        whos = self.principals(sid, st.get("Principal"), user_of, allow)
-        actions = self.actions(sid, st.get("Action"), allow)
+        whos = self.principals(sid, st.get("Principal"), user_of, True)
+        actions = self.actions(sid, st.get("Action"), True)
         if not whos or not actions:
             return
-        places = self.resources(sid, st.get("Resource"), allow)
-        if allow:
-            self.allow(sid, whos, actions, places, expires, prefixes)
+        places = self.resources(sid, st.get("Resource"), True)
+        self.allow(sid, whos, actions, places, expires, prefixes)
+
+    def denied(self, sid: str, st: dict[str, Any], user_of: UserOf) -> None:
+        """A Deny: whatever of it cannot be read exactly is read as wide as it may reach
+        (everyone, every action, the whole bucket), so POSIX never allows what it denies."""
+        root = f"/{self.bucket}"
+        window = self.condition(sid, st.get("Condition"), False)
+        if window is None:
+            return  # its time is over
+        prefixes = window[1]
+        wide: list[str] = []
+        principal = st.get("Principal")
+        if "Principal" in st and (principal == "*" or _aws_only(principal)):
+            whos = self.principals(sid, principal, user_of, False)
         else:
+            whos = [EVERYONE]
+            wide.append("everyone")
+        action = _strings(st.get("Action")) if "Action" in st else None
+        if action:
+            actions = self.actions(sid, action, False)
+        else:
+            actions, prefixes = set(_MAPPED_ACTIONS), None
+            wide.append("every action")
+        resource = _strings(st.get("Resource")) if "Resource" in st else None
+        if resource:
+            places = self.resources(sid, resource, False)
+        else:
+            places = [(root, "both")]
+            wide.append(f"all of {root}")
+        if wide:
+            self.report(
+                sid, f"this Deny cannot be mapped exactly; it is applied to {', '.join(wide)}"
+            )
+        if whos and actions:
             self.deny(sid, whos, actions, places, prefixes)
 
     def condition(
@@ -380,7 +414,7 @@ class _Found:
             return exact or root, "objects"
         prefix = key[:cut]
         aligned = cut == len(key) - 1 and (not prefix or prefix.endswith("/"))
-        path = _key_path(root, prefix.rstrip("/"))
+        path = _key_path(root, prefix[:-1]) if prefix else root
         if aligned and path is not None:
             return path, "objects"
         if allow:
@@ -426,7 +460,7 @@ class _Found:
             stem = value[:-1] if value.endswith("*") else value
             if "*" in stem or "?" in stem or (stem and not stem.endswith("/")):
                 continue
-            path = _key_path(root, stem.rstrip("/"))
+            path = _key_path(root, stem[:-1]) if stem else root
             if path is not None:
                 found.append(path)
         return found
@@ -611,6 +645,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def _aws_only(principal: Any) -> bool:
+    return (
+        isinstance(principal, dict)
+        and set(principal) == {"AWS"}
+        and _strings(principal["AWS"]) is not None
+    )
+
+
 def _strings(value: Any) -> list[str] | None:
     """A text value or a list of text values as a list; None for anything else."""
     if isinstance(value, str):
@@ -637,8 +679,6 @@ def _wider(root: str, key: str) -> str:
 
 def _key_path(root: str, key: str) -> str | None:
     """/bucket/key for a key the mount shows as that path, or None (empty, ".", "..", controls)."""
-    if not key:
-        return root
     parts = key.split("/")
     if any(p in ("", ".", "..") or len(p) > 255 or _UNSAFE_KEY.search(p) for p in parts):
         return None

@@ -1,0 +1,400 @@
+"""The import mapping: what a bucket policy and ACL give in POSIX, checked against a
+reference evaluator of the store's own rules, on chosen and on random (hostile) input."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fedfs.policy.model import Level
+from fedfs.policy.objectacl.export import is_owned
+from fedfs.policy.objectacl.imported import EVERYONE, Observed, observe
+from fedfs.policy.objectacl.principals import PrincipalMap
+
+NOW = 1_800_000_000.0
+BUCKET = "b"
+USERS = {"alice", "bob", "carol"}
+MAP = PrincipalMap("arn:aws:iam:::user/{user}")
+
+
+def local_user(principal: str) -> str | None:
+    user = MAP.user_of(principal)
+    return user if user in USERS else None
+
+
+def arn(user: str) -> str:
+    return f"arn:aws:iam:::user/{user}"
+
+
+def see(statements: list[Any], acl: Any = None) -> Observed:
+    doc = json.dumps({"Version": "2012-10-17", "Statement": statements})
+    return observe(BUCKET, doc, acl, local_user, NOW, is_owned)
+
+
+def allow(sid: str, who: Any, action: Any, resource: Any, **more: Any) -> dict[str, Any]:
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": who,
+        "Action": action,
+        "Resource": resource,
+        **more,
+    }
+
+
+def rights(found: Observed) -> set[tuple[str, str, int, str]]:
+    return {(r.path, r.who, r.level, r.source) for r in found.rights}
+
+
+def test_get_under_a_prefix_gives_read_there_and_the_usual_listing_is_not_reported() -> None:
+    found = see(
+        [
+            allow("CarolReads", {"AWS": arn("carol")}, "s3:GetObject", "arn:aws:s3:::b/shared/*"),
+            allow(
+                "CarolLists",
+                {"AWS": [arn("carol")]},
+                "s3:ListBucket",
+                "arn:aws:s3:::b",
+                Condition={"StringLike": {"s3:prefix": ["shared/*", "shared/"]}},
+            ),
+        ]
+    )
+    assert rights(found) == {("/b/shared", "carol", Level.READ, "bucket-policy:CarolReads")}
+    assert found.unmapped == ()
+
+
+def test_write_needs_get_put_and_delete() -> None:
+    both = see([allow("W", {"AWS": arn("bob")}, "s3:*", "arn:aws:s3:::b/w/*")])
+    assert ("/b/w", "bob", Level.WRITE, "bucket-policy:W") in rights(both)
+    put_only = see(
+        [allow("P", {"AWS": arn("bob")}, ["s3:GetObject", "s3:PutObject"], "arn:aws:s3:::b/w/*")]
+    )
+    assert rights(put_only) == {("/b/w", "bob", Level.READ, "bucket-policy:P")}
+    assert [u.sid for u in put_only.unmapped] == ["P"]
+
+
+def test_public_statements_and_acl_groups_are_other_access() -> None:
+    acl = {
+        "Owner": {"ID": "alice"},
+        "Grants": [
+            {"Grantee": {"Type": "CanonicalUser", "ID": "alice"}, "Permission": "FULL_CONTROL"},
+            {"Grantee": {"Type": "CanonicalUser", "ID": "carol"}, "Permission": "READ"},
+            {"Grantee": {"Type": "CanonicalUser", "ID": "zed"}, "Permission": "WRITE"},
+            {
+                "Grantee": {
+                    "Type": "Group",
+                    "URI": "http://acs.amazonaws.com/groups/global/AllUsers",
+                },
+                "Permission": "READ",
+            },
+        ],
+    }
+    found = see([allow("Pub", "*", "s3:GetObject", "arn:aws:s3:::b/public/*")], acl)
+    assert rights(found) == {
+        ("/b/public", EVERYONE, Level.READ, "bucket-policy:Pub"),
+        ("/b", "carol", Level.READ, "bucket-acl"),
+        ("/b", EVERYONE, Level.READ, "bucket-acl"),
+    }
+    assert [u.sid for u in found.unmapped] == ["acl:'zed'"]
+
+
+def test_a_deny_is_a_denial_and_takes_away_imported_access_it_covers() -> None:
+    found = see(
+        [
+            allow("BobReads", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/runs/*"),
+            {
+                "Sid": "NoSecret",
+                "Effect": "Deny",
+                "Principal": {"AWS": arn("bob")},
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::b/runs/secret/*",
+            },
+            {
+                "Sid": "NoneAtAll",
+                "Effect": "Deny",
+                "Principal": {"AWS": arn("carol")},
+                "Action": "s3:*",
+                "Resource": "arn:aws:s3:::b/*",
+            },
+            allow("CarolReads", {"AWS": arn("carol")}, "s3:GetObject", "arn:aws:s3:::b/runs/*"),
+        ]
+    )
+    assert rights(found) == {("/b/runs", "bob", Level.READ, "bucket-policy:BobReads")}
+    assert {(d.path, d.who) for d in found.denials} == {("/b/runs/secret", "bob"), ("/b", "carol")}
+
+
+def test_unmappable_statements_give_nothing_and_are_each_reported_once() -> None:
+    found = see(
+        [
+            {
+                "Sid": "Not",
+                "Effect": "Allow",
+                "NotPrincipal": {"AWS": arn("bob")},
+                "Action": "s3:GetObject",
+                "Resource": "arn:aws:s3:::b/*",
+            },
+            allow(
+                "Ip",
+                "*",
+                "s3:GetObject",
+                "arn:aws:s3:::b/*",
+                Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+            ),
+            allow("Stranger", {"AWS": arn("mallory")}, "s3:GetObject", "arn:aws:s3:::b/*"),
+            allow("Mid", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/run*"),
+            allow("Exact", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/a.txt"),
+            allow("Unknown", {"AWS": arn("bob")}, "s3:GetBucketTagging", "arn:aws:s3:::b"),
+            allow("fedfs0123", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/*"),
+        ]
+    )
+    assert found.rights == ()
+    assert sorted(u.sid for u in found.unmapped) == sorted(
+        ["Not", "Ip", "Stranger", "Mid", "Exact", "Unknown"]
+    )
+
+
+def test_time_conditions_carry_an_expiry_or_keep_a_statement_out_until_it_starts() -> None:
+    found = see(
+        [
+            allow(
+                "Until",
+                {"AWS": arn("bob")},
+                "s3:GetObject",
+                "arn:aws:s3:::b/a/*",
+                Condition={"DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"}},
+            ),
+            allow(
+                "Later",
+                {"AWS": arn("carol")},
+                "s3:GetObject",
+                "arn:aws:s3:::b/a/*",
+                Condition={"DateGreaterThan": {"aws:CurrentTime": "2031-01-01T00:00:00Z"}},
+            ),
+        ]
+    )
+    assert [(r.who, r.expires) for r in found.rights] == [("bob", 1893456000.0)]
+
+
+def test_the_observation_reads_back_as_itself() -> None:
+    found = see([allow("R", {"AWS": arn("bob")}, "s3:*", "arn:aws:s3:::b/w/*")])
+    assert Observed.from_json(found.to_json()) == found
+
+
+# -- random and hostile documents ------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=30,
+)
+
+PRINCIPALS = [arn(u) for u in sorted(USERS)] + [arn("mallory"), "*", "arn:aws:iam:::root"]
+ACTIONS = [
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:ListBucket",
+    "s3:*",
+    "*",
+    "s3:Get*",
+    "s3:GetObjectAcl",
+    "s3:?etObject",
+    "S3:GETOBJECT",
+    "iam:*",
+    "s3:*Object",
+]
+RESOURCES = [
+    "arn:aws:s3:::b/*",
+    "arn:aws:s3:::b/a/*",
+    "arn:aws:s3:::b/a/b/*",
+    "arn:aws:s3:::b",
+    "arn:aws:s3:::b/a*",
+    "arn:aws:s3:::b/a/x",
+    "*",
+    "arn:aws:s3:::*",
+    "arn:aws:s3:::other/*",
+    "arn:aws:s3:::b/*/b/*",
+    "arn:aws:s3:::b/a/?/*",
+    "arn:aws:s3:::b//*",
+    "arn:aws:s3:::b/../*",
+    "arn:aws:s3:::b?/*",
+]
+CONDITIONS = [
+    {"DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"}},
+    {"DateLessThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}},
+    {"DateGreaterThan": {"aws:CurrentTime": "2040-01-01T00:00:00Z"}},
+    {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}},
+    {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+    {"StringLike": {"s3:prefix": ["a/*"]}},
+    {"StringEquals": {"aws:username": "bob"}},
+    {"DateLessThan": {"aws:CurrentTime": "not a date"}},
+]
+
+
+def one_or_list(options: list[Any]) -> st.SearchStrategy[Any]:
+    pick = st.sampled_from(options)
+    return pick | st.lists(pick, min_size=1, max_size=3)
+
+
+@st.composite
+def statements(draw: st.DrawFn, index: int) -> dict[str, Any]:
+    s: dict[str, Any] = {"Sid": f"s{index}"}
+    s["Effect"] = draw(st.sampled_from(["Allow", "Allow", "Deny", "allow", 1]))
+    who = draw(st.sampled_from(["Principal", "Principal", "Principal", "NotPrincipal"]))
+    s[who] = draw(
+        st.just("*") | st.fixed_dictionaries({"AWS": one_or_list(PRINCIPALS)}) | json_values
+    )
+    what = draw(st.sampled_from(["Action", "Action", "Action", "NotAction"]))
+    s[what] = draw(one_or_list(ACTIONS) | json_values)
+    where = draw(st.sampled_from(["Resource", "Resource", "Resource", "NotResource"]))
+    s[where] = draw(one_or_list(RESOURCES))
+    if draw(st.booleans()):
+        s["Condition"] = draw(st.sampled_from(CONDITIONS) | json_values)
+    return s
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
+    count = draw(st.integers(min_value=1, max_value=6))
+    return [draw(statements(i)) for i in range(count)]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _matches(patterns: Any, value: str, fold: bool) -> bool:
+    for p in _list(patterns):
+        if not isinstance(p, str):
+            continue
+        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p)
+        if re.fullmatch(regex, value, re.IGNORECASE if fold else 0):
+            return True
+    return False
+
+
+def _condition_holds(condition: Any, effect: str, now: float) -> bool:
+    """The store's verdict where it can be worked out here; unknown: the unsafe answer."""
+    if condition is None:
+        return True
+    unknown = effect == "Deny"  # a Deny that may apply counts; an Allow that may not, not
+    if not isinstance(condition, dict):
+        return unknown
+    for op, body in condition.items():
+        if not isinstance(body, dict):
+            return unknown
+        for key, values in body.items():
+            if key == "aws:CurrentTime" and op in ("DateLessThan", "DateGreaterThan"):
+                from datetime import datetime
+
+                try:
+                    times = [datetime.fromisoformat(v).timestamp() for v in _list(values)]
+                except (TypeError, ValueError):
+                    return unknown
+                if op == "DateLessThan" and not any(now < t for t in times):
+                    return False
+                if op == "DateGreaterThan" and not any(now > t for t in times):
+                    return False
+            elif key == "s3:prefix":
+                return effect != "Allow"  # absent in object requests
+            else:
+                return unknown
+    return True
+
+
+def store_allows(doc: list[Any], principal: str, action: str, key: str) -> bool:
+    """What the store decides for an object request: an explicit Deny wins, then an Allow."""
+    resource = f"arn:aws:s3:::{BUCKET}/{key}"
+    allowed = False
+    for s in doc:
+        effect = s.get("Effect")
+        if effect not in ("Allow", "Deny"):
+            continue
+        if "Principal" in s:
+            p = s["Principal"]
+            hit = p == "*" or (
+                isinstance(p, dict) and any(v in ("*", principal) for v in _list(p.get("AWS", [])))
+            )
+        else:
+            p = s.get("NotPrincipal")
+            hit = not (isinstance(p, dict) and principal in _list(p.get("AWS", [])))
+        if "Action" in s:
+            hit = hit and _matches(s["Action"], action, True)
+        else:
+            hit = hit and not _matches(s.get("NotAction"), action, True)
+        if "Resource" in s:
+            hit = hit and _matches(s["Resource"], resource, False)
+        else:
+            hit = hit and not _matches(s.get("NotResource"), resource, False)
+        hit = hit and _condition_holds(s.get("Condition"), effect, NOW)
+        if hit and effect == "Deny":
+            return False
+        allowed = allowed or hit
+    return allowed
+
+
+def _effective(found: Observed, who: str, path: str) -> bool:
+    return not any(
+        d.who == who and (path == d.path or path.startswith(d.path + "/")) for d in found.denials
+    )
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_random_policies_never_give_access_the_store_does_not(doc: list[Any]) -> None:
+    found = see(doc)
+    for right in found.rights:
+        principal = arn("stranger") if right.who == EVERYONE else arn(right.who)
+        key = right.path.removeprefix(f"/{BUCKET}").lstrip("/")
+        for below in ("f", "a/f", "a/b/f"):
+            sample = f"{key}/{below}" if key else below
+            if not _effective(found, right.who, f"/{BUCKET}/{sample}"):
+                continue  # the mount shows a denial there
+            actions = ["s3:GetObject"]
+            if right.level >= Level.WRITE:
+                actions += ["s3:PutObject", "s3:DeleteObject"]
+            for action in actions:
+                assert store_allows(doc, principal, action, sample), (right, action, sample)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_each_statement_that_cannot_be_mapped_is_reported(doc: list[Any]) -> None:
+    found = see(doc)
+    reported = {u.sid for u in found.unmapped}
+    for s in doc:
+        if s["Effect"] != "Allow":
+            continue
+        unsafe = {"NotPrincipal", "NotAction", "NotResource"} & set(s)
+        condition = s.get("Condition")
+        odd = condition is not None and condition not in CONDITIONS[:4] + CONDITIONS[5:6]
+        if unsafe or odd:
+            assert s["Sid"] in reported, s
+            assert not any(r.source == f"bucket-policy:{s['Sid']}" for r in found.rights)
+
+
+@settings(max_examples=150)
+@given(json_values)
+def test_any_json_never_raises(value: Any) -> None:
+    observe(BUCKET, json.dumps(value), value, local_user, NOW, is_owned)
+    observe(BUCKET, json.dumps({"Statement": value}), {"Grants": value}, local_user, NOW)
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200))
+def test_any_text_never_raises(text: str) -> None:
+    found = observe(BUCKET, text, None, local_user, NOW)
+    assert found.rights == () or text.lstrip().startswith("{")
+
+
+def test_huge_and_deep_documents_are_refused_whole() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    assert observe(BUCKET, deep, None, local_user, NOW).unmapped[0].sid == "policy"
+    huge = json.dumps({"Statement": [{"Sid": "x" * 2_000_000}]})
+    assert observe(BUCKET, huge, None, local_user, NOW).unmapped[0].sid == "policy"
+    twice = '{"Statement": [{"Effect": "Deny", "Effect": "Allow"}]}'
+    assert observe(BUCKET, twice, None, local_user, NOW).rights == ()
