@@ -185,8 +185,8 @@ class Commands:
         mask = (view.mode >> 3) & 7 if view.acl_access is not None else 7
         with_x = inode.is_dir or bool(view.mode & 0o111)
         for row in rows:
-            granted = R if row["level"] == "read" else R | W
-            granted |= X if with_x else 0
+            granted = {"read": R, "none": 0}.get(row["level"], R | W)
+            granted |= X if with_x and granted else 0
             row["effective"] = reports.rwx(granted & mask)
             row["mask"] = reports.rwx(mask)
             row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fedfs.policy import reach
-from fedfs.policy.acl import pack_acl
-from fedfs.policy.model import Grant, Identities, Level, Team, normalize_path
+from fedfs.policy.acl import Acl, AclTag, pack_acl
+from fedfs.policy.model import Denial, Grant, Identities, Level, Opening, Team, normalize_path
 from fedfs.policy.reach import BLOCKED, Holder, Stored
 
 _EXEC_BITS = 0o111
@@ -187,8 +187,23 @@ class PolicyEngine:
     """The grants in force, indexed by path; immutable, rebuild it when policy changes."""
 
     def __init__(
-        self, grants: Iterable[Grant], teams: Iterable[Team], identities: Identities
+        self,
+        grants: Iterable[Grant],
+        teams: Iterable[Team],
+        identities: Identities,
+        denials: Iterable[Denial] = (),
+        openings: Iterable[Opening] = (),
     ) -> None:
+        # What the bucket's own policy says beyond grants (docs/OBJECT_ACL.md "Import"):
+        # users (None: "other") with no access at a path, and "other" access at a path.
+        self._denied: dict[str, set[int | None]] = {}
+        for denial in denials:
+            uid = None if denial.user is None else identities.uid_of(denial.user)
+            if denial.user is None or uid is not None:
+                self._denied.setdefault(denial.path, set()).add(uid)
+        self._open: dict[str, list[Opening]] = {}
+        for opening in openings:
+            self._open.setdefault(opening.path, []).append(opening)
         self._teams = {team.name: team for team in teams}
         self._identities = identities
         raw = [(grant, *self._resolve(grant)) for grant in grants]
@@ -277,6 +292,55 @@ class PolicyEngine:
     # -- the POSIX view -------------------------------------------------------------
 
     def view(
+        self, path: str, meta: ObjectMeta, is_dir: bool, now: float, above: Above
+    ) -> PosixView:
+        """The uid, gid, mode and ACL xattrs the object at path shows under current grants
+        and what the bucket's own policy adds ("other" access) or denies (see _granted)."""
+        shown = self._granted(path, meta, is_dir, now, above)
+        if not self._denied and not self._open:
+            return shown
+        return self._bucket_policy(normalize_path(path), shown, meta, is_dir, now)
+
+    def _bucket_policy(
+        self, path: str, shown: PosixView, meta: ObjectMeta, is_dir: bool, now: float
+    ) -> PosixView:
+        """The view with the bucket policy's word last: a denied user gets a named entry
+        allowing nothing (checked before groups and "other", whatever grants gave it), a
+        Deny for everyone closes "other", and a public Allow opens "other" within the
+        owner's chmod limit."""
+        denied: set[int] = set()
+        closed = False
+        opened = 0
+        with_x = is_dir or bool(meta.mode & _EXEC_BITS)
+        start = 1
+        while True:
+            cut = path.find("/", start)
+            prefix = path if cut < 0 else path[:cut]
+            for uid in self._denied.get(prefix, ()):
+                if uid is None:
+                    closed = True
+                else:
+                    denied.add(uid)
+            for opening in self._open.get(prefix, ()):
+                if opening.active(now):
+                    opened |= reach.perm(opening.level, with_x)
+            if cut < 0:
+                break
+            start = cut + 1
+        denied.discard(shown.uid)  # the owner is USER_OBJ: no named entry can narrow it
+        if not denied and not closed and not opened:
+            return shown
+        other = 0 if closed else (shown.mode & 7) | (opened & reach.limit_of(meta))
+        mode = (shown.mode & ~7) | other
+        access, mask = _deny(shown.acl_access, shown.mode, other, denied)
+        if mask is not None:
+            mode = (mode & ~0o070) | (mask << 3)
+        default = access
+        if is_dir and shown.acl_default is not None and shown.acl_default != shown.acl_access:
+            default = _deny(shown.acl_default, shown.mode, other, denied)[0]
+        return PosixView(shown.uid, shown.gid, mode, access, default if is_dir else None)
+
+    def _granted(
         self, path: str, meta: ObjectMeta, is_dir: bool, now: float, above: Above
     ) -> PosixView:
         """The uid, gid, mode and ACL xattrs the object at path shows under current grants.
@@ -519,6 +583,8 @@ class PolicyEngine:
         membership, or through gids (the caller's groups, e.g. Identities.gids_of).
         """
         best: Level | None = None
+        if self._denied and self._is_denied(uid, path):
+            return None
         for compiled in self._applicable(path):
             if best is not None and compiled.level <= best:
                 continue
@@ -527,6 +593,26 @@ class PolicyEngine:
             if user in compiled.names or uid in compiled.uids or not gids.isdisjoint(compiled.gids):
                 best = compiled.level
         return best
+
+    def _is_denied(self, uid: int, path: str) -> bool:
+        path = normalize_path(path)
+        cut = 0
+        while cut >= 0:
+            cut = path.find("/", cut + 1)
+            if uid in self._denied.get(path if cut < 0 else path[:cut], ()):
+                return True
+        return False
+
+    def denials_at(self, path: str) -> list[tuple[str, int | None]]:
+        """(path, uid or None for "other") of each Deny of the bucket policy covering path."""
+        path = normalize_path(path)
+        found: list[tuple[str, int | None]] = []
+        cut = 0
+        while cut >= 0:
+            cut = path.find("/", cut + 1)
+            prefix = path if cut < 0 else path[:cut]
+            found.extend((prefix, uid) for uid in sorted(self._denied.get(prefix, ()), key=str))
+        return found
 
     def grants_at(self, path: str, now: float) -> list[tuple[Grant, str]]:
         """Every active grant that applies at path, with the path it was made on."""
@@ -569,3 +655,34 @@ def _without(uid: int, gids_of: dict[int, frozenset[int]], meta: Stored, entries
             matched = True
             got |= want
     return got if matched else meta.mode & 7
+
+
+def _deny(
+    acl: bytes | None, mode: int, other: int, denied: set[int]
+) -> tuple[bytes | None, int | None]:
+    """acl (or, without one, the mode) with "other" set and a named entry allowing nothing
+    for each denied uid."""
+    if acl is None and not denied:
+        return None, None
+    users: dict[int, int] = {}
+    groups: dict[int, int] = {}
+    user_obj, group_obj, mask = (mode >> 6) & 7, (mode >> 3) & 7, (mode >> 3) & 7
+    if acl is not None:
+        for entry in Acl.decode(acl).entries:
+            if entry.tag == AclTag.USER_OBJ:
+                user_obj = entry.perm
+            elif entry.tag == AclTag.USER:
+                users[entry.id] = entry.perm
+            elif entry.tag == AclTag.GROUP_OBJ:
+                group_obj = entry.perm
+            elif entry.tag == AclTag.GROUP:
+                groups[entry.id] = entry.perm
+            elif entry.tag == AclTag.MASK:
+                mask = entry.perm
+    for uid in denied:
+        users[uid] = 0
+    if not mask and other:
+        # An empty mask: show other's bits, with the entries it would let in allowing nothing
+        # (see _Entries.acl); the owning group had nothing through the mask either.
+        group_obj, mask = 0, other
+    return pack_acl(user_obj, users, group_obj, groups, mask, other), mask

@@ -134,6 +134,35 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class Denial:
+    """No access at path and below for user (None: for everyone else, "other"), whatever
+    grants say: a bucket policy Deny seen in POSIX (docs/OBJECT_ACL.md "Import")."""
+
+    path: str
+    user: str | None
+    source: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", normalize_path(self.path))
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """Access for everyone ("other") at path and below: a public bucket policy or ACL grant."""
+
+    path: str
+    level: Level
+    source: str
+    expires: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", normalize_path(self.path))
+
+    def active(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+
+@dataclass(frozen=True, slots=True)
 class Team:
     """A fedfs team: members get a team's grants, owners may change its membership."""
 

@@ -32,7 +32,17 @@ from fedfs.policy.acl import NAMED_TAGS, Acl, AclTag
 from fedfs.policy.engine import Above, ObjectMeta, PolicyEngine, PosixView
 from fedfs.policy.hlc import HybridClock
 from fedfs.policy.in_force import GrantKey, InForce, check_team, in_force, key_of
-from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
+from fedfs.policy.model import (
+    Denial,
+    Grant,
+    Identities,
+    Level,
+    Opening,
+    Principal,
+    Team,
+    normalize_path,
+)
+from fedfs.policy.objectacl.imported import EVERYONE, Observed
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore, grant_row
 
@@ -96,9 +106,47 @@ class Sharing:
     # Stored grants the site policy does not let apply now, with the reason (in_force.py).
     suspended: dict[GrantKey, tuple[Grant, str]] = field(init=False, default_factory=dict)
     _next_end: float | None = field(init=False, default=None)
+    # What each bucket's own policy and ACL give in POSIX, as last observed, and when.
+    imported: dict[str, tuple[Observed, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.engine = PolicyEngine(self._in_force().grants, self.store.teams(), self.identities)
+        self.engine = self._engine(self._in_force().grants, self.store.teams())
+
+    def _engine(self, grants: list[Grant], teams: list[Team]) -> PolicyEngine:
+        denials: list[Denial] = []
+        openings: list[Opening] = []
+        for observed, _ in self.imported.values():
+            for d in observed.denials:
+                denials.append(Denial(d.path, None if d.who == EVERYONE else d.who, d.source))
+            for r in observed.rights:
+                if r.who == EVERYONE:
+                    openings.append(Opening(r.path, Level(r.level), r.source, r.expires))
+        return PolicyEngine(grants, teams, self.identities, denials, openings)
+
+    def _imported_grants(self) -> list[Grant]:
+        """The bucket policies' and ACLs' rights for local users, as grants of their source."""
+        found = []
+        for observed, when in self.imported.values():
+            for r in observed.rights:
+                if r.who == EVERYONE:
+                    continue
+                try:
+                    principal = Principal("user", r.who)
+                    found.append(
+                        Grant(r.path, principal, Level(r.level), r.source, when, r.expires)
+                    )
+                except PolicyError:
+                    continue  # imported.py gives only valid names; a stored one may not be
+        return found
+
+    async def observe(self, observed: Observed, when: float) -> bool:
+        """A bucket's policy and ACL as just observed; True when that changed the view."""
+        previous = self.imported.get(observed.bucket)
+        if previous is not None and previous[0] == observed:
+            return False
+        self.imported[observed.bucket] = (observed, when)
+        await self.changed([f"/{observed.bucket}"])
+        return True
 
     # -- identities and the engine -------------------------------------------
 
@@ -117,8 +165,8 @@ class Sharing:
         return Actor(uid, user.name, user.gids, frozenset(names))
 
     def _grants(self) -> list[Grant]:
-        """Stored grants plus the implicit ones bucket ownership gives."""
-        return self.store.grants() + self._owner_grants()
+        """Stored grants, the implicit ones bucket ownership gives and the imported ones."""
+        return self.store.grants() + self._owner_grants() + self._imported_grants()
 
     def _owner_grants(self) -> list[Grant]:
         # A team-owned bucket: the team's members write, its owners manage.
@@ -183,6 +231,8 @@ class Sharing:
             users |= t.members
             if t.group:
                 groups.add(t.group)
+        for observed, _ in self.imported.values():
+            users |= {d.who for d in observed.denials if d.who != EVERYONE}
         uids: dict[str, int] = {}
         primary: dict[int, int] = {}
         supplementary: dict[int, frozenset[int]] = {}
@@ -200,7 +250,7 @@ class Sharing:
         self.group_members = members
         found = self._in_force()
         self._note_suspended(found)
-        self.engine = PolicyEngine(found.grants, teams, self.identities)
+        self.engine = self._engine(found.grants, teams)
         for owner in self.owners.values():
             await self._resolve_owner(owner)
 
@@ -885,6 +935,21 @@ class Sharing:
         for grant, why in self.suspended.values():
             if path == grant.path or path.startswith(grant.path + "/"):
                 rows.append({**grant_row(grant), "inherited": grant.path != path, "suspended": why})
+        return rows + self._bucket_policy_rows(path, now)
+
+    def _bucket_policy_rows(self, path: str, now: float) -> list[dict[str, Any]]:
+        """Public access and denials the bucket's own policy gives at path, as grant rows."""
+        rows: list[dict[str, Any]] = []
+        for observed, when in self.imported.values():
+            for r in observed.rights:
+                active = r.expires is None or now < r.expires
+                if r.who == EVERYONE and active and (path + "/").startswith(r.path + "/"):
+                    row = _row(r.path, "other", str(Level(r.level)), r.source, when, path)
+                    rows.append({**row, "expires": r.expires})
+            for d in observed.denials:
+                if (path + "/").startswith(d.path + "/"):
+                    who = "other" if d.who == EVERYONE else f"user:{d.who}"
+                    rows.append(_row(d.path, who, "none", d.source, when, path))
         return rows
 
 
@@ -938,6 +1003,19 @@ def _path(path: str) -> str:
         return normalize_path(path)
     except PolicyError as e:
         raise Refused(str(e)) from None
+
+
+def _row(where: str, who: str, level: str, source: str, when: float, path: str) -> dict[str, Any]:
+    return {
+        "path": where,
+        "principal": who,
+        "level": level,
+        "granted_by": source,
+        "granted_at": when,
+        "expires": None,
+        "inherited": where != path,
+        "suspended": None,
+    }
 
 
 def _later(a: float | None, b: float | None) -> bool:
