@@ -60,6 +60,7 @@ ACTIONS = (
     "team-remove",
     "policy-change",
     "admin",
+    "object-acl-observed",
     CHECKPOINT,
 )
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from fedfs import __version__
 from fedfs.cli.common import client, denied, locate, output, printable, table_flags
@@ -74,8 +75,30 @@ def cmd_status(args: argparse.Namespace) -> int:
             + (f" (last: {lg['last_rejected']})" if lg["last_rejected"] else "")
             + (f"; ERROR {lg['error']}" if lg["error"] else ""),
         ]
+    lines += _object_acl_lines(s.get("object_acl"))
     print("\n".join(lines))
     return 0
+
+
+def _object_acl_lines(oa: dict[str, Any] | None) -> list[str]:
+    """The import of bucket policies and ACLs: polling, read errors, statements not mapped."""
+    if not oa:
+        return []
+    imported = ", ".join(f"{b}: {n}" for b, n in sorted(oa["imported"].items())) or "none"
+    polling = (
+        f"polled every {oa['poll_interval']:g}s, {oa['polls']} polls, {oa['changes']} changes"
+        if oa["watcher"]
+        else "not a watcher (observations come from the policy log)"
+    )
+    lines = [f"object acl {polling}; imported rights and denials per bucket: {imported}"]
+    for bucket, error in sorted(oa["errors"].items()):
+        lines.append(f"           {bucket}: cannot read its policy or ACL: {printable(error)}")
+    for u in oa["unmapped"]:
+        lines.append(
+            f"           {u['bucket']}: statement {printable(u['sid'])} not mapped: "
+            f"{printable(u['reason'])}"
+        )
+    return lines
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -750,6 +750,7 @@ class Commands:
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),
             },
+            "object_acl": d.importer.status() if d.importer else None,
             "identity": {
                 "source": health.source,
                 "ok": health.ok,

@@ -45,6 +45,7 @@ from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.model import Principal
+from fedfs.policy.objectacl.importer import Importer
 from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
@@ -187,6 +188,18 @@ class Daemon:
             self.sharing.may_change = self.policy_log.check_may_change
             self.sharing.on_record = self.policy_log.wake
         self._record_site_policy()
+        self.importer: Importer | None = None
+        if cfg.object_acl.imports:
+            self.importer = Importer(
+                cfg.object_acl,
+                [b.name for b in cfg.buckets],
+                self.store,
+                self.sharing,
+                self.identity,
+                self.trail,
+                self.limiter,
+                cfg.policy.node,
+            )
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         short = self.cache.disk_shortfall()
         if short:
@@ -456,6 +469,8 @@ class Daemon:
         if self.policy_log is not None:
             await self.policy_log.start()  # the newest snapshot and every change since
         await self.sharing.rebuild()
+        if self.importer is not None and self.cfg.object_acl.watcher:
+            await self.importer.poll_all()  # the buckets' own policies, before the first request
         self.inodes.refresh_owners()
         await self.recover()
         self.metrics.listen()
@@ -470,6 +485,8 @@ class Daemon:
             nursery.start_soon(self.sweep_expired)
             if self.policy_log is not None:
                 nursery.start_soon(self.policy_log.run)
+            if self.importer is not None and self.cfg.object_acl.watcher:
+                nursery.start_soon(self.importer.run)
             nursery.start_soon(self.metrics.run)
             control = ControlServer(
                 self.cfg.control.socket, self.commands.handle, reserved_ops=REVOCATIONS

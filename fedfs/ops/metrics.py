@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from fedfs.data.writeback import WriteBack
     from fedfs.fuse.operations import Operations
     from fedfs.policy.log import PolicyLog
+    from fedfs.policy.objectacl.importer import Importer
     from fedfs.policy.sharing import Sharing
     from fedfs.store.s3 import ObjectStore
 
@@ -92,6 +93,19 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("fedfs_policy_events_rejected", "counter", "policy log events rejected (forged, replayed...)"),
     ("fedfs_identity_up", "gauge", "1 while the identity source (NSS or LDAP) answers"),
     ("fedfs_hidden_keys", "gauge", "S3 keys seen by this mount that cannot be shown"),
+    (
+        "fedfs_object_acl_unmapped",
+        "gauge",
+        "bucket policy statements and ACL grants not mapped to POSIX (they give nothing)",
+    ),
+    (
+        "fedfs_object_acl_unmapped_reported",
+        "counter",
+        "distinct unmappable statements reported in the log since start",
+    ),
+    ("fedfs_object_acl_polls", "counter", "polls of the buckets' own policies and ACLs"),
+    ("fedfs_object_acl_changes", "counter", "observed changes of a bucket's policy or ACL"),
+    ("fedfs_object_acl_unreadable", "gauge", "buckets whose policy or ACL could not be read"),
 )
 
 
@@ -107,6 +121,7 @@ class Measured(Protocol):
     ops: Operations
     sharing: Sharing
     policy_log: PolicyLog | None
+    importer: Importer | None
 
 
 class Metrics:
@@ -182,6 +197,19 @@ class Metrics:
             "fedfs_policy_events_rejected": d.policy_log.rejected_total if d.policy_log else 0,
             "fedfs_identity_up": float(d.sharing.identity.health().ok),
             "fedfs_hidden_keys": len(names.hidden_keys()),
+            **self._object_acl(),
+        }
+
+    def _object_acl(self) -> dict[str, float]:
+        imp = self.d.importer
+        if imp is None:
+            return {}
+        return {
+            "fedfs_object_acl_unmapped": sum(len(u) for u in imp.unmapped.values()),
+            "fedfs_object_acl_unmapped_reported": imp.unmapped_seen,
+            "fedfs_object_acl_polls": imp.polls,
+            "fedfs_object_acl_changes": imp.changes,
+            "fedfs_object_acl_unreadable": len(imp.errors),
         }
 
     def current(self) -> dict[str, float]:

@@ -48,6 +48,23 @@ def check_daemon(cfg: Config) -> list[Finding]:
                 f"fedfs sync {s['mountpoint']} names them and why",
             )
         )
+    oa = s.get("object_acl")
+    if oa and (oa["unmapped"] or oa["errors"]):
+        found.append(
+            Finding(
+                "bucket policies",
+                WARN,
+                f"{len(oa['unmapped'])} statement(s) of the buckets' own policies or ACLs are "
+                f"not mapped to POSIX (they give nothing through the mount), "
+                f"{len(oa['errors'])} bucket(s) unreadable",
+                "rewrite each statement as an Allow of s3:GetObject (and s3:PutObject, "
+                "s3:DeleteObject) on arn:aws:s3:::BUCKET/PREFIX/* for principals that map to "
+                "local users (docs/OBJECT_ACL.md, Import); give the daemon's credentials "
+                "GetBucketPolicy and GetBucketAcl",
+                tuple(f"{u['bucket']}: {u['sid']}: {u['reason']}" for u in oa["unmapped"])
+                + tuple(f"{b}: {e}" for b, e in sorted(oa["errors"].items())),
+            )
+        )
     if not s["identity"]["ok"]:
         found.append(
             Finding(

@@ -1,0 +1,218 @@
+"""Keeping the POSIX view in step with each bucket's own policy and ACL (the import side).
+
+At mount and every [object_acl] poll_interval (with jitter), a watcher node reads
+each bucket's policy and ACL, maps them (imported.py) and, when what they give
+changed, hands the observation to Sharing (new engine, the kernel's cached
+attributes dropped), logs it and records it in the signed audit chain. A
+statement that cannot be mapped is logged once and listed for status, doctor
+and metrics. `apply_observation` is the one way an observation enters, from
+this node's poll or from another node's record (idempotent: the payload is the
+bucket's full observed rights).
+Runs in the trio thread; S3 reads and identity lookups go to worker threads.
+Calls the store, identity, audit and policy/sharing.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from fedfs.audit.chain import AuditTrail
+from fedfs.config import ObjectAclConfig
+from fedfs.errors import FedfsError, PolicyError
+from fedfs.events import event
+from fedfs.identity.source import IdentitySource
+from fedfs.policy.objectacl.export import is_owned
+from fedfs.policy.objectacl.imported import EVERYONE, Observed, Unmapped, observe
+from fedfs.policy.objectacl.principals import PrincipalMap
+from fedfs.policy.sharing import Sharing
+from fedfs.store.s3 import ObjectStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+OBSERVED = "object-acl-observed"  # the audit action of an observation
+MAX_PAYLOAD = 200_000  # characters of an observation kept whole in its audit record
+
+
+@dataclass
+class Importer:
+    cfg: ObjectAclConfig
+    buckets: list[str]
+    store: ObjectStore
+    sharing: Sharing
+    identity: IdentitySource
+    trail: AuditTrail
+    limiter: trio.CapacityLimiter
+    node: str = "local"
+    # Another node's copy of an observation: the policy log may carry it (docs/OPERATIONS.md).
+    on_observed: Callable[[Observed, float], None] = lambda observed, when: None
+    unmapped: dict[str, tuple[Unmapped, ...]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # bucket -> why the last read failed
+    polls: int = 0
+    changes: int = 0
+    unmapped_seen: int = 0  # distinct unmappable statements reported (counter)
+    last_poll: float | None = None
+    _reported: set[tuple[str, str, str]] = field(default_factory=set)
+    _principals: PrincipalMap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._principals = PrincipalMap(self.cfg.principal)
+
+    async def run(self) -> None:
+        """Poll until cancelled (the first poll is the mount's: see poll_all)."""
+        while True:
+            await trio.sleep(self.cfg.poll_interval * random.uniform(0.8, 1.2))
+            await self.poll_all()
+
+    async def poll_all(self) -> None:
+        for bucket in self.buckets:
+            await self.poll(bucket)
+        self.polls += 1
+        self.last_poll = time.time()
+
+    async def poll(self, bucket: str) -> None:
+        """Read one bucket's policy and ACL; apply what they give when it changed."""
+        try:
+            policy = await self._s3(self.store.get_bucket_policy, bucket)
+            acl = await self._s3(self.store.get_bucket_acl, bucket)
+        except FedfsError as e:
+            if self.errors.get(bucket) != str(e):
+                event(
+                    log,
+                    "object-acl-unreadable",
+                    severity=logging.WARNING,
+                    bucket=bucket,
+                    msg=f"cannot read the bucket policy or ACL of {bucket} ({e}); the view "
+                    "keeps what was last observed; `fedfs doctor` checks the credentials",
+                )
+            self.errors[bucket] = str(e)
+            return
+        self.errors.pop(bucket, None)
+        now = time.time()
+        observed = await trio.to_thread.run_sync(
+            self._observe, bucket, policy, acl, now, limiter=self.limiter
+        )
+        if await self.apply_observation(observed, now):
+            self.on_observed(observed, now)
+
+    def _observe(self, bucket: str, policy: str | None, acl: Any, now: float) -> Observed:
+        """Worker thread: the mapping, with principals that name users this node knows."""
+        known: dict[str, str | None] = {}
+
+        def local_user(principal: str) -> str | None:
+            if principal not in known:
+                name = self._principals.user_of(principal)
+                exists = name is not None and self.identity.user(name) is not None
+                known[principal] = name if exists else None
+            return known[principal]
+
+        return observe(bucket, policy, acl, local_user, now, is_owned)
+
+    async def _s3(self, fn: Callable[[str], T], bucket: str) -> T:
+        return await trio.to_thread.run_sync(fn, bucket, limiter=self.limiter)
+
+    async def apply_observation(self, observed: Observed, when: float, node: str = "") -> bool:
+        """Make observed the bucket's imported rights; True when the view changed.
+
+        Applying the same observation twice changes nothing the second time.
+        """
+        bucket = observed.bucket
+        if bucket not in self.buckets:
+            raise PolicyError(
+                f"an observation of bucket {bucket!r}, which this mount does not serve"
+            )
+        self.unmapped[bucket] = observed.unmapped
+        for u in observed.unmapped:
+            key = (bucket, u.sid, u.reason)
+            if key not in self._reported:
+                self._reported.add(key)
+                self.unmapped_seen += 1
+                event(
+                    log,
+                    "object-acl-unmapped",
+                    severity=logging.WARNING,
+                    bucket=bucket,
+                    sid=u.sid,
+                    msg=f"bucket {bucket}: statement {u.sid}: {u.reason}",
+                )
+        previous = self.sharing.imported.get(bucket)
+        if not await self.sharing.observe(observed, when):
+            return False
+        self.changes += 1
+        before = _summary(previous[0]) if previous else "nothing observed"
+        after = _summary(observed)
+        event(
+            log,
+            OBSERVED,
+            bucket=bucket,
+            rights=len(observed.rights),
+            denials=len(observed.denials),
+            unmapped=len(observed.unmapped),
+            msg=f"bucket {bucket}: its own policy and ACL now give: {after}",
+        )
+        payload = observed.to_json()
+        detail: dict[str, str | int] = {
+            "digest": hashlib.sha256(payload.encode()).hexdigest(),
+            "rights": len(observed.rights),
+            "denials": len(observed.denials),
+            "unmapped": len(observed.unmapped),
+        }
+        if len(payload) <= MAX_PAYLOAD:
+            detail["observation"] = payload
+        if node:
+            detail["observed_by"] = node
+        self.trail.append(
+            actor_uid=0,
+            actor="object-store",
+            action=OBSERVED,
+            path=f"/{bucket}",
+            before=before[:2000],
+            after=after[:2000],
+            detail=detail,
+        )
+        return True
+
+    def status(self) -> dict[str, object]:
+        """What status and doctor show: polling, read errors, statements not mapped."""
+        return {
+            "watcher": self.cfg.watcher,
+            "poll_interval": self.cfg.poll_interval,
+            "polls": self.polls,
+            "last_poll": self.last_poll,
+            "changes": self.changes,
+            "errors": dict(self.errors),
+            "imported": {
+                bucket: len(observed.rights) + len(observed.denials)
+                for bucket, (observed, _) in self.sharing.imported.items()
+            },
+            "unmapped": [
+                {"bucket": bucket, "sid": u.sid, "reason": u.reason}
+                for bucket, found in sorted(self.unmapped.items())
+                for u in found
+            ],
+        }
+
+
+def _summary(observed: Observed) -> str:
+    """The rights and denials of an observation in one line, for the log and the audit."""
+    parts = [
+        f"{'other' if r.who == EVERYONE else r.who} {_level(r.level)} on {r.path} ({r.source})"
+        for r in observed.rights
+    ]
+    parts += [
+        f"{'other' if d.who == EVERYONE else d.who} denied on {d.path} ({d.source})"
+        for d in observed.denials
+    ]
+    return "; ".join(parts) or "nothing"
+
+
+def _level(level: int) -> str:
+    return "write" if level >= 2 else "read"
