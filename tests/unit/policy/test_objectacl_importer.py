@@ -1,0 +1,121 @@
+"""The importer between a bucket's policy and the view: a change is applied, recorded in
+the signed audit chain with the full observation, and applying it again changes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from fedfs.audit.chain import AuditTrail, SigningKey
+from fedfs.config import ObjectAclConfig
+from fedfs.identity.source import Group, IdentityHealth, User
+from fedfs.policy.model import Level
+from fedfs.policy.objectacl.imported import Observed
+from fedfs.policy.objectacl.importer import OBSERVED, Importer
+from fedfs.policy.sharing import Sharing
+from fedfs.policy.site import load_site_policy
+from fedfs.policy.store import PolicyStore
+
+USERS = {
+    "alice": User("alice", 1001, 100, frozenset({100})),
+    "carol": User("carol", 1003, 100, frozenset({100})),
+}
+
+
+class Names:
+    """The identity source: two users, no groups."""
+
+    def user(self, name: str) -> User | None:
+        return USERS.get(name)
+
+    def user_by_uid(self, uid: int) -> User | None:
+        return next((u for u in USERS.values() if u.uid == uid), None)
+
+    def group(self, name: str) -> Group | None:
+        return None
+
+    def group_by_gid(self, gid: int) -> Group | None:
+        return None
+
+    def health(self) -> IdentityHealth:
+        return IdentityHealth("test", True, None, None)
+
+
+class Bucket:
+    """What GetBucketPolicy and GetBucketAcl answer (the mapping's input, nothing enforced)."""
+
+    def __init__(self) -> None:
+        self.policy: str | None = None
+
+    def get_bucket_policy(self, bucket: str) -> str | None:
+        return self.policy
+
+    def get_bucket_acl(self, bucket: str) -> dict[str, Any]:
+        return {"Owner": {"ID": "alice"}, "Grants": []}
+
+
+def statement(sid: str, **more: Any) -> dict[str, Any]:
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam:::user/carol"},
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::b/shared/*",
+        **more,
+    }
+
+
+def test_a_change_is_applied_recorded_once_and_replaying_it_changes_nothing(tmp_path: Path) -> None:
+    site = load_site_policy([])
+    sharing = Sharing(
+        PolicyStore(tmp_path / "policy.db", site.team_gids),
+        site,
+        Names(),
+        {},
+        trio.CapacityLimiter(2),
+    )
+    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
+    bucket = Bucket()
+    importer = Importer(
+        ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
+        ["b"],
+        bucket,  # type: ignore[arg-type]
+        sharing,
+        Names(),
+        trail,
+        trio.CapacityLimiter(2),
+    )
+
+    def carol_level() -> Level | None:
+        return sharing.engine.level_of("carol", 1003, frozenset({100}), "/b/shared/a.nc", 0)
+
+    def observations() -> list[Any]:
+        return [r for r in trail.records() if r.action == OBSERVED]
+
+    async def main() -> None:
+        bucket.policy = json.dumps(
+            {
+                "Statement": [
+                    statement("CarolReads"),
+                    statement("FromLab", Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+                ]
+            }
+        )
+        await importer.poll_all()
+        assert carol_level() == Level.READ
+        await importer.poll_all()
+        assert len(observations()) == 1
+        assert importer.unmapped_seen == 1
+        assert [u["sid"] for u in importer.status()["unmapped"]] == ["FromLab"]  # type: ignore[index]
+        payload = Observed.from_json(observations()[0].detail["observation"])
+        assert not await importer.apply_observation(payload, 0.0)
+        bucket.policy = None
+        await importer.poll_all()
+        assert carol_level() is None
+        assert len(observations()) == 2
+        assert "CarolReads" in (observations()[0].after or "")
+
+    trio.run(main)
