@@ -26,6 +26,8 @@ from fedfs.policy.model import Level, normalize_path
 MAX_DOCUMENT = 1 << 20  # bytes of policy text read; RGW and S3 keep theirs far smaller
 MAX_STATEMENTS = 1000
 MAX_ITEMS = 1000  # principals, actions or resources in one statement
+MAX_RULES = 2000  # (principal, path, action) triples of Allows, and of Denies, in all
+MAX_REPORTED = 200  # unmappable statements listed; the rest are counted
 EVERYONE = "*"  # who: "other" in POSIX
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -163,6 +165,16 @@ class _Found:
         self.denials: list[Denial] = []
         self.unmapped: list[Unmapped] = []
         self.acl_rights: list[Right] = []
+        self.full = False  # too many rules: no more Allows are read
+
+    def add_cap(self, cap: _Cap) -> None:
+        if self.full:
+            return
+        if len(self.caps) >= MAX_RULES:
+            self.report(cap.sid, f"over {MAX_RULES} rights in the policy; the rest give nothing")
+            self.full = True
+            return
+        self.caps.append(cap)
 
     def report(self, sid: str, reason: str) -> None:
         self.unmapped.append(Unmapped(sid, reason))
@@ -446,10 +458,10 @@ class _Found:
             for who in whos:
                 if kind != "objects" and _LIST in actions:
                     for prefix in self.list_prefixes(prefixes):
-                        self.caps.append(_Cap(who, prefix, _LIST, expires, sid))
+                        self.add_cap(_Cap(who, prefix, _LIST, expires, sid))
                 if kind != "bucket":
                     for action in sorted(object_actions):
-                        self.caps.append(_Cap(who, path, action, expires, sid))
+                        self.add_cap(_Cap(who, path, action, expires, sid))
 
     def list_prefixes(self, prefixes: list[str] | None) -> list[str]:
         root = f"/{self.bucket}"
@@ -485,6 +497,13 @@ class _Found:
                     paths.extend(_wider(root, value) for value in prefixes)
         for who in whos:
             for path in paths:
+                if len(self.denials) >= MAX_RULES:
+                    # Too many to follow one by one: the widest Deny there is.
+                    self.report(sid, f"over {MAX_RULES} denials; all of {root} is denied to all")
+                    self.denials = [Denial(root, EVERYONE, f"bucket-policy:{sid}")]
+                    self.caps = []
+                    self.full = True
+                    return
                 self.denials.append(Denial(path, who, f"bucket-policy:{sid}"))
 
     # -- the bucket ACL ------------------------------------------------------------
@@ -538,10 +557,10 @@ class _Found:
             for r in rights
             if not any(_covers(d.path, r.path) and d.who == r.who for d in denials)
         ]
-        unmapped: list[Unmapped] = []
-        for u in self.unmapped:
-            if u not in unmapped:
-                unmapped.append(u)
+        unmapped = list(dict.fromkeys(self.unmapped))
+        if len(unmapped) > MAX_REPORTED:
+            more = len(unmapped) - MAX_REPORTED
+            unmapped = [*unmapped[:MAX_REPORTED], Unmapped("...", f"{more} more not listed")]
         return Observed(
             self.bucket,
             tuple(sorted(set(kept), key=_right_key)),

@@ -398,3 +398,27 @@ def test_huge_and_deep_documents_are_refused_whole() -> None:
     assert observe(BUCKET, huge, None, local_user, NOW).unmapped[0].sid == "policy"
     twice = '{"Statement": [{"Effect": "Deny", "Effect": "Allow"}]}'
     assert observe(BUCKET, twice, None, local_user, NOW).rights == ()
+
+
+def test_a_statement_multiplying_out_to_millions_is_cut_short() -> None:
+    many = [arn(f"u{i}") for i in range(1000)] + [arn("bob")]
+    places = [f"arn:aws:s3:::b/p{i}/*" for i in range(1000)]
+    users = {arn(f"u{i}"): f"u{i}" for i in range(1000)} | {arn("bob"): "bob"}
+    doc = json.dumps(
+        {
+            "Statement": [
+                allow("Wide", {"AWS": many}, "s3:GetObject", places),
+                {
+                    "Sid": "WideDeny",
+                    "Effect": "Deny",
+                    "Principal": {"AWS": many},
+                    "Action": "s3:GetObject",
+                    "Resource": places,
+                },
+            ]
+        }
+    )
+    found = observe(BUCKET, doc, None, users.get, NOW)
+    assert found.rights == ()
+    assert [(d.path, d.who) for d in found.denials] == [("/b", EVERYONE)]
+    assert {u.sid for u in found.unmapped} == {"Wide", "WideDeny"}
