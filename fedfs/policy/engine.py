@@ -603,17 +603,6 @@ class PolicyEngine:
                 return True
         return False
 
-    def denials_at(self, path: str) -> list[tuple[str, int | None]]:
-        """(path, uid or None for "other") of each Deny of the bucket policy covering path."""
-        path = normalize_path(path)
-        found: list[tuple[str, int | None]] = []
-        cut = 0
-        while cut >= 0:
-            cut = path.find("/", cut + 1)
-            prefix = path if cut < 0 else path[:cut]
-            found.extend((prefix, uid) for uid in sorted(self._denied.get(prefix, ()), key=str))
-        return found
-
     def grants_at(self, path: str, now: float) -> list[tuple[Grant, str]]:
         """Every active grant that applies at path, with the path it was made on."""
         active = [c.grant for c in self._applicable(path) if c.grant.active(now)]

@@ -466,6 +466,12 @@ class Sharing:
                 if inherited
                 else ""
             )
+            source = next((g.granted_by for g in inherited if _from_bucket(g)), None)
+            if source is not None:
+                hint = (
+                    f"; its access there comes from the bucket's own policy or ACL ({source}): "
+                    "change that with S3 (put-bucket-policy, put-bucket-acl)"
+                )
             raise Refused(f"there is no grant for {p} on {path}{hint}")
         if not self._holds(actor, p) or p.kind != "user":
             self._need_manage(actor, path, "unsharing")
@@ -1003,6 +1009,11 @@ def _path(path: str) -> str:
         return normalize_path(path)
     except PolicyError as e:
         raise Refused(str(e)) from None
+
+
+def _from_bucket(grant: Grant) -> bool:
+    """A right the bucket's own policy or ACL gives (docs/OBJECT_ACL.md "Import")."""
+    return grant.granted_by.startswith(("bucket-policy:", "bucket-acl"))
 
 
 def _row(where: str, who: str, level: str, source: str, when: float, path: str) -> dict[str, Any]:

@@ -82,6 +82,8 @@ def test_alices_statement_lets_carol_read_shared_and_nothing_else_until_she_remo
 
     grants = alice.run(*FEDFS, "grants", str(shared))
     assert "bucket-policy:CarolReadsShared" in grants.stdout.decode(), grants
+    r = alice.run(*FEDFS, "unshare", str(root / "shared"), "--with", f"user:{carol.name}")
+    assert r.returncode != 0 and b"bucket-policy:CarolReadsShared" in r.stderr, r
     who = alice.run(*FEDFS, "audit", "who", str(shared))
     assert carol.name in who.stdout.decode(), who
     history = alice.run(*FEDFS, "audit", "log", "--mount", str(root), "--json")
