@@ -343,7 +343,7 @@ def _effective(found: Observed, who: str, path: str) -> bool:
     )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_random_policies_never_give_access_the_store_does_not(doc: list[Any]) -> None:
     found = see(doc)
@@ -361,7 +361,7 @@ def test_random_policies_never_give_access_the_store_does_not(doc: list[Any]) ->
                 assert store_allows(doc, principal, action, sample), (right, action, sample)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_each_statement_that_cannot_be_mapped_is_reported(doc: list[Any]) -> None:
     found = see(doc)
@@ -371,20 +371,21 @@ def test_each_statement_that_cannot_be_mapped_is_reported(doc: list[Any]) -> Non
             continue
         unsafe = {"NotPrincipal", "NotAction", "NotResource"} & set(s)
         condition = s.get("Condition")
-        odd = condition is not None and condition not in CONDITIONS[:4] + CONDITIONS[5:6]
+        # (an empty Condition is no condition, on the store too)
+        odd = condition not in (None, {}) and condition not in CONDITIONS[:4] + CONDITIONS[5:6]
         if unsafe or odd:
             assert s["Sid"] in reported, s
             assert not any(r.source == f"bucket-policy:{s['Sid']}" for r in found.rights)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, derandomize=True)
 @given(json_values)
 def test_any_json_never_raises(value: Any) -> None:
     observe(BUCKET, json.dumps(value), value, local_user, NOW, is_owned)
     observe(BUCKET, json.dumps({"Statement": value}), {"Grants": value}, local_user, NOW)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, derandomize=True)
 @given(st.text(max_size=200))
 def test_any_text_never_raises(text: str) -> None:
     found = observe(BUCKET, text, None, local_user, NOW)
