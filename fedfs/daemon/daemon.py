@@ -364,7 +364,7 @@ class Daemon:
         if rows:
             log.info("recovering %d files from the write-back journal", len(rows))
         for row in rows:
-            path = f"/{row.bucket}/{row.key}"
+            path = events.printable(f"/{row.bucket}/{row.key}")  # one log line, whatever the name
             if self.cfg.bucket(row.bucket) is None:
                 log.error(
                     "%s: bucket %s is no longer in %s; its data stays in %s/staging/%s",
@@ -393,13 +393,16 @@ class Daemon:
                     format_size(st.size),
                 )
             inode = self.writeback.recovered(row, st)
-            if await self._recover_one(inode):
-                log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
-            else:
+            outcome = await self._recover_one(inode)
+            if outcome is None:
                 self.unrecovered.append(inode)
+            else:
+                log.info("%s: recovered and %s (%s)", path, outcome, format_size(st.size))
 
-    async def _recover_one(self, inode: Inode[Staging]) -> bool:
-        """One recovered file's upload; False if it is to be tried again later."""
+    async def _recover_one(self, inode: Inode[Staging]) -> str | None:
+        """One recovered file's upload: what became of it ("uploaded", or kept aside when
+        the store refuses it for good), None if it is to be tried again later."""
+        outcome = "uploaded"
         try:
             await self.writeback.commit(inode)
         except StoreRefused as e:
@@ -407,9 +410,12 @@ class Daemon:
                 keep_refused(self.cache, inode, e)
             except (FedfsError, OSError) as err:
                 log.error(
-                    "%s: refused by the store, and cannot be kept aside (%s)", inode.path, err
+                    "%s: refused by the store, and cannot be kept aside (%s)",
+                    events.printable(inode.path),
+                    err,
                 )
-                return False
+                return None
+            outcome = "kept aside: the store refuses it for good (see fedfs status)"
         except (FedfsError, OSError) as e:
             st = inode.staging
             events.event(
@@ -419,13 +425,13 @@ class Daemon:
                 path=inode.path,
                 error=e,
                 kept_in=st.path if st else None,
-                msg=f"{inode.path}: not uploaded at start ({e}); mounting anyway and "
+                msg=f"{events.printable(inode.path)}: not uploaded at start ({e}); mounting anyway and "
                 "retrying in the background, the data is safe in the cache",
             )
-            return False
+            return None
         if inode.staging is not None:
             inode.staging.close()  # refused: its data is in lost+found now
-        return True
+        return outcome
 
     async def retry_recovery(self) -> None:
         """Retry, with backoff, recovered files whose upload failed at start."""
@@ -445,10 +451,11 @@ class Daemon:
                     if st is not None:
                         st.close()
                     continue
-                if await self._recover_one(inode):
-                    log.info("%s: recovered and uploaded", inode.path)
-                else:
+                outcome = await self._recover_one(inode)
+                if outcome is None:
                     left.append(inode)
+                else:
+                    log.info("%s: recovered and %s", events.printable(inode.path), outcome)
             self.unrecovered = left
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
