@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from tests.integration.objectacl.conftest import PRINCIPAL, SERVICE, Rgw
-from tests.support import FEDFS, UnixUser, wait_for
+from tests.integration.objectacl.conftest import PRINCIPAL, SERVICE, Rgw, object_acl_section
+from tests.support import FEDFS, REPO, UnixUser, wait_for, write_config
 
 BOUND = 20.0  # a generous bound for a change to reach the store on a loaded machine
 
@@ -226,3 +227,40 @@ def test_share_to_s3_latency(
             f"\n{name}: median {statistics.median(values) * 1000:.0f} ms, "
             f"p99 {p99 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms over {len(values)} trials"
         )
+
+
+def test_doctor_checks_the_daemons_key_may_read_and_write_each_bucket_policy(
+    rgw: Rgw, seeded: str, alice: UnixUser, bob: UnixUser, tmp_path: Path
+) -> None:
+    b = seeded
+    hers = {"Sid": "keep", "Effect": "Allow", "Principal": {"AWS": [principal(bob)]}}
+    hers |= {"Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{b}/shared/*"]}
+    alice_doc = json.dumps({"Version": "2012-10-17", "Statement": [hers]})
+
+    def doctor(keys_of: str) -> dict[str, Any]:
+        cfg = write_config(
+            tmp_path / f"{keys_of}.toml",
+            rgw.url,
+            [(b, f"user:{alice.name}")],
+            tmp_path / f"cache-{keys_of}",
+            keys=rgw.keys[keys_of],
+            top=object_acl_section(),
+        )
+        r = subprocess.run(
+            [*FEDFS, "doctor", "--config", str(cfg), "--json"], capture_output=True, cwd=REPO
+        )
+        found = {f["check"]: f for f in json.loads(r.stdout)["findings"]}
+        return dict(found[f"bucket policy {b}"])
+
+    # no policy yet: write is proved and the bucket is left without one
+    assert doctor(SERVICE)["status"] == "OK"
+    assert statements(rgw, b) == []
+    # alice's policy: written back as it was
+    rgw.client(alice.name).put_bucket_policy(Bucket=b, Policy=alice_doc)
+    assert doctor(SERVICE)["status"] == "OK"
+    assert statements(rgw, b) == [hers]
+    # bob's keys may not touch alice's bucket policy: FAIL, with what to do
+    found = doctor(bob.name)
+    assert found["status"] == "FAIL" and "may not read" in found["found"]
+    assert "s3:PutBucketPolicy" in found["fix"] and "--system" in found["fix"]
+    assert statements(rgw, b) == [hers]
