@@ -83,6 +83,19 @@ class Exporter:
         self._woken = trio.Event()
         self.passes = 0  # completed passes over every bucket (tests wait for one)
 
+    def status(self) -> list[dict[str, object]]:
+        """Per bucket: when its policy was last brought in line, writes, repairs, the error."""
+        return [
+            {
+                "bucket": bucket,
+                "synced_ago": None if st.synced is None else round(time.time() - st.synced, 1),
+                "writes": st.writes,
+                "repairs": st.repairs,
+                "error": st.error,
+            }
+            for bucket, st in self.state.items()
+        ]
+
     def wake(self) -> None:
         """Policy changed: export soon. Called from the trio thread."""
         self._woken.set()
@@ -90,7 +103,10 @@ class Exporter:
     async def run(self) -> None:
         reason = "start"
         while True:
-            await self.sync_all(reason)
+            try:
+                await self.sync_all(reason)
+            except Exception:  # a fault of ours must not take the mount down: next round
+                log.exception("exporting grants to bucket policies failed")
             wait = self.poll_interval * random.uniform(1 - JITTER, 1 + JITTER)
             retries = [s.retry for s in self.state.values() if s.retry]
             if retries:

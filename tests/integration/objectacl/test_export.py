@@ -124,6 +124,13 @@ def test_what_the_daemon_writes_stays_readable_by_the_bucket_owner_and_grantees(
     fedfs(alice, "share", m.path(b, "runs"), "--with", f"user:{bob.name}", "--read")
     becomes("ok", rgw.client(bob.name).get_object, Bucket=b, Key="runs/moved.txt")
 
+    # without the ACL (object_acl = "none") the owner could not read what the daemon wrote
+    bare = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={"object_acl": "none"})
+    r = alice.run("sh", "-c", f"echo bare > {bare.path(b, 'runs', 'bare.txt')}")
+    assert r.returncode == 0, r.stderr
+    fedfs(alice, "sync", bare.mountpoint)
+    assert outcome(alice_s3.get_object, Bucket=b, Key="runs/bare.txt") == "AccessDenied"
+
 
 def test_a_team_grant_reaches_each_members_keys_and_follows_membership(
     rgw: Rgw, seeded: str, make_rgw_mount: Any, alice: UnixUser, bob: UnixUser, carol: UnixUser
@@ -200,6 +207,9 @@ def test_the_owners_own_statements_survive_and_a_hand_deleted_one_is_restored(
     assert statements(rgw, b)[0] == hers
     becomes("ok", carol_s3.get_object, Bucket=b, Key="runs/2024/b.txt")
     assert "event=object-acl-repair" in m.log_text()
+    status = json.loads(fedfs(alice, "status", "--json", m.path(b)))["object_acl_export"]
+    assert status[0]["bucket"] == b and status[0]["repairs"] >= 1 and status[0]["error"] is None
+    assert f"export     bucket policy of {b}: in line" in fedfs(alice, "status", m.path(b))
 
 
 def test_share_to_s3_latency(

@@ -259,3 +259,36 @@ def test_statements_grant_nothing_beyond_the_grants(grants: list[Grant]) -> None
                     prefixes = s.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
                     key = prefixes[0].removesuffix("/") if prefixes else ""
                 assert (who, key, a) in allowed
+
+
+hostile_docs = st.one_of(
+    st.text(max_size=200),
+    json_values.map(json.dumps),
+    st.lists(json_values, max_size=5).map(lambda s: json.dumps({"Statement": s})),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=4).map(
+        lambda top: json.dumps({**top, "Statement": top.get("Statement", [])})
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostile_docs, grants_st)
+def test_any_document_is_either_left_alone_or_merged_keeping_what_is_not_ours(
+    document: str, grants: list[Grant]
+) -> None:
+    try:
+        change = merge(B, document, _desired(grants))
+    except UnreadablePolicy:
+        return
+    top = json.loads(document) if document.strip() else {}  # blank: no policy
+    before = top.get("Statement", [])
+    before = [before] if isinstance(before, dict) else before
+    if change is None:
+        return
+    after = json.loads(change.document)["Statement"] if change.document else []
+    assert [s for s in after if not is_owned(s)] == [s for s in before if not is_owned(s)]
+    if change.document:
+        kept = json.loads(change.document)
+        assert {k: v for k, v in kept.items() if k not in ("Statement", "Version")} == {
+            k: v for k, v in top.items() if k not in ("Statement", "Version")
+        }
