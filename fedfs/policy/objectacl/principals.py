@@ -74,8 +74,11 @@ class PrincipalMap:
         return principal
 
     def user_of(self, principal: str) -> str | None:
-        """The POSIX user name whose principal this is, or None (no such user here)."""
+        """The POSIX user name whose principal this is, or None (no such user here, or a
+        principal with a wildcard, which stands for many)."""
         if not isinstance(principal, str) or not principal or len(principal) > _MAX:
+            return None
+        if _UNSAFE.search(principal):  # a pattern stands for many principals, not one user
             return None
         if self.template is not None:
             before, after = self._before, self._after
