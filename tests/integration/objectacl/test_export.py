@@ -9,6 +9,7 @@ policy the daemon (a service user) keeps.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import time
@@ -172,7 +173,13 @@ def test_an_expiring_grant_carries_its_expiry_and_its_statements_go_when_it_expi
 
 
 def test_the_owners_own_statements_survive_and_a_hand_deleted_one_is_restored(
-    rgw: Rgw, seeded: str, make_rgw_mount: Any, alice: UnixUser, bob: UnixUser, carol: UnixUser
+    rgw: Rgw,
+    seeded: str,
+    make_rgw_mount: Any,
+    alice: UnixUser,
+    bob: UnixUser,
+    carol: UnixUser,
+    tmp_path: Path,
 ) -> None:
     b = seeded
     alice_s3 = rgw.client(alice.name)
@@ -186,7 +193,13 @@ def test_the_owners_own_statements_survive_and_a_hand_deleted_one_is_restored(
     alice_s3.put_bucket_policy(
         Bucket=b, Policy=json.dumps({"Version": "2012-10-17", "Statement": [hers]})
     )
-    m = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={"poll_interval": 2.0})
+    textfile = tmp_path / "textfile" / "fedfs_m0.prom"
+    textfile.parent.mkdir()
+    m = make_rgw_mount(
+        [(b, f"user:{alice.name}")],
+        object_acl={"poll_interval": 2.0},
+        top=f'[metrics]\ntextfile = "{textfile}"\ninterval = 0.2',
+    )
     carol_s3, bob_s3 = rgw.client(carol.name), rgw.client(bob.name)
     fedfs(alice, "share", m.path(b, "runs"), "--with", f"user:{bob.name}", "--write")
     becomes("ok", bob_s3.get_object, Bucket=b, Key="runs/a.txt")
@@ -210,6 +223,14 @@ def test_the_owners_own_statements_survive_and_a_hand_deleted_one_is_restored(
     status = json.loads(fedfs(alice, "status", "--json", m.path(b)))["object_acl_export"]
     assert status[0]["bucket"] == b and status[0]["repairs"] >= 1 and status[0]["error"] is None
     assert f"export     bucket policy of {b}: in line" in fedfs(alice, "status", m.path(b))
+    wait_for(
+        lambda: re.search(
+            r'fedfs_bucket_policy_repairs_total\{mount="m0"\} [1-9]', textfile.read_text()
+        ),
+        "the repair counted in the metrics",
+        timeout=BOUND,
+    )
+    assert 'fedfs_bucket_policy_export_failing{mount="m0"} 0.0' in textfile.read_text()
 
 
 def test_share_to_s3_latency(
