@@ -167,13 +167,13 @@ def mismatches(world: World) -> list[str]:
             got = kernel(world, engine, person, path)
             if person is FRANK_:
                 # never more than the rule, but for what "other" gets where his owning
-                # group's bits give him less than that, or what the modes alone give him
-                # (a group way closes him out beside it; an owning group's entry may not)
-                other = world.model_tree.metas[path].mode & 7
-                alone = reach_model.rights(world.model_tree, [], GROUPS, person, path, NOW, BACKING)
-                if got is not None and (
-                    (want is None and alone is None) or got & ~((want or 0) | (alone or 0) | other)
-                ):
+                # group's bits give him less than that, or what the object's owning group
+                # gives him where a group way let him through above (the kernel grants
+                # through any group entry that matches: docs/SEMANTICS.md, limits)
+                meta = world.model_tree.metas[path]
+                other = meta.mode & 7
+                owning = (meta.mode >> 3) & 7 if meta.gid in person.gids else 0
+                if got is not None and got & ~((want or 0) | other | owning):
                     found.append(f"frank on {path}: the rule allows {want}, the kernel {got}")
             elif want != got:
                 found.append(f"{person.name} on {path}: the rule says {want}, the kernel {got}")
