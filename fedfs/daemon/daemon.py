@@ -45,6 +45,8 @@ from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.model import Principal
+from fedfs.policy.objectacl.exporter import Exporter, PolicyView
+from fedfs.policy.objectacl.principals import PrincipalMap
 from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
@@ -157,7 +159,8 @@ class Daemon:
         self.fuse_up = False  # pyfuse3.init succeeded: the mount must be taken down at the end
         self.warnings: list[str] = []  # said at start by `fedfs mount` as well as logged
         self.started = time.monotonic()
-        self.store = ObjectStore(cfg.store)
+        oa = cfg.object_acl
+        self.store = ObjectStore(cfg.store, oa.object_acl if oa.enabled else None)
         self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
         self.identity = make_identity(cfg)
         self.site = load_site_policy(policy_files(cfg.policy.site_dir))
@@ -186,6 +189,20 @@ class Daemon:
             )
             self.sharing.may_change = self.policy_log.check_may_change
             self.sharing.on_record = self.policy_log.wake
+        self.exporter: Exporter | None = None
+        if oa.exports and oa.watcher:
+            self.exporter = Exporter(
+                [b.name for b in cfg.buckets],
+                self.store,
+                WorkerThreads(self.limiter),
+                PolicyView(
+                    self.sharing.grants_in_force,
+                    self.policy_store.teams,
+                    lambda: dict(self.sharing.group_members),
+                ),
+                PrincipalMap(oa, self.identity),
+                oa.poll_interval,
+            )
         self._record_site_policy()
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         short = self.cache.disk_shortfall()
@@ -288,6 +305,8 @@ class Daemon:
         """Policy changed at these paths: the kernel must re-read attributes and ACLs below them."""
         self.inodes.refresh_owners()
         self.expiry_changed.set()
+        if self.exporter is not None:
+            self.exporter.wake()
         if not self.mounted:
             return
         seen: set[int] = set()
@@ -477,6 +496,8 @@ class Daemon:
             nursery.start_soon(self.sweep_expired)
             if self.policy_log is not None:
                 nursery.start_soon(self.policy_log.run)
+            if self.exporter is not None:
+                nursery.start_soon(self.exporter.run)
             nursery.start_soon(self.metrics.run)
             control = ControlServer(
                 self.cfg.control.socket, self.commands.handle, reserved_ops=REVOCATIONS

@@ -141,6 +141,10 @@ class Sharing:
             exempt=frozenset(key_of(g) for g in self._owner_grants()),
         )
 
+    def grants_in_force(self) -> list[Grant]:
+        """The grants the engine applies now (stored, bucket ownership's, site rules kept)."""
+        return self._in_force().grants
+
     def _note_suspended(self, found: InForce) -> None:
         """One log line when a grant stops applying under the site policy, one when it is back."""
         for key, (grant, why) in found.suspended.items():
