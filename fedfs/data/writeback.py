@@ -264,8 +264,17 @@ class WriteBack:
                         inode.base_etag,
                         meta,
                     )
+                    copied = sum(p.end - p.start for p in parts if p.copy)
                     self.rewrites += 1
-                    self.rewrite_copied += sum(p.end - p.start for p in parts if p.copy)
+                    self.rewrite_copied += copied
+                    event(
+                        log,
+                        "upload-partial",
+                        path=inode.path,
+                        parts=len(parts),
+                        copied=copied,
+                        sent=st.size - copied,
+                    )
                 else:
                     info = await self.s3(
                         self.store.upload_file, bucket, key, st.upload_path(), meta, None, new
