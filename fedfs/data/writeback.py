@@ -249,9 +249,15 @@ class WriteBack:
             current = await self.s3(self.store.head, bucket, key)
             conflict = current is not None and current.etag != inode.base_etag
         parts = None
-        if not conflict and current is not None and st.size >= self.store.cfg.multipart_threshold:
+        cfg = self.store.cfg
+        if (
+            not conflict
+            and current is not None
+            and cfg.copy_parts
+            and st.size >= cfg.multipart_threshold
+        ):
             base_size = st.base_size if current.size == st.base_size else None
-            parts = plan(st.size, base_size, st.changed, self.store.cfg.multipart_chunksize)
+            parts = plan(st.size, base_size, st.changed, cfg.multipart_chunksize)
         if not conflict:
             try:
                 if parts is not None and inode.base_etag is not None:
