@@ -12,6 +12,7 @@ refuses a base that moved on.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import subprocess
@@ -41,6 +42,12 @@ def sync(m: Mount) -> None:
         [*FEDFS, "sync", str(m.mountpoint)], capture_output=True, text=True, cwd=REPO, timeout=300
     )
     assert r.returncode == 0, r.stderr
+
+
+def status(path: Path) -> dict[str, Any]:
+    r = subprocess.run([*FEDFS, "status", "--json", str(path)], capture_output=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr.decode()
+    return dict(json.loads(r.stdout))
 
 
 def rewrite(path: Path, offset: int, data: bytes) -> None:
@@ -110,6 +117,9 @@ def test_partial_rewrites_make_byte_identical_objects(
     # Every one went up as a partial rewrite (copied parts plus sent ones), none whole.
     partial = m.log_text().count("event=upload-partial")
     assert partial == len(CHANGES), m.log_text()
+    uploads = status(m.mountpoint)["uploads"]
+    assert uploads["partial"] == len(CHANGES)
+    assert uploads["partial_copied_bytes"] >= len(CHANGES) * PART
     # The file reads back the same through the mount, and a second change works from
     # the new version.
     assert m.path(bucket, "f1").read_bytes() == expected["f1"][1]
@@ -182,6 +192,18 @@ def test_writes_after_a_close_are_never_copied_from_the_old_version(
     want[10:15] = b"first"
     want[4 * PART + 7 : 4 * PART + 13] = b"second"
     assert body(s3, bucket, "log.dat") == bytes(want)
+
+
+def test_copy_parts_off_uploads_whole_files(make_mount: Any, bucket: str, s3: Any) -> None:
+    s3.put_object(Bucket=bucket, Key="whole.dat", Body=base_bytes(13))
+    m: Mount = make_mount([(bucket, "user:root")], store_extra=STORE + "\ncopy_parts = false")
+    rewrite(m.path(bucket, "whole.dat"), 7, b"seven")
+    sync(m)
+    want = bytearray(base_bytes(13))
+    want[7:12] = b"seven"
+    assert body(s3, bucket, "whole.dat") == bytes(want)
+    assert "event=upload-partial" not in m.log_text()
+    assert status(m.mountpoint)["uploads"]["partial"] == 0
 
 
 @pytest.mark.parametrize("stale", [True, False])
