@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +413,22 @@ def test_rename_of_a_large_directory_keeps_every_byte_and_metadata(
     for name, st in stats.items():
         now = os.stat(fs / "moved" / name)
         assert (now.st_mode, now.st_uid, now.st_gid) == (st[0], st[4], st[5])
+
+
+def test_rename_of_a_directory_of_more_than_a_thousand_files(
+    fs: Path, s3: Any, bucket: str
+) -> None:
+    """Old keys are deleted 1,000 at a time (DeleteObjects' limit), the batches in parallel."""
+    n = 2100
+    s3.put_object(Bucket=bucket, Key="many/", Body=b"", ContentType="application/x-directory")
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:05d}", Body=str(i).encode()),
+                range(n),
+            )
+        )
+    os.rename(fs / "many", fs / "moved")
+    assert keys(s3, bucket) == sorted(["moved/", *(f"moved/f{i:05d}" for i in range(n))])
+    assert len(os.listdir(fs / "moved")) == n
+    assert (fs / "moved" / "f02099").read_bytes() == b"2099"
