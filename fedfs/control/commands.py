@@ -731,6 +731,8 @@ class Commands:
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.writeback.conflicts,
+                "partial": d.writeback.rewrites,
+                "partial_copied_bytes": d.writeback.rewrite_copied,
                 "refused": len(d.cache.journal.refused()),
                 # Which ones: all to root, to anyone else only their own files.
                 "refused_files": self._refused(peer)[:100],
@@ -751,6 +753,8 @@ class Commands:
                 "teams": len(d.sharing.store.teams()),
             },
             "object_acl": d.importer.status() if d.importer else None,
+            # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
+            "object_acl_export": d.exporter.status() if d.exporter else None,
             "identity": {
                 "source": health.source,
                 "ok": health.ok,

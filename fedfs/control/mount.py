@@ -18,6 +18,7 @@ from fedfs.data.flusher import Flusher
 from fedfs.data.writeback import WriteBack
 from fedfs.fuse.operations import Operations
 from fedfs.policy.log import PolicyLog
+from fedfs.policy.objectacl.exporter import Exporter
 from fedfs.policy.objectacl.importer import Importer
 from fedfs.policy.sharing import Sharing
 from fedfs.policy.site import SitePolicy
@@ -46,3 +47,4 @@ class Mount(Protocol):
     trail: AuditTrail
     policy_log: PolicyLog | None  # with a shared policy log ([policy] log_bucket)
     importer: Importer | None  # with [object_acl] importing the buckets' own policies
+    exporter: Exporter | None  # grants to bucket policies ([object_acl], a watcher node)

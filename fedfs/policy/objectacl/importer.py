@@ -64,7 +64,7 @@ class Importer:
     _principals: PrincipalMap = field(init=False)
 
     def __post_init__(self) -> None:
-        self._principals = PrincipalMap(self.cfg.principal)
+        self._principals = PrincipalMap(self.cfg, self.identity)
 
     async def run(self) -> None:
         """Poll until cancelled (the first poll is the mount's: see poll_all)."""
@@ -109,9 +109,7 @@ class Importer:
 
         def local_user(principal: str) -> str | None:
             if principal not in known:
-                name = self._principals.user_of(principal)
-                exists = name is not None and self.identity.user(name) is not None
-                known[principal] = name if exists else None
+                known[principal] = self._principals.user_of(principal)
             return known[principal]
 
         return observe(bucket, policy, acl, local_user, now, is_owned)

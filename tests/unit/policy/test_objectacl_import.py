@@ -10,6 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedfs.config import ObjectAclConfig
+from fedfs.identity.source import User
 from fedfs.policy.model import Level
 from fedfs.policy.objectacl.export import is_owned
 from fedfs.policy.objectacl.imported import EVERYONE, Observed, observe
@@ -18,12 +20,20 @@ from fedfs.policy.objectacl.principals import PrincipalMap
 NOW = 1_800_000_000.0
 BUCKET = "b"
 USERS = {"alice", "bob", "carol"}
-MAP = PrincipalMap("arn:aws:iam:::user/{user}")
+
+
+class Known:
+    """The identity source as far as the mapping asks: does this user exist here."""
+
+    def user(self, name: str) -> User | None:
+        return User(name, 1000, 1000, frozenset()) if name in USERS else None
+
+
+MAP = PrincipalMap(ObjectAclConfig(principal="arn:aws:iam:::user/{user}"), Known())  # type: ignore[arg-type]
 
 
 def local_user(principal: str) -> str | None:
-    user = MAP.user_of(principal)
-    return user if user in USERS else None
+    return MAP.user_of(principal)
 
 
 def arn(user: str) -> str:
@@ -148,7 +158,7 @@ def test_unmappable_statements_give_nothing_and_are_each_reported_once() -> None
             allow("Mid", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/run*"),
             allow("Exact", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/a.txt"),
             allow("Unknown", {"AWS": arn("bob")}, "s3:GetBucketTagging", "arn:aws:s3:::b"),
-            allow("fedfs0123", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/*"),
+            allow("fedfs" + "0a" * 12, {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/*"),
         ]
     )
     assert found.rights == ()
