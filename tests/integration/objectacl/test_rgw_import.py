@@ -86,7 +86,7 @@ def test_alices_statement_lets_carol_read_shared_and_nothing_else_until_she_remo
     assert r.returncode != 0 and b"bucket-policy:CarolReadsShared" in r.stderr, r
     who = alice.run(*FEDFS, "audit", "who", str(shared))
     assert carol.name in who.stdout.decode(), who
-    where = alice.run(*FEDFS, "audit", "user", carol.name, "--mount", str(root))
+    where = carol.run(*FEDFS, "audit", "user", carol.name, "--mount", str(root))
     assert "shared" in where.stdout.decode() and "private" not in where.stdout.decode(), where
     history = alice.run(*FEDFS, "audit", "log", "--mount", str(root), "--json")
     observed = [r for r in json.loads(history.stdout) if r["action"] == "object-acl-observed"]
