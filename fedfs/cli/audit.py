@@ -68,6 +68,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             )
             for r in rows:
                 r["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+                detail = r.get("detail") or {}
+                # why a grant ended without an unshare; what set an owner's limit
+                r["reason"] = detail.get("reason") or (
+                    f"by {detail['via']}" if r["action"] == "limit" and "via" in detail else None
+                )
             cols, title = (
                 [
                     "when",
@@ -79,6 +84,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                     "level",
                     "before",
                     "after",
+                    "reason",
                 ],
                 "audit log",
             )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.sharing.test_sharing import can_read, fedfs, ok
+from tests.integration.sharing.test_sharing import can_read, can_write, fedfs, ok
 from tests.support import FEDFS, Mount, UnixUser, wait_for
 
 ROOT = UnixUser("root", 0, 0)
@@ -150,19 +150,28 @@ def test_limits_are_audited_and_named_by_what_set_them(
     assert limits() == [("none", "---", alice.name)]
     note = ok(fedfs(alice, "grants", f))
     assert "(set by chmod)" in note, note
-    ok(alice.run("setfacl", "-m", "m::r", f))
+    ok(alice.run("chmod", "g+rw", f))  # moves the limit
     assert can_read(bob, f)
-    assert limits()[-1] == ("---", "r--", alice.name)
+    ok(alice.run("setfacl", "-m", "m::r", f))
+    assert can_read(bob, f) and not can_write(bob, f)
     note = ok(fedfs(alice, "grants", f))
     assert "(set by setfacl)" in note and "(set by chmod)" not in note, note
-    ok(alice.run("chmod", "g+rw", f))
-    assert limits()[-1] == ("r--", "none", alice.name)
-    assert len(limits()) == 3
-    # a chmod that restates the mode sets no limit and writes no record
-    ok(alice.run("chmod", "664", f))
-    assert len(limits()) == 3
-    log = m.log_text()
-    assert f"limit on {path} by {alice.name}: none -> ---" in log, log[-3000:]
+    ok(alice.run("setfacl", "-m", "m::rwx", f))  # lifts it
+    assert can_write(bob, f)
+    assert limits() == [
+        ("none", "---", alice.name),
+        ("---", "rw-", alice.name),
+        ("rw-", "r--", alice.name),
+        ("r--", "none", alice.name),
+    ]
+    # a chmod to the mode ls -l shows changes no limit and writes no record
+    shown = oct(os.stat(f).st_mode & 0o777)[2:]
+    ok(alice.run("chmod", shown, f))
+    assert len(limits()) == 4
+    lines = [x for x in m.log_text().splitlines() if "event=limit" in x and f"path={path}" in x]
+    assert len(lines) == 4, lines
+    assert f"actor={alice.name} before=none after=--- via=chmod" in lines[0], lines
+    assert f"actor={alice.name} before=rw- after=r-- via=setfacl" in lines[2], lines
 
 
 def test_a_grant_whose_object_was_deleted_through_s3_is_an_orphan(
