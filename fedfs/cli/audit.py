@@ -56,7 +56,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             rows = c.call("audit-orphans")
             cols, title = (
                 ["kind", "path", "principal", "problem"],
-                "grants and data whose owner is gone",
+                "grants and data whose owner or object is gone",
             )
         else:
             since = parse_expiry_past(args.since) if args.since else None
@@ -141,7 +141,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         ),
         (
             "orphans",
-            "grants naming users or groups that no longer exist, data whose owner is gone",
+            "grants naming users or groups that no longer exist or paths gone from the "
+            "object store, data whose owner is gone",
             [],
         ),
         (

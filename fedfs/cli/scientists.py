@@ -164,7 +164,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="remove a grant",
         description="Remove the grant for PRINCIPAL "
         "made on PATH itself (grants on parent paths are removed there). Needs "
-        "manage, except to give up a grant naming yourself.",
+        "manage, except to give up a grant naming yourself. PATH may be gone: a grant "
+        "whose object was removed outside the mount (`fedfs audit orphans` lists them).",
     )
     un.add_argument("path")
     un.add_argument("--with", dest="principal", required=True, metavar="PRINCIPAL")
