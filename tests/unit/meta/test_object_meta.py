@@ -75,6 +75,24 @@ def test_metadata_the_kernel_cannot_hold_is_ignored_as_if_absent() -> None:
         assert (inode.size, inode.kind) == (defaults.size, defaults.kind)
 
 
+def test_only_user_xattrs_from_object_metadata_are_kept() -> None:
+    import base64
+    import json
+    from urllib.parse import quote
+
+    def enc(v: bytes) -> str:
+        return base64.b64encode(v).decode()
+
+    raw = {
+        "user.ok": enc(b"yes"),
+        "system.posix_acl_access": enc(b"\x02\x00\x00\x00"),
+        "trusted.x": enc(b"t"),
+        "security.selinux": enc(b"s"),
+    }
+    inode = _read({"mode": str(0o100644), "xattr": quote(json.dumps(raw))})
+    assert inode.xattrs == {"user.ok": b"yes"}
+
+
 def test_what_set_the_owners_limit_round_trips_and_nonsense_is_not_kept() -> None:
     inode = _read({"mode": str(0o100640)})
     inode.explicit_mask, inode.mask_by = 4, "setfacl"
