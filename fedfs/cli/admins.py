@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from fedfs import __version__
-from fedfs.cli.common import client, denied, locate, output, printable, table_flags
+from fedfs.cli.common import (
+    client,
+    denied,
+    fedfs_mounts,
+    locate_mount,
+    output,
+    printable,
+    table_flags,
+)
 from fedfs.errors import FedfsError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from fedfs.config import format_size
 
-    _, _, socket = locate(args.path)
+    mounts = fedfs_mounts()
+    example = shlex.quote(mounts[0]) if mounts else "MOUNTPOINT"
+    _, _, socket = locate_mount(args.path, "status", f"its path (`fedfs status {example}`)")
     with client(socket) as c:
         s = c.call("status")
     if args.json:

@@ -182,6 +182,8 @@ class Daemon:
             self.invalidate,
             self.trail,
         )
+        on_mount = os.path.abspath(mountpoint)
+        self.sharing.typed = lambda path: on_mount + path
         self.policy_log: PolicyLog | None = None
         if cfg.policy.log_bucket is not None:
             self.policy_log = PolicyLog(

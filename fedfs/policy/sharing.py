@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ class Sharing:
     # Raises Refused when this node may not change policy now (e.g. its key is not enrolled).
     may_change: Callable[[], None] = lambda: None
     on_record: Callable[[Any], None] = lambda record: None  # a new record to publish
+    # A policy path ("/bucket/key") as its user types it in a command: the daemon makes it
+    # the path on the mount, so the commands messages suggest work as typed.
+    typed: Callable[[str], str] = lambda path: path
     engine: PolicyEngine = field(init=False)
     identities: Identities = field(init=False, default_factory=Identities)
     # The members each team's backing group lists, as of the last rebuild.
@@ -466,6 +470,79 @@ class Sharing:
                 granted_by=g.granted_by,
             )
         return gone
+
+    # -- objects that go, and the owner's limits ---------------------------------
+
+    def grants_on_object(self, path: str, is_dir: bool) -> list[Grant]:
+        """The stored grants made on the object at path (a directory: at or below it)."""
+        try:
+            path = normalize_path(path)
+        except PolicyError:
+            return []  # a name no grant can carry
+        found = self.store.grants_under(path)
+        return found if is_dir else [g for g in found if g.path == path]
+
+    async def object_gone(
+        self, actor: Actor, path: str, is_dir: bool, verb: str, moved_to: str | None = None
+    ) -> list[Grant]:
+        """The object at path was removed or renamed away (verb) by actor, through the mount.
+
+        A grant belongs to the object it was made on: the grants on it (and below a
+        directory) end, each one an unshare record with the reason, so the policy log
+        carries it to every node; nobody needs to manage the path for that, the object
+        is gone. moved_to (a rename) is invalidated too: the kernel may hold the moved
+        object's ACLs. Raises Refused when this node may not change policy now.
+        """
+        found = self.grants_on_object(path, is_dir)
+        if not found:
+            return []
+        path = normalize_path(path)
+        reason = f"{path} was {verb} by {actor.label}"
+        with self.store.transaction():
+            for grant in found:
+                self._drop_grant(actor, grant, reason=reason)
+        await self.changed([path] if moved_to is None else [path, moved_to])
+        for grant in found:
+            event(
+                log,
+                "unshare",
+                path=grant.path,
+                principal=grant.principal,
+                level=grant.level,
+                actor=actor.label,
+                reason=reason,
+            )
+        return found
+
+    def note_limit(
+        self, actor: Actor, path: str, before: int | None, after: int | None, via: str
+    ) -> None:
+        """The owner set, moved or lifted an object's limit on grants (its explicit mask).
+
+        One audit record (action "limit") and one log line. The limit lives in the
+        object's own metadata, not in policy, so no other node redoes it and no node is
+        refused it: an owner's chmod always works.
+        """
+        if self.trail is not None:
+            record = self.trail.append(
+                actor_uid=actor.uid,
+                actor=actor.label,
+                action="limit",
+                path=path,
+                before=limit_text(before),
+                after=limit_text(after),
+                detail={"via": via},
+            )
+            self.on_record(record)
+        event(
+            log,
+            "limit",
+            path=path,
+            actor=actor.label,
+            before=limit_text(before),
+            after=limit_text(after),
+            via=via,
+        )
 
     def next_expiry(self) -> float | None:
         """The next time a grant ends: its own expiry, or the site's max_grant_lifetime."""
@@ -873,7 +950,7 @@ class Sharing:
             where = inherited[0].path
             return (
                 f"the entry for {principal} comes from a grant on {where}; "
-                f"remove it there with `fedfs unshare {where} --with {principal}`"
+                f"remove it there with `{self.command('unshare', where, principal)}`"
             )
         parent = path.rsplit("/", 1)[0] or "/"
         below = [
@@ -886,12 +963,18 @@ class Sharing:
             return (
                 f"the entry for {principal} lets it pass through to its grant on {where} "
                 f"and keeps it out of everything else on the way; it goes with that grant "
-                f"(`fedfs unshare {where} --with {principal}`)"
+                f"(`{self.command('unshare', where, principal)}`)"
             )
         return (
             f"the entry for {principal} comes from a grant on another path "
-            f"(`fedfs grants {path}` and `fedfs audit who {path}` show them); change it there"
+            f"(`{self.command('grants', path)}` and `{self.command('audit who', path)}` show "
+            "them); change it there"
         )
+
+    def command(self, name: str, path: str, principal: Principal | None = None) -> str:
+        """A fedfs command on path as its user types it (the path on the mount, quoted)."""
+        line = f"fedfs {name} {shlex.quote(self.typed(path))}"
+        return line if principal is None else f"{line} --with {shlex.quote(str(principal))}"
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":
@@ -936,6 +1019,11 @@ def honoured_bits(is_dir: bool) -> int:
 
 def _unknown_above() -> list[ObjectMeta]:
     return []
+
+
+def limit_text(mask: int | None) -> str:
+    """An explicit mask as audit records and log lines show it: rwx letters, or "none"."""
+    return "none" if mask is None else _rwx(mask)
 
 
 def _desc(g: Grant | None) -> str | None:

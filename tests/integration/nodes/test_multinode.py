@@ -602,3 +602,39 @@ def test_a_change_made_while_the_store_is_away_says_so_and_reaches_the_others_la
         assert r.returncode == 0 and b"note" not in r.stderr, r.stderr
     finally:
         proxy.stop()
+
+
+def test_a_file_removed_on_one_node_takes_its_grant_from_every_node(
+    cluster: Cluster, alice: UnixUser, bob: UnixUser
+) -> None:
+    c = cluster
+    path = f"/{c.bucket}/data/f.csv"
+    as_user(
+        alice,
+        "share",
+        c.nodes[0].path(c.bucket, "data", "f.csv"),
+        "--with",
+        "user:fedfs-bob",
+        "--read",
+    )
+
+    def held(m: Mount) -> bool:
+        return ("grant", path, "user:fedfs-bob") in {g[:3] for g in grants_of(m)}
+
+    wait_for(lambda: all(held(m) for m in c.nodes), "the grant on every node", BOUND)
+    r = alice.run("rm", c.nodes[0].path(c.bucket, "data", "f.csv"))
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not any(held(m) for m in c.nodes), "the grant gone from every node", BOUND)
+    rows = json.loads(run("audit", "log", "--json", "--mount", c.nodes[1].path(c.bucket)))
+    ended = [r for r in rows if r["action"] == "unshare" and r["path"] == path]
+    assert [(r["node"], r["detail"].get("reason")) for r in ended] == [
+        ("node1", f"{path} was removed by {alice.name}")
+    ], ended
+    # a new file at that name, made on another node, is private to bob everywhere
+    r = alice.run("sh", "-c", f"umask 077; echo new > {c.nodes[2].path(c.bucket, 'data', 'f.csv')}")
+    assert r.returncode == 0, r.stderr
+    run("sync", c.nodes[2].path(c.bucket, "data"))
+    for m in c.nodes:
+        f = m.path(c.bucket, "data", "f.csv")
+        wait_for(lambda f=f: alice.run("cat", f).returncode == 0, f"{f} seen", BOUND)
+        assert bob.run("cat", f).returncode != 0, f
