@@ -831,6 +831,7 @@ class Sharing:
             perms.get(AclTag.MASK),
             [*new_users.values(), *new_groups.values()],
             perms[AclTag.GROUP_OBJ],
+            named_changed=(new_users, new_groups) != _named(current.acl_access),
         )
         await self._acl_changes(
             actor, path, _named(current.acl_access), (new_users, new_groups), False
