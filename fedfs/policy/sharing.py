@@ -933,6 +933,12 @@ class Sharing:
     ) -> None:
         for principal, perm in changes:
             existing = self.store.grant(path, principal)
+            if perm & 2 and not perm & 4:
+                raise Refused(
+                    f"{principal}:{_rwx(perm)} on {self.typed(path)} would grant write "
+                    "without read, which no grant level gives (read is r, write is rw): "
+                    "write the entry as rw- (or r--)"
+                )
             if perm & 6:
                 level = Level.WRITE if perm & 2 else Level.READ
                 self.site.check_principal(principal)
