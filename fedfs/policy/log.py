@@ -11,6 +11,7 @@ store, and reads every other node's records back:
   PREFIX/nodes/KEYID.json        a node key enrolled (or revoked) by an admin key
   PREFIX/snapshots/HLC-NODE.json the whole policy as one node saw it, signed
   PREFIX/changed                 the change marker: rewritten after each publication
+  PREFIX/watchers/NODE           a watcher node's heartbeat, every `list_interval`
 
 Tailing: every `poll_interval` a node reads the change marker with one conditional
 GET (If-None-Match its last ETag: 304 while nothing changed). Only when the marker
@@ -40,7 +41,9 @@ before: a revocation takes effect within one poll interval, or `list_interval`
 if a publication overwrote the admin's marker before a node read it.
 
 "observe" records (policy/replay.py) are carried like any other record: they are
-what watcher nodes saw in the object store, applied on every node.
+what watcher nodes saw in the object store, applied on every node. Watchers
+([object_acl] watcher) also rewrite a heartbeat object, so `fedfs doctor` can say
+when no watcher is up (docs/OPERATIONS.md, "Watchers").
 
 The object store is trusted to keep objects, not to say what policy is: every
 record and snapshot is verified against keys an admin enrolled.
@@ -89,6 +92,7 @@ from fedfs.store.s3 import ObjectStore
 log = logging.getLogger(__name__)
 
 EVENTS, NODES, SNAPSHOTS, MARKER = "events/", "nodes/", "snapshots/", "changed"
+WATCHERS = "watchers/"
 FORMAT = 1
 _EVENT_RE = re.compile(r"(\d{13}\.\d{5})-([A-Za-z0-9][A-Za-z0-9._-]{0,63})-(\d{10})")
 _SNAPSHOT_RE = re.compile(r"(\d{13}\.\d{5})-([A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json")
@@ -235,6 +239,18 @@ class LogStore:
         self.store.put_bytes(self.bucket, key, record.encode(), {})
         return key
 
+    def put_watcher(self, node: str) -> None:
+        body = canonical_json({"node": node, "time": round(time.time(), 3)})
+        self.store.put_bytes(self.bucket, f"{self.prefix}{WATCHERS}{node}", body, {})
+
+    def watchers(self) -> dict[str, float]:
+        """node -> when the object store last received its heartbeat (epoch seconds)."""
+        return {
+            o.key.rsplit("/", 1)[-1]: o.last_modified
+            for page in self.store.list_all(self.bucket, self.prefix + WATCHERS, delimiter=None)
+            for o in page.objects
+        }
+
     def event_keys(self, start_after: str) -> list[str]:
         return [
             o.key
@@ -379,7 +395,9 @@ class PolicyLog:
         trail: AuditTrail,
         key: SigningKey,
         limiter: trio.CapacityLimiter,
+        watcher: bool = False,
     ) -> None:
+        """`watcher`: this node reads bucket policies for everyone ([object_acl] watcher)."""
         assert cfg.log_bucket is not None
         self.cfg = cfg
         self.node = cfg.node
@@ -414,6 +432,7 @@ class PolicyLog:
         self._marker_due = False  # published events the marker does not announce yet
         self.marker_reads = 0
         self.lists = 0  # LISTs of the events (marker changes, safety LISTs, waits)
+        self.watcher = watcher
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -494,6 +513,13 @@ class PolicyLog:
             pass
         if seen is not None:
             self._marker_etag = seen[0]
+        if self.watcher:
+            try:
+                await self._io(self.objects.put_watcher, self.node)
+            except StoreError as e:
+                log.warning(
+                    "policy log %s: watcher heartbeat: %s; retrying", self.objects.where(), e
+                )
         log.info(
             "policy log %s: %s; %d records applied at start",
             self.objects.where(),
@@ -590,6 +616,8 @@ class PolicyLog:
                     self._marker_etag = seen[0]
                 if safety:
                     safety_list_at = self._next_safety_list()
+                    if self.watcher:
+                        await self._io(self.objects.put_watcher, self.node)
                 self.last_error = None
             except (StoreError, PolicyError) as e:
                 if self.last_error is None:
@@ -874,6 +902,7 @@ class PolicyLog:
             "applied": self.applied_total,
             "published": self.published_total,
             "waiting": len(self.held),
+            "watcher": self.watcher,
             "marker_reads": self.marker_reads,
             "lists": self.lists,
             "rejected": self.rejected_total,
