@@ -80,7 +80,15 @@ from fedfs.audit.chain import (
     verify,
 )
 from fedfs.config import PolicyConfig
-from fedfs.errors import AuditError, FedfsError, NotFound, PolicyError, StoreError
+from fedfs.errors import (
+    AccessDenied,
+    AuditError,
+    FedfsError,
+    NotFound,
+    PolicyError,
+    StoreError,
+    Unavailable,
+)
 from fedfs.events import event
 from fedfs.policy import replay
 from fedfs.policy.hlc import format_hlc, parse_hlc
@@ -96,7 +104,7 @@ WATCHERS = "watchers/"
 FORMAT = 1
 _EVENT_RE = re.compile(r"(\d{13}\.\d{5})-([A-Za-z0-9][A-Za-z0-9._-]{0,63})-(\d{10})")
 _SNAPSHOT_RE = re.compile(r"(\d{13}\.\d{5})-([A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json")
-_RECORD_LIMIT = 64 * 1024
+_RECORD_LIMIT = 256 * 1024  # a record is a few hundred bytes; an observation may be more
 _SNAPSHOT_LIMIT = 512 * 1024 * 1024
 _KEEP_SNAPSHOTS = 3
 _REJECTED_KEPT = 1000
@@ -772,6 +780,11 @@ class PolicyLog:
             data = await self._io(self.objects.get, key)
         except NotFound:
             return "gone"
+        except (Unavailable, AccessDenied):
+            raise  # the store is away: read it again next poll
+        except StoreError as e:  # too large, or refused for good: never stall every node on it
+            self._reject(key, f"not read: {e}")
+            return "rejected"
         try:
             record = AuditRecord.decode(data)
         except AuditError as e:

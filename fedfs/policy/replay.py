@@ -16,7 +16,7 @@ Observations ("observe" records) carry what a watcher node saw outside fedfs, e.
 bucket's rights as its bucket policy and ACL state them (docs/OPERATIONS.md,
 "Watchers"). Each holds the whole state of its item (kind, key), so the newest one wins
 like any other item; it is kept in the policy database and handed to the Observer
-registered for its kind (Sharing.on_observation), which says which paths changed.
+registered for its kind (Sharing.on_observation; Sharing.publish_observation makes them), which says which paths changed.
 Observers run in the caller's thread inside the store transaction: no awaits, no I/O.
 """
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 GRANT_ACTIONS = frozenset({"share", "unshare"})
 TEAM_ACTIONS = frozenset({"team-create", "team-add", "team-remove"})
 OBSERVE = "observe"
-OBSERVATION_LIMIT = 48 * 1024  # characters of payload JSON; a log record is at most 64 KiB
+OBSERVATION_LIMIT = 200_000  # characters of payload JSON; a log record is at most 256 KiB
 
 # (store, key, payload) -> the paths whose policy the observation changed.
 Observer = Callable[[PolicyStore, str, Any], list[str]]

@@ -501,7 +501,7 @@ class Sharing:
         """
         self.observers[kind] = observer
 
-    async def observe(
+    async def publish_observation(
         self,
         kind: str,
         key: str,

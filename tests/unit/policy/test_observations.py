@@ -103,11 +103,11 @@ def test_a_snapshot_carries_observations_to_a_new_node(stores: list[PolicyStore]
     assert isinstance(seen, Seen) and seen.calls == [("climate", {"read": ["carol"]})]
 
 
-def test_observe_records_applies_and_publishes_once_per_change(tmp_path: Path) -> None:
-    trio.run(observe_records_applies_and_publishes_once_per_change, tmp_path)
+def test_publish_observation_records_applies_and_publishes_once_per_change(tmp_path: Path) -> None:
+    trio.run(publish_observation_records_applies_and_publishes_once_per_change, tmp_path)
 
 
-async def observe_records_applies_and_publishes_once_per_change(tmp_path: Path) -> None:
+async def publish_observation_records_applies_and_publishes_once_per_change(tmp_path: Path) -> None:
     from fedfs.policy.sharing import Sharing
 
     store = PolicyStore(tmp_path / "policy.db", GIDS)
@@ -127,9 +127,13 @@ async def observe_records_applies_and_publishes_once_per_change(tmp_path: Path) 
     seen = Seen()
     sharing.on_observation(RIGHTS, seen)
     rights = {"read": {"shared/": ["carol"]}}
-    assert await sharing.observe(RIGHTS, "climate", rights, path="/climate", summary="carol r")
-    assert not await sharing.observe(RIGHTS, "climate", {"read": {"shared/": ["carol"]}})
-    assert await sharing.observe(RIGHTS, "climate", {})
+    assert await sharing.publish_observation(
+        RIGHTS, "climate", rights, path="/climate", summary="carol r"
+    )
+    assert not await sharing.publish_observation(
+        RIGHTS, "climate", {"read": {"shared/": ["carol"]}}
+    )
+    assert await sharing.publish_observation(RIGHTS, "climate", {})
     assert [r.action for r in published] == [replay.OBSERVE, replay.OBSERVE]
     assert published[0].path == "/climate" and published[0].after == "carol r"
     assert seen.calls == [("climate", rights), ("climate", {})]
@@ -142,6 +146,6 @@ async def observe_records_applies_and_publishes_once_per_change(tmp_path: Path) 
         replay.apply(other, r)
     assert other.observations() == store.observations()
     with pytest.raises(PolicyError, match="more than"):
-        await sharing.observe(RIGHTS, "huge", {"x": "y" * replay.OBSERVATION_LIMIT})
+        await sharing.publish_observation(RIGHTS, "huge", {"x": "y" * replay.OBSERVATION_LIMIT})
     store.close()
     other.close()
