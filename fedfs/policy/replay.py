@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 GRANT_ACTIONS = frozenset({"share", "unshare"})
 TEAM_ACTIONS = frozenset({"team-create", "team-add", "team-remove"})
 OBSERVE = "observe"
-OBSERVATION_LIMIT = 200_000  # characters of payload JSON; a log record is at most 256 KiB
+OBSERVATION_LIMIT = 200_000  # characters of payload JSON; a log record is at most 512 KiB
 
 # (store, key, payload) -> the paths whose policy the observation changed.
 Observer = Callable[[PolicyStore, str, Any], list[str]]

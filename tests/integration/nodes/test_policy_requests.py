@@ -105,6 +105,8 @@ def test_idle_nodes_only_read_the_marker_and_a_change_still_reaches_every_node(
         assert not [op for op in requests if op.startswith("LIST")], requests
         assert set(requests) == {"GET policy/changed"}, requests
         assert requests["GET policy/changed"] >= READS
+        out = run("status", node.path(c.bucket))
+        assert "change-marker reads" in out and "LISTs of the log since start" in out, out
 
     # A change on one node reaches the others through the marker, not a safety LIST.
     files = [n.path(c.bucket) / "data" / "a.csv" for n in c.nodes]
