@@ -14,12 +14,12 @@ from fedfs.store.s3 import ObjectStore
 from tests.integration.objectacl.conftest import SERVICE, Rgw
 
 
-def test_the_change_marker_is_one_conditional_get_that_sees_every_rewrite(rgw: Rgw) -> None:
-    access, secret = rgw.keys[SERVICE]
+def test_the_change_marker_is_one_conditional_get_that_sees_every_rewrite(
+    rgw: Rgw, rgw_bucket: str
+) -> None:
+    access, secret = rgw.keys[SERVICE]  # the daemon's keys, in a bucket it does not own
     store = ObjectStore(StoreConfig(endpoint=rgw.url, access_key=access, secret_key=secret))
-    bucket = f"ctl-{uuid.uuid4().hex[:12]}"
-    store.create_bucket(bucket)
-    log = LogStore(store, bucket, "policy/")
+    log = LogStore(store, rgw_bucket, f"policy-{uuid.uuid4().hex[:6]}/")
 
     assert log.marker(None) == ("", b"")  # no marker yet: nothing to wait for
     assert log.marker("") is None  # and still none
