@@ -22,9 +22,10 @@ stored, with contents no other write has (the newest key, node and clock), so
 two writers at once still change its ETag, and the reader that sees either
 change lists both events; the marker is read before the LIST and its ETag kept
 only once the LIST succeeded. An event whose marker write was lost (a crash
-between the two) is found by the safety LIST: the cursor does not move without a
-LIST, so it is still inside the window. Each new event is checked — enrolled and unrevoked key, valid signature, the
-next record of that node's chain — and applies it in one SQLite transaction
+between the two) is found by the safety LIST: the cursor does not move without
+a LIST, so it is still inside the window. The node checks each new event —
+enrolled and unrevoked key, valid signature, the next record of that node's
+chain — and applies it in one SQLite transaction
 with the node's new chain head, so each record is applied exactly once. A
 record that fails a check is rejected, reported once (log line, status,
 metric) and never applied; a record that arrives before its predecessor waits
@@ -81,13 +82,13 @@ from fedfs.audit.chain import (
 )
 from fedfs.config import PolicyConfig
 from fedfs.errors import (
-    AccessDenied,
     AuditError,
     FedfsError,
     NotFound,
     PolicyError,
     StoreError,
-    Unavailable,
+    StoreRefused,
+    TooLarge,
 )
 from fedfs.events import event
 from fedfs.policy import replay
@@ -780,9 +781,7 @@ class PolicyLog:
             data = await self._io(self.objects.get, key)
         except NotFound:
             return "gone"
-        except (Unavailable, AccessDenied):
-            raise  # the store is away: read it again next poll
-        except StoreError as e:  # too large, or refused for good: never stall every node on it
+        except (TooLarge, StoreRefused) as e:  # never stall every node on it
             self._reject(key, f"not read: {e}")
             return "rejected"
         try:

@@ -36,6 +36,7 @@ from fedfs.errors import (
     PreconditionFailed,
     StoreError,
     StoreRefused,
+    TooLarge,
     Unavailable,
 )
 
@@ -373,9 +374,7 @@ class ObjectStore:
         r = self._call(what, self.client.get_object, Bucket=bucket, Key=key)
         if r.get("ContentLength", 0) > limit:
             r["Body"].close()
-            raise StoreError(
-                f"{what} is {r['ContentLength']} bytes, more than the {limit} expected"
-            )
+            raise TooLarge(f"{what} is {r['ContentLength']} bytes, more than the {limit} expected")
         try:
             return bytes(r["Body"].read())
         except _BODY_ERRORS as e:

@@ -337,18 +337,22 @@ def test_forged_replayed_and_unknown_key_events_are_rejected_everywhere(
         Key=unknown,
         Body=forge(c, share, stranger, "intruder", 0, "0" * 64),
     )
+    # 4. a record far too large to be one (it is not read, and nothing stalls on it)
+    huge = f"{c.prefix}events/{now}-bloat-{0:010d}"
+    c.s3.put_object(Bucket=c.control, Key=huge, Body=b"x" * (600 * 1024))
     c.announce()
     for m in c.nodes[1:]:
         st = wait_for(
-            lambda m=m: (s := c.status(m))["log"]["rejected"] >= 3 and s,  # type: ignore[misc]
-            f"{m.config.stem} rejects the three events",
+            lambda m=m: (s := c.status(m))["log"]["rejected"] >= 4 and s,  # type: ignore[misc]
+            f"{m.config.stem} rejects the four events",
             BOUND,
         )
-        assert st["log"]["rejected"] == 3, st
+        assert st["log"]["rejected"] == 4, st
         log = m.log_text()
         assert f"key={replayed}" in log and "replayed" in log
         assert f"key={forged}" in log and "signature does not match" in log
         assert f"key={unknown}" in log and "unknown key" in log
+        assert f"key={huge}" in log and "more than the 524288 expected" in log
     # Nothing of it took effect: carol is refused on every node, also after a few more polls.
     time.sleep(5 * POLL)
     for m in c.nodes:
