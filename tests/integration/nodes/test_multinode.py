@@ -85,6 +85,7 @@ class Cluster:
         enroll: bool = True,
         snapshot_every: int = 1000,
         endpoint: str | None = None,
+        top: str = "",
     ) -> Mount:
         m: Mount = self.factory(
             [(self.bucket, owner)],
@@ -92,6 +93,7 @@ class Cluster:
             name=name,
             start=False,
             policy_extra=self.policy(name, snapshot_every),
+            top=top,
         )
         if enroll:
             pub = m.config.with_suffix(".pub")

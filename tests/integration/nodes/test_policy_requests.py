@@ -1,4 +1,5 @@
-"""What the shared policy log costs the object store: idle nodes never LIST it.
+"""What the shared policy log costs the object store: idle nodes never LIST it; and
+the watcher nodes that read bucket policies for the others.
 
 Three real `fedfs mount` processes share one policy log, each talking to the S3
 server through its own counting proxy, so every request a node sends is seen. The
@@ -10,6 +11,7 @@ every node. Counts, not times: progress is measured in marker reads.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import uuid
 from collections import Counter
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.integration.nodes.test_multinode import BOUND, POLL, Cluster, as_user, run
-from tests.support import FEDFS, CountingProxy, MotoServer, Mount, UnixUser, wait_for
+from tests.support import FEDFS, REPO, CountingProxy, MotoServer, Mount, UnixUser, wait_for
 
 NODES = 3
 READS = 10  # marker reads every node makes while we watch
@@ -136,3 +138,31 @@ def test_idle_nodes_only_read_the_marker_and_a_change_still_reaches_every_node(
     for f in b_files:
         wait_for(lambda f=f: bob.run("cat", f).returncode == 0, f"bob reads {f}", BOUND)  # type: ignore[misc]
         wait_for(lambda f=f: carol.run("cat", f).returncode == 0, f"carol reads {f}", BOUND)  # type: ignore[misc]
+
+
+def doctor_says(m: Mount) -> dict[str, Any]:
+    r = subprocess.run(
+        [*FEDFS, "doctor", "--json", "--config", str(m.config)], capture_output=True, cwd=REPO
+    )
+    return {f["check"]: f for f in json.loads(r.stdout)["findings"]}
+
+
+def test_doctor_names_the_watchers_and_warns_when_none_is_up(
+    make_mount: Any, s3: Any, bucket: str, alice: UnixUser, tmp_path: Path
+) -> None:
+    control = f"ctl-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=control)
+    admin_key = tmp_path / "admin.key"
+    run("admin", "keygen", admin_key)
+    c = Cluster(bucket, control, "policy/", admin_key, make_mount, s3)
+    acl = '[object_acl]\nprincipal = "arn:aws:iam:::user/{user}"\nwatcher = false\n'
+    compute = c.add("compute1", f"user:{alice.name}", top=acl)
+    found = doctor_says(compute)["watchers"]
+    assert found["status"] == "WARN" and "no watcher node" in found["found"], found
+    assert "not imported" in found["found"] and "watcher = true" in found["fix"], found
+    assert c.status(compute)["log"]["watcher"] is False
+    service = c.add("service1", f"user:{alice.name}", top=acl.replace("false", "true"))
+    assert c.status(service)["log"]["watcher"] is True
+    found = doctor_says(compute)["watchers"]  # the watcher's heartbeat is written at start
+    assert found["status"] == "OK" and "service1" in found["found"], found
+    assert "compute1" not in found["found"]
