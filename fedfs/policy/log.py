@@ -588,6 +588,13 @@ class PolicyLog:
         if self._announced(want):
             return None
         why = self.publish_error or "the object store did not answer in time"
+        if self._published_seq() >= want:
+            return (
+                f"in force on this node and in the shared policy log, but the log's change "
+                f"marker could not be updated ({why}); the other nodes apply it within "
+                f"[policy] list_interval ({self.cfg.list_interval:g} s), or sooner once this "
+                "node updates the marker"
+            )
         return (
             f"in force on this node, but not yet in the shared policy log ({why}); "
             "the other nodes keep the previous policy until the object store answers and "
