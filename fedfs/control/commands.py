@@ -77,6 +77,11 @@ def wanted_path(args: dict[str, Any], path: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+# Requests that take access away: a user who holds all her own control connections still
+# gets these through (control/server.py's reserve), so revocation never waits on her load.
+REVOCATIONS = frozenset({"unshare", "team-remove"})
+
+
 class Commands:
     def __init__(self, daemon: Mount) -> None:
         self.d = daemon

@@ -28,7 +28,7 @@ import trio
 from fedfs import events
 from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import Config, format_size
-from fedfs.control.commands import Commands
+from fedfs.control.commands import REVOCATIONS, Commands
 from fedfs.control.server import ControlServer
 from fedfs.daemon.lock import DirLocks
 from fedfs.daemon.mountpoint import check_mountpoint
@@ -477,7 +477,9 @@ class Daemon:
             if self.policy_log is not None:
                 nursery.start_soon(self.policy_log.run)
             nursery.start_soon(self.metrics.run)
-            control = ControlServer(self.cfg.control.socket, self.commands.handle)
+            control = ControlServer(
+                self.cfg.control.socket, self.commands.handle, reserved_ops=REVOCATIONS
+            )
             await nursery.start(control.serve)
             if on_ready:
                 on_ready()

@@ -227,7 +227,13 @@ class Sharing:
         return self.engine.view(path, meta, is_dir, time.time(), above or _unknown_above)
 
     def chmod(
-        self, path: str, meta: ObjectMeta, is_dir: bool, mode: int, above: Above | None = None
+        self,
+        path: str,
+        meta: ObjectMeta,
+        is_dir: bool,
+        mode: int,
+        above: Above | None = None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """chmod as docs/SEMANTICS.md "Sharing" says (the rule: policy/mask.py).
 
@@ -238,7 +244,12 @@ class Sharing:
         mode &= honoured_bits(is_dir)
         shown = self.view(path, meta, is_dir, above)
         new = owner_mask.chmod(
-            meta.mode, meta.explicit_mask, shown.mode, shown.acl_access is not None, mode
+            meta.mode,
+            meta.explicit_mask,
+            shown.mode,
+            shown.acl_access is not None,
+            mode,
+            by_creator=by_creator,
         )
         return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
 
@@ -745,6 +756,7 @@ class Sharing:
         meta: ObjectMeta,
         default: bool = False,
         above: Above | None = None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """`setfacl` on the mount: named entries that differ become grants or unshares here.
 
@@ -766,7 +778,7 @@ class Sharing:
             await self._acl_changes(actor, path, _named(current.acl_default), _named(value), True)
             return meta
         if acl is None or acl.is_minimal:
-            return await self._remove_acl(actor, path, meta, current, acl)
+            return await self._remove_acl(actor, path, meta, current, acl, by_creator)
         new_users, new_groups = _named(value)
         perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
         shown = (
@@ -824,7 +836,13 @@ class Sharing:
         )
 
     async def _remove_acl(
-        self, actor: Actor, path: str, meta: ObjectMeta, current: PosixView, acl: Acl | None
+        self,
+        actor: Actor,
+        path: str,
+        meta: ObjectMeta,
+        current: PosixView,
+        acl: Acl | None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """`setfacl -b`, removexattr, or an ACL that says no more than a mode (cp -p writes
         one): the grants made exactly on this path go, and the owner's mask with them;
@@ -843,7 +861,12 @@ class Sharing:
             return ObjectMeta(meta.uid, meta.gid, meta.mode, None)
         # POSIX: the ACL written replaces GROUP_OBJ too, so the owning group's bits are set.
         stored = owner_mask.chmod(
-            meta.mode, meta.explicit_mask, current.mode, False, (meta.mode & ~0o777) | acl.mode
+            meta.mode,
+            meta.explicit_mask,
+            current.mode,
+            False,
+            (meta.mode & ~0o777) | acl.mode,
+            by_creator=by_creator,
         )
         return ObjectMeta(meta.uid, meta.gid, stored.mode, stored.explicit_mask)
 
