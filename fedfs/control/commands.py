@@ -750,6 +750,8 @@ class Commands:
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),
             },
+            # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
+            "object_acl_export": d.exporter.status() if d.exporter else None,
             "identity": {
                 "source": health.source,
                 "ok": health.ok,

@@ -279,7 +279,8 @@ class ControlServer:
         if mine >= self.max_per_user and peer.uid not in self.unlimited_uids:
             log.debug("control socket: uid %d is at its limit of connections", peer.uid)
             return (
-                f"you already have {mine} connections open to the fedfs daemon (at most"
+                f"you already have {min(mine, self.max_per_user)} connections open to the fedfs"
+                f" daemon (at most"
                 f" {self.max_per_user} per user); close some, or try again in a moment"
             )
         if self._active >= self.max_connections:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normal
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore, grant_row
 
+_TEAM_NAME = re.compile(r"[a-z][a-z0-9_.-]*")
 log = logging.getLogger(__name__)
 
 
@@ -141,6 +143,10 @@ class Sharing:
             time.time(),
             exempt=frozenset(key_of(g) for g in self._owner_grants()),
         )
+
+    def grants_in_force(self) -> list[Grant]:
+        """The grants the engine applies now (stored, bucket ownership's, site rules kept)."""
+        return self._in_force().grants
 
     def _note_suspended(self, found: InForce) -> None:
         """One log line when a grant stops applying under the site policy, one when it is back."""
@@ -639,6 +645,12 @@ class Sharing:
             raise Refused(
                 f"team name {name!r} is a number, which ACL listings and grants would read as "
                 "a uid or gid: choose a name with a letter in it"
+            )
+        if not _TEAM_NAME.fullmatch(name):
+            raise Refused(
+                f"team name {name!r}: a new team's name starts with a lower-case letter and has "
+                "only lower-case letters, digits, '.', '_' and '-', so it never passes for a "
+                "user, a group, a uid or a gid (TH-BOB for th-bob, 0x10, 1e3)"
             )
         owned = sum(1 for t in self.store.teams() if actor.name in t.owners)
         if not admin and owned >= self.site.max_teams_per_owner:

@@ -146,8 +146,11 @@ def parse_timestamp(value: str) -> datetime.datetime:
 class ObjectStore:
     """Blocking, thread-safe access to one S3 endpoint."""
 
-    def __init__(self, cfg: StoreConfig) -> None:
+    def __init__(self, cfg: StoreConfig, object_acl: str | None = None) -> None:
         self.cfg = cfg
+        # The canned ACL every object written carries ([object_acl] object_acl), so the
+        # bucket's owner can use what the daemon wrote (on RGW, objects belong to their writer).
+        self.acl: dict[str, str] = {"ACL": object_acl} if object_acl else {}
         bcfg = botocore.config.Config(
             region_name=cfg.region,
             connect_timeout=cfg.connect_timeout,
@@ -427,7 +430,13 @@ class ObjectStore:
         content_type: str | None = None,
         if_none_match: bool = False,
     ) -> ObjectInfo:
-        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "Metadata": metadata}
+        kw: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "Body": data,
+            "Metadata": metadata,
+            **self.acl,
+        }
         if content_type:
             kw["ContentType"] = content_type
         if if_none_match:
@@ -454,7 +463,7 @@ class ObjectStore:
             return self.put_bytes(
                 bucket, key, path.read_bytes(), metadata, content_type, if_none_match
             )
-        extra: dict[str, Any] = {"Metadata": metadata}
+        extra: dict[str, Any] = {"Metadata": metadata, **self.acl}
         if content_type:
             extra["ContentType"] = content_type
         where = (bucket, key)
@@ -497,9 +506,9 @@ class ObjectStore:
         """Server-side copy; with metadata, the copy's metadata is replaced (chmod, rename)."""
         what = f"copy s3://{bucket}/{src} to {dst}"
         src_ref = {"Bucket": bucket, "Key": src}
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {**self.acl}
         if metadata is not None:
-            extra = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
+            extra = {**extra, "Metadata": metadata, "MetadataDirective": "REPLACE"}
             if content_type:
                 extra["ContentType"] = content_type
         if size < _MAX_SINGLE_COPY:
