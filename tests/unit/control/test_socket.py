@@ -676,11 +676,15 @@ def test_a_user_at_her_limit_still_gets_a_revocation_through(start: Start) -> No
     revoking = Raw(server.path)
     answer = revoking.request(v=1, op="echo", args={"path": "/b/x"})
     assert answer is not None and answer["ok"] is True, answer
-    # the reserve is bounded: with it in use, a third extra connection is refused at once
+    assert_closed_by_server(revoking, within=5)  # one request per reserve connection
+    wait_for(lambda: server.connections_of(os.getuid()) == 2, "the reserve to free up", 5)
+    # the reserve is bounded: with it in use, one more connection is refused at once
+    idle = Raw(server.path)
+    wait_for(lambda: server.connections_of(os.getuid()) == 3, "the reserve in use", 5)
     extra = Raw(server.path)
     answer = extra.answer()
     assert answer is not None and answer["code"] == "busy", answer
-    revoking.close()
+    idle.close()
 
 
 def test_abrupt_disconnects_do_not_hurt_the_server(
