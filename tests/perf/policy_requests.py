@@ -3,7 +3,7 @@
 Run as root, after scripts/install (moto is in the test extras):
 
     python tests/perf/policy_requests.py [--nodes 4] [--buckets 2] [--seconds 60]
-        [--repo DIR] [--policy-extra "list_interval = 60"] [--json FILE]
+        [--repo DIR] [--policy-extra "list_interval = 60"] [--watchers N] [--json FILE]
 
 One run starts a moto S3 server, then NODES `fedfs mount` daemons of the code in
 --repo (default: this checkout; point it at another worktree to measure another
@@ -11,7 +11,8 @@ version) that mount the same BUCKETS buckets and share one policy log, each
 behind its own counting HTTP proxy, so every request a node sends is counted by
 bucket and operation. It lets the nodes settle, counts for SECONDS while nothing
 changes, then makes one policy change (`fedfs share` on node 1) and counts what
-that costs each node. It prints requests per second per node (the policy log and
+that costs each node. --watchers N turns on [object_acl] (principal template) with
+`watcher = true` on the first N nodes and false on the others. It prints requests per second per node (the policy log and
 each bucket) and the cost of a change; docs/OPERATIONS.md ("Scale") holds the
 results and the formula for a large site. Not part of the pytest suite; it stops
 everything it started, also on failure or Ctrl-C.
@@ -119,6 +120,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="the idle window counted")
     ap.add_argument("--repo", type=Path, default=REPO, help="the fedfs checkout to run")
     ap.add_argument("--policy-extra", default="", help="extra [policy] lines, e.g. list_interval")
+    ap.add_argument("--watchers", type=int, default=0, help="[object_acl] on; N watcher nodes")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fedfs-reqs-"))
@@ -146,6 +148,10 @@ def main() -> None:
                     args.policy_extra,
                 ]
             )
+            acl = ""
+            if args.watchers:
+                watcher = "true" if i <= args.watchers else "false"
+                acl = f'[object_acl]\nprincipal = "arn:aws:iam:::user/{{user}}"\nwatcher = {watcher}\n'
             write_config(
                 node.config,
                 proxy.url,
@@ -153,6 +159,7 @@ def main() -> None:
                 node.dir / "cache",
                 policy_extra=policy,
                 socket=Path(f"/tmp/fedfs-reqs-{os.getpid()}-{i}.sock"),
+                top=acl,
             )
             pub = node.dir / "node.pub"
             pub.write_text(node.fedfs("admin", "node-key", "--config", node.config))
@@ -201,7 +208,7 @@ def report(
     args: argparse.Namespace,
 ) -> None:
     print(f"fedfs at {args.repo}; {len(nodes)} nodes, {len(buckets)} buckets, {window:.0f} s idle")
-    print(f"extra [policy]: {args.policy_extra or '(none)'}")
+    print(f"extra [policy]: {args.policy_extra or '(none)'}; watchers: {args.watchers}")
     figures: dict[str, Any] = {"nodes": {}, "window": window}
     for node, counted, after in zip(nodes, idle, change, strict=True):
         per = split(counted)
