@@ -80,6 +80,9 @@ class StoreConfig:
     multipart_threshold: int = 64 * 1024**2
     multipart_chunksize: int = 16 * 1024**2
     addressing_style: str = "path"
+    # A partial rewrite has the store copy a large file's unchanged parts (UploadPartCopy)
+    # instead of sending them; off where the store copies slower than the client sends.
+    copy_parts: bool = True
 
 
 @dataclass(frozen=True)
@@ -509,6 +512,7 @@ def _parse_store(s: _Section) -> StoreConfig:
         multipart_threshold=s.size("multipart_threshold", "64MiB"),
         multipart_chunksize=chunk,
         addressing_style=style,
+        copy_parts=s.get("copy_parts", bool, True),
     )
     s.finish()  # a misspelt key is named first: it explains a missing one
     if (access_key is None) != (secret_key is None):

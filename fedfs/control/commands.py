@@ -731,6 +731,8 @@ class Commands:
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.writeback.conflicts,
+                "partial": d.writeback.rewrites,
+                "partial_copied_bytes": d.writeback.rewrite_copied,
                 "refused": len(d.cache.journal.refused()),
                 # Which ones: all to root, to anyone else only their own files.
                 "refused_files": self._refused(peer)[:100],
