@@ -132,7 +132,8 @@ class PolicyConfig:
     # Several nodes (fedfs/policy/log.py): the shared policy log, off when log_bucket is None.
     log_bucket: str | None = None  # a bucket at the [store] endpoint that only fedfs writes
     log_prefix: str = "fedfs-policy/"
-    poll_interval: float = 1.0  # how often the log is read for other nodes' changes
+    poll_interval: float = 1.0  # how often the log's change marker is read (one small GET)
+    list_interval: float = 60.0  # a LIST of the log even when the marker says nothing changed
     lookback: float = 10.0  # seconds of the log read again each poll, for late arrivals
     snapshot_every: int = 1000  # log records between two snapshots of the policy
     admin_keys: tuple[Path, ...] = ()  # public keys (PEM) allowed to enroll node keys
@@ -347,6 +348,7 @@ def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
         log_bucket=s.get("log_bucket", str, None),
         log_prefix=s.get("log_prefix", str, "fedfs-policy/"),
         poll_interval=s.positive("poll_interval", float, 1.0),
+        list_interval=s.positive("list_interval", float, 60.0),
         lookback=s.positive("lookback", float, 10.0),
         snapshot_every=s.positive("snapshot_every", int, 1000),
         admin_keys=tuple(
@@ -371,6 +373,8 @@ def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
         s.fail("log_prefix", f"{cfg.log_prefix!r} must end with '/'")
     if cfg.lookback < cfg.poll_interval:
         s.fail("lookback", "must be at least poll_interval, or late events could be missed")
+    if cfg.list_interval < cfg.poll_interval:
+        s.fail("list_interval", "must be at least poll_interval (the safety LIST is the slow one)")
     s.finish()
     return cfg
 

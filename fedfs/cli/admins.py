@@ -96,6 +96,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{lg['rejected']} rejected"
             + (f" (last: {lg['last_rejected']})" if lg["last_rejected"] else "")
             + (f"; ERROR {lg['error']}" if lg["error"] else ""),
+            f"           {lg.get('marker_reads', 0)} change-marker reads, {lg.get('lists', 0)} "
+            "LISTs of the log since start"
+            + ("; a watcher node ([object_acl] watcher)" if lg.get("watcher") else ""),
         ]
     print("\n".join(lines))
     return 0

@@ -187,7 +187,13 @@ class Daemon:
         self.policy_log: PolicyLog | None = None
         if cfg.policy.log_bucket is not None:
             self.policy_log = PolicyLog(
-                cfg.policy, self.store, self.sharing, self.trail, self.key, self.limiter
+                cfg.policy,
+                self.store,
+                self.sharing,
+                self.trail,
+                self.key,
+                self.limiter,
+                watcher=cfg.object_acl.enabled and cfg.object_acl.watcher,
             )
             self.sharing.may_change = self.policy_log.check_may_change
             self.sharing.on_record = self.policy_log.wake

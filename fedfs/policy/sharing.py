@@ -14,6 +14,7 @@ Runs in the trio thread; identity lookups (NSS or LDAP) go to worker threads.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import shlex
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 import trio
 
-from fedfs.audit.chain import AuditTrail
+from fedfs.audit.chain import AuditRecord, AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.events import event, iso
 from fedfs.identity.source import IdentitySource, User
@@ -102,6 +103,8 @@ class Sharing:
     # Stored grants the site policy does not let apply now, with the reason (in_force.py).
     suspended: dict[GrantKey, tuple[Grant, str]] = field(init=False, default_factory=dict)
     _next_end: float | None = field(init=False, default=None)
+    # Observations by kind (policy/replay.py): what watcher nodes saw outside fedfs.
+    observers: dict[str, replay.Observer] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine = PolicyEngine(self._in_force().grants, self.store.teams(), self.identities)
@@ -583,7 +586,58 @@ class Sharing:
             detail=detail,
         )
 
-    def record(self, actor: Actor, action: str, **fields: Any) -> None:
+    def on_observation(self, kind: str, observer: replay.Observer) -> None:
+        """Be told of every observation of `kind`, made here or on another node.
+
+        The observer runs inside the policy store's transaction in the trio thread
+        (no awaits, no I/O) with (store, key, payload) and returns the paths whose
+        policy changed; the kept payload is `store.observation(kind, key)` later on.
+        """
+        self.observers[kind] = observer
+
+    async def publish_observation(
+        self,
+        kind: str,
+        key: str,
+        payload: Any,
+        *,
+        path: str | None = None,
+        summary: str | None = None,
+    ) -> bool:
+        """Record what this node observed outside fedfs, apply it here and publish it.
+
+        `payload` is the whole observed state of (kind, key) as JSON-able data (e.g. one
+        bucket's rights from its bucket policy and ACL), so applying it twice or out of
+        order does no harm: the newest observation wins on every node. It becomes a
+        signed "observe" audit record (`path` and `summary` say what it is about for
+        `fedfs audit`), which the shared policy log carries to the other nodes.
+        Returns False when it equals the observation kept (nothing is recorded).
+        """
+        text = replay.canonical(payload)
+        if len(text) > replay.OBSERVATION_LIMIT:
+            raise PolicyError(
+                f"the observation of {kind} {key} is {len(text)} characters of JSON, more than "
+                f"the {replay.OBSERVATION_LIMIT} a policy log record carries; it was not recorded"
+            )
+        kept = self.store.observation(kind, key)
+        if kept is not None and kept[1] == text:
+            return False
+        with self.store.transaction():
+            record = self.record(
+                OBSERVER,
+                replay.OBSERVE,
+                path=path,
+                after=summary,
+                detail={"kind": kind, "key": key, "payload": text},
+            )
+            stamp = replay.stamp_of(record) if record else f"{self.clock.now()}-"
+            paths = replay.keep_observation(
+                self.store, kind, key, json.loads(text), stamp, self.observers
+            )
+        await self.changed(paths)
+        return True
+
+    def record(self, actor: Actor, action: str, **fields: Any) -> AuditRecord | None:
         """One audit record, durable before the change it describes is acknowledged.
 
         Called inside the store transaction of the change: the record carries the
@@ -593,7 +647,7 @@ class Sharing:
         if actor is not SYSTEM:  # expiry happens on every node by its own clock, always
             self.may_change()
         if self.trail is None:
-            return
+            return None
         detail = {**fields.pop("detail", {}), "hlc": self.clock.now()}
         detail = {k: v for k, v in detail.items() if v is not None}
         record = self.trail.append(
@@ -601,6 +655,7 @@ class Sharing:
         )
         replay.mark(self.store, record)
         self.on_record(record)
+        return record
 
     async def changed(self, paths: Iterable[str]) -> None:
         await self.rebuild()
@@ -1014,6 +1069,7 @@ class Sharing:
 
 
 SYSTEM = Actor(0, "fedfs")
+OBSERVER = SYSTEM  # observations are facts about the object store, made by no user
 
 
 def honoured_bits(is_dir: bool) -> int:

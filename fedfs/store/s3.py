@@ -38,6 +38,7 @@ from fedfs.errors import (
     PreconditionFailed,
     StoreError,
     StoreRefused,
+    TooLarge,
     Unavailable,
 )
 
@@ -388,11 +389,36 @@ class ObjectStore:
         r = self._call(what, self.client.get_object, Bucket=bucket, Key=key)
         if r.get("ContentLength", 0) > limit:
             r["Body"].close()
-            raise StoreError(
-                f"{what} is {r['ContentLength']} bytes, more than the {limit} expected"
-            )
+            raise TooLarge(f"{what} is {r['ContentLength']} bytes, more than the {limit} expected")
         try:
             return bytes(r["Body"].read())
+        except _BODY_ERRORS as e:
+            raise translate(e, what) from e
+
+    def get_if_changed(self, bucket: str, key: str, etag: str | None) -> tuple[str, bytes] | None:
+        """(ETag, bytes) of a small object, or None while its ETag is still `etag`.
+
+        One conditional GET (If-None-Match): the store answers 304 without a body when
+        nothing changed, which is what makes polling a change marker cheap.
+        """
+        what = f"s3://{bucket}/{key}"
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if etag:
+            kw["IfNoneMatch"] = f'"{etag}"'
+
+        def get_object(**kw: Any) -> Any:
+            try:
+                return self.client.get_object(**kw)
+            except botocore.exceptions.ClientError as e:
+                if _code(e) in ("304", "NotModified"):
+                    return None
+                raise
+
+        r = self._call(what, get_object, **kw)
+        if r is None:
+            return None
+        try:
+            return str(r["ETag"]).strip('"'), bytes(r["Body"].read(64 * 1024))
         except _BODY_ERRORS as e:
             raise translate(e, what) from e
 

@@ -101,6 +101,10 @@ def test_endpoint_and_keys_may_be_omitted(tmp_path: Path) -> None:
             ("[cache]", "[cache]\nflush_busy_max = -1"),
             "[cache] flush_busy_max: must be between 0 and 3600",
         ),
+        (
+            ("[cache]", "[policy]\npoll_interval = 5\nlookback = 10\nlist_interval = 2\n[cache]"),
+            "[policy] list_interval: must be at least poll_interval",
+        ),
     ],
 )
 def test_each_mistake_names_the_key_and_the_fix(
