@@ -226,13 +226,21 @@ class LeanClient:
             return f"{bucket}.{self.host}", f"{self.base_path}/{quoted}"
         return self.host, f"{self.base_path}/{bucket}/{quoted}"
 
-    def _sign(self, method: str, host: str, path: str, extra: dict[str, str]) -> dict[str, str]:
-        """SigV4 headers (Authorization, x-amz-date, ...) for a request without a body."""
+    def _sign(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        extra: dict[str, str],
+        now: datetime.datetime | None = None,
+    ) -> dict[str, str]:
+        """The request's headers, signed (SigV4, every header included) for a request
+        without a body: Authorization, x-amz-date, x-amz-content-sha256 and `extra`."""
         creds = self.credentials()
-        now = datetime.datetime.now(datetime.UTC)
-        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
         date = stamp[:8]
-        headers = {"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp}
+        headers = {k.lower(): v.strip() for k, v in extra.items()}
+        headers.update({"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp})
         if creds.token:
             headers["x-amz-security-token"] = creds.token
         names = sorted(headers)
@@ -252,12 +260,11 @@ class LeanClient:
             ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
         )
         signature = hmac.new(self._key(creds.secret_key, date), to_sign.encode(), "sha256")
-        headers["Authorization"] = (
+        headers["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={signature.hexdigest()}"
         )
         del headers["host"]  # urllib3 sends the same Host itself
-        headers.update(extra)
         return headers
 
     def _key(self, secret: str, date: str) -> bytes:

@@ -39,7 +39,7 @@ def rgw() -> Iterator[tuple[CephRgw, tuple[str, str]]]:
     workdir = Path(tempfile.mkdtemp(prefix="fedfs-rgw-lean-"))
     cluster = CephRgw(workdir / "ceph").start()
     try:
-        yield cluster, cluster.create_user("fedfs-lean", system=True)
+        yield cluster, cluster.create_user("fedfs-lean")
     finally:
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
