@@ -81,6 +81,9 @@ class StoreConfig:
     multipart_chunksize: int = 16 * 1024**2
     addressing_style: str = "path"
     lean: bool = True  # HEAD and ranged GET as signed urllib3 requests (fedfs/store/lean.py)
+    # A partial rewrite has the store copy a large file's unchanged parts (UploadPartCopy)
+    # instead of sending them; off where the store copies slower than the client sends.
+    copy_parts: bool = True
 
 
 @dataclass(frozen=True)
@@ -510,6 +513,7 @@ def _parse_store(s: _Section) -> StoreConfig:
         multipart_chunksize=chunk,
         addressing_style=style,
         lean=s.get("lean", bool, True),
+        copy_parts=s.get("copy_parts", bool, True),
     )
     s.finish()  # a misspelt key is named first: it explains a missing one
     if (access_key is None) != (secret_key is None):

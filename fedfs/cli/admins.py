@@ -43,6 +43,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lag {pol['lag']:.1f}s",
         f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
     ]
+    for e in s.get("object_acl_export") or []:
+        state = (
+            f"ERROR {e['error']}"
+            if e["error"]
+            else "not yet synced"
+            if e["synced_ago"] is None
+            else f"in line {e['synced_ago']:.0f}s ago"
+        )
+        lines.append(
+            f"export     bucket policy of {e['bucket']}: {state}; {e['writes']} writes, "
+            f"{e['repairs']} repairs"
+        )
     if "descriptors" in s:
         fds = s["descriptors"]
         lines.append(f"files      {fds['open']} descriptors open of {fds['limit']}")

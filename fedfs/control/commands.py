@@ -77,6 +77,11 @@ def wanted_path(args: dict[str, Any], path: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+# Requests that take access away: a user who holds all her own control connections still
+# gets these through (control/server.py's reserve), so revocation never waits on her load.
+REVOCATIONS = frozenset({"unshare", "team-remove"})
+
+
 class Commands:
     def __init__(self, daemon: Mount) -> None:
         self.d = daemon
@@ -726,6 +731,8 @@ class Commands:
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.writeback.conflicts,
+                "partial": d.writeback.rewrites,
+                "partial_copied_bytes": d.writeback.rewrite_copied,
                 "refused": len(d.cache.journal.refused()),
                 # Which ones: all to root, to anyone else only their own files.
                 "refused_files": self._refused(peer)[:100],
@@ -745,6 +752,8 @@ class Commands:
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),
             },
+            # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
+            "object_acl_export": d.exporter.status() if d.exporter else None,
             "identity": {
                 "source": health.source,
                 "ok": health.ok,

@@ -49,6 +49,7 @@ import trio
 
 from fedfs.config import CacheConfig, format_size
 from fedfs.data.journal import Journal
+from fedfs.data.parts import END, Ranges, add_range
 from fedfs.errors import CacheFull, FedfsError
 from fedfs.events import event
 from fedfs.store.s3 import ObjectStore
@@ -109,6 +110,13 @@ class Staging:
     generation: int = 0  # bumped by every change, so an upload knows if it raced a write
     lock: trio.Lock = field(default_factory=trio.Lock)
     parked: bool = False
+    # Partial rewrites (parts.py): the size of the object version this copy was staged
+    # from (None: none, or unknown) and the byte ranges changed since (None: unknown).
+    base_size: int | None = None
+    changed: Ranges | None = None
+    # The journal row names `changed` as exact: the next change widens it to "all" first,
+    # so a crash between a write and the next row never copies a changed part from the base.
+    exact_in_journal: bool = False
     identity: tuple[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +153,13 @@ class Staging:
     def name(self) -> str:
         return self.path.name
 
+    def _changing(self) -> None:
+        if self.exact_in_journal:
+            self.exact_in_journal = False
+            self.cache.journal.widen(self.name)
+
     def write(self, offset: int, data: bytes) -> int:
+        self._changing()
         try:
             n = os.pwrite(self._fd(), data, offset)
         except OSError as e:
@@ -156,6 +170,7 @@ class Staging:
             event(log, "cache-full", severity=logging.ERROR, dir=self.cache.cfg.dir, msg=msg)
             raise CacheFull(msg) from None
         self._resize(max(self.size, offset + n))
+        self.changed = add_range(self.changed, offset, offset + n)
         self.dirty = True
         self.generation += 1
         return n
@@ -164,7 +179,10 @@ class Staging:
         return os.pread(self._fd(), length, offset)
 
     def truncate(self, size: int) -> None:
+        self._changing()
         os.ftruncate(self._fd(), size)
+        if size < self.size:  # the bytes past size are gone: grown again, they are zeros
+            self.changed = add_range(self.changed, size, END)
         self._resize(size)
         self.dirty = True
         self.generation += 1
@@ -278,6 +296,7 @@ class Cache:
             st.close()
             raise
         st._resize(size)
+        st.base_size, st.changed = size, []
         return st
 
     @staticmethod

@@ -344,7 +344,12 @@ class Operations(pyfuse3.Operations):
         if fields.update_mode and node.kind is not Kind.LINK:
             meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
             changed = self.policy.chmod(
-                node.path, meta, node.is_dir, attr.st_mode, self._above(node)
+                node.path,
+                meta,
+                node.is_dir,
+                attr.st_mode,
+                self._above(node),
+                by_creator=self._by_creator(node, ctx),
             )
             mode, mask = changed.mode, changed.explicit_mask
         await self.attributes.set_attrs(
@@ -422,6 +427,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         d = await self.changes.mkdir(self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        d.creator_pid = ctx.pid
         return self.attrs(d)
 
     @fuse_errors
@@ -486,10 +492,12 @@ class Operations(pyfuse3.Operations):
             node = await self.changes.mknod(
                 self.inodes.get(parent_inode), name, mode, rdev, ctx.uid, ctx.gid
             )
+            node.creator_pid = ctx.pid
             return self._tell(node, self.attrs(node), parent_inode, name)
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )
+        inode.creator_pid = ctx.pid
         if self.write_back:
             self.writeback.closed(inode)
         else:
@@ -506,6 +514,7 @@ class Operations(pyfuse3.Operations):
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )
+        inode.creator_pid = ctx.pid
         inode.open_count += 1
         inode.writers += 1
         self.writing[ctx.uid] = self.writing.get(ctx.uid, 0) + 1
@@ -649,6 +658,12 @@ class Operations(pyfuse3.Operations):
             return
         await self.attributes.set_xattr(node, key, value, replace_only=False, create_only=False)
 
+    @staticmethod
+    def _by_creator(node: Inode[Staging], ctx: Any) -> bool:
+        """Whether the request comes from the process that created node through this mount
+        (cp -p, rsync -a and tar x restate the modes of what they write)."""
+        return node.creator_pid != 0 and ctx.pid == node.creator_pid
+
     async def _set_acl(
         self, node: Inode[Staging], value: bytes | None, ctx: Any, default: bool
     ) -> None:
@@ -659,7 +674,14 @@ class Operations(pyfuse3.Operations):
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
         try:
             new = await self.policy.set_acl(
-                actor, node.path, node.is_dir, value, meta, default, self._above(node)
+                actor,
+                node.path,
+                node.is_dir,
+                value,
+                meta,
+                default,
+                self._above(node),
+                by_creator=self._by_creator(node, ctx),
             )
         except Refused as e:  # the program sees only EPERM: the log says why
             log.warning("setfacl on %s by %s refused: %s", node.path, actor.label, e)

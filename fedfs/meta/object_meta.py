@@ -103,9 +103,19 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     if XATTR_META_KEY in meta:
         try:
             raw = json.loads(unquote(meta[XATTR_META_KEY]))
-            inode.xattrs = {str(k): base64.b64decode(v) for k, v in raw.items()}
+            xattrs = {str(k): base64.b64decode(v) for k, v in raw.items()}
         except (ValueError, TypeError, AttributeError):
             log.warning("%s: ignoring unreadable xattr metadata", inode.path)
+        else:
+            # Only user.* names are kept as written (docs/SEMANTICS.md); ACLs come from
+            # policy and security.*/trusted.* are not kept, so names another tool put in
+            # the metadata are neither listed nor served.
+            inode.xattrs = {k: v for k, v in xattrs.items() if k.startswith("user.")}
+            if len(inode.xattrs) < len(xattrs):
+                log.info(
+                    "%s: ignoring xattrs other than user.* in the object's metadata",
+                    inode.path.encode("unicode_escape").decode("ascii"),
+                )
     inode.meta_known = True
 
 

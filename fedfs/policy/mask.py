@@ -22,13 +22,21 @@ class Stored:
 
 
 def chmod(
-    mode: int, explicit_mask: int | None, shown_mode: int, acl_in_force: bool, new_mode: int
+    mode: int,
+    explicit_mask: int | None,
+    shown_mode: int,
+    acl_in_force: bool,
+    new_mode: int,
+    *,
+    by_creator: bool,
 ) -> Stored:
     """chmod(new_mode) of an object storing (mode, explicit_mask) that showed shown_mode.
 
     A chmod to the mode the object shows (`ls -l`, the grants in the group bits) changes
-    nothing, nor, while it has no limit, one to its own mode: cp -p, tar x, rsync -a
-    and editors restate modes, and must not cut a write grant down to read. Otherwise
+    nothing, nor, while it has no limit, one to its own mode by the process that created
+    the object (by_creator): cp -p, tar x, rsync -a and editors restate the modes of what
+    they write, and must not cut a write grant down to read; the same chmod from anyone
+    else (`chmod 600 f` in a shell) is the owner's word. Otherwise
     its group bits become the limit on every grant, present or future, when it takes
     away group permissions the object's own mode gave (`chmod 600` of a 0644 file,
     `chmod g-w`), or when it takes away group permissions `ls -l` showed without giving
@@ -42,7 +50,8 @@ def chmod(
     bits are the owning group's.
     """
     new_mode &= 0o7777
-    if new_mode == shown_mode & 0o7777 or (explicit_mask is None and new_mode == mode & 0o7777):
+    restates = by_creator and explicit_mask is None and new_mode == mode & 0o7777
+    if new_mode == shown_mode & 0o7777 or restates:
         return Stored(mode, explicit_mask)
     new_group = (new_mode >> 3) & 7
     own_group = (mode >> 3) & 7

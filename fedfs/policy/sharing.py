@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normal
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore, grant_row
 
+_TEAM_NAME = re.compile(r"[a-z][a-z0-9_.-]*")
 log = logging.getLogger(__name__)
 
 
@@ -139,6 +141,10 @@ class Sharing:
             exempt=frozenset(key_of(g) for g in self._owner_grants()),
         )
 
+    def grants_in_force(self) -> list[Grant]:
+        """The grants the engine applies now (stored, bucket ownership's, site rules kept)."""
+        return self._in_force().grants
+
     def _note_suspended(self, found: InForce) -> None:
         """One log line when a grant stops applying under the site policy, one when it is back."""
         for key, (grant, why) in found.suspended.items():
@@ -224,7 +230,13 @@ class Sharing:
         return self.engine.view(path, meta, is_dir, time.time(), above or _unknown_above)
 
     def chmod(
-        self, path: str, meta: ObjectMeta, is_dir: bool, mode: int, above: Above | None = None
+        self,
+        path: str,
+        meta: ObjectMeta,
+        is_dir: bool,
+        mode: int,
+        above: Above | None = None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """chmod as docs/SEMANTICS.md "Sharing" says (the rule: policy/mask.py).
 
@@ -235,7 +247,12 @@ class Sharing:
         mode &= honoured_bits(is_dir)
         shown = self.view(path, meta, is_dir, above)
         new = owner_mask.chmod(
-            meta.mode, meta.explicit_mask, shown.mode, shown.acl_access is not None, mode
+            meta.mode,
+            meta.explicit_mask,
+            shown.mode,
+            shown.acl_access is not None,
+            mode,
+            by_creator=by_creator,
         )
         return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
 
@@ -574,6 +591,12 @@ class Sharing:
                 f"team name {name!r} is a number, which ACL listings and grants would read as "
                 "a uid or gid: choose a name with a letter in it"
             )
+        if not _TEAM_NAME.fullmatch(name):
+            raise Refused(
+                f"team name {name!r}: a new team's name starts with a lower-case letter and has "
+                "only lower-case letters, digits, '.', '_' and '-', so it never passes for a "
+                "user, a group, a uid or a gid (TH-BOB for th-bob, 0x10, 1e3)"
+            )
         owned = sum(1 for t in self.store.teams() if actor.name in t.owners)
         if not admin and owned >= self.site.max_teams_per_owner:
             raise Refused(
@@ -690,6 +713,7 @@ class Sharing:
         meta: ObjectMeta,
         default: bool = False,
         above: Above | None = None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """`setfacl` on the mount: named entries that differ become grants or unshares here.
 
@@ -711,7 +735,7 @@ class Sharing:
             await self._acl_changes(actor, path, _named(current.acl_default), _named(value), True)
             return meta
         if acl is None or acl.is_minimal:
-            return await self._remove_acl(actor, path, meta, current, acl)
+            return await self._remove_acl(actor, path, meta, current, acl, by_creator)
         new_users, new_groups = _named(value)
         perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
         shown = (
@@ -769,7 +793,13 @@ class Sharing:
         )
 
     async def _remove_acl(
-        self, actor: Actor, path: str, meta: ObjectMeta, current: PosixView, acl: Acl | None
+        self,
+        actor: Actor,
+        path: str,
+        meta: ObjectMeta,
+        current: PosixView,
+        acl: Acl | None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """`setfacl -b`, removexattr, or an ACL that says no more than a mode (cp -p writes
         one): the grants made exactly on this path go, and the owner's mask with them;
@@ -788,7 +818,12 @@ class Sharing:
             return ObjectMeta(meta.uid, meta.gid, meta.mode, None)
         # POSIX: the ACL written replaces GROUP_OBJ too, so the owning group's bits are set.
         stored = owner_mask.chmod(
-            meta.mode, meta.explicit_mask, current.mode, False, (meta.mode & ~0o777) | acl.mode
+            meta.mode,
+            meta.explicit_mask,
+            current.mode,
+            False,
+            (meta.mode & ~0o777) | acl.mode,
+            by_creator=by_creator,
         )
         return ObjectMeta(meta.uid, meta.gid, stored.mode, stored.explicit_mask)
 

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -82,6 +83,16 @@ class ObjectInfo:
     last_modified: float
     metadata: dict[str, str] | None = None  # None: not fetched (listings carry none)
     content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart rewrite (`ObjectStore.rewrite`)."""
+
+    number: int  # 1-based, as S3 numbers parts
+    start: int
+    end: int  # exclusive
+    copy: bool  # True: the store copies it from the current version; False: it is sent
 
 
 @dataclass(frozen=True)
@@ -165,8 +176,11 @@ def parse_timestamp(value: str) -> datetime.datetime:
 class ObjectStore:
     """Blocking, thread-safe access to one S3 endpoint."""
 
-    def __init__(self, cfg: StoreConfig) -> None:
+    def __init__(self, cfg: StoreConfig, object_acl: str | None = None) -> None:
         self.cfg = cfg
+        # The canned ACL every object written carries ([object_acl] object_acl), so the
+        # bucket's owner can use what the daemon wrote (on RGW, objects belong to their writer).
+        self.acl: dict[str, str] = {"ACL": object_acl} if object_acl else {}
         bcfg = botocore.config.Config(
             region_name=cfg.region,
             connect_timeout=cfg.connect_timeout,
@@ -506,7 +520,13 @@ class ObjectStore:
         content_type: str | None = None,
         if_none_match: bool = False,
     ) -> ObjectInfo:
-        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data, "Metadata": metadata}
+        kw: dict[str, Any] = {
+            "Bucket": bucket,
+            "Key": key,
+            "Body": data,
+            "Metadata": metadata,
+            **self.acl,
+        }
         if content_type:
             kw["ContentType"] = content_type
         if if_none_match:
@@ -533,7 +553,7 @@ class ObjectStore:
             return self.put_bytes(
                 bucket, key, path.read_bytes(), metadata, content_type, if_none_match
             )
-        extra: dict[str, Any] = {"Metadata": metadata}
+        extra: dict[str, Any] = {"Metadata": metadata, **self.acl}
         if content_type:
             extra["ContentType"] = content_type
         where = (bucket, key)
@@ -564,6 +584,90 @@ class ObjectStore:
             raise Unavailable(f"s3://{bucket}/{key}: upload finished but the object is not there")
         return info
 
+    def rewrite(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        parts: list[Part],
+        base_etag: str,
+        metadata: dict[str, str],
+        content_type: str | None = None,
+    ) -> ObjectInfo:
+        """A new version of key from a local file, copying unchanged parts inside the store.
+
+        One multipart upload: parts with `copy` come from the object's current
+        version by UploadPartCopy, each on condition that its ETag is still
+        base_etag; the others are read from path and sent. PreconditionFailed if
+        the object changed: from the copy's condition, or from a HEAD before
+        completing (Ceph RGW 16 ignores the condition of a part copy). On any
+        failure the upload is aborted, so no part is left stored.
+        """
+        what = f"s3://{bucket}/{key}"
+        size = path.stat().st_size
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": metadata}
+        if content_type:
+            kw["ContentType"] = content_type
+        upload_id = self._call(what, self.client.create_multipart_upload, **kw)["UploadId"]
+        where = (bucket, key)
+        with self._sending_lock:
+            self._sending[where] = 0
+        source = {"Bucket": bucket, "Key": key}
+
+        def one(p: Part) -> dict[str, Any]:
+            common = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": p.number}
+            if p.copy:
+                r = self._call(
+                    what,
+                    self.client.upload_part_copy,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={p.start}-{p.end - 1}",
+                    CopySourceIfMatch=f'"{base_etag}"',
+                    **common,
+                )
+                etag = r["CopyPartResult"]["ETag"]
+            else:
+                with open(path, "rb") as f:
+                    data = os.pread(f.fileno(), p.end - p.start, p.start)
+                if len(data) != p.end - p.start:
+                    raise StoreError(f"{what}: the staged file shrank while being uploaded")
+                etag = self._call(what, self.client.upload_part, Body=data, **common)["ETag"]
+            with self._sending_lock:
+                if where in self._sending:
+                    self._sending[where] += p.end - p.start
+            return {"PartNumber": p.number, "ETag": etag}
+
+        try:
+            workers = max(1, self.cfg.max_connections // 2)
+            with ThreadPoolExecutor(workers, thread_name_prefix="fedfs-part") as pool:
+                done = list(pool.map(one, parts))
+            current = self.head(bucket, key)
+            if current is None or current.etag != base_etag:
+                raise PreconditionFailed(
+                    f"{what}: the object changed meanwhile (its ETag moved on)"
+                )
+            self._call(
+                what,
+                self.client.complete_multipart_upload,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+            )
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception as e:  # the store's lifecycle rules clean up what is left
+                log.warning("%s: could not abort the unfinished upload %s: %s", what, upload_id, e)
+            raise
+        finally:
+            with self._sending_lock:
+                self._sending.pop(where, None)
+        info = self.head(bucket, key)
+        if info is None or info.size != size:
+            raise Unavailable(f"{what}: upload finished but the object is not there")
+        return info
+
     def copy(
         self,
         bucket: str,
@@ -576,9 +680,9 @@ class ObjectStore:
         """Server-side copy; with metadata, the copy's metadata is replaced (chmod, rename)."""
         what = f"copy s3://{bucket}/{src} to {dst}"
         src_ref = {"Bucket": bucket, "Key": src}
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {**self.acl}
         if metadata is not None:
-            extra = {"Metadata": metadata, "MetadataDirective": "REPLACE"}
+            extra = {**extra, "Metadata": metadata, "MetadataDirective": "REPLACE"}
             if content_type:
                 extra["ContentType"] = content_type
         if size < _MAX_SINGLE_COPY:

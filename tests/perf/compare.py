@@ -225,6 +225,18 @@ def read_file(path: Path) -> int:
     return total
 
 
+CHANGED_BYTE = 0xA5  # the byte a partial rewrite writes into the uploaded file
+
+
+def change_byte(path: Path, offset: int) -> None:
+    """Open an existing file for writing, change one byte, close; no fsync."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes([CHANGED_BYTE]), offset)
+    finally:
+        os.close(fd)
+
+
 def check_content(path: Path, size: int) -> None:
     """Outside the timed part: the first and last MiB hold the written pattern."""
     block = _pattern()
@@ -710,8 +722,9 @@ class Bench:
         for tool in ("fedfs", "s3fs", "rclone"):
             markers += [f"{tool}/", f"{tool}/mvsrc/"]
         puts = [(k, b"") for k in markers]
-        if not self.args.reads_only:
+        if not self.args.reads_only and "ls" not in self.args.skip:
             puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
+        if not self.args.reads_only:
             small = os.urandom(SMALL_FILE)
             for tool in ("fedfs", "s3fs", "rclone"):
                 puts += [(f"{tool}/mvsrc/f{i:05d}", small) for i in range(sz.moved)]
@@ -729,10 +742,11 @@ class Bench:
         cfg = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=8)
         with self.measure("boto3", "put_big", per=sz.big / MiB, rate=True):
             s3.upload_file(str(self.local / "big.bin"), BUCKET, "shared/big.bin", Config=cfg)
-        for i in range(1, READERS):  # the other readers' files, same size, other content
-            write_file(self.local / "other.bin", sz.big)
-            s3.upload_file(str(self.local / "other.bin"), BUCKET, big_key(i), Config=cfg)
-        (self.local / "other.bin").unlink()
+        if "cold" not in self.args.skip:
+            for i in range(1, READERS):  # the other readers' files: same size, other content
+                write_file(self.local / "other.bin", sz.big)
+                s3.upload_file(str(self.local / "other.bin"), BUCKET, big_key(i), Config=cfg)
+            (self.local / "other.bin").unlink()
 
     def boto3_baseline(self) -> None:
         sz, s3 = self.sizes, self.s3
@@ -745,7 +759,7 @@ class Bench:
                 got += len(chunk)
             if got != sz.big:
                 raise RuntimeError(f"GET returned {got} bytes, expected {sz.big}")
-        if self.args.reads_only:
+        if self.args.reads_only or "ls" in self.args.skip:
             return
         with self.measure("boto3", "ls_cold"):
             n = count_keys(s3, "shared/many/")
@@ -773,18 +787,39 @@ class Bench:
             read_file(big)
         with contextlib.suppress(Exception):
             check_content(big, sz.big)
-        (mine / "small").mkdir()
-        with self.measure("fedfs", "creates", m, per=sz.creates, rate=True):
-            small_creates(mine / "small", sz.creates)
-        with self.measure("fedfs", "creates_sync", m):
-            m.sync(mine / "small")
-        self._check_uploaded("fedfs", "fedfs/small/", sz.creates + 1)  # + mkdir's marker
+        # A partial rewrite: one byte in the middle of the uploaded file, then `fedfs sync`
+        # (compared with write_sync, the same file uploaded whole).
+        middle = sz.big // 2 + 12345
+        with self.measure("fedfs", "rewrite_close", m) as meas:
+            meas.note = "open the uploaded file, write 1 byte in the middle, close"
+            change_byte(big, middle)
+        with self.measure("fedfs", "rewrite_sync", m):
+            m.sync(mine)
+        self._check_rewritten("fedfs/big.bin", middle)
+        if "creates" not in self.args.skip:
+            (mine / "small").mkdir()
+            with self.measure("fedfs", "creates", m, per=sz.creates, rate=True):
+                small_creates(mine / "small", sz.creates)
+            with self.measure("fedfs", "creates_sync", m):
+                m.sync(mine / "small")
+            self._check_uploaded("fedfs", "fedfs/small/", sz.creates + 1)  # + mkdir's marker
         with self.measure("fedfs", "mv", m):
             run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
         self._check_moved("fedfs")
         m.stop()
         self._cold_read(FedfsMount(self, "b"))
         self._ls(FedfsMount(self, "c"))
+
+    def _check_rewritten(self, key: str, offset: int) -> None:
+        """Outside the timed part: the object holds the changed byte and the pattern around it."""
+        around = self.s3.get_object(
+            Bucket=BUCKET, Key=key, Range=f"bytes={offset - 1}-{offset + 1}"
+        )
+        got = around["Body"].read()
+        block = _pattern()
+        want = bytes([block[(offset - 1) % IO_BLOCK], CHANGED_BYTE, block[(offset + 1) % IO_BLOCK]])
+        if got != want:
+            raise RuntimeError(f"{key}: bytes {offset - 1}..{offset + 1} are {got!r}, not {want!r}")
 
     def s3fs(self) -> None:
         sz = self.sizes
@@ -818,12 +853,15 @@ class Bench:
         with self.measure("rclone", "write_sync", m) as meas:
             meas.note = "until the object is in S3 (polled), from close()"
             wait_for(lambda: object_size(self.s3, "rclone/big.bin") == sz.big, "upload", 1800)
-        (mine / "small").mkdir()
-        with self.measure("rclone", "creates", m, per=sz.creates, rate=True):
-            small_creates(mine / "small", sz.creates)
-        with self.measure("rclone", "creates_sync", m) as meas:
-            meas.note = "until all objects are in S3 (polled), from the last close()"
-            wait_for(lambda: count_keys(self.s3, "rclone/small/") >= sz.creates, "uploads", 1800)
+        if "creates" not in self.args.skip:
+            (mine / "small").mkdir()
+            with self.measure("rclone", "creates", m, per=sz.creates, rate=True):
+                small_creates(mine / "small", sz.creates)
+            with self.measure("rclone", "creates_sync", m) as meas:
+                meas.note = "until all objects are in S3 (polled), from the last close()"
+                wait_for(
+                    lambda: count_keys(self.s3, "rclone/small/") >= sz.creates, "uploads", 1800
+                )
         with self.measure("rclone", "mv", m):
             run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
         self._check_moved("rclone")
@@ -831,6 +869,8 @@ class Bench:
         self._ls(RcloneMount(self, "c"))
 
     def _cold_read(self, m: Mount) -> None:
+        if "cold" in self.args.skip:
+            return
         m.start()
         big = m.root / "shared" / "big.bin"
         drop_caches()
@@ -854,6 +894,8 @@ class Bench:
         m.stop()
 
     def _ls(self, m: Mount) -> None:
+        if "ls" in self.args.skip:
+            return
         m.start()
         many = m.root / "shared" / "many"
         with self.measure(m.tool, "ls_cold", m):
@@ -952,6 +994,8 @@ ROWS = [
     ("warm_read_again", "  the same, second read", "MiB/s"),
     ("cold_read", "cold seq. read {big}", "MiB/s"),
     ("cold_read_4", "  4 readers of 4 files of {big} (aggregate)", "MiB/s"),
+    ("rewrite_close", "change 1 byte of the {big} file, until close()", "s"),
+    ("rewrite_sync", "  then until in S3 (sync)", "s"),
     ("creates", "{creates} creates of 4 KiB", "files/s"),
     ("creates_sync", "  then until in S3 (sync)", "s"),
     ("ls_cold", "ls -l of {listing} objects, cold", "s"),
@@ -1039,6 +1083,13 @@ TARGETS = [
         1.5,
     ),
     Target("fedfs ls -l warm (s)", ("fedfs", "ls_warm"), None, "<", 0.2),
+    Target(
+        "fedfs sync after a 1-byte change / sync of the whole file (time)",
+        ("fedfs", "rewrite_sync"),
+        ("fedfs", "write_sync"),
+        "<=",
+        0.15,
+    ),
     Target("fedfs mv / rclone mv (time)", ("fedfs", "mv"), ("rclone", "mv"), "<=", 0.5),
 ]
 
@@ -1152,6 +1203,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--workdir", type=Path, help="parent of the scratch directory (default /var/tmp)"
+    )
+    p.add_argument(
+        "--skip",
+        type=lambda s: set(s.split(",")),
+        default=set(),
+        help="comma-separated measurements to leave out: cold (cold reads), ls (listings, and "
+        "seeding their objects), creates",
     )
     args = p.parse_args(argv)
     if os.geteuid() != 0:

@@ -346,7 +346,9 @@ def test_what_an_unshare_cuts_off_at_once_and_what_it_does_not(
     ok(alice.run("mkdir", "-m", "700", proj))
     ok(alice.run("mkdir", "-m", "755", proj / "sub"))
     ok(alice.run("sh", "-c", f"cd {proj}/sub && echo pub > pub.txt && chmod 644 pub.txt"))
-    ok(alice.run("sh", "-c", f"cd {proj}/sub && echo priv > priv.txt && chmod 600 priv.txt"))
+    # created 0600 (umask 077): a mode from creation limits no grant, so bob reads it
+    # through his grant on proj (a chmod 600 would be the owner's limit on grants)
+    ok(alice.run("sh", "-c", f"cd {proj}/sub && umask 077 && echo priv > priv.txt"))
     ok(fedfs(alice, "share", proj, "--with", f"user:{bob.name}", "--read"))
     code = (
         "import os, sys\n"

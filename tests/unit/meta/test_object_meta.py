@@ -73,3 +73,21 @@ def test_metadata_the_kernel_cannot_hold_is_ignored_as_if_absent() -> None:
         else:
             assert inode.mtime_ns == 1_700_000_000 * 10**9, (field, value)  # LastModified
         assert (inode.size, inode.kind) == (defaults.size, defaults.kind)
+
+
+def test_only_user_xattrs_from_object_metadata_are_kept() -> None:
+    import base64
+    import json
+    from urllib.parse import quote
+
+    def enc(v: bytes) -> str:
+        return base64.b64encode(v).decode()
+
+    raw = {
+        "user.ok": enc(b"yes"),
+        "system.posix_acl_access": enc(b"\x02\x00\x00\x00"),
+        "trusted.x": enc(b"t"),
+        "security.selinux": enc(b"s"),
+    }
+    inode = _read({"mode": str(0o100644), "xattr": quote(json.dumps(raw))})
+    assert inode.xattrs == {"user.ok": b"yes"}
