@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import logging
 import os
 import random
 import threading
@@ -41,8 +40,6 @@ from urllib.parse import quote, urlsplit
 
 import urllib3
 import urllib3.exceptions
-
-log = logging.getLogger(__name__)
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _BUFFER = 1024 * 1024  # bytes read from the socket per pwrite
@@ -111,7 +108,6 @@ class LeanClient:
         )
         self._keys: dict[tuple[str, str], bytes] = {}  # (secret, date) -> signing key
         self._lock = threading.Lock()
-        self.on_attempt: Callable[[], None] | None = None  # counts requests sent (s3.py)
 
     # -- requests --------------------------------------------------------
 
@@ -185,8 +181,6 @@ class LeanClient:
         for attempt in range(self.max_attempts):
             if attempt:
                 time.sleep(random.random() * min(_MAX_BACKOFF, 2.0**attempt) / 2)
-            if self.on_attempt is not None:
-                self.on_attempt()
             headers = self._sign(method, host, path, extra)
             try:
                 r = self.pool.request(

@@ -133,7 +133,7 @@ def translate(e: Exception, what: str) -> StoreError:
             return StoreRefused(f"{what}: the object store refuses it ({code}: {msg})")
         return Unavailable(f"{what}: the object store failed ({code}: {msg})")
     if isinstance(e, lean.HttpError):
-        code = e.code if e.code != str(e.status) else str(e.status)
+        code = e.code
         msg = e.message or code
         if code in _NOT_FOUND or str(e.status) in _NOT_FOUND:
             return NotFound(f"{what}: not found ({code})")
