@@ -32,6 +32,7 @@ from fedfs.control.commands import REVOCATIONS, Commands
 from fedfs.control.server import ControlServer
 from fedfs.daemon.lock import DirLocks
 from fedfs.daemon.mountpoint import check_mountpoint
+from fedfs.daemon.readahead import set_read_ahead
 from fedfs.data.cache import Cache, Staging
 from fedfs.data.flusher import MAX_BACKOFF, Flusher, Pending, keep_refused
 from fedfs.data.writeback import WriteBack
@@ -522,7 +523,7 @@ class Daemon:
             nursery.cancel_scope.cancel()
 
     async def _notify_ready(self) -> None:
-        """READY=1 for systemd once the mount answers: this stat waits for pyfuse3.main."""
+        """Once the mount answers (this stat waits for pyfuse3.main): read-ahead, READY=1."""
         while True:
             try:
                 await trio.to_thread.run_sync(os.stat, self.mountpoint, abandon_on_cancel=True)
@@ -530,6 +531,9 @@ class Daemon:
             except OSError as e:
                 log.warning("mount point does not answer yet: %s", e)
                 await trio.sleep(0.5)
+        # Larger kernel read requests, fewer round trips through pyfuse3 per MiB. Only now:
+        # the kernel caps the read-ahead when the FUSE connection starts (FUSE_INIT).
+        set_read_ahead(self.mountpoint, self.cfg.fs.read_ahead_kb)
         notify.ready(f"{self.cfg.path} mounted on {self.mountpoint}")
 
     async def _signals(self) -> None:

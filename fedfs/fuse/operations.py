@@ -118,6 +118,7 @@ class Handle:
     etag: str | None  # the object version this handle reads
     size: int
     next_offset: int = 0  # for sequential-read detection (readahead)
+    ahead: int = 0  # the first block read-ahead has not asked for yet
     uid: int = 0  # who opened it (counted against their open_for_writing_per_user)
 
 
@@ -608,29 +609,34 @@ class Operations(pyfuse3.Operations):
             return data
         if h.etag is None:
             return b""
+        self._readahead(h, off, off + size)  # before this read waits: the GETs run alongside
         data = await self.cache.read(inode.bucket, inode.key, h.etag, h.size, off, size)
         self.bytes_read += len(data)
-        bs = self.cache.block_size
-        # Sequential: when a read enters a new block, fetch the next blocks ahead.
-        if (
-            off == h.next_offset
-            and self.nursery is not None
-            and (off == 0 or (off + size) // bs != off // bs or off % bs == 0)
-        ):
-            self._readahead(h, off + size)
         h.next_offset = off + len(data)
         return data
 
-    def _readahead(self, h: Handle, end: int) -> None:
+    def _readahead(self, h: Handle, off: int, end: int) -> None:
+        """Keep `readahead_blocks` blocks past a sequential reader fetched or on their way.
+
+        Sequential means within a block of where the last read ended: with a large
+        read-ahead the kernel has several reads of one file in flight, which may
+        arrive out of order. Each block is asked for once per run of reads
+        (`Handle.ahead`), and fetched in parallel with the others (worker threads).
+        """
+        if self.nursery is None or h.etag is None or h.size == 0:
+            return
         bs = self.cache.block_size
-        first = end // bs
-        assert h.etag is not None and self.nursery is not None
-        for block in range(first, first + self.cache.cfg.readahead_blocks):
-            if block * bs >= h.size:
-                break
+        if abs(off - h.next_offset) > bs:
+            h.ahead = 0  # a seek: no read-ahead until reads are sequential again
+            return
+        last = min(
+            (min(end, h.size) - 1) // bs + self.cache.cfg.readahead_blocks, (h.size - 1) // bs
+        )
+        for block in range(max(h.ahead, (min(end, h.size) - 1) // bs + 1), last + 1):
             self.nursery.start_soon(
                 self.cache.prefetch, h.inode.bucket, h.inode.key, h.etag, h.size, block
             )
+        h.ahead = max(h.ahead, last + 1)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -200,7 +200,7 @@ def test_a_misspelt_key_is_named_before_the_keys_it_pairs_with(tmp_path: Path) -
         load(path)
     assert str(e.value) == (
         f"{path}: [store] acces_key: unknown key (did you mean 'access_key'?); "
-        "valid keys here are: access_key, addressing_style, connect_timeout, copy_parts, endpoint, "
-        "max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
+        "valid keys here are: access_key, addressing_style, connect_timeout, copy_parts, "
+        "endpoint, lean, max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
         "read_timeout, region, secret_key"
     )
