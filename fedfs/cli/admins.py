@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from fedfs import __version__
-from fedfs.cli.common import client, denied, locate, output, printable, table_flags
+from fedfs.cli.common import (
+    client,
+    denied,
+    fedfs_mounts,
+    locate_mount,
+    output,
+    printable,
+    table_flags,
+)
 from fedfs.errors import FedfsError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from fedfs.config import format_size
 
-    _, _, socket = locate(args.path)
+    mounts = fedfs_mounts()
+    example = shlex.quote(mounts[0]) if mounts else "MOUNTPOINT"
+    _, _, socket = locate_mount(args.path, "status", f"its path (`fedfs status {example}`)")
     with client(socket) as c:
         s = c.call("status")
     if args.json:
@@ -86,6 +97,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{lg['rejected']} rejected"
             + (f" (last: {lg['last_rejected']})" if lg["last_rejected"] else "")
             + (f"; ERROR {lg['error']}" if lg["error"] else ""),
+            f"           {lg.get('marker_reads', 0)} change-marker reads, {lg.get('lists', 0)} "
+            "LISTs of the log since start"
+            + ("; a watcher node ([object_acl] watcher)" if lg.get("watcher") else ""),
         ]
     lines += _object_acl_lines(s.get("object_acl"))
     print("\n".join(lines))

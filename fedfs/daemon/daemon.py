@@ -32,6 +32,7 @@ from fedfs.control.commands import REVOCATIONS, Commands
 from fedfs.control.server import ControlServer
 from fedfs.daemon.lock import DirLocks
 from fedfs.daemon.mountpoint import check_mountpoint
+from fedfs.daemon.readahead import set_read_ahead
 from fedfs.data.cache import Cache, Staging
 from fedfs.data.flusher import MAX_BACKOFF, Flusher, Pending, keep_refused
 from fedfs.data.writeback import WriteBack
@@ -183,10 +184,18 @@ class Daemon:
             self.invalidate,
             self.trail,
         )
+        on_mount = os.path.abspath(mountpoint)
+        self.sharing.typed = lambda path: on_mount + path
         self.policy_log: PolicyLog | None = None
         if cfg.policy.log_bucket is not None:
             self.policy_log = PolicyLog(
-                cfg.policy, self.store, self.sharing, self.trail, self.key, self.limiter
+                cfg.policy,
+                self.store,
+                self.sharing,
+                self.trail,
+                self.key,
+                self.limiter,
+                watcher=cfg.object_acl.enabled and cfg.object_acl.watcher,
             )
             self.sharing.may_change = self.policy_log.check_may_change
             self.sharing.on_record = self.policy_log.wake
@@ -531,7 +540,7 @@ class Daemon:
             nursery.cancel_scope.cancel()
 
     async def _notify_ready(self) -> None:
-        """READY=1 for systemd once the mount answers: this stat waits for pyfuse3.main."""
+        """Once the mount answers (this stat waits for pyfuse3.main): read-ahead, READY=1."""
         while True:
             try:
                 await trio.to_thread.run_sync(os.stat, self.mountpoint, abandon_on_cancel=True)
@@ -539,6 +548,9 @@ class Daemon:
             except OSError as e:
                 log.warning("mount point does not answer yet: %s", e)
                 await trio.sleep(0.5)
+        # Larger kernel read requests, fewer round trips through pyfuse3 per MiB. Only now:
+        # the kernel caps the read-ahead when the FUSE connection starts (FUSE_INIT).
+        set_read_ahead(self.mountpoint, self.cfg.fs.read_ahead_kb)
         notify.ready(f"{self.cfg.path} mounted on {self.mountpoint}")
 
     async def _signals(self) -> None:

@@ -523,15 +523,40 @@ class Cache:
             start = block * self.block_size
             length = min(self.block_size, size - start)
             self.evict(extra=length)
-            data = await trio.to_thread.run_sync(
-                self.store.get_range, bucket, key, start, length, etag, limiter=self.limiter
+            await trio.to_thread.run_sync(
+                self._fetch_block, bucket, key, etag, start, length, Path(p), limiter=self.limiter
             )
-            await trio.to_thread.run_sync(self._write_clean_file, Path(p), data)
-            self._add_clean(p, len(data))
-            return data[lo:hi]
+            self._add_clean(p, length)
         finally:
             del self.inflight[p]
             ev.set()
+        data = self._pread(p, lo, hi - lo) if hi > lo else b""
+        if data is None:  # gone at once (another node sharing the directory evicted it)
+            return await self._block(bucket, key, etag, size, block, lo, hi)
+        return data
+
+    def _fetch_block(
+        self, bucket: str, key: str, etag: str, start: int, length: int, path: Path
+    ) -> None:
+        """One ranged GET written straight into a new clean file (worker thread).
+
+        The body goes from the socket into a temporary file, renamed into place
+        only once complete: a GET that fails part-way leaves nothing behind, so a
+        block file always holds exactly the object's bytes.
+        """
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+        fd = _open_in_dir(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            self.store.get_range_into(bucket, key, start, length, etag, fd)
+            if os.fstat(fd).st_size != length:
+                raise FedfsError(f"s3://{bucket}/{key}: block at {start} came back short")
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
 
     def _pread(self, p: str, offset: int, length: int) -> bytes | None:
         """Bytes of a clean file; the file stays open for the next read of it.
@@ -564,17 +589,6 @@ class Cache:
         fd = self._fds.pop(p, None)
         if fd is not None:
             os.close(fd)
-
-    @staticmethod
-    def _write_clean_file(path: Path, data: bytes) -> None:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
-        fd = _open_in_dir(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
 
     def evict(self, extra: int = 0) -> None:
         """Above the high watermark, LRU-evict clean data down to the low watermark."""

@@ -71,14 +71,17 @@ def from_acl(
     new_mask: int | None,
     named: list[int],
     group_obj: int,
+    named_changed: bool = True,
 ) -> int | None:
     """The explicit mask after setfacl wrote an ACL with MASK new_mask (None: no MASK entry).
 
     The mask `getfacl` showed, written back unchanged (a round trip, cp -p of an
-    equal ACL), keeps the stored limit. A mask that is just the union of the named
-    entries and GROUP_OBJ is what setfacl computes when it is not told one, and POSIX
-    computes it again at the next setfacl, so it is no lasting limit: none is stored.
-    Any other mask (`setfacl -m m::r--`) is the owner's limit.
+    equal ACL), keeps the stored limit. When the ACL changes named entries
+    (named_changed), a mask that is just the union of the named entries and GROUP_OBJ
+    is what setfacl computes when it is not told one, and POSIX computes it again at
+    the next setfacl, so it is no lasting limit: none is stored. A mask changed while
+    the named entries stay as shown (`setfacl -m m::r--`) is the owner's limit, even
+    if it happens to equal that union (after `chmod 600` the entries show as `---`).
     """
     if new_mask is not None and new_mask == shown_mask:
         return explicit_mask
@@ -87,6 +90,6 @@ def from_acl(
     union = group_obj
     for perm in named:
         union |= perm
-    if new_mask == union or new_mask == 7:
+    if new_mask == 7 or (named_changed and new_mask == union):
         return None
     return new_mask

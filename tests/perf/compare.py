@@ -44,6 +44,7 @@ from tests.backends.ceph_rgw import CephRgw  # noqa: E402
 from tests.support import KEY, MotoServer  # noqa: E402
 
 MiB = 1024**2
+READERS = 4  # readers of as many different cold files at once (the aggregate row)
 IO_BLOCK = MiB  # dd-like: 1 MiB write() and read() calls
 SMALL_FILE = 4096
 BUCKET = "cmp"
@@ -321,6 +322,11 @@ def s3_client(server: Server, connections: int = 32) -> Any:
             response_checksum_validation="when_required",
         ),
     )
+
+
+def big_key(i: int) -> str:
+    """The key of reader i's cold file (0 is the one the single-reader row reads)."""
+    return "shared/big.bin" if i == 0 else f"shared/big-{i}.bin"
 
 
 def count_keys(s3: Any, prefix: str) -> int:
@@ -716,11 +722,12 @@ class Bench:
         for tool in ("fedfs", "s3fs", "rclone"):
             markers += [f"{tool}/", f"{tool}/mvsrc/"]
         puts = [(k, b"") for k in markers]
-        if "ls" not in self.args.skip:
+        if not self.args.reads_only and "ls" not in self.args.skip:
             puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
-        small = os.urandom(SMALL_FILE)
-        for tool in ("fedfs", "s3fs", "rclone"):
-            puts += [(f"{tool}/mvsrc/f{i:05d}", small) for i in range(sz.moved)]
+        if not self.args.reads_only:
+            small = os.urandom(SMALL_FILE)
+            for tool in ("fedfs", "s3fs", "rclone"):
+                puts += [(f"{tool}/mvsrc/f{i:05d}", small) for i in range(sz.moved)]
 
         def put(item: tuple[str, bytes]) -> None:
             key, body = item
@@ -735,6 +742,11 @@ class Bench:
         cfg = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=8)
         with self.measure("boto3", "put_big", per=sz.big / MiB, rate=True):
             s3.upload_file(str(self.local / "big.bin"), BUCKET, "shared/big.bin", Config=cfg)
+        if "cold" not in self.args.skip:
+            for i in range(1, READERS):  # the other readers' files: same size, other content
+                write_file(self.local / "other.bin", sz.big)
+                s3.upload_file(str(self.local / "other.bin"), BUCKET, big_key(i), Config=cfg)
+            (self.local / "other.bin").unlink()
 
     def boto3_baseline(self) -> None:
         sz, s3 = self.sizes, self.s3
@@ -747,7 +759,7 @@ class Bench:
                 got += len(chunk)
             if got != sz.big:
                 raise RuntimeError(f"GET returned {got} bytes, expected {sz.big}")
-        if "ls" in self.args.skip:
+        if self.args.reads_only or "ls" in self.args.skip:
             return
         with self.measure("boto3", "ls_cold"):
             n = count_keys(s3, "shared/many/")
@@ -757,6 +769,9 @@ class Bench:
     def fedfs(self) -> None:
         sz = self.sizes
         console.print("[bold]fedfs[/]")
+        if self.args.reads_only:
+            self._cold_read(FedfsMount(self, "b"))
+            return
         m = FedfsMount(self, "a").start()
         assert isinstance(m, FedfsMount)
         mine = m.root / "fedfs"
@@ -809,6 +824,9 @@ class Bench:
     def s3fs(self) -> None:
         sz = self.sizes
         console.print("[bold]s3fs[/]")
+        if self.args.reads_only:
+            self._cold_read(S3fsMount(self, "b"))
+            return
         m = S3fsMount(self, "a").start()
         mine = m.root / "s3fs"
         os.sync()
@@ -860,6 +878,19 @@ class Bench:
             got = read_file(big)
             if got != self.sizes.big:
                 raise RuntimeError(f"read {got} bytes, expected {self.sizes.big}")
+        m.stop()
+        # READERS readers of as many files at once, on another fresh mount (empty cache).
+        m = type(m)(self, "readers").start()
+        paths = [m.root / big_key(i) for i in range(READERS)]
+        drop_caches()
+        per = READERS * self.sizes.big / MiB
+        with (
+            self.measure(m.tool, "cold_read_4", m, per=per, rate=True),
+            ThreadPoolExecutor(READERS) as pool,
+        ):
+            got_all = list(pool.map(read_file, paths))
+            if got_all != [self.sizes.big] * READERS:
+                raise RuntimeError(f"read {got_all} bytes, expected {self.sizes.big} each")
         m.stop()
 
     def _ls(self, m: Mount) -> None:
@@ -962,6 +993,7 @@ ROWS = [
     ("warm_read", "warm seq. read {big}", "MiB/s"),
     ("warm_read_again", "  the same, second read", "MiB/s"),
     ("cold_read", "cold seq. read {big}", "MiB/s"),
+    ("cold_read_4", "  4 readers of 4 files of {big} (aggregate)", "MiB/s"),
     ("rewrite_close", "change 1 byte of the {big} file, until close()", "s"),
     ("rewrite_sync", "  then until in S3 (sync)", "s"),
     ("creates", "{creates} creates of 4 KiB", "files/s"),
@@ -1028,6 +1060,20 @@ TARGETS = [
     ),
     Target(
         "fedfs cold read / s3fs cold read", ("fedfs", "cold_read"), ("s3fs", "cold_read"), ">=", 1.5
+    ),
+    Target(
+        "fedfs 4 cold readers / s3fs 4 cold readers (aggregate)",
+        ("fedfs", "cold_read_4"),
+        ("s3fs", "cold_read_4"),
+        ">=",
+        2,
+    ),
+    Target(
+        "fedfs 4 cold readers (aggregate) / fedfs single reader",
+        ("fedfs", "cold_read_4"),
+        ("fedfs", "cold_read"),
+        ">=",
+        1.5,
     ),
     Target(
         "fedfs ls -l cold / boto3 ListObjectsV2 (time)",
@@ -1149,6 +1195,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         metavar="SECONDS",
         help="mount fedfs with this [fs] attr/entry/negative/dir timeout (default: fedfs's, 1 s)",
+    )
+    p.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="only the cold-read rows (one reader, 4 readers) of boto3, fedfs and s3fs",
     )
     p.add_argument(
         "--workdir", type=Path, help="parent of the scratch directory (default /var/tmp)"

@@ -58,7 +58,7 @@ def test_owner_restates_or_clears_acl_in_a_shared_tree(
     r = bob.run("setfacl", "-m", f"u:{alice.name}:rw", f)
     assert r.returncode != 0 and b"Operation not permitted" in r.stderr
     wait_for(
-        lambda: f"setfacl on /{bucket}/jobs/bob.txt by {bob.name} refused: " in m.log_text(),
+        lambda: f"setfacl on {root}/jobs/bob.txt by {bob.name} refused: " in m.log_text(),
         "the refusal in the log",
     )
     assert f"{bob.name} holds write on /{bucket}/jobs" in m.log_text()

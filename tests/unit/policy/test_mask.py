@@ -170,3 +170,11 @@ def test_the_mask_setfacl_writes(
     expected: int | None,
 ) -> None:
     assert mask.from_acl(stored, shown, written, named, group_obj) == expected
+
+
+def test_a_mask_set_with_the_entries_unchanged_is_the_owners_limit() -> None:
+    # after chmod 600 the write grant's entry shows as --- (limit ---); setfacl -m m::r
+    # writes the same entries with MASK r--: a limit of r--, not "computed, none"
+    assert mask.from_acl(0, 0, 4, [6], 4, named_changed=False) == 4
+    assert mask.from_acl(0, 0, 4, [6], 4, named_changed=True) == 4
+    assert mask.from_acl(None, 6, 4, [4], 4, named_changed=False) == 4
