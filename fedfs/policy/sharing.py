@@ -148,15 +148,6 @@ class Sharing:
                     continue  # imported.py gives only valid names; a stored one may not be
         return found
 
-    async def observe(self, observed: Observed, when: float) -> bool:
-        """A bucket's policy and ACL as just observed; True when that changed the view."""
-        previous = self.imported.get(observed.bucket)
-        if previous is not None and previous[0] == observed:
-            return False
-        self.imported[observed.bucket] = (observed, when)
-        await self.changed([f"/{observed.bucket}"])
-        return True
-
     # -- identities and the engine -------------------------------------------
 
     async def _ask(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -15,6 +15,7 @@ Calls the store, identity, audit and policy/sharing.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -38,8 +39,8 @@ from fedfs.store.s3 import ObjectStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OBSERVED = "object-acl-observed"  # the audit action of an observation
-MAX_PAYLOAD = 200_000  # characters of an observation kept whole in its audit record
+KIND = "object-acl"  # the kind of the "observe" records of this module (policy/replay.py)
+OBSERVED = "object-acl-observed"  # the log event; also the audit action when not published
 
 
 @dataclass
@@ -52,8 +53,6 @@ class Importer:
     trail: AuditTrail
     limiter: trio.CapacityLimiter
     node: str = "local"
-    # Another node's copy of an observation: the policy log may carry it (docs/OPERATIONS.md).
-    on_observed: Callable[[Observed, float], None] = lambda observed, when: None
     unmapped: dict[str, tuple[Unmapped, ...]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # bucket -> why the last read failed
     polls: int = 0
@@ -65,6 +64,7 @@ class Importer:
 
     def __post_init__(self) -> None:
         self._principals = PrincipalMap(self.cfg, self.identity)
+        self.sharing.on_observation(KIND, self._observer)
 
     async def run(self) -> None:
         """Poll until cancelled (the first poll is the mount's: see poll_all)."""
@@ -100,8 +100,7 @@ class Importer:
         observed = await trio.to_thread.run_sync(
             self._observe, bucket, policy, acl, now, limiter=self.limiter
         )
-        if await self.apply_observation(observed, now):
-            self.on_observed(observed, now)
+        await self.apply_observation(observed, now)
 
     def _observe(self, bucket: str, policy: str | None, acl: Any, now: float) -> Observed:
         """Worker thread: the mapping, with principals that name users this node knows."""
@@ -117,16 +116,53 @@ class Importer:
     async def _s3(self, fn: Callable[[str], T], bucket: str) -> T:
         return await trio.to_thread.run_sync(fn, bucket, limiter=self.limiter)
 
-    async def apply_observation(self, observed: Observed, when: float, node: str = "") -> bool:
+    async def apply_observation(self, observed: Observed, when: float) -> bool:
         """Make observed the bucket's imported rights; True when the view changed.
 
-        Applying the same observation twice changes nothing the second time.
+        It becomes an "observe" record of kind "object-acl" (Sharing.publish_observation):
+        signed in the audit chain and carried by the shared policy log to every node,
+        where `_observer` applies it. Its payload is the bucket's whole observed state,
+        so applying the same observation twice changes nothing the second time.
         """
         bucket = observed.bucket
         if bucket not in self.buckets:
             raise PolicyError(
                 f"an observation of bucket {bucket!r}, which this mount does not serve"
             )
+        try:
+            return await self.sharing.publish_observation(
+                KIND,
+                bucket,
+                json.loads(observed.to_json()),
+                path=f"/{bucket}",
+                summary=_summary(observed)[:2000],
+            )
+        except PolicyError as e:  # too large for a log record, or this node may not publish
+            event(
+                log,
+                "object-acl-not-published",
+                severity=logging.WARNING,
+                bucket=bucket,
+                msg=f"bucket {bucket}: the observation is applied on this node only: {e}",
+            )
+            return await self._apply_here(observed, when)
+
+    def _observer(self, store: object, key: str, payload: Any) -> list[str]:
+        """policy/replay.py Observer: an observation of bucket `key`, this node's or
+        another's; in the store's transaction, so no awaits and no I/O but the log."""
+        try:
+            observed = Observed.from_json(json.dumps(payload))
+        except (PolicyError, TypeError, ValueError) as e:
+            log.error("an object-acl observation of %s that cannot be read: %s", key, e)
+            return []
+        if observed.bucket != key or key not in self.buckets:
+            return []
+        return [f"/{key}"] if self._take(observed, time.time()) else []
+
+    def _take(self, observed: Observed, when: float) -> bool:
+        """Note the unmappable statements (once each) and make observed the bucket's
+        imported rights; True when they changed."""
+        bucket = observed.bucket
         self.unmapped[bucket] = observed.unmapped
         for u in observed.unmapped:
             key = (bucket, u.sid, u.reason)
@@ -142,11 +178,10 @@ class Importer:
                     msg=f"bucket {bucket}: statement {u.sid}: {u.reason}",
                 )
         previous = self.sharing.imported.get(bucket)
-        if not await self.sharing.observe(observed, when):
+        if previous is not None and previous[0] == observed:
             return False
+        self.sharing.imported[bucket] = (observed, when)
         self.changes += 1
-        before = _summary(previous[0]) if previous else "nothing observed"
-        after = _summary(observed)
         event(
             log,
             OBSERVED,
@@ -154,27 +189,31 @@ class Importer:
             rights=len(observed.rights),
             denials=len(observed.denials),
             unmapped=len(observed.unmapped),
-            msg=f"bucket {bucket}: its own policy and ACL now give: {after}",
+            msg=f"bucket {bucket}: its own policy and ACL now give: {_summary(observed)}",
         )
+        return True
+
+    async def _apply_here(self, observed: Observed, when: float) -> bool:
+        """Apply on this node only, with an audit record of its own (no policy log record)."""
+        bucket = observed.bucket
+        previous = self.sharing.imported.get(bucket)
+        if not self._take(observed, when):
+            return False
+        await self.sharing.changed([f"/{bucket}"])
         payload = observed.to_json()
-        detail: dict[str, str | int] = {
-            "digest": hashlib.sha256(payload.encode()).hexdigest(),
-            "rights": len(observed.rights),
-            "denials": len(observed.denials),
-            "unmapped": len(observed.unmapped),
-        }
-        if len(payload) <= MAX_PAYLOAD:
-            detail["observation"] = payload
-        if node:
-            detail["observed_by"] = node
         self.trail.append(
             actor_uid=0,
             actor="object-store",
             action=OBSERVED,
             path=f"/{bucket}",
-            before=before[:2000],
-            after=after[:2000],
-            detail=detail,
+            before=(_summary(previous[0]) if previous else "nothing observed")[:2000],
+            after=_summary(observed)[:2000],
+            detail={
+                "digest": hashlib.sha256(payload.encode()).hexdigest(),
+                "rights": len(observed.rights),
+                "denials": len(observed.denials),
+                "unmapped": len(observed.unmapped),
+            },
         )
         return True
 

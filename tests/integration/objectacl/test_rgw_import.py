@@ -89,7 +89,7 @@ def test_alices_statement_lets_carol_read_shared_and_nothing_else_until_she_remo
     where = carol.run(*FEDFS, "audit", "user", carol.name, "--mount", str(root))
     assert "shared" in where.stdout.decode() and "private" not in where.stdout.decode(), where
     history = alice.run(*FEDFS, "audit", "log", "--mount", str(root), "--json")
-    observed = [r for r in json.loads(history.stdout) if r["action"] == "object-acl-observed"]
+    observed = [r for r in json.loads(history.stdout) if r["action"] == "observe"]
     assert observed and "CarolReadsShared" in observed[-1]["after"]
 
     rgw.client(alice.name).delete_bucket_policy(Bucket=rgw_bucket)

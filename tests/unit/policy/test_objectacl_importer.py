@@ -14,7 +14,8 @@ from fedfs.config import ObjectAclConfig
 from fedfs.identity.source import Group, IdentityHealth, User
 from fedfs.policy.model import Level
 from fedfs.policy.objectacl.imported import Observed
-from fedfs.policy.objectacl.importer import OBSERVED, Importer
+from fedfs.policy.objectacl.importer import KIND, Importer
+from fedfs.policy.replay import OBSERVE
 from fedfs.policy.sharing import Sharing
 from fedfs.policy.site import load_site_policy
 from fedfs.policy.store import PolicyStore
@@ -70,14 +71,15 @@ def statement(sid: str, **more: Any) -> dict[str, Any]:
 
 def test_a_change_is_applied_recorded_once_and_replaying_it_changes_nothing(tmp_path: Path) -> None:
     site = load_site_policy([])
+    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
     sharing = Sharing(
         PolicyStore(tmp_path / "policy.db", site.team_gids),
         site,
         Names(),
         {},
         trio.CapacityLimiter(2),
+        trail=trail,
     )
-    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
     bucket = Bucket()
     importer = Importer(
         ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
@@ -93,7 +95,7 @@ def test_a_change_is_applied_recorded_once_and_replaying_it_changes_nothing(tmp_
         return sharing.engine.level_of("carol", 1003, frozenset({100}), "/b/shared/a.nc", 0)
 
     def observations() -> list[Any]:
-        return [r for r in trail.records() if r.action == OBSERVED]
+        return [r for r in trail.records() if r.action == OBSERVE and r.detail.get("kind") == KIND]
 
     async def main() -> None:
         bucket.policy = json.dumps(
@@ -110,7 +112,7 @@ def test_a_change_is_applied_recorded_once_and_replaying_it_changes_nothing(tmp_
         assert len(observations()) == 1
         assert importer.unmapped_seen == 1
         assert [u["sid"] for u in importer.status()["unmapped"]] == ["FromLab"]  # type: ignore[index]
-        payload = Observed.from_json(observations()[0].detail["observation"])
+        payload = Observed.from_json(str(observations()[0].detail["payload"]))
         assert not await importer.apply_observation(payload, 0.0)
         bucket.policy = None
         await importer.poll_all()
