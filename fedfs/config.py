@@ -118,6 +118,9 @@ class FsConfig:
     # files one user (not root) may hold open for writing at once: each holds a
     # descriptor of the daemon, which all users share
     open_for_writing_per_user: int = 1024
+    # Keep what HEADs returned in one index object per directory in the bucket
+    # (.fedfs-index/), so a listing on any node needs no HEAD per entry it describes.
+    metadata_index: bool = True
 
 
 @dataclass(frozen=True)
@@ -576,6 +579,7 @@ def _parse_fs(s: _Section) -> FsConfig:
         dir_timeout=ttl("dir_timeout", 1.0),
         allow_other=s.get("allow_other", bool, True),
         open_for_writing_per_user=s.positive("open_for_writing_per_user", int, 1024),
+        metadata_index=s.get("metadata_index", bool, True),
     )
     s.finish()
     return cfg

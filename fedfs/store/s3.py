@@ -12,10 +12,12 @@ later, at the FUSE boundary.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -169,6 +171,7 @@ class ObjectStore:
             region_name=cfg.region,
         )
         self.client: Any = session.client("s3", endpoint_url=cfg.endpoint, config=bcfg)
+        self._session = session
         self.transfer = TransferConfig(
             multipart_threshold=cfg.multipart_threshold,
             multipart_chunksize=cfg.multipart_chunksize,
@@ -178,6 +181,7 @@ class ObjectStore:
         self.requests = 0
         self.errors = 0  # failed requests; "not found" is an answer, counted in not_found
         self.not_found = 0
+        self.by_operation: Counter[str] = Counter()  # requests by S3 operation, for status
         # Bytes sent so far of each multipart upload under way, for `fedfs sync` progress.
         self._sending: dict[tuple[str, str], int] = {}
         self._sending_lock = threading.Lock()
@@ -188,6 +192,7 @@ class ObjectStore:
 
     def _call(self, what: str, fn: Any, **kw: Any) -> Any:
         self.requests += 1
+        self.by_operation[getattr(fn, "__name__", "other")] += 1
         started = time.monotonic()
         error: str | None = None
         try:
@@ -204,6 +209,18 @@ class ObjectStore:
             self.recent.append(time.monotonic() - started)
             if self.on_call is not None:
                 self.on_call(getattr(fn, "__name__", "other"), time.monotonic() - started, error)
+
+    def derived_key(self, purpose: str) -> bytes | None:
+        """A key for purpose derived from this store's S3 secret key; None without one.
+
+        Whoever holds the secret key can write any object, so what such a key signs
+        (the shared metadata index) is no more than they could write anyway.
+        """
+        creds = self._session.get_credentials()
+        secret = creds.get_frozen_credentials().secret_key if creds is not None else None
+        if not secret:
+            return None
+        return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
 
     def sent(self, bucket: str, key: str) -> int:
         """Bytes of the object being uploaded now that the store has received (0 if none)."""

@@ -5,7 +5,11 @@ keys that are no POSIX names are hidden (and reported), a file shadowed by a
 prefix of the same name shows as SHADOW_NAME, files this node created and
 did not upload yet are listed too. Also owns the listing lifetime
 (`fs.dir_timeout`), one listing at a time per directory when a lookup lists
-again, and the background HEADs that read listed entries' metadata.
+again, the background HEADs that read listed entries' metadata, and the use
+of the shared metadata index (meta/dir_index.py): entries it describes as the
+listing shows them need no HEAD, and a listing that needed HEADs writes the
+directory's index again once they are done. At a bucket's root the index
+objects' prefix is not shown.
 
 Concurrency: runs in the trio thread; prefetch workers run in the daemon's
 nursery. State may change at every `await`, so each operation re-reads what
@@ -28,9 +32,11 @@ import trio
 
 from fedfs.data.cache import Staging
 from fedfs.errors import NotDirectory
+from fedfs.meta.dir_index import DirIndexes, apply_entry, entry_of, usable
+from fedfs.meta.index_format import INDEX_PREFIX, IndexEntry, listed_ms
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
-from fedfs.store.s3 import ObjectInfo, ObjectStore
-from fedfs.store.threads import WorkerThreads
+from fedfs.store.s3 import ListPage, ObjectInfo, ObjectStore
+from fedfs.store.threads import WorkerThreads, concurrently
 from fedfs.tree.inodes import Inodes
 from fedfs.tree.names import SHADOW_NAME, key_problem, report_hidden, report_shadow_taken
 from fedfs.tree.revalidate import Revalidation
@@ -55,12 +61,14 @@ class Listings:
         s3: WorkerThreads,
         revalidation: Revalidation,
         dir_ttl: float,
+        indexes: DirIndexes,
     ) -> None:
         self.inodes = inodes
         self.store = store
         self.s3 = s3
         self.revalidation = revalidation
         self.dir_ttl = dir_ttl
+        self.indexes = indexes
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
 
@@ -124,6 +132,32 @@ class Listings:
         for _ in range(min(len(todo), max(1, int(self.s3.limiter.total_tokens)))):
             self.nursery.start_soon(worker)
 
+    def index_later(
+        self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
+    ) -> None:
+        """Once the HEADs a complete listing of d started are answered, write d's index."""
+        if self.nursery is not None and self.indexes.enabled:
+            self.nursery.start_soon(self._write_index, d, listed, before)
+
+    async def _write_index(
+        self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
+    ) -> None:
+        files = {name: self.inodes.find(d.bucket, o.key, False) for name, o in listed.items()}
+        for f in files.values():
+            if f is not None and not (f.meta_known or f.dirty or f.gone):
+                try:  # joins the prefetch's or readdir's HEAD, or sends the one not sent yet
+                    await self.revalidation.revalidate(f)
+                except Exception as e:  # that entry is left out of the index
+                    log.debug("metadata of %s for the index: %s", f.path, e)
+        entries: dict[str, IndexEntry] = {}
+        for name, o in listed.items():
+            f = files[name]
+            entry = entry_of(f, o) if f is not None else None
+            if entry is not None:
+                entries[name] = entry
+        if entries != before:
+            await self.indexes.save(d.bucket, d.prefix, entries)
+
 
 class DirListing:
     """One open directory: a snapshot listing filled page by page, with stable offsets."""
@@ -138,6 +172,11 @@ class DirListing:
         self.started = False
         self.started_at = math.inf
         self.newest = 0.0  # the latest LastModified among the objects listed here
+        # The shared metadata index: loaded once a page shows an object whose metadata
+        # is unknown (None: not loaded), and the listed files it is written from.
+        self.index: dict[str, IndexEntry] | None = None
+        self.listed: dict[str, ObjectInfo] = {}
+        self.index_stale = False  # some listed object was not described by the index
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
         """The index-th entry, listing more pages from S3 as needed."""
@@ -176,7 +215,7 @@ class DirListing:
             self.started_at = time.monotonic()
         self.started = True
         asked = time.monotonic()
-        page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, self.token)
+        page = await self._page(d)
         self.token = page.next_token
         pre = d.prefix
         new: list[Inode[Staging]] = []
@@ -184,6 +223,8 @@ class DirListing:
         for p in page.prefixes:
             name = p[len(pre) : -1]
             problem = key_problem(p)
+            if not d.key and p == INDEX_PREFIX:
+                continue  # the shared metadata index (meta/dir_index.py), not a directory
             if problem:
                 report_hidden(d.bucket, p, problem)
                 continue
@@ -196,6 +237,7 @@ class DirListing:
             last = max([o.key for o in page.objects] + page.prefixes, default="")
             self.held = [o for o in objects if last.startswith(o.key)]
             objects = [o for o in objects if not last.startswith(o.key)]
+        unknown: list[tuple[Inode[Staging], ObjectInfo]] = []
         for o in objects:
             if o.key == pre:
                 d.has_marker = True
@@ -220,6 +262,7 @@ class DirListing:
             elif not f.dirty and (f.etag != o.etag or int(f.last_modified) != int(o.last_modified)):
                 f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
                 f.meta_known = False
+                f.listed_ms = listed_ms(o.last_modified)
                 if f.mtime_ns == 0:
                     f.mtime_ns = f.ctime_ns = int(o.last_modified * 1e9)
             elif not f.dirty and f.meta_known:
@@ -227,8 +270,14 @@ class DirListing:
                 # of metadata (a CopyObject) would have moved them, so the listing confirms
                 # the attributes as well as a HEAD would.
                 f.checked = asked
+            if not f.dirty:
+                self.listed[name] = o
+                if not f.meta_known:
+                    unknown.append((f, o))
             self._add(name, f)
             new.append(f)
+        if unknown:
+            await self._from_index(unknown, asked)
         for name in sorted(dirs):
             sub = inodes.child(d, name, Kind.DIR)
             self._add(name, sub)
@@ -237,8 +286,53 @@ class DirListing:
         if not self.token:
             self._finish()
 
+    async def _page(self, d: Inode[Staging]) -> ListPage:
+        """The next page; a directory never listed here reads its index alongside the first."""
+        ls = self.listings
+        if self.token or d.children is not None or not ls.indexes.enabled:
+            return await ls.s3(ls.store.list_page, d.bucket, d.prefix, self.token)
+        page = ListPage()
+
+        async def get_page() -> None:
+            nonlocal page
+            page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, None)
+
+        async def get_index() -> None:
+            self.index = await ls.indexes.load(d.bucket, d.prefix)
+
+        await concurrently(get_page, get_index)
+        return page
+
+    async def _from_index(
+        self, unknown: list[tuple[Inode[Staging], ObjectInfo]], asked: float
+    ) -> None:
+        """Take listed objects' metadata from the directory's index where it describes them."""
+        ls, d = self.listings, self.dir
+        if not ls.indexes.enabled:
+            return
+        if self.index is None:
+            self.index = await ls.indexes.load(d.bucket, d.prefix)
+        for f, o in unknown:
+            entry = self.index.get(o.key[len(d.prefix) :])
+            # Re-read after the await: only an entry still as the listing showed it.
+            if (
+                not f.dirty
+                and not f.meta_known
+                and not f.gone
+                and f.etag == o.etag
+                and f.changed <= asked
+                and entry is not None
+                and usable(entry, o)
+            ):
+                apply_entry(f, entry, o, ls.inodes.owners)
+                f.checked = asked
+            else:
+                self.index_stale = True
+
     def _finish(self) -> None:
         inodes, d = self.listings.inodes, self.dir
+        if self.index is not None and (self.index_stale or self.index.keys() - self.listed):
+            self.listings.index_later(d, self.listed, self.index)
         for o in self.held:
             self._add(o.key[len(d.prefix) :], inodes.child(d, o.key[len(d.prefix) :], Kind.FILE))
         self.held = []

@@ -21,6 +21,7 @@ import time
 
 from fedfs.data.cache import Staging
 from fedfs.errors import NotDirectory, Unavailable
+from fedfs.meta.index_format import INDEX_DIR_NAME
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.meta.object_meta import apply_info
 from fedfs.store.s3 import ObjectInfo, ObjectStore
@@ -59,6 +60,8 @@ class Lookups:
         if parent.ino == ROOT_INO:
             ino = parent.children.get(name) if parent.children else None
             return inodes.by_ino[ino] if ino else None
+        if parent.is_bucket_root and name == INDEX_DIR_NAME:
+            return None  # the shared metadata index's objects are no part of the tree
         if name == SHADOW_NAME and parent.shadows:
             # A real key of that name is a real object and keeps its name; only without
             # one is the name the shadowed file's (one HEAD more, for a rare name).

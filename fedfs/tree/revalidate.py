@@ -10,7 +10,8 @@ each operation re-reads what it needs after awaiting and never holds a
 reference to a dict entry across an await it depends on; an answer to a
 request sent before this node last changed the inode is dropped.
 
-May call: the inode table, meta, and the store through worker threads.
+May call: the inode table, meta (including what the shared metadata index may
+record of a HEAD), and the store through worker threads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import trio
 from fedfs.data.cache import Staging
 from fedfs.errors import NotFound, Unavailable
 from fedfs.events import event
+from fedfs.meta.dir_index import note_head
 from fedfs.meta.inode import Inode
 from fedfs.meta.object_meta import apply_info
 from fedfs.store.s3 import ObjectStore
@@ -114,11 +116,13 @@ class Revalidation:
                 return
         else:
             asked = time.monotonic()
+            basis = (inode.etag, inode.listed_ms)  # what the last listing showed
             info = await self.s3(self.store.head, inode.bucket, inode.key)
             if inode.dirty or inode.changed > asked:
                 return  # changed here while the HEAD was on its way: what we know is newer
             if info is not None:
                 apply_info(inode, info, self.inodes.owners)
+                note_head(inode, info, basis)  # what the shared index may record
                 return
         self.inodes.forget(self.inodes.by_ino.get(inode.parent), inode)
         raise NotFound(f"{inode.path} was removed from the object store")
