@@ -31,7 +31,7 @@ from collections import deque
 import trio
 
 from fedfs.data.cache import Staging
-from fedfs.errors import NotDirectory
+from fedfs.errors import NotDirectory, Unavailable
 from fedfs.meta.dir_index import DirIndexes, apply_entry, entry_of, usable
 from fedfs.meta.index_format import INDEX_PREFIX, IndexEntry, listed_ms
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
@@ -49,6 +49,8 @@ PLACED_MEMORY = 300.0
 # Keys in one ListObjectsV2 page: a directory with fewer entries is listed again to answer
 # a lookup of a name its last listing did not have (see Listings.relist_rather).
 SMALL_DIR = 1000
+# Directories whose loaded metadata index is kept in memory for their next listings.
+INDEXES_KEPT = 64
 
 
 class Listings:
@@ -69,6 +71,12 @@ class Listings:
         self.revalidation = revalidation
         self.dir_ttl = dir_ttl
         self.indexes = indexes
+        revalidation.by_listing = self.confirm_by_listing
+        # The index each directory's latest listing loaded: the next listings of it use
+        # it too (its entries are checked against every listing, so an old one costs
+        # HEADs, never a wrong answer); and the directories whose index is being written.
+        self.index_of: dict[int, dict[str, IndexEntry]] = {}
+        self.indexing: set[int] = set()
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
 
@@ -95,6 +103,35 @@ class Listings:
             return True
         d.misses += 1
         return d.misses * 2 > len(d.children) // SMALL_DIR + 1
+
+    async def confirm_by_listing(self, f: Inode[Staging]) -> bool:
+        """Re-read a listed file's attributes by listing its directory again, if that is cheaper.
+
+        Once the files of a directory asked about since its last listing (getattr, lookup)
+        would cost as many requests as a listing, one listing confirms them all: same ETag
+        and LastModified means same attributes. So a repeated `ls -l` of a large directory
+        costs about one listing per lifetime, not a HEAD per file. True if it listed.
+        """
+        d = self.inodes.by_ino.get(f.parent)
+        if d is None or d.ino == ROOT_INO or d.children is None or d.children.get(f.name) != f.ino:
+            return False
+        pending = self.relisting.get(d.ino)
+        if pending is not None:
+            await pending.wait()
+            return True
+        if self.listing_fresh(d):
+            return False
+        if len(d.children) < SMALL_DIR:
+            d.misses += 1  # a single stat: one HEAD; a second file asked about: list
+            if d.misses < 2:
+                return False
+        elif not self.relist_rather(d):
+            return False
+        try:
+            await self.relist(d)
+        except Unavailable:
+            return False  # the HEAD that follows says so, or serves what is known
+        return True
 
     async def relist(self, d: Inode[Staging]) -> None:
         """List directory d from S3 now (one listing at a time per directory)."""
@@ -136,10 +173,29 @@ class Listings:
         self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
     ) -> None:
         """Once the HEADs a complete listing of d started are answered, write d's index."""
-        if self.nursery is not None and self.indexes.enabled:
+        if self.nursery is not None and self.indexes.enabled and d.ino not in self.indexing:
+            self.indexing.add(d.ino)
             self.nursery.start_soon(self._write_index, d, listed, before)
 
     async def _write_index(
+        self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
+    ) -> None:
+        try:
+            await self._write_index_now(d, listed, before)
+        finally:
+            self.indexing.discard(d.ino)
+
+    async def load_index(self, d: Inode[Staging]) -> dict[str, IndexEntry]:
+        """d's index as its latest listing loaded it, else from the store."""
+        index = self.index_of.get(d.ino)
+        if index is None:
+            index = await self.indexes.load(d.bucket, d.prefix)
+            if len(self.index_of) >= INDEXES_KEPT:
+                self.index_of.pop(next(iter(self.index_of)))
+            self.index_of[d.ino] = index
+        return index
+
+    async def _write_index_now(
         self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
     ) -> None:
         files = {name: self.inodes.find(d.bucket, o.key, False) for name, o in listed.items()}
@@ -157,6 +213,7 @@ class Listings:
                 entries[name] = entry
         if entries != before:
             await self.indexes.save(d.bucket, d.prefix, entries)
+            self.index_of[d.ino] = entries
 
 
 class DirListing:
@@ -258,8 +315,14 @@ class DirListing:
             f = inodes.child(d, name, Kind.FILE)
             if not f.dirty and f.etag == o.etag and not f.last_modified:
                 f.last_modified = o.last_modified  # our own upload: now we know its time
-            # HEAD answers in whole seconds, listings (Ceph) in milliseconds: compare seconds.
-            elif not f.dirty and (f.etag != o.etag or int(f.last_modified) != int(o.last_modified)):
+            # HEAD answers in whole seconds, listings (Ceph) in milliseconds: compare seconds,
+            # and milliseconds with what the last listing showed (a copy in place within the
+            # second keeps the ETag and the second).
+            elif not f.dirty and (
+                f.etag != o.etag
+                or int(f.last_modified) != int(o.last_modified)
+                or f.listed_ms not in (None, listed_ms(o.last_modified))
+            ):
                 f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
                 f.meta_known = False
                 f.listed_ms = listed_ms(o.last_modified)
@@ -270,6 +333,7 @@ class DirListing:
                 # of metadata (a CopyObject) would have moved them, so the listing confirms
                 # the attributes as well as a HEAD would.
                 f.checked = asked
+                f.listed_ms = listed_ms(o.last_modified)
             if not f.dirty:
                 self.listed[name] = o
                 if not f.meta_known:
@@ -298,7 +362,7 @@ class DirListing:
             page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, None)
 
         async def get_index() -> None:
-            self.index = await ls.indexes.load(d.bucket, d.prefix)
+            self.index = await ls.load_index(d)
 
         await concurrently(get_page, get_index)
         return page
@@ -311,7 +375,7 @@ class DirListing:
         if not ls.indexes.enabled:
             return
         if self.index is None:
-            self.index = await ls.indexes.load(d.bucket, d.prefix)
+            self.index = await ls.load_index(d)
         for f, o in unknown:
             entry = self.index.get(o.key[len(d.prefix) :])
             # Re-read after the await: only an entry still as the listing showed it.

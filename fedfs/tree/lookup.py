@@ -80,12 +80,12 @@ class Lookups:
         if (
             not listings.listing_fresh(parent)
             and parent.children is not None
-            and name not in parent.children
             and listings.relist_rather(parent)
         ):
-            # A name the last listing did not have (a create's LOOKUP, typically): list the
-            # directory again, requests that also answer the next names asked for within
-            # dir_timeout, instead of a HEAD and a LIST for each name.
+            # A name the last listing did not have (a create's LOOKUP, typically), or one
+            # whose entry the kernel let expire (`ls -l` again): list the directory again,
+            # requests that also answer the next names asked for within dir_timeout,
+            # instead of a HEAD and a LIST for each name.
             try:
                 await listings.relist(parent)
             except Unavailable:

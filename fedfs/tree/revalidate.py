@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -47,6 +48,10 @@ class Revalidation:
         self.attr_ttl = attr_ttl
         self.revalidating: dict[int, trio.Event] = {}  # inodes with a HEAD on its way
         self.outage_logged = -math.inf
+        # Set by the listings: confirms a file by listing its directory again when many of
+        # its files are asked about at once (`ls -l`, `stat *`); True if it listed (or joined
+        # a listing), after which the file is fresh unless the listing showed it changed.
+        self.by_listing: Callable[[Inode[Staging]], Awaitable[bool]] | None = None
 
     def fresh(self, inode: Inode[Staging]) -> bool:
         return inode.dirty or time.monotonic() - inode.checked < self.attr_ttl
@@ -80,7 +85,7 @@ class Revalidation:
         if mine:
             self.revalidating[inode.ino] = trio.Event()
         try:
-            await self._revalidate(inode)
+            await self._revalidate(inode, listing_ok=join)
         except Unavailable:
             if not inode.meta_known or inode.gone:
                 raise
@@ -90,7 +95,7 @@ class Revalidation:
             if mine:
                 self.revalidating.pop(inode.ino).set()
 
-    async def _revalidate(self, inode: Inode[Staging]) -> None:
+    async def _revalidate(self, inode: Inode[Staging], listing_ok: bool = True) -> None:
         if inode.gone and inode.open_count > 0:
             return  # unlinked while open: the open handles keep what they have
         if inode.gone:
@@ -115,6 +120,16 @@ class Revalidation:
                 inode.checked = time.monotonic()
                 return
         else:
+            if (
+                listing_ok
+                and inode.meta_known
+                and self.by_listing is not None
+                and await self.by_listing(inode)
+                and self.fresh(inode)
+                and inode.meta_known
+                and not inode.gone
+            ):
+                return
             asked = time.monotonic()
             basis = (inode.etag, inode.listed_ms)  # what the last listing showed
             info = await self.s3(self.store.head, inode.bucket, inode.key)

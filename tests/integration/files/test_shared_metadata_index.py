@@ -167,3 +167,40 @@ def test_a_corrupt_or_forged_index_is_ignored_with_a_log_line(
         o["Key"].startswith(INDEX_PREFIX)
         for o in s3.list_objects_v2(Bucket=bucket, Prefix=".")["Contents"]
     )
+
+
+def requests_by_operation(m: Mount, bucket: str) -> dict[str, int]:
+    r = subprocess.run([*FEDFS, "status", "--json", str(m.path(bucket))], capture_output=True)
+    return dict(json.loads(r.stdout)["s3"]["by_operation"])
+
+
+def test_a_repeated_ls_l_costs_listings_not_a_request_per_file(
+    make_mount: Any, bucket: str, s3: Any, alice: UnixUser
+) -> None:
+    """With the default 1 s lifetimes, all expired since the first `ls -l` (its HEADs take
+    longer than that): the second lists the directory again and asks nothing per file."""
+    n = 1500  # two pages
+    meta = {"mode": str(0o100640), "uid": str(alice.uid), "gid": str(alice.uid)}
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: s3.put_object(
+                    Bucket=bucket, Key=f"big/o{i:05d}", Body=b"z", Metadata=meta
+                ),
+                range(n),
+            )
+        )
+    m: Mount = make_mount([(bucket, "user:root")])
+    d = m.path(bucket, "big")
+    assert d.is_dir()
+    before = requests_by_operation(m, bucket)
+    first = ls_ln(d)
+    cold = requests_by_operation(m, bucket)
+    assert len(first) == n
+    assert n <= cold.get("head_object", 0) - before.get("head_object", 0) < n + 50
+    second = ls_ln(d)
+    warm = requests_by_operation(m, bucket)
+    assert second == first
+    used = {op: warm[op] - cold.get(op, 0) for op in warm}
+    # Before: a LOOKUP per expired entry cost a HEAD and a LIST, a GETATTR a HEAD.
+    assert sum(used.values()) < n / 20, used
