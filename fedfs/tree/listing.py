@@ -79,6 +79,10 @@ class Listings:
         self.indexing: set[int] = set()
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
+        # Listed entries whose metadata is to be read, in listing order, and the workers
+        # reading them (at most one per S3 connection).
+        self.to_prefetch: deque[Inode[Staging]] = deque()
+        self.prefetchers = 0
 
     def listing_fresh(self, inode: Inode[Staging]) -> bool:
         return inode.children is not None and time.monotonic() - inode.listed < self.dir_ttl
@@ -93,6 +97,7 @@ class Listings:
         """Whether to answer a missing name by listing d again rather than asking for it.
 
         A small directory: always (one request). A large one once the names asked for
+        (and, from Revalidation.by_listing, files whose attributes expired)
         since its last listing would have cost as many requests as listing it does (a
         page per 1,000 keys); so a job creating thousands of files in one directory pays
         a listing per dir_timeout, not two requests per file, and a single lookup in a
@@ -151,23 +156,30 @@ class Listings:
     def prefetch_metadata(self, inodes: list[Inode[Staging]]) -> None:
         """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`).
 
-        In listing order, by as many workers as S3 connections, so readdir, which waits
-        for each entry's metadata before handing it to the kernel, gets the first ones first.
+        One queue in listing order (first come, first read), by as many workers as S3
+        connections, so readdir, which waits for each entry's metadata before handing it
+        to the kernel, gets the first ones first, also while later pages arrive.
         """
-        todo = deque(i for i in inodes if not i.meta_known and not i.dirty)
-        if self.nursery is None or not todo:
+        if self.nursery is None:
             return
+        self.to_prefetch.extend(i for i in inodes if not i.meta_known and not i.dirty)
+        wanted = min(len(self.to_prefetch), max(1, int(self.s3.limiter.total_tokens)))
+        for _ in range(wanted - self.prefetchers):
+            self.prefetchers += 1
+            self.nursery.start_soon(self._prefetcher)
 
-        async def worker() -> None:
-            while todo:
-                inode = todo.popleft()
+    async def _prefetcher(self) -> None:
+        try:
+            while self.to_prefetch:
+                inode = self.to_prefetch.popleft()
+                if inode.meta_known or inode.dirty or inode.gone:
+                    continue  # read meanwhile (readdir, a lookup, the index)
                 try:
                     await self.revalidation.revalidate(inode)
                 except Exception as e:  # a prefetch failure is harmless: getattr retries
                     log.debug("metadata prefetch of %s failed: %s", inode.path, e)
-
-        for _ in range(min(len(todo), max(1, int(self.s3.limiter.total_tokens)))):
-            self.nursery.start_soon(worker)
+        finally:
+            self.prefetchers -= 1
 
     def index_later(
         self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
@@ -236,8 +248,14 @@ class DirListing:
         self.index_stale = False  # some listed object was not described by the index
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
-        """The index-th entry, listing more pages from S3 as needed."""
-        while index >= len(self.entries) and not self.done:
+        """The index-th entry, from a listing of all pages.
+
+        All pages at once, before the first entry: the metadata reads of every page
+        start as it arrives, and lookups of names the kernel already had (their entries
+        expire while a large first `ls -l` waits for metadata) are answered from the
+        listing instead of S3.
+        """
+        while not self.done:
             await self._next_page()
         return self.entries[index] if index < len(self.entries) else None
 
@@ -429,4 +447,10 @@ class DirListing:
             d.mtime_ns = d.ctime_ns = newest_ns
         d.listed = time.monotonic()
         d.misses = 0
+        # What this listing confirmed is as fresh as the listing itself, whose names count
+        # from its end too: an `ls -l` that stats entries after a listing of many pages
+        # (longer than attr_timeout under load) is answered from it, not by a HEAD each.
+        for _, inode in self.entries:
+            if inode.checked >= self.started_at and not inode.dirty:
+                inode.checked = d.listed
         self.done = True

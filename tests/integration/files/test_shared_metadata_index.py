@@ -19,6 +19,9 @@ from fedfs.meta.index_format import INDEX_PREFIX, IndexEntry, encode, index_key
 from tests.support import FEDFS, Mount, UnixUser, wait_for
 
 N = 120
+# The nodes that count HEADs keep attributes long enough that none expires during the
+# test: every HEAD they send is one the index did not spare.
+LONG = "[fs]\nattr_timeout = 60\nentry_timeout = 60\ndir_timeout = 60"
 
 
 def heads(m: Mount, bucket: str) -> int:
@@ -72,7 +75,7 @@ def test_an_index_survives_a_remount_with_an_empty_cache_and_saves_every_head(
     assert shown["f0007"] == ("-rw-r-----", str(alice.uid), str(alice.uid), "7")
     a.stop()
 
-    b: Mount = make_mount([(bucket, "user:root")], name="second")  # an empty cache
+    b: Mount = make_mount([(bucket, "user:root")], name="second", extra=LONG)  # empty cache
     assert b.path(bucket, "data").is_dir()  # the directory's own lookup: a HEAD and a LIST
     before = heads(b, bucket)
     assert ls_ln(b.path(bucket, "data")) == shown
@@ -109,7 +112,7 @@ def test_an_object_replaced_through_s3_is_never_shown_with_its_old_metadata(
     }
 
     # A fresh node with the index written before the change: HEADs only the two.
-    b: Mount = make_mount([(bucket, "user:root")], name="second")
+    b: Mount = make_mount([(bucket, "user:root")], name="second", extra=LONG)
     assert b.path(bucket, "data").is_dir()
     before = heads(b, bucket)
     now = ls_ln(b.path(bucket, "data"))
