@@ -964,7 +964,7 @@ ROWS = [
     ("ls_cold", "ls -l of {listing} objects, cold", "s"),
     ("ls_warm", "  the same, second run (warm)", "s"),
     ("ls_remount", "  after a remount with an empty cache (seen before)", "s"),
-    ("ls_warm_60", "  repeated, [fs] lifetimes 60 s", "s"),
+    ("ls_warm_60", "  repeated, with 60 s lifetimes", "s"),
     ("mv", "mv of a directory of {moved} files", "s"),
     ("seed_puts", "seeding: parallel PUTs (16 threads)", "objects/s"),
     ("put_big", "seeding: multipart PUT {big}", "MiB/s"),
