@@ -50,7 +50,9 @@ PLACED_MEMORY = 300.0
 # a lookup of a name its last listing did not have (see Listings.relist_rather).
 SMALL_DIR = 1000
 # Directories whose loaded metadata index is kept in memory for their next listings.
+# (Another node's newer index is read again after INDEX_KEPT_FOR seconds.)
 INDEXES_KEPT = 64
+INDEX_KEPT_FOR = 60.0
 
 
 class Listings:
@@ -75,7 +77,7 @@ class Listings:
         # The index each directory's latest listing loaded: the next listings of it use
         # it too (its entries are checked against every listing, so an old one costs
         # HEADs, never a wrong answer); and the directories whose index is being written.
-        self.index_of: dict[int, dict[str, IndexEntry]] = {}
+        self.index_of: dict[int, tuple[float, dict[str, IndexEntry]]] = {}
         self.indexing: set[int] = set()
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
@@ -199,12 +201,14 @@ class Listings:
 
     async def load_index(self, d: Inode[Staging]) -> dict[str, IndexEntry]:
         """d's index as its latest listing loaded it, else from the store."""
-        index = self.index_of.get(d.ino)
-        if index is None:
-            index = await self.indexes.load(d.bucket, d.prefix)
-            if len(self.index_of) >= INDEXES_KEPT:
-                self.index_of.pop(next(iter(self.index_of)))
-            self.index_of[d.ino] = index
+        kept = self.index_of.get(d.ino)
+        if kept is not None and time.monotonic() - kept[0] < INDEX_KEPT_FOR:
+            return kept[1]
+        index = await self.indexes.load(d.bucket, d.prefix)
+        self.index_of.pop(d.ino, None)
+        if len(self.index_of) >= INDEXES_KEPT:
+            self.index_of.pop(next(iter(self.index_of)))
+        self.index_of[d.ino] = (time.monotonic(), index)
         return index
 
     async def _write_index_now(
@@ -225,7 +229,7 @@ class Listings:
                 entries[name] = entry
         if entries != before:
             await self.indexes.save(d.bucket, d.prefix, entries)
-            self.index_of[d.ino] = entries
+            self.index_of[d.ino] = (time.monotonic(), entries)
 
 
 class DirListing:
