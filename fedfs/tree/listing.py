@@ -35,8 +35,8 @@ from fedfs.errors import NotDirectory, Unavailable
 from fedfs.meta.dir_index import DirIndexes, apply_entry, entry_of, usable
 from fedfs.meta.index_format import INDEX_PREFIX, IndexEntry, listed_ms
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
-from fedfs.store.s3 import ListPage, ObjectInfo, ObjectStore
-from fedfs.store.threads import WorkerThreads, concurrently
+from fedfs.store.s3 import ObjectInfo, ObjectStore
+from fedfs.store.threads import WorkerThreads
 from fedfs.tree.inodes import Inodes
 from fedfs.tree.names import SHADOW_NAME, key_problem, report_hidden, report_shadow_taken
 from fedfs.tree.revalidate import Revalidation
@@ -53,6 +53,9 @@ SMALL_DIR = 1000
 # (Another node's newer index is read again after INDEX_KEPT_FOR seconds.)
 INDEXES_KEPT = 64
 INDEX_KEPT_FOR = 60.0
+# Directories with fewer listed files have no metadata index: their HEADs, in parallel,
+# take about as long as reading one, and the bucket keeps no index objects for them.
+INDEX_MIN_FILES = 64
 
 
 class Listings:
@@ -294,7 +297,7 @@ class DirListing:
             self.started_at = time.monotonic()
         self.started = True
         asked = time.monotonic()
-        page = await self._page(d)
+        page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, self.token)
         self.token = page.next_token
         pre = d.prefix
         new: list[Inode[Staging]] = []
@@ -372,30 +375,13 @@ class DirListing:
         if not self.token:
             self._finish()
 
-    async def _page(self, d: Inode[Staging]) -> ListPage:
-        """The next page; a directory never listed here reads its index alongside the first."""
-        ls = self.listings
-        if self.token or d.children is not None or not ls.indexes.enabled:
-            return await ls.s3(ls.store.list_page, d.bucket, d.prefix, self.token)
-        page = ListPage()
-
-        async def get_page() -> None:
-            nonlocal page
-            page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, None)
-
-        async def get_index() -> None:
-            self.index = await ls.load_index(d)
-
-        await concurrently(get_page, get_index)
-        return page
-
     async def _from_index(
         self, unknown: list[tuple[Inode[Staging], ObjectInfo]], asked: float
     ) -> None:
         """Take listed objects' metadata from the directory's index where it describes them."""
         ls, d = self.listings, self.dir
-        if not ls.indexes.enabled:
-            return
+        if not ls.indexes.enabled or len(self.listed) < INDEX_MIN_FILES:
+            return  # a few HEADs in parallel: no index object for a small directory
         if self.index is None:
             self.index = await ls.load_index(d)
         for f, o in unknown:
