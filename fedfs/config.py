@@ -80,6 +80,10 @@ class StoreConfig:
     multipart_threshold: int = 64 * 1024**2
     multipart_chunksize: int = 16 * 1024**2
     addressing_style: str = "path"
+    lean: bool = True  # HEAD and ranged GET as signed urllib3 requests (fedfs/store/lean.py)
+    # A partial rewrite has the store copy a large file's unchanged parts (UploadPartCopy)
+    # instead of sending them; off where the store copies slower than the client sends.
+    copy_parts: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,9 @@ class FsConfig:
     # Keep what HEADs returned in one index object per directory in the bucket
     # (.fedfs-index/), so a listing on any node needs no HEAD per entry it describes.
     metadata_index: bool = True
+    # read-ahead of the mount's kernel device, in KiB: the kernel's FUSE reads grow with it
+    # (1024: 1 MiB reads instead of 128 KiB ones); 0 leaves the kernel's default
+    read_ahead_kb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,8 @@ class PolicyConfig:
     # Several nodes (fedfs/policy/log.py): the shared policy log, off when log_bucket is None.
     log_bucket: str | None = None  # a bucket at the [store] endpoint that only fedfs writes
     log_prefix: str = "fedfs-policy/"
-    poll_interval: float = 1.0  # how often the log is read for other nodes' changes
+    poll_interval: float = 1.0  # how often the log's change marker is read (one small GET)
+    list_interval: float = 60.0  # a LIST of the log even when the marker says nothing changed
     lookback: float = 10.0  # seconds of the log read again each poll, for late arrivals
     snapshot_every: int = 1000  # log records between two snapshots of the policy
     admin_keys: tuple[Path, ...] = ()  # public keys (PEM) allowed to enroll node keys
@@ -347,6 +355,7 @@ def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
         log_bucket=s.get("log_bucket", str, None),
         log_prefix=s.get("log_prefix", str, "fedfs-policy/"),
         poll_interval=s.positive("poll_interval", float, 1.0),
+        list_interval=s.positive("list_interval", float, 60.0),
         lookback=s.positive("lookback", float, 10.0),
         snapshot_every=s.positive("snapshot_every", int, 1000),
         admin_keys=tuple(
@@ -371,6 +380,8 @@ def _parse_policy(s: _Section, stem: str) -> PolicyConfig:
         s.fail("log_prefix", f"{cfg.log_prefix!r} must end with '/'")
     if cfg.lookback < cfg.poll_interval:
         s.fail("lookback", "must be at least poll_interval, or late events could be missed")
+    if cfg.list_interval < cfg.poll_interval:
+        s.fail("list_interval", "must be at least poll_interval (the safety LIST is the slow one)")
     s.finish()
     return cfg
 
@@ -508,6 +519,8 @@ def _parse_store(s: _Section) -> StoreConfig:
         multipart_threshold=s.size("multipart_threshold", "64MiB"),
         multipart_chunksize=chunk,
         addressing_style=style,
+        lean=s.get("lean", bool, True),
+        copy_parts=s.get("copy_parts", bool, True),
     )
     s.finish()  # a misspelt key is named first: it explains a missing one
     if (access_key is None) != (secret_key is None):
@@ -580,7 +593,10 @@ def _parse_fs(s: _Section) -> FsConfig:
         allow_other=s.get("allow_other", bool, True),
         open_for_writing_per_user=s.positive("open_for_writing_per_user", int, 1024),
         metadata_index=s.get("metadata_index", bool, True),
+        read_ahead_kb=s.get("read_ahead_kb", int, 1024),
     )
+    if not 0 <= cfg.read_ahead_kb <= 65536:
+        s.fail("read_ahead_kb", f"must be between 0 and 65536 KiB, got {cfg.read_ahead_kb}")
     s.finish()
     return cfg
 

@@ -38,6 +38,10 @@ class StoreRefused(StoreError):
     """
 
 
+class TooLarge(StoreError):
+    """An object far larger than what it should be (a policy log record); not read."""
+
+
 class PreconditionFailed(StoreError):
     """A conditional request lost: somebody else changed the object first."""
 

@@ -54,16 +54,20 @@ def limit(meta: ObjectMeta) -> int:
     return 7 if meta.explicit_mask is None else meta.explicit_mask
 
 
-def chmod(meta: ObjectMeta, shown_mode: int, acl_shown: bool, new_mode: int) -> ObjectMeta:
+def chmod(
+    meta: ObjectMeta, shown_mode: int, acl_shown: bool, new_mode: int, by_creator: bool = True
+) -> ObjectMeta:
     """What an object stores after chmod(new_mode) (docs/SEMANTICS.md "Sharing").
 
     A chmod to what `ls -l` showed changes nothing, nor, while there is no limit, one to
-    the object's own mode. Its group bits become the limit on grants when it takes group
-    permissions away from the object's own mode, or takes away some `ls -l` showed while
-    giving the owning group none it lacked, and always once a limit exists (rwx: none). The owning group keeps its bits while
+    the object's own mode by the process that created it (by_creator). Its group bits
+    become the limit on grants when it takes group permissions away from the object's own
+    mode, or takes away some `ls -l` showed while giving the owning group none it lacked,
+    and always once a limit exists (rwx: none). The owning group keeps its bits while
     `ls -l` shows an ACL (POSIX).
     """
-    if new_mode == shown_mode or (meta.explicit_mask is None and new_mode == meta.mode):
+    restates = by_creator and meta.explicit_mask is None and new_mode == meta.mode
+    if new_mode == shown_mode or restates:
         return meta
     new_group, own, shown = (new_mode >> 3) & 7, (meta.mode >> 3) & 7, (shown_mode >> 3) & 7
     mask = meta.explicit_mask

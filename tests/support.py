@@ -7,6 +7,7 @@ other uids. Waiting is polling with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import pwd
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -298,6 +300,19 @@ def which_fusermount() -> str:
     return tool
 
 
+def s3_operation(method: str, path: str) -> tuple[str, str]:
+    """(bucket, "OPERATION what") of one path-style S3 request, e.g. ("ctl", "LIST policy/events/")."""
+    split = urllib.parse.urlsplit(path)
+    bucket, _, key = urllib.parse.unquote(split.path).lstrip("/").partition("/")
+    query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+    for sub in ("policy", "acl", "uploads", "uploadId", "delete", "tagging"):
+        if sub in query:
+            return bucket, f"{method} ?{sub} {key}".rstrip()
+    if method == "GET" and not key:
+        return bucket, f"LIST {query.get('prefix', [''])[0]}"
+    return bucket, f"{method} {key}"
+
+
 class TcpProxy:
     """A loopback TCP proxy in front of a server, to cut, slow down and restore it.
 
@@ -422,6 +437,7 @@ class ThrottlingProxy:
         self.forwarded = 0
         self.refuse = refuse
         self.refused = 0
+        self.requests: list[tuple[str, str]] = []  # (method, path) of each request forwarded
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._last_throttled: set[tuple[str, str]] = set()
@@ -505,12 +521,37 @@ class ThrottlingProxy:
                 return True
             self._last_throttled.discard(key)
             self.forwarded += 1
+            self.requests.append(key)
             return False
 
     def start(self) -> ThrottlingProxy:
         self._thread.start()
         return self
 
+    def take(self) -> list[tuple[str, str]]:
+        """(method, path) of the requests forwarded since the last take()."""
+        with self._lock:
+            taken, self.requests = self.requests, []
+        return taken
+
+    def counted(self, bucket: str | None = None) -> collections.Counter[str]:
+        """The requests forwarded so far, as S3 operations ("LIST prefix", "GET key", ...),
+        of one bucket or all; taken, so the next call counts from here."""
+        found: collections.Counter[str] = collections.Counter()
+        for method, path in self.take():
+            b, op = s3_operation(method, path)
+            if bucket is None or b == bucket:
+                found[op] += 1
+        return found
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class CountingProxy(ThrottlingProxy):
+    """An HTTP reverse proxy in front of an S3 server that counts what each client sends
+    (one per daemon gives each node's requests); `counted()` says what was sent."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port, fraction=0.0)

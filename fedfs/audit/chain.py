@@ -58,6 +58,7 @@ ACTIONS = (
     "team-create",
     "team-add",
     "team-remove",
+    "limit",  # an owner's chmod or setfacl set, moved or lifted an object's explicit mask
     "policy-change",
     "admin",
     CHECKPOINT,

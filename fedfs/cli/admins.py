@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from fedfs import __version__
-from fedfs.cli.common import client, denied, locate, output, printable, table_flags
+from fedfs.cli.common import (
+    client,
+    denied,
+    fedfs_mounts,
+    locate_mount,
+    output,
+    printable,
+    table_flags,
+)
 from fedfs.errors import FedfsError
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from fedfs.config import format_size
 
-    _, _, socket = locate(args.path)
+    mounts = fedfs_mounts()
+    example = shlex.quote(mounts[0]) if mounts else "MOUNTPOINT"
+    _, _, socket = locate_mount(args.path, "status", f"its path (`fedfs status {example}`)")
     with client(socket) as c:
         s = c.call("status")
     if args.json:
@@ -43,6 +54,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lag {pol['lag']:.1f}s",
         f"identity   {ident['source']}: {'ok' if ident['ok'] else 'DOWN: ' + str(ident['last_error'])}",
     ]
+    for e in s.get("object_acl_export") or []:
+        state = (
+            f"ERROR {e['error']}"
+            if e["error"]
+            else "not yet synced"
+            if e["synced_ago"] is None
+            else f"in line {e['synced_ago']:.0f}s ago"
+        )
+        lines.append(
+            f"export     bucket policy of {e['bucket']}: {state}; {e['writes']} writes, "
+            f"{e['repairs']} repairs"
+        )
     if "descriptors" in s:
         fds = s["descriptors"]
         lines.append(f"files      {fds['open']} descriptors open of {fds['limit']}")
@@ -73,6 +96,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{lg['rejected']} rejected"
             + (f" (last: {lg['last_rejected']})" if lg["last_rejected"] else "")
             + (f"; ERROR {lg['error']}" if lg["error"] else ""),
+            f"           {lg.get('marker_reads', 0)} change-marker reads, {lg.get('lists', 0)} "
+            "LISTs of the log since start"
+            + ("; a watcher node ([object_acl] watcher)" if lg.get("watcher") else ""),
         ]
     print("\n".join(lines))
     return 0

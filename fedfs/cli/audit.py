@@ -56,7 +56,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             rows = c.call("audit-orphans")
             cols, title = (
                 ["kind", "path", "principal", "problem"],
-                "grants and data whose owner is gone",
+                "grants and data whose owner or object is gone",
             )
         else:
             since = parse_expiry_past(args.since) if args.since else None
@@ -68,6 +68,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             )
             for r in rows:
                 r["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"]))
+                detail = r.get("detail") or {}
+                # why a grant ended without an unshare; what set an owner's limit
+                r["reason"] = detail.get("reason") or (
+                    f"by {detail['via']}" if r["action"] == "limit" and "via" in detail else None
+                )
             cols, title = (
                 [
                     "when",
@@ -79,6 +84,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                     "level",
                     "before",
                     "after",
+                    "reason",
                 ],
                 "audit log",
             )
@@ -135,7 +141,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         ),
         (
             "orphans",
-            "grants naming users or groups that no longer exist, data whose owner is gone",
+            "grants naming users or groups that no longer exist or paths gone from the "
+            "object store, data whose owner is gone",
             [],
         ),
         (

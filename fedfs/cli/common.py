@@ -17,6 +17,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shlex
 import stat
 import sys
@@ -28,12 +29,19 @@ from fedfs.errors import FedfsError
 from fedfs.events import printable
 
 
-def locate(path: str) -> tuple[Path, str, str]:
-    """A path on a fedfs mount -> (mount point, fedfs path "/bucket/key", control socket)."""
+def locate(path: str, gone_ok: bool = False) -> tuple[Path, str, str]:
+    """A path on a fedfs mount -> (mount point, fedfs path "/bucket/key", control socket).
+
+    gone_ok: the path itself may be missing (`fedfs unshare` of a grant whose object
+    was removed); its nearest existing directory tells the mount.
+    """
     p = Path(os.path.abspath(path))
     try:
         os.lstat(p)
     except OSError as e:
+        if gone_ok and e.errno == errno.ENOENT and p.parent != p:
+            mount, fpath, socket = locate(str(p.parent), gone_ok=True)
+            return mount, fpath.rstrip("/") + "/" + p.name, socket
         if e.errno == errno.ENOTCONN:
             raise FedfsError(
                 f"{path}: the fedfs daemon of this mount has stopped (transport endpoint is "
@@ -56,8 +64,11 @@ def locate(path: str) -> tuple[Path, str, str]:
     return mount, "/" + ("" if rel == "." else rel), socket
 
 
-def locate_mount(path: str, command: str) -> tuple[Path, str, str]:
-    """locate() for commands that act on a whole mount (--mount, default: the current directory)."""
+def locate_mount(path: str, command: str, how: str = "--mount PATH") -> tuple[Path, str, str]:
+    """locate() for commands that act on a whole mount (--mount, default: the current directory).
+
+    how: the way to name a mount on the command line (`fedfs status` takes it as its argument).
+    """
     try:
         return locate(path)
     except FedfsError:
@@ -65,8 +76,23 @@ def locate_mount(path: str, command: str) -> tuple[Path, str, str]:
             raise
         raise FedfsError(
             f"{os.getcwd()} is not on a fedfs mount: `fedfs {command}` acts on the mount "
-            "holding the current directory; cd into the mount, or pass --mount PATH"
+            f"holding the current directory; cd into the mount, or pass {how}"
         ) from None
+
+
+def fedfs_mounts() -> list[str]:
+    """The fedfs mount points of this machine (from /proc/mounts), to name in messages."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "fuse.fedfs":
+            # /proc/mounts writes space, tab, newline and backslash as octal escapes
+            found.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]))
+    return found
 
 
 def command_line() -> str:

@@ -43,7 +43,7 @@ def _note(answer: dict[str, Any]) -> None:
 
 
 def cmd_unshare(args: argparse.Namespace) -> int:
-    _, fpath, socket = locate(args.path)
+    _, fpath, socket = locate(args.path, gone_ok=True)  # a grant may outlive its object
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
     print(f"removed {r['level']} for {r['principal']} on {printable(args.path)}")
@@ -74,11 +74,22 @@ def cmd_grants(args: argparse.Namespace) -> int:
         for r in rows:
             if r.get("limited_by"):
                 print(
-                    f"note: the ACL mask of {printable(args.path)} is {r['mask']} (set by chmod), "
-                    f"so {r['principal']} {r['level']} works as {r['effective']} here; "
-                    f"chmod g+{r['limited_by']} lifts the limit"
+                    f"note: the ACL mask of {printable(args.path)} is {r['mask']} "
+                    f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
+                    f"as {r['effective']} here; {_lifts(r)} lifts the limit"
                 )
     return 0
+
+
+def _set_by(by: str | None) -> str:
+    """What set an object's limit on grants, as stored with it (older objects: not known)."""
+    return f"set by {by}" if by in ("chmod", "setfacl") else "the owner's limit"
+
+
+def _lifts(row: dict[str, Any]) -> str:
+    if row.get("mask_by") == "setfacl":
+        return "setfacl -m m::rwx"
+    return f"chmod g+{row['limited_by']}"
 
 
 def cmd_team(args: argparse.Namespace) -> int:
@@ -153,7 +164,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="remove a grant",
         description="Remove the grant for PRINCIPAL "
         "made on PATH itself (grants on parent paths are removed there). Needs "
-        "manage, except to give up a grant naming yourself.",
+        "manage, except to give up a grant naming yourself. PATH may be gone: a grant "
+        "whose object was removed outside the mount (`fedfs audit orphans` lists them).",
     )
     un.add_argument("path")
     un.add_argument("--with", dest="principal", required=True, metavar="PRINCIPAL")

@@ -77,10 +77,16 @@ def wanted_path(args: dict[str, Any], path: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+# Requests that take access away: a user who holds all her own control connections still
+# gets these through (control/server.py's reserve), so revocation never waits on her load.
+REVOCATIONS = frozenset({"unshare", "team-remove"})
+
+
 class Commands:
     def __init__(self, daemon: Mount) -> None:
         self.d = daemon
         self.stage_limits = StageLimits(daemon.cfg.store.max_connections)
+        self._probe = trio.CapacityLimiter(4)  # `audit orphans` asking the store what exists
         self.ops: dict[str, Op] = {
             "share": self.share,
             "unshare": self.unshare,
@@ -185,6 +191,7 @@ class Commands:
             row["effective"] = reports.rwx(granted & mask)
             row["mask"] = reports.rwx(mask)
             row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
+            row["mask_by"] = inode.mask_by  # "chmod", "setfacl" or None (not known)
         return rows
 
     async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
@@ -647,6 +654,22 @@ class Commands:
                         "level": str(g.level),
                     }
                 )
+        present: dict[str, bool] = {}
+        for g in sharing.store.grants():
+            if g.path not in present:
+                present[g.path] = await self._in_store(g.path)
+            if not present[g.path]:
+                rows.append(
+                    {
+                        "kind": "path",
+                        "path": g.path,
+                        "principal": str(g.principal),
+                        "problem": f"{g.path} does not exist in the object store (removed "
+                        "outside this mount, or by a node that kept the grant); "
+                        f"`{sharing.command('unshare', g.path, g.principal)}` removes the grant",
+                        "level": str(g.level),
+                    }
+                )
         for t in sharing.store.teams():
             for m in sorted(t.members):
                 if not await exists(Principal("user", m)):
@@ -684,6 +707,29 @@ class Commands:
                         }
                     )
         return [r for r in rows if everything or self._manages(actor, r["path"])]
+
+    async def _in_store(self, path: str) -> bool:
+        """Whether the object a grant was made on exists: as a key, as a prefix (a directory
+        with or without its marker), or on this node only (not uploaded yet). A bucket, a
+        path outside the buckets and a store that does not answer count as existing: an
+        orphan is reported only when the store says it is gone."""
+        bucket, _, key = path.lstrip("/").partition("/")
+        if not key or bucket not in {b.name for b in self.d.cfg.buckets}:
+            return True
+        for is_dir in (False, True):
+            inode = self.d.inodes.find(bucket, key, is_dir)
+            if inode is not None and (inode.local or inode.dirty) and not inode.gone:
+                return True
+        store = self.d.store
+        try:
+            if await trio.to_thread.run_sync(store.head, bucket, key, limiter=self._probe):
+                return True
+            page = await trio.to_thread.run_sync(
+                store.list_page, bucket, key + "/", None, 1, None, limiter=self._probe
+            )
+        except FedfsError:
+            return True
+        return bool(page.objects or page.prefixes)
 
     async def audit_log(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor, everything = await self._reader(peer)
@@ -726,6 +772,8 @@ class Commands:
                 "done": d.flusher.uploaded,
                 "done_bytes": d.flusher.uploaded_bytes,
                 "conflicts": d.writeback.conflicts,
+                "partial": d.writeback.rewrites,
+                "partial_copied_bytes": d.writeback.rewrite_copied,
                 "refused": len(d.cache.journal.refused()),
                 # Which ones: all to root, to anyone else only their own files.
                 "refused_files": self._refused(peer)[:100],
@@ -746,6 +794,8 @@ class Commands:
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),
             },
+            # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
+            "object_acl_export": d.exporter.status() if d.exporter else None,
             "identity": {
                 "source": health.source,
                 "ok": health.ok,

@@ -18,6 +18,7 @@ from fedfs.data.flusher import Flusher
 from fedfs.data.writeback import WriteBack
 from fedfs.fuse.operations import Operations
 from fedfs.policy.log import PolicyLog
+from fedfs.policy.objectacl.exporter import Exporter
 from fedfs.policy.sharing import Sharing
 from fedfs.policy.site import SitePolicy
 from fedfs.store.s3 import ObjectStore
@@ -44,3 +45,4 @@ class Mount(Protocol):
     site: SitePolicy
     trail: AuditTrail
     policy_log: PolicyLog | None  # with a shared policy log ([policy] log_bucket)
+    exporter: Exporter | None  # grants to bucket policies ([object_acl], a watcher node)

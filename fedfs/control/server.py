@@ -126,6 +126,9 @@ class ControlServer:
         idle_timeout: float = 10.0,
         max_connections: int = 1024,
         max_per_user: int = 16,
+        reserved_ops: frozenset[str] = frozenset(),
+        reserve: int = 2,
+        unlimited_uids: frozenset[int] = frozenset({0}),
     ) -> None:
         self.path = Path(path)
         self.handler = handler
@@ -137,6 +140,12 @@ class ControlServer:
         # `fedfs umount`) has no per-user limit.
         self.max_connections = max_connections
         self.max_per_user = max_per_user
+        # A user at the limit still gets `reserve` more connections that may carry only
+        # reserved_ops (revocations: unshare, team remove), so a user who has used up
+        # her own connections can always take access back.
+        self.reserved_ops = reserved_ops
+        self.reserve = reserve
+        self.unlimited_uids = unlimited_uids
         self._active = 0
         self._per_user: dict[int, int] = {}
         self._closed = False
@@ -252,6 +261,9 @@ class ControlServer:
                 await stream.aclose()
                 continue
             refusal = self._refusal(peer)
+            only: str | None = None  # served, but only for reserved_ops; else this refusal
+            if refusal is not None and self._may_use_reserve(peer):
+                refusal, only = None, refusal
             if refusal is not None:
                 await self._refuse_busy(stream, refusal)
                 continue
@@ -259,15 +271,16 @@ class ControlServer:
             # accepted before their tasks have started.
             self._active += 1
             self._per_user[peer.uid] = self._per_user.get(peer.uid, 0) + 1
-            nursery.start_soon(self._connection, stream, peer)
+            nursery.start_soon(self._connection, stream, peer, only)
 
     def _refusal(self, peer: Peer) -> str | None:
         """Why a new connection of peer is refused now (None: it is served)."""
         mine = self._per_user.get(peer.uid, 0)
-        if mine >= self.max_per_user and peer.uid != 0:
+        if mine >= self.max_per_user and peer.uid not in self.unlimited_uids:
             log.debug("control socket: uid %d is at its limit of connections", peer.uid)
             return (
-                f"you already have {mine} connections open to the fedfs daemon (at most"
+                f"you already have {min(mine, self.max_per_user)} connections open to the fedfs"
+                f" daemon (at most"
                 f" {self.max_per_user} per user); close some, or try again in a moment"
             )
         if self._active >= self.max_connections:
@@ -276,6 +289,16 @@ class ControlServer:
                 " connections; try again in a moment"
             )
         return None
+
+    def _may_use_reserve(self, peer: Peer) -> bool:
+        """Whether a refused connection of peer may still carry a revocation: the user is at
+        her own limit (not the daemon at its total) and has reserve slots left."""
+        mine = self._per_user.get(peer.uid, 0)
+        return (
+            bool(self.reserved_ops)
+            and self.max_per_user <= mine < self.max_per_user + self.reserve
+            and self._active < self.max_connections + self.reserve * 4
+        )
 
     def connections_of(self, uid: int) -> int:
         return self._per_user.get(uid, 0)
@@ -291,10 +314,12 @@ class ControlServer:
             await stream.send_all(encode(answer))
         await stream.aclose()
 
-    async def _connection(self, stream: trio.SocketStream, peer: Peer) -> None:
+    async def _connection(
+        self, stream: trio.SocketStream, peer: Peer, only: str | None = None
+    ) -> None:
         try:
             async with stream:
-                await self._converse(stream, peer)
+                await self._converse(stream, peer, only)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The client went away mid-request or mid-answer: its loss, not ours.
             log.debug("control client disconnected abruptly")
@@ -307,7 +332,12 @@ class ControlServer:
             if left:
                 self._per_user[peer.uid] = left
 
-    async def _converse(self, stream: trio.SocketStream, peer: Peer) -> None:
+    async def _converse(
+        self, stream: trio.SocketStream, peer: Peer, only: str | None = None
+    ) -> None:
+        """Answer requests until the client stops. only: this connection came from the
+        reserve and serves one request of reserved_ops; anything else gets `only`, the
+        refusal it would have had."""
         reader = _LineReader(stream, self.max_line)
         while True:
             too_large = False
@@ -331,8 +361,21 @@ class ControlServer:
                 return
             if line is None:
                 return
+            if only is not None:
+                await self._send(stream, await self._answer_reserved(peer, line, only))
+                return
             if not await self._send(stream, await self._answer(peer, line)):
                 return
+
+    async def _answer_reserved(self, peer: Peer, line: bytes, refusal: str) -> bytes:
+        try:
+            op, _ = parse_request(line)
+        except BadRequest as e:
+            return encode(failure(str(e), e.code))
+        if op not in self.reserved_ops:
+            return encode(failure(refusal, "busy"))
+        log.info("control socket: uid %d at its connection limit: serving %s", peer.uid, op)
+        return await self._answer(peer, line)
 
     async def _answer(self, peer: Peer, line: bytes) -> bytes:
         """The encoded answer line to one request line; never raises for a bad request."""

@@ -28,10 +28,11 @@ import trio
 from fedfs import events
 from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import Config, format_size
-from fedfs.control.commands import Commands
+from fedfs.control.commands import REVOCATIONS, Commands
 from fedfs.control.server import ControlServer
 from fedfs.daemon.lock import DirLocks
 from fedfs.daemon.mountpoint import check_mountpoint
+from fedfs.daemon.readahead import set_read_ahead
 from fedfs.data.cache import Cache, Staging
 from fedfs.data.flusher import MAX_BACKOFF, Flusher, Pending, keep_refused
 from fedfs.data.writeback import WriteBack
@@ -46,6 +47,8 @@ from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.model import Principal
+from fedfs.policy.objectacl.exporter import Exporter, PolicyView
+from fedfs.policy.objectacl.principals import PrincipalMap
 from fedfs.policy.sharing import BucketOwner, Sharing
 from fedfs.policy.site import load_site_policy, policy_files
 from fedfs.policy.store import PolicyStore
@@ -158,7 +161,8 @@ class Daemon:
         self.fuse_up = False  # pyfuse3.init succeeded: the mount must be taken down at the end
         self.warnings: list[str] = []  # said at start by `fedfs mount` as well as logged
         self.started = time.monotonic()
-        self.store = ObjectStore(cfg.store)
+        oa = cfg.object_acl
+        self.store = ObjectStore(cfg.store, oa.object_acl if oa.enabled else None)
         self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
         self.identity = make_identity(cfg)
         self.site = load_site_policy(policy_files(cfg.policy.site_dir))
@@ -180,13 +184,35 @@ class Daemon:
             self.invalidate,
             self.trail,
         )
+        on_mount = os.path.abspath(mountpoint)
+        self.sharing.typed = lambda path: on_mount + path
         self.policy_log: PolicyLog | None = None
         if cfg.policy.log_bucket is not None:
             self.policy_log = PolicyLog(
-                cfg.policy, self.store, self.sharing, self.trail, self.key, self.limiter
+                cfg.policy,
+                self.store,
+                self.sharing,
+                self.trail,
+                self.key,
+                self.limiter,
+                watcher=cfg.object_acl.enabled and cfg.object_acl.watcher,
             )
             self.sharing.may_change = self.policy_log.check_may_change
             self.sharing.on_record = self.policy_log.wake
+        self.exporter: Exporter | None = None
+        if oa.exports and oa.watcher:
+            self.exporter = Exporter(
+                [b.name for b in cfg.buckets],
+                self.store,
+                WorkerThreads(self.limiter),
+                PolicyView(
+                    self.sharing.grants_in_force,
+                    self.policy_store.teams,
+                    lambda: dict(self.sharing.group_members),
+                ),
+                PrincipalMap(oa, self.identity),
+                oa.poll_interval,
+            )
         self._record_site_policy()
         self.cache = Cache(cfg.cache, self.store, self.limiter)
         short = self.cache.disk_shortfall()
@@ -292,6 +318,8 @@ class Daemon:
         """Policy changed at these paths: the kernel must re-read attributes and ACLs below them."""
         self.inodes.refresh_owners()
         self.expiry_changed.set()
+        if self.exporter is not None:
+            self.exporter.wake()
         if not self.mounted:
             return
         seen: set[int] = set()
@@ -368,7 +396,7 @@ class Daemon:
         if rows:
             log.info("recovering %d files from the write-back journal", len(rows))
         for row in rows:
-            path = f"/{row.bucket}/{row.key}"
+            path = events.printable(f"/{row.bucket}/{row.key}")  # one log line, whatever the name
             if self.cfg.bucket(row.bucket) is None:
                 log.error(
                     "%s: bucket %s is no longer in %s; its data stays in %s/staging/%s",
@@ -397,13 +425,16 @@ class Daemon:
                     format_size(st.size),
                 )
             inode = self.writeback.recovered(row, st)
-            if await self._recover_one(inode):
-                log.info("%s: recovered and uploaded (%s)", path, format_size(st.size))
-            else:
+            outcome = await self._recover_one(inode)
+            if outcome is None:
                 self.unrecovered.append(inode)
+            else:
+                log.info("%s: recovered and %s (%s)", path, outcome, format_size(st.size))
 
-    async def _recover_one(self, inode: Inode[Staging]) -> bool:
-        """One recovered file's upload; False if it is to be tried again later."""
+    async def _recover_one(self, inode: Inode[Staging]) -> str | None:
+        """One recovered file's upload: what became of it ("uploaded", or kept aside when
+        the store refuses it for good), None if it is to be tried again later."""
+        outcome = "uploaded"
         try:
             await self.writeback.commit(inode)
         except StoreRefused as e:
@@ -411,9 +442,12 @@ class Daemon:
                 keep_refused(self.cache, inode, e)
             except (FedfsError, OSError) as err:
                 log.error(
-                    "%s: refused by the store, and cannot be kept aside (%s)", inode.path, err
+                    "%s: refused by the store, and cannot be kept aside (%s)",
+                    events.printable(inode.path),
+                    err,
                 )
-                return False
+                return None
+            outcome = "kept aside: the store refuses it for good (see fedfs status)"
         except (FedfsError, OSError) as e:
             st = inode.staging
             events.event(
@@ -423,13 +457,13 @@ class Daemon:
                 path=inode.path,
                 error=e,
                 kept_in=st.path if st else None,
-                msg=f"{inode.path}: not uploaded at start ({e}); mounting anyway and "
+                msg=f"{events.printable(inode.path)}: not uploaded at start ({e}); mounting anyway and "
                 "retrying in the background, the data is safe in the cache",
             )
-            return False
+            return None
         if inode.staging is not None:
             inode.staging.close()  # refused: its data is in lost+found now
-        return True
+        return outcome
 
     async def retry_recovery(self) -> None:
         """Retry, with backoff, recovered files whose upload failed at start."""
@@ -449,10 +483,11 @@ class Daemon:
                     if st is not None:
                         st.close()
                     continue
-                if await self._recover_one(inode):
-                    log.info("%s: recovered and uploaded", inode.path)
-                else:
+                outcome = await self._recover_one(inode)
+                if outcome is None:
                     left.append(inode)
+                else:
+                    log.info("%s: recovered and %s", events.printable(inode.path), outcome)
             self.unrecovered = left
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
@@ -474,8 +509,12 @@ class Daemon:
             nursery.start_soon(self.sweep_expired)
             if self.policy_log is not None:
                 nursery.start_soon(self.policy_log.run)
+            if self.exporter is not None:
+                nursery.start_soon(self.exporter.run)
             nursery.start_soon(self.metrics.run)
-            control = ControlServer(self.cfg.control.socket, self.commands.handle)
+            control = ControlServer(
+                self.cfg.control.socket, self.commands.handle, reserved_ops=REVOCATIONS
+            )
             await nursery.start(control.serve)
             if on_ready:
                 on_ready()
@@ -488,7 +527,7 @@ class Daemon:
             nursery.cancel_scope.cancel()
 
     async def _notify_ready(self) -> None:
-        """READY=1 for systemd once the mount answers: this stat waits for pyfuse3.main."""
+        """Once the mount answers (this stat waits for pyfuse3.main): read-ahead, READY=1."""
         while True:
             try:
                 await trio.to_thread.run_sync(os.stat, self.mountpoint, abandon_on_cancel=True)
@@ -496,6 +535,9 @@ class Daemon:
             except OSError as e:
                 log.warning("mount point does not answer yet: %s", e)
                 await trio.sleep(0.5)
+        # Larger kernel read requests, fewer round trips through pyfuse3 per MiB. Only now:
+        # the kernel caps the read-ahead when the FUSE connection starts (FUSE_INIT).
+        set_read_ahead(self.mountpoint, self.cfg.fs.read_ahead_kb)
         notify.ready(f"{self.cfg.path} mounted on {self.mountpoint}")
 
     async def _signals(self) -> None:

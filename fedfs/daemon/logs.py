@@ -29,7 +29,42 @@ _NOISY = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 class PrivateFileHandler(logging.handlers.WatchedFileHandler):
-    """A log file only its owner reads; reopened (0600 again) when logrotate moves it."""
+    """A log file only its owner reads; reopened (0600 again) when logrotate moves it.
+
+    If the file cannot be reopened after a rotation (another user planted a file or a
+    link at its name in a directory others may write), records go to stderr (the
+    journal under systemd) with one line saying why, and the file is tried again at
+    each record: logging never raises into the daemon and never writes a planted file.
+    """
+
+    _fallback: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reopenIfNeeded()
+            if self.stream is None:  # a reopen failed before: try the name again
+                self.stream = self._open()
+                self._statstream()
+        except (FedfsError, OSError) as e:
+            if self._fallback is None:
+                self._fallback = events.console_handler()
+                self._fallback.setFormatter(self.formatter)
+                self._fallback.emit(
+                    logging.LogRecord(
+                        "fedfs.daemon.logs",
+                        logging.ERROR,
+                        __file__,
+                        0,
+                        "cannot reopen the log file after it was moved (%s); logging to "
+                        "stderr until it can be",
+                        (e,),
+                        None,
+                    )
+                )
+            self._fallback.emit(record)
+            return
+        self._fallback = None
+        logging.StreamHandler.emit(self, record)
 
     def _open(self) -> io.TextIOWrapper:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW

@@ -49,6 +49,7 @@ import trio
 
 from fedfs.config import CacheConfig, format_size
 from fedfs.data.journal import Journal
+from fedfs.data.parts import END, Ranges, add_range
 from fedfs.errors import CacheFull, FedfsError
 from fedfs.events import event
 from fedfs.store.s3 import ObjectStore
@@ -109,6 +110,13 @@ class Staging:
     generation: int = 0  # bumped by every change, so an upload knows if it raced a write
     lock: trio.Lock = field(default_factory=trio.Lock)
     parked: bool = False
+    # Partial rewrites (parts.py): the size of the object version this copy was staged
+    # from (None: none, or unknown) and the byte ranges changed since (None: unknown).
+    base_size: int | None = None
+    changed: Ranges | None = None
+    # The journal row names `changed` as exact: the next change widens it to "all" first,
+    # so a crash between a write and the next row never copies a changed part from the base.
+    exact_in_journal: bool = False
     identity: tuple[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +153,13 @@ class Staging:
     def name(self) -> str:
         return self.path.name
 
+    def _changing(self) -> None:
+        if self.exact_in_journal:
+            self.exact_in_journal = False
+            self.cache.journal.widen(self.name)
+
     def write(self, offset: int, data: bytes) -> int:
+        self._changing()
         try:
             n = os.pwrite(self._fd(), data, offset)
         except OSError as e:
@@ -156,6 +170,7 @@ class Staging:
             event(log, "cache-full", severity=logging.ERROR, dir=self.cache.cfg.dir, msg=msg)
             raise CacheFull(msg) from None
         self._resize(max(self.size, offset + n))
+        self.changed = add_range(self.changed, offset, offset + n)
         self.dirty = True
         self.generation += 1
         return n
@@ -164,7 +179,10 @@ class Staging:
         return os.pread(self._fd(), length, offset)
 
     def truncate(self, size: int) -> None:
+        self._changing()
         os.ftruncate(self._fd(), size)
+        if size < self.size:  # the bytes past size are gone: grown again, they are zeros
+            self.changed = add_range(self.changed, size, END)
         self._resize(size)
         self.dirty = True
         self.generation += 1
@@ -278,6 +296,7 @@ class Cache:
             st.close()
             raise
         st._resize(size)
+        st.base_size, st.changed = size, []
         return st
 
     @staticmethod
@@ -504,15 +523,40 @@ class Cache:
             start = block * self.block_size
             length = min(self.block_size, size - start)
             self.evict(extra=length)
-            data = await trio.to_thread.run_sync(
-                self.store.get_range, bucket, key, start, length, etag, limiter=self.limiter
+            await trio.to_thread.run_sync(
+                self._fetch_block, bucket, key, etag, start, length, Path(p), limiter=self.limiter
             )
-            await trio.to_thread.run_sync(self._write_clean_file, Path(p), data)
-            self._add_clean(p, len(data))
-            return data[lo:hi]
+            self._add_clean(p, length)
         finally:
             del self.inflight[p]
             ev.set()
+        data = self._pread(p, lo, hi - lo) if hi > lo else b""
+        if data is None:  # gone at once (another node sharing the directory evicted it)
+            return await self._block(bucket, key, etag, size, block, lo, hi)
+        return data
+
+    def _fetch_block(
+        self, bucket: str, key: str, etag: str, start: int, length: int, path: Path
+    ) -> None:
+        """One ranged GET written straight into a new clean file (worker thread).
+
+        The body goes from the socket into a temporary file, renamed into place
+        only once complete: a GET that fails part-way leaves nothing behind, so a
+        block file always holds exactly the object's bytes.
+        """
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+        fd = _open_in_dir(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            self.store.get_range_into(bucket, key, start, length, etag, fd)
+            if os.fstat(fd).st_size != length:
+                raise FedfsError(f"s3://{bucket}/{key}: block at {start} came back short")
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
 
     def _pread(self, p: str, offset: int, length: int) -> bytes | None:
         """Bytes of a clean file; the file stays open for the next read of it.
@@ -545,17 +589,6 @@ class Cache:
         fd = self._fds.pop(p, None)
         if fd is not None:
             os.close(fd)
-
-    @staticmethod
-    def _write_clean_file(path: Path, data: bytes) -> None:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
-        fd = _open_in_dir(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
 
     def evict(self, extra: int = 0) -> None:
         """Above the high watermark, LRU-evict clean data down to the low watermark."""

@@ -6,7 +6,10 @@ restarted daemon finds and uploads every one of them. Commits reach the
 kernel at once (they survive a killed daemon); fsync() also forces them to
 disk (they survive a crashed node).
 Files the store refused for good move from `dirty` to `refused` (their data is
-in the cache's lost+found). Rows are written from the trio thread only (no
+in the cache's lost+found). A row of a file staged from an existing object
+also says which byte ranges changed since (partial rewrites, parts.py); that
+list is exact or NULL, never short: a staging file about to change after the
+row was written first sets it NULL (`widen`), and NULL uploads the whole file. Rows are written from the trio thread only (no
 database access from threads).
 """
 
@@ -25,15 +28,18 @@ from fedfs.errors import FedfsError
 SCHEMA_VERSION = 1
 _UPSERT = """
     INSERT INTO dirty (bucket, key, staging, metadata, base_etag, state, queued_at, attempts,
-                       last_error)
+                       last_error, base_size, changed)
     VALUES (:bucket, :key, :staging, :metadata, :base_etag, :state, :queued_at, :attempts,
-            :last_error)
+            :last_error, :base_size, :changed)
     ON CONFLICT (bucket, key) DO UPDATE SET
         staging = excluded.staging, metadata = excluded.metadata,
         base_etag = excluded.base_etag, state = excluded.state,
         queued_at = excluded.queued_at, attempts = excluded.attempts,
-        last_error = excluded.last_error
+        last_error = excluded.last_error, base_size = excluded.base_size,
+        changed = excluded.changed
 """
+# Columns added after the first release: a journal written by an older fedfs gets them.
+_ADDED_COLUMNS = {"base_size": "INTEGER", "changed": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class DirtyFile:
     queued_at: float
     attempts: int = 0
     last_error: str | None = None
+    # Partial rewrites: the base version's size, and the byte ranges changed since it
+    # (None: not known, so the whole file goes up).
+    base_size: int | None = None
+    changed: list[tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,10 +112,16 @@ class Journal:
                     "queued_at": float,
                     "attempts": int,
                     "last_error": str,
+                    "base_size": int,
+                    "changed": str,
                 },
                 pk=("bucket", "key"),
             )
             self.db.table("meta").insert({"name": "schema", "value": SCHEMA_VERSION}, pk="name")
+        have = {c.name for c in self.db["dirty"].columns}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE dirty ADD COLUMN {name} {kind}")
         if "refused" not in self.db.table_names():
             # Files the store refused for good (a key it never accepts): kept aside in the
             # cache's lost+found, never retried; listed by status, sync, doctor and fsck.
@@ -151,7 +167,11 @@ class Journal:
         a crash of the daemon; with durable=True it is also on disk (fsync), so
         it survives a crash of the node.
         """
-        row = {**f.__dict__, "metadata": json.dumps(f.metadata, sort_keys=True)}
+        row = {
+            **f.__dict__,
+            "metadata": json.dumps(f.metadata, sort_keys=True),
+            "changed": None if f.changed is None else json.dumps(f.changed),
+        }
         if durable:
             self.db.execute("PRAGMA synchronous=FULL")
         try:
@@ -170,6 +190,10 @@ class Journal:
             where += " and staging = ?"
             args.append(staging)
         self.db.execute(f"delete from dirty where {where}", args)
+
+    def widen(self, staging: str) -> None:
+        """The staging file is about to change: its row no longer knows which ranges changed."""
+        self.db.execute("update dirty set changed = NULL where staging = ?", [staging])
 
     def failed(self, bucket: str, key: str, error: str) -> None:
         self.db.execute(
@@ -198,7 +222,13 @@ class Journal:
 
     def all(self) -> list[DirtyFile]:
         return [
-            DirtyFile(**{**r, "metadata": json.loads(r["metadata"])})
+            DirtyFile(
+                **{
+                    **r,
+                    "metadata": json.loads(r["metadata"]),
+                    "changed": _ranges(r["changed"]),
+                }
+            )
             for r in self.db["dirty"].rows_where(order_by="queued_at")
         ]
 
@@ -207,6 +237,17 @@ class Journal:
 
     def close(self) -> None:
         self.db.conn.close()
+
+
+def _ranges(text: str | None) -> list[tuple[int, int]] | None:
+    """The changed ranges of a row; None (upload it whole) if absent or not a valid list."""
+    if text is None:
+        return None
+    try:
+        ranges = [(int(lo), int(hi)) for lo, hi in json.loads(text)]
+    except (ValueError, TypeError):
+        return None
+    return ranges if all(0 <= lo < hi for lo, hi in ranges) and ranges == sorted(ranges) else None
 
 
 def now() -> float:

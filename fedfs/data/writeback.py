@@ -4,7 +4,9 @@ Owns what happens to a file's data between an open for writing and the
 object store: the staging copy writes go to (open_for_write, truncate), the
 journal row that lets a closed file survive a crash (closed, make_durable),
 the upload that detects other writers (commit), and afterwards the copy's
-move into the clean cache (release_data) or its removal (discard). The
+move into the clean cache (release_data) or its removal (discard). A large
+file staged from an existing object, of which only some parts changed, goes
+up as a partial rewrite: the store copies the unchanged parts (parts.py). The
 flusher decides when to commit; the tree decides names and calls in here.
 
 Concurrency: everything runs in the trio thread. State may change at every
@@ -31,6 +33,7 @@ import trio
 
 from fedfs.data.cache import Cache, Staging
 from fedfs.data.journal import DirtyFile
+from fedfs.data.parts import plan
 from fedfs.errors import NotFound, PreconditionFailed, StoreRefused
 from fedfs.events import event
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
@@ -67,6 +70,8 @@ class WriteBack:
         self.node = node  # names conflict copies (default: the host name)
         self.uploads: Uploads | None = None  # set by the daemon
         self.conflicts = 0
+        self.rewrites = 0  # uploads that copied unchanged parts inside the store
+        self.rewrite_copied = 0  # bytes those copies did not have to send
         self.moving: list[tuple[str, str, trio.Event]] = []  # directory renames under way
 
     def recovered(self, row: DirtyFile, st: Staging) -> Inode[Staging]:
@@ -84,6 +89,8 @@ class WriteBack:
             row.base_etag,
             row.base_etag is None,
         )
+        st.base_size, st.changed = row.base_size, row.changed
+        st.exact_in_journal = row.base_size is not None and row.changed is not None
         inode.staging = st
         return inode
 
@@ -92,6 +99,7 @@ class WriteBack:
     def _journal(self, inode: Inode[Staging], state: str, durable: bool = False) -> None:
         st = inode.staging
         assert st is not None
+        exact = st.base_size is not None and st.changed is not None and inode.base_etag is not None
         self.cache.journal.record(
             DirtyFile(
                 bucket=inode.bucket,
@@ -101,9 +109,12 @@ class WriteBack:
                 base_etag=inode.base_etag,
                 state=state,
                 queued_at=time.time(),
+                base_size=st.base_size if exact else None,
+                changed=st.changed if exact else None,
             ),
             durable=durable,
         )
+        st.exact_in_journal = exact
 
     def _stage(self, inode: Inode[Staging], st: Staging) -> Staging:
         inode.staging = st
@@ -233,14 +244,47 @@ class WriteBack:
         meta = metadata_for(inode)
         new = inode.base_etag is None
         conflict = False
+        current: ObjectInfo | None = None
         if not new or st.size >= self.store.cfg.multipart_threshold:
             current = await self.s3(self.store.head, bucket, key)
             conflict = current is not None and current.etag != inode.base_etag
+        parts = None
+        cfg = self.store.cfg
+        if (
+            not conflict
+            and current is not None
+            and cfg.copy_parts
+            and st.size >= cfg.multipart_threshold
+        ):
+            base_size = st.base_size if current.size == st.base_size else None
+            parts = plan(st.size, base_size, st.changed, cfg.multipart_chunksize)
         if not conflict:
             try:
-                info = await self.s3(
-                    self.store.upload_file, bucket, key, st.upload_path(), meta, None, new
-                )
+                if parts is not None and inode.base_etag is not None:
+                    info = await self.s3(
+                        self.store.rewrite,
+                        bucket,
+                        key,
+                        st.upload_path(),
+                        parts,
+                        inode.base_etag,
+                        meta,
+                    )
+                    copied = sum(p.end - p.start for p in parts if p.copy)
+                    self.rewrites += 1
+                    self.rewrite_copied += copied
+                    event(
+                        log,
+                        "upload-partial",
+                        path=inode.path,
+                        parts=len(parts),
+                        copied=copied,
+                        sent=st.size - copied,
+                    )
+                else:
+                    info = await self.s3(
+                        self.store.upload_file, bucket, key, st.upload_path(), meta, None, new
+                    )
             except PreconditionFailed:
                 conflict = True
             except NotFound as e:
@@ -259,9 +303,13 @@ class WriteBack:
             if not inode.gone and self.uploads is not None:
                 self.uploads.queue(inode, delay=0)
             return
+        # The staged bytes are now the object's (writers waited for the lock): later
+        # changes count from this version.
+        st.base_size, st.changed = st.size, []
         if st.generation == generation:
             st.dirty = False
             self.cache.journal.forget(bucket, key, st.name)
+            st.exact_in_journal = False
         inode.local = False
         # The attributes here are what was uploaded or newer (a chmod during the upload):
         # take only what the store decided.
@@ -293,6 +341,7 @@ class WriteBack:
         self.conflicts += 1
         st.dirty = False
         self.cache.journal.forget(inode.bucket, inode.key, st.name)
+        st.base_size, st.changed, st.exact_in_journal = None, None, False
         inode.local = False
         inode.checked = -math.inf  # show the other writer's version from now on
         if inode.open_count == 0:

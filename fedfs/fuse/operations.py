@@ -2,7 +2,10 @@
 
 Holds no policy and never talks to S3 itself. Permission checks are the
 kernel's (`default_permissions`): this module trusts that a request it gets
-was allowed. errno is chosen here and only here, from `ERRNO` below.
+was allowed. errno is chosen here and only here, from `ERRNO` below. After a
+tree change succeeded it tells policy what follows from it: an object removed
+or renamed away takes the grants made on it along, and a chmod or setfacl that
+changed an object's limit on grants is audited. Runs in the trio thread.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class Handle:
     etag: str | None  # the object version this handle reads
     size: int
     next_offset: int = 0  # for sequential-read detection (readahead)
+    ahead: int = 0  # the first block read-ahead has not asked for yet
     uid: int = 0  # who opened it (counted against their open_for_writing_per_user)
 
 
@@ -340,12 +344,20 @@ class Operations(pyfuse3.Operations):
             mtime_ns = attr.st_mtime_ns
         mode: int | None = None
         mask: int | bool | None = False
+        before = node.explicit_mask
         if fields.update_mode and node.kind is not Kind.LINK:
             meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
             changed = self.policy.chmod(
-                node.path, meta, node.is_dir, attr.st_mode, self._above(node)
+                node.path,
+                meta,
+                node.is_dir,
+                attr.st_mode,
+                self._above(node),
+                by_creator=self._by_creator(node, ctx),
             )
-            mode, mask = changed.mode, changed.explicit_mask
+            mode = changed.mode
+            if changed.explicit_mask != before:
+                mask = changed.explicit_mask
         await self.attributes.set_attrs(
             node,
             mode=mode,
@@ -355,10 +367,20 @@ class Operations(pyfuse3.Operations):
             mtime_ns=mtime_ns,
             size=attr.st_size if fields.update_size else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mask_by="chmod",
         )
+        if mask is not False:
+            await self._limit_changed(node, before, ctx.uid, "chmod")
         if fields.update_mode or fields.update_uid or fields.update_gid:
             self.policy.attributes_changed(node.path, node.is_dir)
         return self._tell(node, self.attrs(node))
+
+    async def _limit_changed(
+        self, node: Inode[Staging], before: int | None, uid: int, via: str
+    ) -> None:
+        """The owner set, moved or lifted node's limit on grants: policy audits it."""
+        actor = await self.policy.actor(uid)
+        self.policy.note_limit(actor, node.path, before, node.explicit_mask, via)
 
     # -- directories -------------------------------------------------------
 
@@ -421,11 +443,35 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: Any
     ) -> pyfuse3.EntryAttributes:
         d = await self.changes.mkdir(self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid)
+        d.creator_pid = ctx.pid
         return self.attrs(d)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.changes.rmdir(self.inodes.get(parent_inode), name)
+        d = await self.changes.rmdir(self.inodes.get(parent_inode), name)
+        await self._object_gone(d.path, True, "removed", ctx.uid)
+
+    async def _object_gone(
+        self, path: str, is_dir: bool, verb: str, uid: int, moved_to: str | None = None
+    ) -> None:
+        """path was removed or renamed away: the grants made on it end (docs/SEMANTICS.md).
+
+        The tree change has happened, so this never fails the request: grants that
+        could not be ended are logged, and `fedfs audit orphans` lists them.
+        """
+        if not self.policy.grants_on_object(path, is_dir):
+            return  # the common case, without asking who did it
+        try:
+            actor = await self.policy.actor(uid)
+            await self.policy.object_gone(actor, path, is_dir, verb, moved_to)
+        except errors.FedfsError as e:
+            log.warning(
+                "%s was %s, but its grants stay: %s; `fedfs audit orphans` lists them and "
+                "`fedfs unshare` removes each",
+                path,
+                verb,
+                e,
+            )
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return  # directory changes are written to S3 before the call returns
@@ -434,7 +480,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.changes.unlink(self.inodes.get(parent_inode), name)
+        gone = await self.changes.unlink(self.inodes.get(parent_inode), name)
+        await self._object_gone(gone.path, False, "removed", ctx.uid)
 
     @fuse_errors
     async def rename(
@@ -448,13 +495,19 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)  # no atomic exchange on an object store
-        await self.changes.rename(
-            self.inodes.get(parent_inode_old),
+        old_parent = self.inodes.get(parent_inode_old)
+        src = await self.lookups.lookup(old_parent, name_old)
+        old_path = src.path if src is not None else None
+        moved, _replaced = await self.changes.rename(
+            old_parent,
             name_old,
             self.inodes.get(parent_inode_new),
             name_new,
             noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
         )
+        # The name it replaced (an atomic save) keeps its grants; the old name's end.
+        if old_path is not None and moved.path != old_path:
+            await self._object_gone(old_path, moved.is_dir, "renamed", ctx.uid, moved.path)
 
     @fuse_errors
     async def symlink(
@@ -485,10 +538,12 @@ class Operations(pyfuse3.Operations):
             node = await self.changes.mknod(
                 self.inodes.get(parent_inode), name, mode, rdev, ctx.uid, ctx.gid
             )
+            node.creator_pid = ctx.pid
             return self._tell(node, self.attrs(node), parent_inode, name)
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )
+        inode.creator_pid = ctx.pid
         if self.write_back:
             self.writeback.closed(inode)
         else:
@@ -505,6 +560,7 @@ class Operations(pyfuse3.Operations):
         inode = await self.changes.create(
             self.inodes.get(parent_inode), name, mode, ctx.uid, ctx.gid
         )
+        inode.creator_pid = ctx.pid
         inode.open_count += 1
         inode.writers += 1
         self.writing[ctx.uid] = self.writing.get(ctx.uid, 0) + 1
@@ -553,29 +609,34 @@ class Operations(pyfuse3.Operations):
             return data
         if h.etag is None:
             return b""
+        self._readahead(h, off, off + size)  # before this read waits: the GETs run alongside
         data = await self.cache.read(inode.bucket, inode.key, h.etag, h.size, off, size)
         self.bytes_read += len(data)
-        bs = self.cache.block_size
-        # Sequential: when a read enters a new block, fetch the next blocks ahead.
-        if (
-            off == h.next_offset
-            and self.nursery is not None
-            and (off == 0 or (off + size) // bs != off // bs or off % bs == 0)
-        ):
-            self._readahead(h, off + size)
         h.next_offset = off + len(data)
         return data
 
-    def _readahead(self, h: Handle, end: int) -> None:
+    def _readahead(self, h: Handle, off: int, end: int) -> None:
+        """Keep `readahead_blocks` blocks past a sequential reader fetched or on their way.
+
+        Sequential means within a block of where the last read ended: with a large
+        read-ahead the kernel has several reads of one file in flight, which may
+        arrive out of order. Each block is asked for once per run of reads
+        (`Handle.ahead`), and fetched in parallel with the others (worker threads).
+        """
+        if self.nursery is None or h.etag is None or h.size == 0:
+            return
         bs = self.cache.block_size
-        first = end // bs
-        assert h.etag is not None and self.nursery is not None
-        for block in range(first, first + self.cache.cfg.readahead_blocks):
-            if block * bs >= h.size:
-                break
+        if abs(off - h.next_offset) > bs:
+            h.ahead = 0  # a seek: no read-ahead until reads are sequential again
+            return
+        last = min(
+            (min(end, h.size) - 1) // bs + self.cache.cfg.readahead_blocks, (h.size - 1) // bs
+        )
+        for block in range(max(h.ahead, (min(end, h.size) - 1) // bs + 1), last + 1):
             self.nursery.start_soon(
                 self.cache.prefetch, h.inode.bucket, h.inode.key, h.etag, h.size, block
             )
+        h.ahead = max(h.ahead, last + 1)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -643,6 +704,12 @@ class Operations(pyfuse3.Operations):
             return
         await self.attributes.set_xattr(node, key, value, replace_only=False, create_only=False)
 
+    @staticmethod
+    def _by_creator(node: Inode[Staging], ctx: Any) -> bool:
+        """Whether the request comes from the process that created node through this mount
+        (cp -p, rsync -a and tar x restate the modes of what they write)."""
+        return node.creator_pid != 0 and ctx.pid == node.creator_pid
+
     async def _set_acl(
         self, node: Inode[Staging], value: bytes | None, ctx: Any, default: bool
     ) -> None:
@@ -653,13 +720,32 @@ class Operations(pyfuse3.Operations):
         meta = ObjectMeta(node.uid, node.gid, node.mode, node.explicit_mask)
         try:
             new = await self.policy.set_acl(
-                actor, node.path, node.is_dir, value, meta, default, self._above(node)
+                actor,
+                node.path,
+                node.is_dir,
+                value,
+                meta,
+                default,
+                self._above(node),
+                by_creator=self._by_creator(node, ctx),
             )
         except Refused as e:  # the program sees only EPERM: the log says why
-            log.warning("setfacl on %s by %s refused: %s", node.path, actor.label, e)
+            log.warning(
+                "setfacl on %s by %s refused: %s", self.policy.typed(node.path), actor.label, e
+            )
             raise
         if new != meta:
-            await self.attributes.set_attrs(node, mode=new.mode, mask=new.explicit_mask)
+            mask_changed = new.explicit_mask != meta.explicit_mask
+            await self.attributes.set_attrs(
+                node,
+                mode=new.mode,
+                mask=new.explicit_mask if mask_changed else False,
+                mask_by="setfacl",
+            )
+            if mask_changed:
+                self.policy.note_limit(
+                    actor, node.path, meta.explicit_mask, node.explicit_mask, "setfacl"
+                )
             self.policy.attributes_changed(node.path, node.is_dir)
 
     @fuse_errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,9 @@ class LdapSchema:
 
 
 RFC2307 = LdapSchema()
+# An attribute description as RFC 4512 writes one (a name, or an OID): nothing else may go
+# into a search filter unescaped.
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(\.[0-9]+)+")
 
 
 class _Unreachable(Exception):
@@ -53,12 +57,12 @@ class _Unreachable(Exception):
 
 @dataclass(frozen=True)
 class _Cached:
-    answer: User | Group | None
+    answer: User | Group | str | None
     fetched: float  # time.monotonic() of the answer
 
 
 _CacheKey = tuple[str, str | int]
-_Answer = TypeVar("_Answer", User, Group)
+_Answer = TypeVar("_Answer", User, Group, str)
 _Fetch = Callable[[Any], _Answer | None]  # given an open ldap3.Connection
 
 
@@ -140,6 +144,22 @@ class LdapIdentity:
     def group_by_gid(self, gid: int) -> Group | None:
         return self._lookup(("gid", gid), lambda conn: self._fetch_group_by_gid(conn, gid))
 
+    # -- UserAttributes (the object-store principal of a user, policy/objectacl) ----------
+
+    def user_attribute(self, name: str, attribute: str) -> str | None:
+        _check_attribute(attribute)
+        return self._lookup(
+            ("attribute", f"{attribute}\0{name}"),
+            lambda conn: self._fetch_attribute(conn, name, attribute),
+        )
+
+    def user_with_attribute(self, attribute: str, value: str) -> str | None:
+        _check_attribute(attribute)
+        return self._lookup(
+            ("with-attribute", f"{attribute}\0{value}"),
+            lambda conn: self._fetch_user_with(conn, attribute, value),
+        )
+
     def health(self) -> IdentityHealth:
         with self._state_lock:
             return IdentityHealth(
@@ -214,7 +234,7 @@ class LdapIdentity:
         detail = f" ({error.message})" if error.message else ""
         return f"the server answered {error.description}{detail}{hint}"
 
-    def _record_success(self, key: _CacheKey, answer: User | Group | None) -> None:
+    def _record_success(self, key: _CacheKey, answer: User | Group | str | None) -> None:
         with self._state_lock:
             if self._last_error is not None:
                 event(log, "identity-up", source="ldap", url=self.url)
@@ -330,6 +350,29 @@ class LdapIdentity:
         groups = self._groups(conn, f"(&{s.group_filter}({s.group_gid}={gid}))")
         return next((g for _, g in groups if g.gid == gid), None)
 
+    def _fetch_attribute(self, conn: ldap3.Connection, name: str, attribute: str) -> str | None:
+        s = self._schema
+        search_filter = f"(&{s.user_filter}({s.user_name}={_escape(name)}))"
+        values = {
+            value
+            for entry in self._search(conn, search_filter, [s.user_name, attribute])
+            if name in _strings(entry["attributes"].get(s.user_name))
+            for value in _strings(entry["attributes"].get(attribute))
+        }
+        # Two accounts or two values: which one is meant is a guess, and guesses widen access.
+        return values.pop() if len(values) == 1 else None
+
+    def _fetch_user_with(self, conn: ldap3.Connection, attribute: str, value: str) -> str | None:
+        s = self._schema
+        search_filter = f"(&{s.user_filter}({attribute}={_escape(value)}))"
+        names = {
+            tuple(_strings(entry["attributes"].get(s.user_name)))
+            for entry in self._search(conn, search_filter, [s.user_name, attribute])
+            # Directory matching may ignore case; a principal is compared exactly.
+            if value in _strings(entry["attributes"].get(attribute))
+        }
+        return names.pop()[0] if len(names) == 1 and names != {()} else None
+
     def _users(
         self, conn: ldap3.Connection, search_filter: str
     ) -> list[tuple[list[str], int, int]]:
@@ -406,6 +449,14 @@ def _check_filter(name: str, search_filter: str) -> None:
         raise IdentityError(
             f"LDAP {name} {search_filter!r} is not a filter in parentheses, "
             "e.g. (objectClass=posixAccount)"
+        )
+
+
+def _check_attribute(attribute: str) -> None:
+    if not ATTRIBUTE_NAME.fullmatch(attribute):
+        raise IdentityError(
+            f"LDAP attribute {attribute!r} is not an attribute name (letters, digits and '-', "
+            "starting with a letter), e.g. description"
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Group", "IdentityHealth", "IdentitySource", "User"]
+__all__ = ["Group", "IdentityHealth", "IdentitySource", "User", "UserAttributes"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,14 @@ class IdentitySource(Protocol):
     def group_by_gid(self, gid: int) -> Group | None: ...
 
     def health(self) -> IdentityHealth: ...
+
+
+@runtime_checkable
+class UserAttributes(Protocol):
+    """A source that holds more about a user than POSIX does (LDAP): one attribute's value,
+    and the reverse, the one user whose attribute has a value. None when there is no
+    such user or value, or when the answer would be ambiguous (several values or users)."""
+
+    def user_attribute(self, name: str, attribute: str) -> str | None: ...
+
+    def user_with_attribute(self, attribute: str, value: str) -> str | None: ...

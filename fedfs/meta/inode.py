@@ -100,6 +100,10 @@ class Inode(Generic[C]):
     shadows: bool = False  # directories: a file object with the same key exists
     xattrs: dict[str, bytes] = field(default_factory=dict)
     explicit_mask: int | None = None  # ACL mask set by chmod/setfacl while grants apply
+    mask_by: str | None = None  # what set explicit_mask: "chmod" or "setfacl" (None: unknown)
+    # the process (FUSE request pid) that created it through this mount: its chmod to the
+    # object's own mode restates it (cp -p, rsync -a, tar x), see policy/mask.py
+    creator_pid: int = 0
     target: bytes | None = None  # symlinks
     rdev: int = 0  # device nodes: the device number
     children: dict[str, int] | None = None  # directories: last complete listing

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 MAX_USER_METADATA = 2048
 XATTR_META_KEY = "xattr"
 MASK_META_KEY = "fedfs-mask"
+MASK_BY_META_KEY = "fedfs-mask-by"  # what set the mask, for `fedfs grants`
+MASK_SETTERS = ("chmod", "setfacl")
 
 
 class Owner(Protocol):
@@ -61,6 +63,8 @@ def metadata_for(inode: Inode[Any]) -> dict[str, str]:
         meta["atime"] = s3fs_time(inode.atime_ns)
     if inode.explicit_mask is not None:
         meta[MASK_META_KEY] = str(inode.explicit_mask)
+        if inode.mask_by is not None:
+            meta[MASK_BY_META_KEY] = inode.mask_by
     if inode.xattrs:
         enc = {k: base64.b64encode(v).decode() for k, v in sorted(inode.xattrs.items())}
         meta[XATTR_META_KEY] = quote(json.dumps(enc, separators=(",", ":")), safe="")
@@ -104,13 +108,25 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     inode.ctime_ns = lm_ns
     mask = _int(meta, MASK_META_KEY)
     inode.explicit_mask = mask if mask is not None and 0 <= mask <= 7 else None
+    by = meta.get(MASK_BY_META_KEY)
+    inode.mask_by = by if inode.explicit_mask is not None and by in MASK_SETTERS else None
     inode.xattrs = {}
     if XATTR_META_KEY in meta:
         try:
             raw = json.loads(unquote(meta[XATTR_META_KEY]))
-            inode.xattrs = {str(k): base64.b64decode(v) for k, v in raw.items()}
+            xattrs = {str(k): base64.b64decode(v) for k, v in raw.items()}
         except (ValueError, TypeError, AttributeError):
             log.warning("%s: ignoring unreadable xattr metadata", inode.path)
+        else:
+            # Only user.* names are kept as written (docs/SEMANTICS.md); ACLs come from
+            # policy and security.*/trusted.* are not kept, so names another tool put in
+            # the metadata are neither listed nor served.
+            inode.xattrs = {k: v for k, v in xattrs.items() if k.startswith("user.")}
+            if len(inode.xattrs) < len(xattrs):
+                log.info(
+                    "%s: ignoring xattrs other than user.* in the object's metadata",
+                    inode.path.encode("unicode_escape").decode("ascii"),
+                )
     inode.meta_known = True
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from fedfs.data.writeback import WriteBack
     from fedfs.fuse.operations import Operations
     from fedfs.policy.log import PolicyLog
+    from fedfs.policy.objectacl.exporter import Exporter
     from fedfs.policy.sharing import Sharing
     from fedfs.store.s3 import ObjectStore
 
@@ -80,6 +81,8 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("fedfs_uploads", "counter", "files uploaded"),
     ("fedfs_uploaded_bytes", "counter", "bytes uploaded"),
     ("fedfs_upload_conflicts", "counter", "uploads kept beside another writer's version"),
+    ("fedfs_partial_rewrites", "counter", "uploads that had the store copy unchanged parts"),
+    ("fedfs_partial_rewrite_copied_bytes", "counter", "bytes those copies spared sending"),
     ("fedfs_policy_version", "gauge", "the policy database's version (grows with every change)"),
     ("fedfs_policy_grants", "gauge", "grants in force"),
     ("fedfs_policy_teams", "gauge", "teams"),
@@ -90,6 +93,17 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ),
     ("fedfs_policy_events_applied", "counter", "other nodes' policy records applied here"),
     ("fedfs_policy_events_rejected", "counter", "policy log events rejected (forged, replayed...)"),
+    ("fedfs_bucket_policy_writes", "counter", "bucket policies written to mirror grants"),
+    (
+        "fedfs_bucket_policy_repairs",
+        "counter",
+        "bucket policy writes that restored statements found changed or missing by a poll",
+    ),
+    (
+        "fedfs_bucket_policy_export_failing",
+        "gauge",
+        "buckets whose policy the last export could not read or write ([object_acl])",
+    ),
     ("fedfs_identity_up", "gauge", "1 while the identity source (NSS or LDAP) answers"),
     ("fedfs_hidden_keys", "gauge", "S3 keys seen by this mount that cannot be shown"),
 )
@@ -107,6 +121,7 @@ class Measured(Protocol):
     ops: Operations
     sharing: Sharing
     policy_log: PolicyLog | None
+    exporter: Exporter | None
 
 
 class Metrics:
@@ -174,12 +189,15 @@ class Metrics:
             "fedfs_uploads": d.flusher.uploaded,
             "fedfs_uploaded_bytes": d.flusher.uploaded_bytes,
             "fedfs_upload_conflicts": d.writeback.conflicts,
+            "fedfs_partial_rewrites": d.writeback.rewrites,
+            "fedfs_partial_rewrite_copied_bytes": d.writeback.rewrite_copied,
             "fedfs_policy_version": d.sharing.store.version,
             "fedfs_policy_grants": len(d.sharing.store.grants()),
             "fedfs_policy_teams": len(d.sharing.store.teams()),
             "fedfs_policy_lag_seconds": d.policy_log.lag() if d.policy_log else 0.0,
             "fedfs_policy_events_applied": d.policy_log.applied_total if d.policy_log else 0,
             "fedfs_policy_events_rejected": d.policy_log.rejected_total if d.policy_log else 0,
+            **_export(d.exporter),
             "fedfs_identity_up": float(d.sharing.identity.health().ok),
             "fedfs_hidden_keys": len(names.hidden_keys()),
         }
@@ -269,3 +287,12 @@ class _Snapshots:
                 family = GaugeMetricFamily(name, text, labels=["mount"])
             family.add_metric([mount], values[name])
             yield family
+
+
+def _export(exporter: Exporter | None) -> dict[str, float]:
+    states = exporter.state.values() if exporter is not None else ()
+    return {
+        "fedfs_bucket_policy_writes": sum(s.writes for s in states),
+        "fedfs_bucket_policy_repairs": sum(s.repairs for s in states),
+        "fedfs_bucket_policy_export_failing": sum(s.error is not None for s in states),
+    }

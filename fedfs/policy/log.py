@@ -10,11 +10,22 @@ store, and reads every other node's records back:
                                  time and two nodes never write the same key
   PREFIX/nodes/KEYID.json        a node key enrolled (or revoked) by an admin key
   PREFIX/snapshots/HLC-NODE.json the whole policy as one node saw it, signed
+  PREFIX/changed                 the change marker: rewritten after each publication
+  PREFIX/watchers/NODE           a watcher node's heartbeat, every `list_interval`
 
-Tailing: every `poll_interval` a node lists the events after its cursor minus
-`lookback` seconds (so an event whose upload finished a little late is still
-seen), checks each new one — enrolled and unrevoked key, valid signature, the
-next record of that node's chain — and applies it in one SQLite transaction
+Tailing: every `poll_interval` a node reads the change marker with one conditional
+GET (If-None-Match its last ETag: 304 while nothing changed). Only when the marker
+changed, and every `list_interval` anyway (with jitter), does it list the events
+after its cursor minus `lookback` seconds (so an event whose upload finished a
+little late is still seen). A writer rewrites the marker after its events are
+stored, with contents no other write has (the newest key, node and clock), so
+two writers at once still change its ETag, and the reader that sees either
+change lists both events; the marker is read before the LIST and its ETag kept
+only once the LIST succeeded. An event whose marker write was lost (a crash
+between the two) is found by the safety LIST: the cursor does not move without
+a LIST, so it is still inside the window. The node checks each new event —
+enrolled and unrevoked key, valid signature, the next record of that node's
+chain — and applies it in one SQLite transaction
 with the node's new chain head, so each record is applied exactly once. A
 record that fails a check is rejected, reported once (log line, status,
 metric) and never applied; a record that arrives before its predecessor waits
@@ -25,8 +36,15 @@ A node publishes only once its key is enrolled, and refuses policy changes
 before that (they would be rejected everywhere else). A new node starts from the
 newest valid snapshot and the tail after it; snapshots are written by whichever
 node has seen `snapshot_every` records since the newest one. Enrolments are read
-again every ENROLMENT_EVERY polls (and at once for a key not seen before), so a
-revocation takes effect within that many poll intervals.
+again when the marker says an admin changed one (`fedfs admin enroll-node` and
+`revoke-node` rewrite it), every `list_interval`, and at once for a key not seen
+before: a revocation takes effect within one poll interval, or `list_interval`
+if a publication overwrote the admin's marker before a node read it.
+
+"observe" records (policy/replay.py) are carried like any other record: they are
+what watcher nodes saw in the object store, applied on every node. Watchers
+([object_acl] watcher) also rewrite a heartbeat object, so `fedfs doctor` can say
+when no watcher is up (docs/OPERATIONS.md, "Watchers").
 
 The object store is trusted to keep objects, not to say what policy is: every
 record and snapshot is verified against keys an admin enrolled.
@@ -63,7 +81,15 @@ from fedfs.audit.chain import (
     verify,
 )
 from fedfs.config import PolicyConfig
-from fedfs.errors import AuditError, FedfsError, NotFound, PolicyError, StoreError
+from fedfs.errors import (
+    AuditError,
+    FedfsError,
+    NotFound,
+    PolicyError,
+    StoreError,
+    StoreRefused,
+    TooLarge,
+)
 from fedfs.events import event
 from fedfs.policy import replay
 from fedfs.policy.hlc import format_hlc, parse_hlc
@@ -74,15 +100,16 @@ from fedfs.store.s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 
-EVENTS, NODES, SNAPSHOTS = "events/", "nodes/", "snapshots/"
+EVENTS, NODES, SNAPSHOTS, MARKER = "events/", "nodes/", "snapshots/", "changed"
+WATCHERS = "watchers/"
 FORMAT = 1
 _EVENT_RE = re.compile(r"(\d{13}\.\d{5})-([A-Za-z0-9][A-Za-z0-9._-]{0,63})-(\d{10})")
 _SNAPSHOT_RE = re.compile(r"(\d{13}\.\d{5})-([A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json")
-_RECORD_LIMIT = 64 * 1024
+_RECORD_LIMIT = 512 * 1024  # a record is a few hundred bytes; an observation may be far more
 _SNAPSHOT_LIMIT = 512 * 1024 * 1024
 _KEEP_SNAPSHOTS = 3
 _REJECTED_KEPT = 1000
-ENROLMENT_EVERY = 10  # polls between two reads of the enrolments (revocations)
+_MARKER_NODES = b"nodes "  # the marker's first word when an enrolment changed
 
 
 class LogError(FedfsError):
@@ -191,6 +218,19 @@ class LogStore:
 
     def put_enrollment(self, e: Enrollment) -> None:
         self.store.put_bytes(self.bucket, f"{self.prefix}{NODES}{e.key_id}.json", e.encode(), {})
+        self.put_marker(f"nodes {e.key_id} {time.time():.6f}")
+
+    def put_marker(self, text: str) -> None:
+        """Rewrite the change marker; `text` must differ from every earlier one."""
+        self.store.put_bytes(self.bucket, self.prefix + MARKER, text.encode() + b"\n", {})
+
+    def marker(self, etag: str | None) -> tuple[str, bytes] | None:
+        """(ETag, contents) of the change marker, ("", b"") when there is none, or None
+        while its ETag is still `etag` (one conditional GET)."""
+        try:
+            return self.store.get_if_changed(self.bucket, self.prefix + MARKER, etag)
+        except NotFound:
+            return None if etag == "" else ("", b"")
 
     def enrollment_keys(self) -> list[tuple[str, str]]:
         """(key, ETag) of every enrolment object."""
@@ -207,6 +247,18 @@ class LogStore:
         key = f"{self.prefix}{EVENTS}{hlc}-{record.node}-{record.seq:010d}"
         self.store.put_bytes(self.bucket, key, record.encode(), {})
         return key
+
+    def put_watcher(self, node: str) -> None:
+        body = canonical_json({"node": node, "time": round(time.time(), 3)})
+        self.store.put_bytes(self.bucket, f"{self.prefix}{WATCHERS}{node}", body, {})
+
+    def watchers(self) -> dict[str, float]:
+        """node -> when the object store last received its heartbeat (epoch seconds)."""
+        return {
+            o.key.rsplit("/", 1)[-1]: o.last_modified
+            for page in self.store.list_all(self.bucket, self.prefix + WATCHERS, delimiter=None)
+            for o in page.objects
+        }
 
     def event_keys(self, start_after: str) -> list[str]:
         return [
@@ -275,6 +327,7 @@ def snapshot_body(
             for t in store.teams()
         ],
         "stamps": store.stamps(),
+        "observations": [list(o) for o in store.observations()],
     }
 
 
@@ -324,6 +377,8 @@ def import_snapshot(sharing: Sharing, snap: dict[str, Any]) -> None:
             )
         for item, stamp in snap["stamps"].items():
             store.set_stamp(item, stamp)
+        for kind, key, stamp, payload in snap.get("observations", []):
+            replay.keep_observation(store, kind, key, json.loads(payload), stamp, sharing.observers)
         for node, (seq, hash_, key) in snap["heads"].items():
             store.set_head(node, int(seq), hash_, key)
 
@@ -349,7 +404,9 @@ class PolicyLog:
         trail: AuditTrail,
         key: SigningKey,
         limiter: trio.CapacityLimiter,
+        watcher: bool = False,
     ) -> None:
+        """`watcher`: this node reads bucket policies for everyone ([object_acl] watcher)."""
         assert cfg.log_bucket is not None
         self.cfg = cfg
         self.node = cfg.node
@@ -380,6 +437,11 @@ class PolicyLog:
         self._done: set[str] = set()  # event keys this process applied or found applied
         self._progress = trio.Event()  # set after every publishing attempt
         self._last_local_seq: int | None = None
+        self._marker_etag: str | None = None  # the change marker as of the last LIST
+        self._marker_due = False  # published events the marker does not announce yet
+        self.marker_reads = 0
+        self.lists = 0  # LISTs of the events (marker changes, safety LISTs, waits)
+        self.watcher = watcher
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -455,8 +517,18 @@ class PolicyLog:
         stamps = store.stamps().values()
         if stamps:
             self.sharing.clock.observe(max(stamps)[:19])
+        seen = await self._read_marker()
         while await self.poll():
             pass
+        if seen is not None:
+            self._marker_etag = seen[0]
+        if self.watcher:
+            try:
+                await self._io(self.objects.put_watcher, self.node)
+            except StoreError as e:
+                log.warning(
+                    "policy log %s: watcher heartbeat: %s; retrying", self.objects.where(), e
+                )
         log.info(
             "policy log %s: %s; %d records applied at start",
             self.objects.where(),
@@ -508,30 +580,60 @@ class PolicyLog:
         if want is None:
             return None
         with trio.move_on_after(timeout):
-            while self._published_seq() < want:
+            while not self._announced(want):
                 progress = self._progress
                 await progress.wait()
-                if self._published_seq() < want and self.publish_error is not None:
+                if not self._announced(want) and self.publish_error is not None:
                     break  # an attempt failed after the change was made
-        if self._published_seq() >= want:
+        if self._announced(want):
             return None
         why = self.publish_error or "the object store did not answer in time"
+        if self._published_seq() >= want:
+            return (
+                f"in force on this node and in the shared policy log, but the log's change "
+                f"marker could not be updated ({why}); the other nodes apply it within "
+                f"[policy] list_interval ({self.cfg.list_interval:g} s), or sooner once this "
+                "node updates the marker"
+            )
         return (
             f"in force on this node, but not yet in the shared policy log ({why}); "
             "the other nodes keep the previous policy until the object store answers and "
             "this node publishes it (`fedfs status` shows what is waiting)"
         )
 
+    def _announced(self, seq: int) -> bool:
+        """Record `seq` of this node is in the log and the change marker says so."""
+        return self._published_seq() >= seq and not self._marker_due
+
+    def _next_safety_list(self) -> float:
+        return trio.current_time() + self.cfg.list_interval * random.uniform(0.8, 1.0)
+
+    async def _read_marker(self) -> tuple[str, bytes] | None:
+        self.marker_reads += 1
+        seen: tuple[str, bytes] | None = await self._io(self.objects.marker, self._marker_etag)
+        self.last_poll = time.time()
+        return seen
+
     async def _tail_loop(self) -> None:
-        polls = 0
+        safety_list_at = self._next_safety_list()
         while True:
             await trio.sleep(self.cfg.poll_interval)
-            polls += 1
             try:
-                if polls % ENROLMENT_EVERY == 0:
+                seen = await self._read_marker()  # before the LIST: a later change reads as new
+                safety = trio.current_time() >= safety_list_at
+                if seen is None and not safety and not self.held:
+                    self.last_error = None
+                    continue  # nothing published since the last LIST: no LIST now
+                if safety or (seen is not None and seen[1].startswith(_MARKER_NODES)):
                     await self.refresh_enrollments()
                 while await self.poll():
                     pass
+                if seen is not None:
+                    self._marker_etag = seen[0]
+                if safety:
+                    safety_list_at = self._next_safety_list()
+                    if self.watcher:
+                        await self._io(self.objects.put_watcher, self.node)
                 self.last_error = None
             except (StoreError, PolicyError) as e:
                 if self.last_error is None:
@@ -591,9 +693,17 @@ class PolicyLog:
             self._own_head = (record.seq, record.hash, key)
             self._since_snapshot += 1
             self.published_total += 1
+            self._marker_due = True
             done += 1
             if i == len(backlog) - 1:
                 log.debug("published %d records up to %s", done, key)
+        if self._marker_due and self._own_head is not None:
+            # Unique contents, so the ETag changes even if another node writes at once.
+            newest = self._own_head[2]
+            await self._io(
+                self.objects.put_marker, f"events {newest} {self.node} {self.sharing.clock.now()}"
+            )
+            self._marker_due = False
         return done
 
     def _cursor(self) -> str:
@@ -612,6 +722,7 @@ class PolicyLog:
     async def poll(self) -> bool:
         """Read the log once and apply what is new; True when it is worth reading again at once."""
         keys = await self._io(self.objects.event_keys, self._cursor())
+        self.lists += 1
         self.last_poll = time.time()
         store = self.sharing.store
         changed: set[str] = set()
@@ -677,6 +788,9 @@ class PolicyLog:
             data = await self._io(self.objects.get, key)
         except NotFound:
             return "gone"
+        except (TooLarge, StoreRefused) as e:  # never stall every node on it
+            self._reject(key, f"not read: {e}")
+            return "rejected"
         try:
             record = AuditRecord.decode(data)
         except AuditError as e:
@@ -692,7 +806,7 @@ class PolicyLog:
         paths: list[str] = []
         with store.transaction():
             try:
-                paths = replay.apply(store, record) or []
+                paths = replay.apply(store, record, self.sharing.observers) or []
             except PolicyError as e:
                 # Authentic but not applicable here (e.g. a gid clash): the chain goes on.
                 log.error("policy record %s of node %s not applied: %s", seq, node, e)
@@ -807,6 +921,9 @@ class PolicyLog:
             "applied": self.applied_total,
             "published": self.published_total,
             "waiting": len(self.held),
+            "watcher": self.watcher,
+            "marker_reads": self.marker_reads,
+            "lists": self.lists,
             "rejected": self.rejected_total,
             "last_rejected": None if last is None else f"{last.key}: {last.reason}",
             "error": self.publish_error or self.last_error,

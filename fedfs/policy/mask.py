@@ -22,13 +22,21 @@ class Stored:
 
 
 def chmod(
-    mode: int, explicit_mask: int | None, shown_mode: int, acl_in_force: bool, new_mode: int
+    mode: int,
+    explicit_mask: int | None,
+    shown_mode: int,
+    acl_in_force: bool,
+    new_mode: int,
+    *,
+    by_creator: bool,
 ) -> Stored:
     """chmod(new_mode) of an object storing (mode, explicit_mask) that showed shown_mode.
 
     A chmod to the mode the object shows (`ls -l`, the grants in the group bits) changes
-    nothing, nor, while it has no limit, one to its own mode: cp -p, tar x, rsync -a
-    and editors restate modes, and must not cut a write grant down to read. Otherwise
+    nothing, nor, while it has no limit, one to its own mode by the process that created
+    the object (by_creator): cp -p, tar x, rsync -a and editors restate the modes of what
+    they write, and must not cut a write grant down to read; the same chmod from anyone
+    else (`chmod 600 f` in a shell) is the owner's word. Otherwise
     its group bits become the limit on every grant, present or future, when it takes
     away group permissions the object's own mode gave (`chmod 600` of a 0644 file,
     `chmod g-w`), or when it takes away group permissions `ls -l` showed without giving
@@ -42,7 +50,8 @@ def chmod(
     bits are the owning group's.
     """
     new_mode &= 0o7777
-    if new_mode == shown_mode & 0o7777 or (explicit_mask is None and new_mode == mode & 0o7777):
+    restates = by_creator and explicit_mask is None and new_mode == mode & 0o7777
+    if new_mode == shown_mode & 0o7777 or restates:
         return Stored(mode, explicit_mask)
     new_group = (new_mode >> 3) & 7
     own_group = (mode >> 3) & 7
@@ -62,14 +71,17 @@ def from_acl(
     new_mask: int | None,
     named: list[int],
     group_obj: int,
+    named_changed: bool = True,
 ) -> int | None:
     """The explicit mask after setfacl wrote an ACL with MASK new_mask (None: no MASK entry).
 
     The mask `getfacl` showed, written back unchanged (a round trip, cp -p of an
-    equal ACL), keeps the stored limit. A mask that is just the union of the named
-    entries and GROUP_OBJ is what setfacl computes when it is not told one, and POSIX
-    computes it again at the next setfacl, so it is no lasting limit: none is stored.
-    Any other mask (`setfacl -m m::r--`) is the owner's limit.
+    equal ACL), keeps the stored limit. When the ACL changes named entries
+    (named_changed), a mask that is just the union of the named entries and GROUP_OBJ
+    is what setfacl computes when it is not told one, and POSIX computes it again at
+    the next setfacl, so it is no lasting limit: none is stored. A mask changed while
+    the named entries stay as shown (`setfacl -m m::r--`) is the owner's limit, even
+    if it happens to equal that union (after `chmod 600` the entries show as `---`).
     """
     if new_mask is not None and new_mask == shown_mask:
         return explicit_mask
@@ -78,6 +90,6 @@ def from_acl(
     union = group_obj
     for perm in named:
         union |= perm
-    if new_mask == union or new_mask == 7:
+    if new_mask == 7 or (named_changed and new_mask == union):
         return None
     return new_mask

@@ -11,13 +11,22 @@ from the records alone (`fedfs fsck --policy`).
 
 One exception: when two nodes create a team of the same name, the earlier creation
 wins (its gid is the one files carry); the later one's team is replaced. "expire" records are not applied either way (see below).
+
+Observations ("observe" records) carry what a watcher node saw outside fedfs, e.g. one
+bucket's rights as its bucket policy and ACL state them (docs/OPERATIONS.md,
+"Watchers"). Each holds the whole state of its item (kind, key), so the newest one wins
+like any other item; it is kept in the policy database and handed to the Observer
+registered for its kind (Sharing.on_observation; Sharing.publish_observation makes them), which says which paths changed.
+Observers run in the caller's thread inside the store transaction: no awaits, no I/O.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from fedfs.audit.chain import AuditRecord
 from fedfs.errors import PolicyError
@@ -32,6 +41,11 @@ log = logging.getLogger(__name__)
 # made elsewhere would otherwise undo the renewal).
 GRANT_ACTIONS = frozenset({"share", "unshare"})
 TEAM_ACTIONS = frozenset({"team-create", "team-add", "team-remove"})
+OBSERVE = "observe"
+OBSERVATION_LIMIT = 200_000  # characters of payload JSON; a log record is at most 512 KiB
+
+# (store, key, payload) -> the paths whose policy the observation changed.
+Observer = Callable[[PolicyStore, str, Any], list[str]]
 
 
 def hlc_of(record: AuditRecord) -> str:
@@ -57,6 +71,21 @@ def member_item(team: str, user: str) -> str:
     return f"member\0{team}\0{user}"
 
 
+def observation_item(kind: str, key: str) -> str:
+    return f"observation\0{kind}\0{key}"
+
+
+def observation_of(record: AuditRecord) -> tuple[str, str, Any]:
+    """(kind, key, payload) of an "observe" record; PolicyError if it is not well formed."""
+    kind, key, text = (record.detail.get(f) for f in ("kind", "key", "payload"))
+    if not isinstance(kind, str) or not isinstance(key, str) or not isinstance(text, str):
+        raise PolicyError("an observe record without kind, key or payload")
+    try:
+        return kind, key, json.loads(text)
+    except ValueError as e:
+        raise PolicyError(f"the payload of an observe record is not JSON ({e})") from None
+
+
 def _users(record: AuditRecord, key: str) -> list[str]:
     value = record.detail.get(key)
     return [u for u in value.split(",") if u] if isinstance(value, str) else []
@@ -80,6 +109,9 @@ def items(record: AuditRecord) -> list[str]:
     if record.action in ("team-add", "team-remove"):
         name = _team_name(record)
         return [member_item(name, u) for u in _users(record, "users")]
+    if record.action == OBSERVE:
+        kind, key, _ = observation_of(record)
+        return [observation_item(kind, key)]
     return []
 
 
@@ -92,15 +124,20 @@ def mark(store: PolicyStore, record: AuditRecord) -> None:
             store.set_stamp(item, stamp)
 
 
-def apply(store: PolicyStore, record: AuditRecord) -> list[str] | None:
+def apply(
+    store: PolicyStore, record: AuditRecord, observers: Mapping[str, Observer] | None = None
+) -> list[str] | None:
     """Apply another node's record; returns the paths whose policy changed.
 
     None means the record changed nothing here (not a policy change, or older than
     what is applied for its items). Raises PolicyError for a record that cannot be
-    applied (it is reported, and the chain goes on).
+    applied (it is reported, and the chain goes on). `observers` handle "observe"
+    records by kind; without one the observation is only kept.
     """
     stamp = stamp_of(record)
     with store.transaction():
+        if record.action == OBSERVE:
+            return apply_observation(store, *observation_of(record), stamp, observers or {})
         if record.action in GRANT_ACTIONS:
             return _apply_grant(store, record, stamp)
         if record.action == "team-create":
@@ -141,6 +178,38 @@ def _apply_grant(store: PolicyStore, record: AuditRecord, stamp: str) -> list[st
     else:
         store.delete_grant(record.path, principal)
     return [record.path]
+
+
+def apply_observation(
+    store: PolicyStore,
+    kind: str,
+    key: str,
+    payload: Any,
+    stamp: str,
+    observers: Mapping[str, Observer],
+) -> list[str] | None:
+    """Keep an observation newer than the one kept, and hand it to its kind's observer."""
+    if not _newer(store, observation_item(kind, key), stamp):
+        return None
+    return keep_observation(store, kind, key, payload, stamp, observers)
+
+
+def keep_observation(
+    store: PolicyStore,
+    kind: str,
+    key: str,
+    payload: Any,
+    stamp: str,
+    observers: Mapping[str, Observer],
+) -> list[str]:
+    """Store an observation as the current one and tell its observer (stamp checked already)."""
+    store.put_observation(kind, key, stamp, canonical(payload))
+    observer = observers.get(kind)
+    return observer(store, key, payload) if observer is not None else []
+
+
+def canonical(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _team_paths(store: PolicyStore, name: str) -> list[str]:

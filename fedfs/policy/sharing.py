@@ -14,7 +14,10 @@ Runs in the trio thread; identity lookups (NSS or LDAP) go to worker threads.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from typing import Any, Literal
 
 import trio
 
-from fedfs.audit.chain import AuditTrail
+from fedfs.audit.chain import AuditRecord, AuditTrail
 from fedfs.errors import PolicyError
 from fedfs.events import event, iso
 from fedfs.identity.source import IdentitySource, User
@@ -36,6 +39,7 @@ from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normal
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore, grant_row
 
+_TEAM_NAME = re.compile(r"[a-z][a-z0-9_.-]*")
 log = logging.getLogger(__name__)
 
 
@@ -89,6 +93,9 @@ class Sharing:
     # Raises Refused when this node may not change policy now (e.g. its key is not enrolled).
     may_change: Callable[[], None] = lambda: None
     on_record: Callable[[Any], None] = lambda record: None  # a new record to publish
+    # A policy path ("/bucket/key") as its user types it in a command: the daemon makes it
+    # the path on the mount, so the commands messages suggest work as typed.
+    typed: Callable[[str], str] = lambda path: path
     engine: PolicyEngine = field(init=False)
     identities: Identities = field(init=False, default_factory=Identities)
     # The members each team's backing group lists, as of the last rebuild.
@@ -96,6 +103,8 @@ class Sharing:
     # Stored grants the site policy does not let apply now, with the reason (in_force.py).
     suspended: dict[GrantKey, tuple[Grant, str]] = field(init=False, default_factory=dict)
     _next_end: float | None = field(init=False, default=None)
+    # Observations by kind (policy/replay.py): what watcher nodes saw outside fedfs.
+    observers: dict[str, replay.Observer] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine = PolicyEngine(self._in_force().grants, self.store.teams(), self.identities)
@@ -138,6 +147,10 @@ class Sharing:
             time.time(),
             exempt=frozenset(key_of(g) for g in self._owner_grants()),
         )
+
+    def grants_in_force(self) -> list[Grant]:
+        """The grants the engine applies now (stored, bucket ownership's, site rules kept)."""
+        return self._in_force().grants
 
     def _note_suspended(self, found: InForce) -> None:
         """One log line when a grant stops applying under the site policy, one when it is back."""
@@ -224,7 +237,13 @@ class Sharing:
         return self.engine.view(path, meta, is_dir, time.time(), above or _unknown_above)
 
     def chmod(
-        self, path: str, meta: ObjectMeta, is_dir: bool, mode: int, above: Above | None = None
+        self,
+        path: str,
+        meta: ObjectMeta,
+        is_dir: bool,
+        mode: int,
+        above: Above | None = None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """chmod as docs/SEMANTICS.md "Sharing" says (the rule: policy/mask.py).
 
@@ -235,7 +254,12 @@ class Sharing:
         mode &= honoured_bits(is_dir)
         shown = self.view(path, meta, is_dir, above)
         new = owner_mask.chmod(
-            meta.mode, meta.explicit_mask, shown.mode, shown.acl_access is not None, mode
+            meta.mode,
+            meta.explicit_mask,
+            shown.mode,
+            shown.acl_access is not None,
+            mode,
+            by_creator=by_creator,
         )
         return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
 
@@ -450,6 +474,79 @@ class Sharing:
             )
         return gone
 
+    # -- objects that go, and the owner's limits ---------------------------------
+
+    def grants_on_object(self, path: str, is_dir: bool) -> list[Grant]:
+        """The stored grants made on the object at path (a directory: at or below it)."""
+        try:
+            path = normalize_path(path)
+        except PolicyError:
+            return []  # a name no grant can carry
+        found = self.store.grants_under(path)
+        return found if is_dir else [g for g in found if g.path == path]
+
+    async def object_gone(
+        self, actor: Actor, path: str, is_dir: bool, verb: str, moved_to: str | None = None
+    ) -> list[Grant]:
+        """The object at path was removed or renamed away (verb) by actor, through the mount.
+
+        A grant belongs to the object it was made on: the grants on it (and below a
+        directory) end, each one an unshare record with the reason, so the policy log
+        carries it to every node; nobody needs to manage the path for that, the object
+        is gone. moved_to (a rename) is invalidated too: the kernel may hold the moved
+        object's ACLs. Raises Refused when this node may not change policy now.
+        """
+        found = self.grants_on_object(path, is_dir)
+        if not found:
+            return []
+        path = normalize_path(path)
+        reason = f"{path} was {verb} by {actor.label}"
+        with self.store.transaction():
+            for grant in found:
+                self._drop_grant(actor, grant, reason=reason)
+        await self.changed([path] if moved_to is None else [path, moved_to])
+        for grant in found:
+            event(
+                log,
+                "unshare",
+                path=grant.path,
+                principal=grant.principal,
+                level=grant.level,
+                actor=actor.label,
+                reason=reason,
+            )
+        return found
+
+    def note_limit(
+        self, actor: Actor, path: str, before: int | None, after: int | None, via: str
+    ) -> None:
+        """The owner set, moved or lifted an object's limit on grants (its explicit mask).
+
+        One audit record (action "limit") and one log line. The limit lives in the
+        object's own metadata, not in policy, so no other node redoes it and no node is
+        refused it: an owner's chmod always works.
+        """
+        if self.trail is not None:
+            record = self.trail.append(
+                actor_uid=actor.uid,
+                actor=actor.label,
+                action="limit",
+                path=path,
+                before=limit_text(before),
+                after=limit_text(after),
+                detail={"via": via},
+            )
+            self.on_record(record)
+        event(
+            log,
+            "limit",
+            path=path,
+            actor=actor.label,
+            before=limit_text(before),
+            after=limit_text(after),
+            via=via,
+        )
+
     def next_expiry(self) -> float | None:
         """The next time a grant ends: its own expiry, or the site's max_grant_lifetime."""
         ends = [t for t in (self.store.next_expiry(), self._next_end) if t is not None]
@@ -489,7 +586,58 @@ class Sharing:
             detail=detail,
         )
 
-    def record(self, actor: Actor, action: str, **fields: Any) -> None:
+    def on_observation(self, kind: str, observer: replay.Observer) -> None:
+        """Be told of every observation of `kind`, made here or on another node.
+
+        The observer runs inside the policy store's transaction in the trio thread
+        (no awaits, no I/O) with (store, key, payload) and returns the paths whose
+        policy changed; the kept payload is `store.observation(kind, key)` later on.
+        """
+        self.observers[kind] = observer
+
+    async def publish_observation(
+        self,
+        kind: str,
+        key: str,
+        payload: Any,
+        *,
+        path: str | None = None,
+        summary: str | None = None,
+    ) -> bool:
+        """Record what this node observed outside fedfs, apply it here and publish it.
+
+        `payload` is the whole observed state of (kind, key) as JSON-able data (e.g. one
+        bucket's rights from its bucket policy and ACL), so applying it twice or out of
+        order does no harm: the newest observation wins on every node. It becomes a
+        signed "observe" audit record (`path` and `summary` say what it is about for
+        `fedfs audit`), which the shared policy log carries to the other nodes.
+        Returns False when it equals the observation kept (nothing is recorded).
+        """
+        text = replay.canonical(payload)
+        if len(text) > replay.OBSERVATION_LIMIT:
+            raise PolicyError(
+                f"the observation of {kind} {key} is {len(text)} characters of JSON, more than "
+                f"the {replay.OBSERVATION_LIMIT} a policy log record carries; it was not recorded"
+            )
+        kept = self.store.observation(kind, key)
+        if kept is not None and kept[1] == text:
+            return False
+        with self.store.transaction():
+            record = self.record(
+                OBSERVER,
+                replay.OBSERVE,
+                path=path,
+                after=summary,
+                detail={"kind": kind, "key": key, "payload": text},
+            )
+            stamp = replay.stamp_of(record) if record else f"{self.clock.now()}-"
+            paths = replay.keep_observation(
+                self.store, kind, key, json.loads(text), stamp, self.observers
+            )
+        await self.changed(paths)
+        return True
+
+    def record(self, actor: Actor, action: str, **fields: Any) -> AuditRecord | None:
         """One audit record, durable before the change it describes is acknowledged.
 
         Called inside the store transaction of the change: the record carries the
@@ -499,7 +647,7 @@ class Sharing:
         if actor is not SYSTEM:  # expiry happens on every node by its own clock, always
             self.may_change()
         if self.trail is None:
-            return
+            return None
         detail = {**fields.pop("detail", {}), "hlc": self.clock.now()}
         detail = {k: v for k, v in detail.items() if v is not None}
         record = self.trail.append(
@@ -507,6 +655,7 @@ class Sharing:
         )
         replay.mark(self.store, record)
         self.on_record(record)
+        return record
 
     async def changed(self, paths: Iterable[str]) -> None:
         await self.rebuild()
@@ -573,6 +722,12 @@ class Sharing:
             raise Refused(
                 f"team name {name!r} is a number, which ACL listings and grants would read as "
                 "a uid or gid: choose a name with a letter in it"
+            )
+        if not _TEAM_NAME.fullmatch(name):
+            raise Refused(
+                f"team name {name!r}: a new team's name starts with a lower-case letter and has "
+                "only lower-case letters, digits, '.', '_' and '-', so it never passes for a "
+                "user, a group, a uid or a gid (TH-BOB for th-bob, 0x10, 1e3)"
             )
         owned = sum(1 for t in self.store.teams() if actor.name in t.owners)
         if not admin and owned >= self.site.max_teams_per_owner:
@@ -690,6 +845,7 @@ class Sharing:
         meta: ObjectMeta,
         default: bool = False,
         above: Above | None = None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """`setfacl` on the mount: named entries that differ become grants or unshares here.
 
@@ -711,7 +867,7 @@ class Sharing:
             await self._acl_changes(actor, path, _named(current.acl_default), _named(value), True)
             return meta
         if acl is None or acl.is_minimal:
-            return await self._remove_acl(actor, path, meta, current, acl)
+            return await self._remove_acl(actor, path, meta, current, acl, by_creator)
         new_users, new_groups = _named(value)
         perms = {e.tag: e.perm for e in acl.entries if e.tag not in NAMED_TAGS}
         shown = (
@@ -730,6 +886,7 @@ class Sharing:
             perms.get(AclTag.MASK),
             [*new_users.values(), *new_groups.values()],
             perms[AclTag.GROUP_OBJ],
+            named_changed=(new_users, new_groups) != _named(current.acl_access),
         )
         await self._acl_changes(
             actor, path, _named(current.acl_access), (new_users, new_groups), False
@@ -769,7 +926,13 @@ class Sharing:
         )
 
     async def _remove_acl(
-        self, actor: Actor, path: str, meta: ObjectMeta, current: PosixView, acl: Acl | None
+        self,
+        actor: Actor,
+        path: str,
+        meta: ObjectMeta,
+        current: PosixView,
+        acl: Acl | None,
+        by_creator: bool = False,
     ) -> ObjectMeta:
         """`setfacl -b`, removexattr, or an ACL that says no more than a mode (cp -p writes
         one): the grants made exactly on this path go, and the owner's mask with them;
@@ -788,7 +951,12 @@ class Sharing:
             return ObjectMeta(meta.uid, meta.gid, meta.mode, None)
         # POSIX: the ACL written replaces GROUP_OBJ too, so the owning group's bits are set.
         stored = owner_mask.chmod(
-            meta.mode, meta.explicit_mask, current.mode, False, (meta.mode & ~0o777) | acl.mode
+            meta.mode,
+            meta.explicit_mask,
+            current.mode,
+            False,
+            (meta.mode & ~0o777) | acl.mode,
+            by_creator=by_creator,
         )
         return ObjectMeta(meta.uid, meta.gid, stored.mode, stored.explicit_mask)
 
@@ -820,6 +988,12 @@ class Sharing:
     ) -> None:
         for principal, perm in changes:
             existing = self.store.grant(path, principal)
+            if perm & 2 and not perm & 4:
+                raise Refused(
+                    f"{principal}:{_rwx(perm)} on {self.typed(path)} would grant write "
+                    "without read, which no grant level gives (read is r, write is rw): "
+                    "write the entry as rw- (or r--)"
+                )
             if perm & 6:
                 level = Level.WRITE if perm & 2 else Level.READ
                 self.site.check_principal(principal)
@@ -838,7 +1012,7 @@ class Sharing:
             where = inherited[0].path
             return (
                 f"the entry for {principal} comes from a grant on {where}; "
-                f"remove it there with `fedfs unshare {where} --with {principal}`"
+                f"remove it there with `{self.command('unshare', where, principal)}`"
             )
         parent = path.rsplit("/", 1)[0] or "/"
         below = [
@@ -851,12 +1025,18 @@ class Sharing:
             return (
                 f"the entry for {principal} lets it pass through to its grant on {where} "
                 f"and keeps it out of everything else on the way; it goes with that grant "
-                f"(`fedfs unshare {where} --with {principal}`)"
+                f"(`{self.command('unshare', where, principal)}`)"
             )
         return (
             f"the entry for {principal} comes from a grant on another path "
-            f"(`fedfs grants {path}` and `fedfs audit who {path}` show them); change it there"
+            f"(`{self.command('grants', path)}` and `{self.command('audit who', path)}` show "
+            "them); change it there"
         )
+
+    def command(self, name: str, path: str, principal: Principal | None = None) -> str:
+        """A fedfs command on path as its user types it (the path on the mount, quoted)."""
+        line = f"fedfs {name} {shlex.quote(self.typed(path))}"
+        return line if principal is None else f"{line} --with {shlex.quote(str(principal))}"
 
     async def _name_of(self, kind: str, id_: int) -> str:
         if kind == "user":
@@ -889,6 +1069,7 @@ class Sharing:
 
 
 SYSTEM = Actor(0, "fedfs")
+OBSERVER = SYSTEM  # observations are facts about the object store, made by no user
 
 
 def honoured_bits(is_dir: bool) -> int:
@@ -901,6 +1082,11 @@ def honoured_bits(is_dir: bool) -> int:
 
 def _unknown_above() -> list[ObjectMeta]:
     return []
+
+
+def limit_text(mask: int | None) -> str:
+    """An explicit mask as audit records and log lines show it: rwx letters, or "none"."""
+    return "none" if mask is None else _rwx(mask)
 
 
 def _desc(g: Grant | None) -> str | None:

@@ -25,7 +25,7 @@ import sqlite_utils
 from fedfs.errors import PolicyError
 from fedfs.policy.model import Grant, Level, Principal, Team, normalize_path, validate_name
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write to finish
 _REPAIR = (
@@ -107,6 +107,18 @@ _MIGRATIONS: dict[int, str] = {
         value TEXT NOT NULL
     );
     """,
+    # What watcher nodes observed outside fedfs (policy/replay.py, "observe" records).
+    3: """
+    -- The newest observation of each (kind, key), e.g. one bucket's rights as its bucket
+    -- policy and ACL state them: the whole state each time, so applying it is idempotent.
+    CREATE TABLE observations (
+        kind    TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        stamp   TEXT NOT NULL,
+        payload TEXT NOT NULL,  -- canonical JSON
+        PRIMARY KEY (kind, key)
+    );
+    """,
 }
 
 
@@ -121,6 +133,7 @@ _TABLES = {
     "log_heads",
     "log_records",
     "log_meta",
+    "observations",
 }
 
 
@@ -434,6 +447,35 @@ class PolicyStore:
             self.db.execute(
                 "INSERT OR REPLACE INTO log_meta (name, value) VALUES (?, ?)", [name, value]
             )
+
+    # -- observations (policy/replay.py) -------------------------------------------
+
+    def observation(self, kind: str, key: str) -> tuple[str, str] | None:
+        """(stamp, payload JSON) of the newest observation of (kind, key), or None."""
+        with self._guard():
+            row = self.db.execute(
+                "SELECT stamp, payload FROM observations WHERE kind = ? AND key = ?", [kind, key]
+            ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def put_observation(self, kind: str, key: str, stamp: str, payload: str) -> None:
+        with self._guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO observations (kind, key, stamp, payload) "
+                "VALUES (?, ?, ?, ?)",
+                [kind, key, stamp, payload],
+            )
+            self._bump()
+
+    def observations(self, kind: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(kind, key, stamp, payload JSON) of every observation kept, or of one kind."""
+        where, params = ("WHERE kind = ?", [kind]) if kind else ("", [])
+        with self._guard():
+            rows = self.db.execute(
+                f"SELECT kind, key, stamp, payload FROM observations {where} ORDER BY kind, key",
+                params,
+            ).fetchall()
+        return [(str(k), str(n), str(s), str(p)) for k, n, s, p in rows]
 
     # -- internals ----------------------------------------------------------------
 

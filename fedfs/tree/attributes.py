@@ -61,8 +61,11 @@ class Attributes:
         size: int | None = None,
         mask: int | bool | None = False,
         atime_ns: int | None = None,
+        mask_by: str | None = None,
     ) -> None:
         """Change attributes and store them; mask False leaves the explicit mask alone.
+
+        mask_by says what set a new mask ("chmod", "setfacl"), for `fedfs grants`.
 
         An mtime set here (utimensat, futimens on an open file) is final: writes
         before it no longer move the mtime at close.
@@ -83,6 +86,7 @@ class Attributes:
             inode.explicit_mask = (
                 mask if isinstance(mask, int) and not isinstance(mask, bool) else None
             )
+            inode.mask_by = mask_by if inode.explicit_mask is not None else None
         if uid is not None:
             inode.uid = uid
         if gid is not None:

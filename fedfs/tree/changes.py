@@ -433,6 +433,13 @@ class Changes:
             await copy(marker)
         elif marker_meta is not None:
             await self.s3(self.store.put_bytes, bucket, new_pre, b"", marker_meta, DIR_CONTENT_TYPE)
-        await self.s3(self.store.delete_many, bucket, [o.key for o in children])
+        # DeleteObjects takes 1,000 keys: the batches of a large directory go in parallel.
+        old_keys = [o.key for o in children]
+        await concurrently(
+            *(
+                functools.partial(self.s3, self.store.delete_many, bucket, old_keys[i : i + 1000])
+                for i in range(0, len(old_keys), 1000)
+            )
+        )
         if marker is not None:
             await self.s3(self.store.delete, bucket, old_pre)

@@ -44,6 +44,7 @@ from tests.backends.ceph_rgw import CephRgw  # noqa: E402
 from tests.support import KEY, MotoServer  # noqa: E402
 
 MiB = 1024**2
+READERS = 4  # readers of as many different cold files at once (the aggregate row)
 IO_BLOCK = MiB  # dd-like: 1 MiB write() and read() calls
 SMALL_FILE = 4096
 BUCKET = "cmp"
@@ -225,6 +226,18 @@ def read_file(path: Path) -> int:
     return total
 
 
+CHANGED_BYTE = 0xA5  # the byte a partial rewrite writes into the uploaded file
+
+
+def change_byte(path: Path, offset: int) -> None:
+    """Open an existing file for writing, change one byte, close; no fsync."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes([CHANGED_BYTE]), offset)
+    finally:
+        os.close(fd)
+
+
 def check_content(path: Path, size: int) -> None:
     """Outside the timed part: the first and last MiB hold the written pattern."""
     block = _pattern()
@@ -310,6 +323,11 @@ def s3_client(server: Server, connections: int = 32) -> Any:
             response_checksum_validation="when_required",
         ),
     )
+
+
+def big_key(i: int) -> str:
+    """The key of reader i's cold file (0 is the one the single-reader row reads)."""
+    return "shared/big.bin" if i == 0 else f"shared/big-{i}.bin"
 
 
 def count_keys(s3: Any, prefix: str) -> int:
@@ -722,10 +740,11 @@ class Bench:
         for tool in ("fedfs", "s3fs", "rclone"):
             markers += [f"{tool}/", f"{tool}/mvsrc/"]
         puts = [(k, b"") for k in markers]
-        puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
-        small = os.urandom(SMALL_FILE)
-        for tool in ("fedfs", "s3fs", "rclone"):
-            if not self.args.listings_only:
+        if not self.args.reads_only and "ls" not in self.args.skip:
+            puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
+        if not self.args.reads_only and not self.args.listings_only:
+            small = os.urandom(SMALL_FILE)
+            for tool in ("fedfs", "s3fs", "rclone"):
                 puts += [(f"{tool}/mvsrc/f{i:05d}", small) for i in range(sz.moved)]
 
         def put(item: tuple[str, bytes]) -> None:
@@ -743,6 +762,11 @@ class Bench:
         cfg = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=8)
         with self.measure("boto3", "put_big", per=sz.big / MiB, rate=True):
             s3.upload_file(str(self.local / "big.bin"), BUCKET, "shared/big.bin", Config=cfg)
+        if "cold" not in self.args.skip:
+            for i in range(1, READERS):  # the other readers' files: same size, other content
+                write_file(self.local / "other.bin", sz.big)
+                s3.upload_file(str(self.local / "other.bin"), BUCKET, big_key(i), Config=cfg)
+            (self.local / "other.bin").unlink()
 
     def boto3_baseline(self) -> None:
         sz, s3 = self.sizes, self.s3
@@ -759,6 +783,8 @@ class Bench:
 
     def boto3_listing(self) -> None:
         sz, s3 = self.sizes, self.s3
+        if self.args.reads_only or "ls" in self.args.skip:
+            return
         with self.measure("boto3", "ls_cold"):
             n = count_keys(s3, "shared/many/")
             if n != sz.listing + 1:  # + the directory marker
@@ -767,6 +793,9 @@ class Bench:
     def fedfs(self) -> None:
         sz = self.sizes
         console.print("[bold]fedfs[/]")
+        if self.args.reads_only:
+            self._cold_read(FedfsMount(self, "b"))
+            return
         m = FedfsMount(self, "a").start()
         assert isinstance(m, FedfsMount)
         mine = m.root / "fedfs"
@@ -782,12 +811,22 @@ class Bench:
             read_file(big)
         with contextlib.suppress(Exception):
             check_content(big, sz.big)
-        (mine / "small").mkdir()
-        with self.measure("fedfs", "creates", m, per=sz.creates, rate=True):
-            small_creates(mine / "small", sz.creates)
-        with self.measure("fedfs", "creates_sync", m):
-            m.sync(mine / "small")
-        self._check_uploaded("fedfs", "fedfs/small/", sz.creates + 1)  # + mkdir's marker
+        # A partial rewrite: one byte in the middle of the uploaded file, then `fedfs sync`
+        # (compared with write_sync, the same file uploaded whole).
+        middle = sz.big // 2 + 12345
+        with self.measure("fedfs", "rewrite_close", m) as meas:
+            meas.note = "open the uploaded file, write 1 byte in the middle, close"
+            change_byte(big, middle)
+        with self.measure("fedfs", "rewrite_sync", m):
+            m.sync(mine)
+        self._check_rewritten("fedfs/big.bin", middle)
+        if "creates" not in self.args.skip:
+            (mine / "small").mkdir()
+            with self.measure("fedfs", "creates", m, per=sz.creates, rate=True):
+                small_creates(mine / "small", sz.creates)
+            with self.measure("fedfs", "creates_sync", m):
+                m.sync(mine / "small")
+            self._check_uploaded("fedfs", "fedfs/small/", sz.creates + 1)  # + mkdir's marker
         with self.measure("fedfs", "mv", m):
             run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
         self._check_moved("fedfs")
@@ -796,6 +835,8 @@ class Bench:
         self.fedfs_listings()
 
     def fedfs_listings(self) -> None:
+        if "ls" in self.args.skip:
+            return
         self._ls(FedfsMount(self, "c"))
         # Seen before: another mount with an empty cache (as another node, or after a
         # remount) lists the directory the one before listed; then with 60 s lifetimes.
@@ -810,9 +851,23 @@ class Bench:
                 ls_l(m.root / "shared" / "many", self.sizes.listing)
             m.stop()
 
+    def _check_rewritten(self, key: str, offset: int) -> None:
+        """Outside the timed part: the object holds the changed byte and the pattern around it."""
+        around = self.s3.get_object(
+            Bucket=BUCKET, Key=key, Range=f"bytes={offset - 1}-{offset + 1}"
+        )
+        got = around["Body"].read()
+        block = _pattern()
+        want = bytes([block[(offset - 1) % IO_BLOCK], CHANGED_BYTE, block[(offset + 1) % IO_BLOCK]])
+        if got != want:
+            raise RuntimeError(f"{key}: bytes {offset - 1}..{offset + 1} are {got!r}, not {want!r}")
+
     def s3fs(self) -> None:
         sz = self.sizes
         console.print("[bold]s3fs[/]")
+        if self.args.reads_only:
+            self._cold_read(S3fsMount(self, "b"))
+            return
         m = S3fsMount(self, "a").start()
         mine = m.root / "s3fs"
         os.sync()
@@ -839,12 +894,15 @@ class Bench:
         with self.measure("rclone", "write_sync", m) as meas:
             meas.note = "until the object is in S3 (polled), from close()"
             wait_for(lambda: object_size(self.s3, "rclone/big.bin") == sz.big, "upload", 1800)
-        (mine / "small").mkdir()
-        with self.measure("rclone", "creates", m, per=sz.creates, rate=True):
-            small_creates(mine / "small", sz.creates)
-        with self.measure("rclone", "creates_sync", m) as meas:
-            meas.note = "until all objects are in S3 (polled), from the last close()"
-            wait_for(lambda: count_keys(self.s3, "rclone/small/") >= sz.creates, "uploads", 1800)
+        if "creates" not in self.args.skip:
+            (mine / "small").mkdir()
+            with self.measure("rclone", "creates", m, per=sz.creates, rate=True):
+                small_creates(mine / "small", sz.creates)
+            with self.measure("rclone", "creates_sync", m) as meas:
+                meas.note = "until all objects are in S3 (polled), from the last close()"
+                wait_for(
+                    lambda: count_keys(self.s3, "rclone/small/") >= sz.creates, "uploads", 1800
+                )
         with self.measure("rclone", "mv", m):
             run("mv", mine / "mvsrc", mine / "mvdst", timeout=3600)
         self._check_moved("rclone")
@@ -852,6 +910,8 @@ class Bench:
         self._ls(RcloneMount(self, "c"))
 
     def _cold_read(self, m: Mount) -> None:
+        if "cold" in self.args.skip:
+            return
         m.start()
         big = m.root / "shared" / "big.bin"
         drop_caches()
@@ -860,8 +920,23 @@ class Bench:
             if got != self.sizes.big:
                 raise RuntimeError(f"read {got} bytes, expected {self.sizes.big}")
         m.stop()
+        # READERS readers of as many files at once, on another fresh mount (empty cache).
+        m = type(m)(self, "readers").start()
+        paths = [m.root / big_key(i) for i in range(READERS)]
+        drop_caches()
+        per = READERS * self.sizes.big / MiB
+        with (
+            self.measure(m.tool, "cold_read_4", m, per=per, rate=True),
+            ThreadPoolExecutor(READERS) as pool,
+        ):
+            got_all = list(pool.map(read_file, paths))
+            if got_all != [self.sizes.big] * READERS:
+                raise RuntimeError(f"read {got_all} bytes, expected {self.sizes.big} each")
+        m.stop()
 
     def _ls(self, m: Mount) -> None:
+        if "ls" in self.args.skip:
+            return
         m.start()
         many = m.root / "shared" / "many"
         with self.measure(m.tool, "ls_cold", m):
@@ -959,6 +1034,9 @@ ROWS = [
     ("warm_read", "warm seq. read {big}", "MiB/s"),
     ("warm_read_again", "  the same, second read", "MiB/s"),
     ("cold_read", "cold seq. read {big}", "MiB/s"),
+    ("cold_read_4", "  4 readers of 4 files of {big} (aggregate)", "MiB/s"),
+    ("rewrite_close", "change 1 byte of the {big} file, until close()", "s"),
+    ("rewrite_sync", "  then until in S3 (sync)", "s"),
     ("creates", "{creates} creates of 4 KiB", "files/s"),
     ("creates_sync", "  then until in S3 (sync)", "s"),
     ("ls_cold", "ls -l of {listing} objects, cold", "s"),
@@ -1027,6 +1105,20 @@ TARGETS = [
         "fedfs cold read / s3fs cold read", ("fedfs", "cold_read"), ("s3fs", "cold_read"), ">=", 1.5
     ),
     Target(
+        "fedfs 4 cold readers / s3fs 4 cold readers (aggregate)",
+        ("fedfs", "cold_read_4"),
+        ("s3fs", "cold_read_4"),
+        ">=",
+        2,
+    ),
+    Target(
+        "fedfs 4 cold readers (aggregate) / fedfs single reader",
+        ("fedfs", "cold_read_4"),
+        ("fedfs", "cold_read"),
+        ">=",
+        1.5,
+    ),
+    Target(
         "fedfs ls -l never seen / s3fs ls -l (time)",
         ("fedfs", "ls_cold"),
         ("s3fs", "ls_cold"),
@@ -1048,6 +1140,13 @@ TARGETS = [
         1.2,
     ),
     Target("fedfs ls -l repeated, 60 s lifetimes (s)", ("fedfs", "ls_warm_60"), None, "<", 0.2),
+    Target(
+        "fedfs sync after a 1-byte change / sync of the whole file (time)",
+        ("fedfs", "rewrite_sync"),
+        ("fedfs", "write_sync"),
+        "<=",
+        0.15,
+    ),
     Target("fedfs mv / rclone mv (time)", ("fedfs", "mv"), ("rclone", "mv"), "<=", 0.5),
 ]
 
@@ -1166,7 +1265,19 @@ def main(argv: list[str] | None = None) -> int:
         help="mount fedfs with [fs] metadata_index = false (every listing HEADs what it has not seen)",
     )
     p.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="only the cold-read rows (one reader, 4 readers) of boto3, fedfs and s3fs",
+    )
+    p.add_argument(
         "--workdir", type=Path, help="parent of the scratch directory (default /var/tmp)"
+    )
+    p.add_argument(
+        "--skip",
+        type=lambda s: set(s.split(",")),
+        default=set(),
+        help="comma-separated measurements to leave out: cold (cold reads), ls (listings, and "
+        "seeding their objects), creates",
     )
     args = p.parse_args(argv)
     if os.geteuid() != 0:

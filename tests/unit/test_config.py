@@ -101,6 +101,10 @@ def test_endpoint_and_keys_may_be_omitted(tmp_path: Path) -> None:
             ("[cache]", "[cache]\nflush_busy_max = -1"),
             "[cache] flush_busy_max: must be between 0 and 3600",
         ),
+        (
+            ("[cache]", "[policy]\npoll_interval = 5\nlookback = 10\nlist_interval = 2\n[cache]"),
+            "[policy] list_interval: must be at least poll_interval",
+        ),
     ],
 )
 def test_each_mistake_names_the_key_and_the_fix(
@@ -196,7 +200,7 @@ def test_a_misspelt_key_is_named_before_the_keys_it_pairs_with(tmp_path: Path) -
         load(path)
     assert str(e.value) == (
         f"{path}: [store] acces_key: unknown key (did you mean 'access_key'?); "
-        "valid keys here are: access_key, addressing_style, connect_timeout, endpoint, "
-        "max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
+        "valid keys here are: access_key, addressing_style, connect_timeout, copy_parts, "
+        "endpoint, lean, max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
         "read_timeout, region, secret_key"
     )

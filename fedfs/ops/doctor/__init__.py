@@ -2,11 +2,12 @@
 
 Owns the list of checks an admin runs before (or instead of) guessing: the
 config, the endpoint, the credentials, the clock, each bucket and the keys in
-it that fedfs cannot show, the identity source and the bucket owners, the
-cache directory and its disk, FUSE, the policy files and database, the audit
-chain, the metrics outputs, and the running daemon if its control socket
-answers. Needs no mount; changes nothing (it does not even create the cache
-directory). Every S3 request is tried once with short timeouts, so a dead
+it that fedfs cannot show, the daemon's access to the bucket policies ([object_acl]),
+the identity source and the bucket owners, the cache directory and its disk, FUSE,
+the policy files and database, the audit chain, the metrics outputs, and the
+running daemon if its control socket answers. Needs no mount; changes nothing (it
+does not even create the cache directory; the bucket policy check writes back the
+policy it read). Every S3 request is tried once with short timeouts, so a dead
 endpoint costs seconds. Each check gives one `Finding`: OK, WARN or FAIL
 (SKIP when what it needs failed first), what was found, and the fix.
 

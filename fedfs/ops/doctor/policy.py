@@ -9,6 +9,7 @@ runs in the doctor's only thread. Calls policy, audit and the store.
 from __future__ import annotations
 
 import stat
+import time
 
 from fedfs.audit.chain import AuditChain, SigningKey
 from fedfs.config import Config
@@ -117,6 +118,8 @@ def check_policy_log(cfg: Config) -> list[Finding]:
             )
         ]
     found = [Finding("policy log", OK, f"{where}: {len(enrolments)} enrolment(s)")]
+    if cfg.object_acl.enabled:
+        found.append(check_watchers(cfg, log_store))
     key_path = pol.state_dir / "node.key"
     if not key_path.exists():
         found.append(
@@ -167,3 +170,29 @@ def check_policy_log(cfg: Config) -> list[Finding]:
     else:
         found.append(Finding("node key", OK, f"key {key_id} is enrolled for node {pol.node}"))
     return found
+
+
+def check_watchers(cfg: Config, log_store: LogStore) -> Finding:
+    """Whether some watcher node reads the bucket policies for the others (heartbeats)."""
+    fix = (
+        "set [object_acl] watcher = true on two or three nodes of the site (false on the "
+        "others) and make sure they run (docs/OPERATIONS.md, Watchers)"
+    )
+    try:
+        beats = log_store.watchers()
+    except FedfsError as e:
+        return Finding("watchers", WARN, f"cannot read the watcher heartbeats: {e}", fix)
+    fresh = 3 * cfg.policy.list_interval
+    now = time.time()
+    alive = sorted(n for n, t in beats.items() if now - t <= fresh)
+    if alive:
+        return Finding("watchers", OK, f"{len(alive)} watcher node(s) up: {', '.join(alive)}")
+    last = f" (last: {', '.join(sorted(beats))})" if beats else ""
+    return Finding(
+        "watchers",
+        WARN,
+        f"no watcher node has sent a heartbeat in the last {fresh:.0f} s{last}: changes to "
+        "bucket policies and ACLs are not imported, and grants are not exported to the "
+        "object store, until one runs; each node keeps the last observed rights",
+        fix,
+    )

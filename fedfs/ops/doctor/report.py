@@ -17,6 +17,7 @@ from typing import Any
 from fedfs import config
 from fedfs.errors import FedfsError
 from fedfs.events import printable
+from fedfs.ops.doctor.bucket_policy import check_bucket_policies
 from fedfs.ops.doctor.cache import check_cache, check_refused
 from fedfs.ops.doctor.finding import FAIL, OK, WARN, Finding
 from fedfs.ops.doctor.fuse import check_fuse
@@ -48,6 +49,7 @@ def run(
     ]
     found += check_daemon(cfg)
     found += check_store(cfg, max_keys)
+    found += check_bucket_policies(cfg)
     found += check_identity(cfg)
     found += check_cache(cfg.cache)
     found.append(check_refused(cfg.cache))

@@ -1,7 +1,8 @@
 """Doctor's check of the running mount: if this config is mounted, what its daemon
-says about itself over the control socket (uploads failing, identity down).
+says about itself over the control socket (uploads failing, identity down, grants
+whose object is gone from the store).
 
-One control request with a 10 s deadline; runs in the doctor's only thread.
+Two control requests with a 10 s deadline each; runs in the doctor's only thread.
 Calls the control client only.
 """
 
@@ -21,6 +22,7 @@ def check_daemon(cfg: Config) -> list[Finding]:
     try:
         with ControlClient(sock, timeout=10) as c:
             s = c.call("status")
+            orphans = c.call("audit-orphans")
     except (FedfsError, OSError) as e:
         return [
             Finding(
@@ -46,6 +48,19 @@ def check_daemon(cfg: Config) -> list[Finding]:
                 f"{s['uploads']['failed']} file(s) failing to upload (retried; the data is kept "
                 "in the cache)",
                 f"fedfs sync {s['mountpoint']} names them and why",
+            )
+        )
+    gone = [o for o in orphans if o["kind"] == "path"]
+    if gone:
+        found.append(
+            Finding(
+                "grants",
+                WARN,
+                f"{len(gone)} grant(s) on paths that no longer exist in the object store: "
+                + "; ".join(f"{o['principal']} on {o['path']}" for o in gone[:10])
+                + ("; ..." if len(gone) > 10 else ""),
+                "; ".join(o["problem"].split("; ", 1)[-1] for o in gone[:10])
+                + f"; `fedfs audit orphans --mount {s['mountpoint']}` lists them all",
             )
         )
     if not s["identity"]["ok"]:

@@ -6,13 +6,15 @@ import ctypes
 import errno
 import os
 import stat
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import Mount, wait_for
+from tests.support import FEDFS, REPO, Mount, wait_for
 
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -373,3 +375,60 @@ def test_a_local_write_that_loses_to_an_s3_write_then_shows_the_s3_version(
     wait_for(lambda: f.read_text() == "two, longer", "the store's version after the conflict", 10)
     kept = [k for k in os.listdir(m.path(bucket)) if k.startswith("f.fedfs-conflict-")]
     assert len(kept) == 1 and (m.path(bucket) / kept[0]).read_text() == "one"
+
+
+def test_rename_of_a_large_directory_keeps_every_byte_and_metadata(
+    fs: Path, s3: Any, bucket: str
+) -> None:
+    """The copies run in parallel; each object arrives with its data and its POSIX metadata."""
+    n = 300
+    (fs / "big" / "sub").mkdir(parents=True)
+    for i in range(n):
+        p = fs / "big" / ("sub" if i % 10 == 0 else "") / f"f{i:04d}"
+        p.write_bytes(f"file {i}\n".encode() * (i % 40 + 1))
+        os.chmod(p, 0o600 + (i % 8) * 0o10)
+    os.chown(fs / "big" / "f0001", 4242, 4343)
+    r = subprocess.run([*FEDFS, "sync", str(fs)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    before = {}
+    for k in keys(s3, bucket):
+        head = s3.head_object(Bucket=bucket, Key=k)
+        before[k[len("big/") :]] = (
+            s3.get_object(Bucket=bucket, Key=k)["Body"].read(),
+            head["Metadata"],
+        )
+    stats = {name: os.stat(fs / "big" / name)[:6] for name in ("f0001", "f0002", "sub/f0010")}
+    os.rename(fs / "big", fs / "moved")
+    after = {}
+    for k in keys(s3, bucket):
+        assert k.startswith("moved/"), k
+        head = s3.head_object(Bucket=bucket, Key=k)
+        after[k[len("moved/") :]] = (
+            s3.get_object(Bucket=bucket, Key=k)["Body"].read(),
+            head["Metadata"],
+        )
+    assert after.keys() == before.keys()
+    changed = [k for k in before if k and before[k] != after[k]]  # "" is the marker
+    assert changed == []
+    for name, st in stats.items():
+        now = os.stat(fs / "moved" / name)
+        assert (now.st_mode, now.st_uid, now.st_gid) == (st[0], st[4], st[5])
+
+
+def test_rename_of_a_directory_of_more_than_a_thousand_files(
+    fs: Path, s3: Any, bucket: str
+) -> None:
+    """Old keys are deleted 1,000 at a time (DeleteObjects' limit), the batches in parallel."""
+    n = 2100
+    s3.put_object(Bucket=bucket, Key="many/", Body=b"", ContentType="application/x-directory")
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:05d}", Body=str(i).encode()),
+                range(n),
+            )
+        )
+    os.rename(fs / "many", fs / "moved")
+    assert keys(s3, bucket) == sorted(["moved/", *(f"moved/f{i:05d}" for i in range(n))])
+    assert len(os.listdir(fs / "moved")) == n
+    assert (fs / "moved" / "f02099").read_bytes() == b"2099"

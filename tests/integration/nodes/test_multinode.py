@@ -85,6 +85,7 @@ class Cluster:
         enroll: bool = True,
         snapshot_every: int = 1000,
         endpoint: str | None = None,
+        top: str = "",
     ) -> Mount:
         m: Mount = self.factory(
             [(self.bucket, owner)],
@@ -92,6 +93,7 @@ class Cluster:
             name=name,
             start=False,
             policy_extra=self.policy(name, snapshot_every),
+            top=top,
         )
         if enroll:
             pub = m.config.with_suffix(".pub")
@@ -114,6 +116,13 @@ class Cluster:
 
     def status(self, m: Mount) -> dict[str, Any]:
         return dict(json.loads(run("status", "--json", m.path(self.bucket)))["policy"])
+
+    def announce(self) -> None:
+        """Rewrite the log's change marker, as a node does after storing its events (with
+        contents nobody wrote before), so records put straight into the log are read."""
+        self.s3.put_object(
+            Bucket=self.control, Key=self.prefix + "changed", Body=uuid.uuid4().bytes
+        )
 
     def keys(self, under: str) -> list[str]:
         r = self.s3.list_objects_v2(Bucket=self.control, Prefix=self.prefix + under)
@@ -330,17 +339,22 @@ def test_forged_replayed_and_unknown_key_events_are_rejected_everywhere(
         Key=unknown,
         Body=forge(c, share, stranger, "intruder", 0, "0" * 64),
     )
+    # 4. a record far too large to be one (it is not read, and nothing stalls on it)
+    huge = f"{c.prefix}events/{now}-bloat-{0:010d}"
+    c.s3.put_object(Bucket=c.control, Key=huge, Body=b"x" * (600 * 1024))
+    c.announce()
     for m in c.nodes[1:]:
         st = wait_for(
-            lambda m=m: (s := c.status(m))["log"]["rejected"] >= 3 and s,  # type: ignore[misc]
-            f"{m.config.stem} rejects the three events",
+            lambda m=m: (s := c.status(m))["log"]["rejected"] >= 4 and s,  # type: ignore[misc]
+            f"{m.config.stem} rejects the four events",
             BOUND,
         )
-        assert st["log"]["rejected"] == 3, st
+        assert st["log"]["rejected"] == 4, st
         log = m.log_text()
         assert f"key={replayed}" in log and "replayed" in log
         assert f"key={forged}" in log and "signature does not match" in log
         assert f"key={unknown}" in log and "unknown key" in log
+        assert f"key={huge}" in log and "more than the 524288 expected" in log
     # Nothing of it took effect: carol is refused on every node, also after a few more polls.
     time.sleep(5 * POLL)
     for m in c.nodes:
@@ -532,6 +546,7 @@ def test_a_revoked_node_refuses_changes_and_its_signed_events_are_rejected(
     )
     key = f"{c.prefix}events/{int(time.time() * 1000) + 500:013d}.00000-node4-{rec.seq:010d}"
     c.s3.put_object(Bucket=c.control, Key=key, Body=rec.encode())
+    c.announce()
     for m in c.nodes[:3]:
         wait_for(lambda m=m: f"key={key}" in m.log_text(), f"{m.config.stem} rejects it", BOUND)  # type: ignore[misc]
         assert "revoked" in m.log_text().split(f"key={key}", 1)[1].splitlines()[0]
@@ -602,3 +617,39 @@ def test_a_change_made_while_the_store_is_away_says_so_and_reaches_the_others_la
         assert r.returncode == 0 and b"note" not in r.stderr, r.stderr
     finally:
         proxy.stop()
+
+
+def test_a_file_removed_on_one_node_takes_its_grant_from_every_node(
+    cluster: Cluster, alice: UnixUser, bob: UnixUser
+) -> None:
+    c = cluster
+    path = f"/{c.bucket}/data/f.csv"
+    as_user(
+        alice,
+        "share",
+        c.nodes[0].path(c.bucket, "data", "f.csv"),
+        "--with",
+        "user:fedfs-bob",
+        "--read",
+    )
+
+    def held(m: Mount) -> bool:
+        return ("grant", path, "user:fedfs-bob") in {g[:3] for g in grants_of(m)}
+
+    wait_for(lambda: all(held(m) for m in c.nodes), "the grant on every node", BOUND)
+    r = alice.run("rm", c.nodes[0].path(c.bucket, "data", "f.csv"))
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not any(held(m) for m in c.nodes), "the grant gone from every node", BOUND)
+    rows = json.loads(run("audit", "log", "--json", "--mount", c.nodes[1].path(c.bucket)))
+    ended = [r for r in rows if r["action"] == "unshare" and r["path"] == path]
+    assert [(r["node"], r["detail"].get("reason")) for r in ended] == [
+        ("node1", f"{path} was removed by {alice.name}")
+    ], ended
+    # a new file at that name, made on another node, is private to bob everywhere
+    r = alice.run("sh", "-c", f"umask 077; echo new > {c.nodes[2].path(c.bucket, 'data', 'f.csv')}")
+    assert r.returncode == 0, r.stderr
+    run("sync", c.nodes[2].path(c.bucket, "data"))
+    for m in c.nodes:
+        f = m.path(c.bucket, "data", "f.csv")
+        wait_for(lambda f=f: alice.run("cat", f).returncode == 0, f"{f} seen", BOUND)
+        assert bob.run("cat", f).returncode != 0, f

@@ -210,6 +210,36 @@ def test_one_users_connections_never_refuse_another_users_share_status_or_unshar
     wait_for(lambda: m.proc is not None and m.proc.poll() is None, "the daemon to keep running")
 
 
+def test_a_user_holding_all_her_connections_can_still_unshare(
+    shared: tuple[Mount, Path, str],
+    alice: UnixUser,
+    bob: UnixUser,
+    mallory: UnixUser,
+    hog: Callable[[str, int, str], dict[str, int]],
+) -> None:
+    _, root, sock = shared
+    closed = root / "closed"  # created private: only grants open it
+    r = alice.run("sh", "-c", f"umask 077 && mkdir {closed} && echo hello > {closed}/small.txt")
+    assert r.returncode == 0, r.stderr.decode()
+    r = fedfs_as(alice, "share", closed, "--with", f"user:{mallory.name}", "--manage")
+    assert r.returncode == 0, r.stderr.decode()
+    r = fedfs_as(mallory, "share", closed, "--with", f"user:{bob.name}", "--read")
+    assert r.returncode == 0, r.stderr.decode()
+    assert bob.run("cat", closed / "small.txt").stdout == b"hello\n"
+
+    counts = hog(sock, 20, "team-list")
+    assert counts["busy"] > 0, counts
+    r = fedfs_as(mallory, "status", root)
+    assert r.returncode == 1 and b"(at most 16 per user)" in r.stderr, r
+    # a revocation comes through the reserve of her connections
+    r = fedfs_as(mallory, "unshare", closed, "--with", f"user:{bob.name}")
+    assert r.returncode == 0, r.stderr.decode()
+    wait_for(
+        lambda: bob.run("cat", closed / "small.txt").returncode != 0,
+        "bob's read to be refused",
+    )
+
+
 def test_pending_and_sync_of_a_path_tell_only_what_stat_would(
     make_mount: Any, bucket: str, alice: UnixUser, mallory: UnixUser
 ) -> None:

@@ -44,20 +44,21 @@ def test_owner_restates_or_clears_acl_in_a_shared_tree(
     ok(alice.run("setfacl", "-k", root / "jobs"))  # default ACL removed: grants still reach
     assert f"default:user:{carol.uid}:rwx" in ok(alice.run("getfacl", "-cn", root / "jobs"))
 
-    # setfacl -b by the owner, who may not share: accepted; it restates the file's own
-    # mode (as cp -p of a file without an ACL does), so the grant on jobs still reaches it.
+    # setfacl -b by the owner, who may not share: accepted; the grant on jobs stays
+    # listed, limited by the group bits as a chmod from the shell would (it does not come
+    # from the process that created the file, as cp -p's would).
     ok(bob.run("setfacl", "-b", f))
     after = ok(bob.run("getfacl", "-cn", f))
-    assert f"user:{carol.uid}:rw-" in after and "mask::rw-" in after, after
+    assert f"user:{carol.uid}:rw-" in after and "mask::r--" in after, after
     assert carol.run("cat", f).stdout == b"from-bob\n"
-    assert carol.run("sh", "-c", f"echo x >> {f}").returncode == 0
+    assert carol.run("sh", "-c", f"echo x >> {f}").returncode != 0
     assert "an ACL without named entries was set" in m.log_text()
 
     # A real change by someone who may not share: EPERM, and the log says why.
     r = bob.run("setfacl", "-m", f"u:{alice.name}:rw", f)
     assert r.returncode != 0 and b"Operation not permitted" in r.stderr
     wait_for(
-        lambda: f"setfacl on /{bucket}/jobs/bob.txt by {bob.name} refused: " in m.log_text(),
+        lambda: f"setfacl on {root}/jobs/bob.txt by {bob.name} refused: " in m.log_text(),
         "the refusal in the log",
     )
     assert f"{bob.name} holds write on /{bucket}/jobs" in m.log_text()
@@ -81,11 +82,28 @@ def test_cp_p_into_a_shared_directory_keeps_the_grants(
     assert stat.S_IMODE(os.stat(root / "jobs" / "f8a.txt").st_mode) == 0o660
     assert bob.run("cat", root / "jobs" / "f8a.txt").stdout == b"job\n"
     assert bob.run("sh", "-c", f"echo more >> {root / 'jobs' / 'f8a.txt'}").returncode == 0
-    # A chmod to the file's own mode is a restatement too; the owner limits grants with
-    # a chmod that takes group bits away, or with the mask itself (docs/SEMANTICS.md).
-    ok(alice.run("setfacl", "-m", "m::r--", root / "jobs" / "f8a.txt"))
+    # The owner's own chmod from a shell is her word, even to the file's own mode.
+    ok(alice.run("chmod", "640", root / "jobs" / "f8a.txt"))
     assert stat.S_IMODE(os.stat(root / "jobs" / "f8a.txt").st_mode) == 0o640
     assert bob.run("sh", "-c", f"echo more >> {root / 'jobs' / 'f8a.txt'}").returncode != 0
     assert bob.run("cat", root / "jobs" / "f8a.txt").returncode == 0
     ok(alice.run("chmod", "600", root / "jobs" / "f8a.txt"))
     assert bob.run("cat", root / "jobs" / "f8a.txt").returncode != 0
+
+
+def test_chmod_600_from_a_shell_makes_a_file_created_0600_private(
+    make_mount: Any, bucket: str, alice: UnixUser, mallory: UnixUser
+) -> None:
+    # mktemp, ssh-keygen and `install -m 600` create files 0600; in a directory shared
+    # --write, `ls -l` shows the grant (-rw-rw----+). The owner's chmod 600 closes it.
+    m: Mount = make_mount([(bucket, f"user:{alice.name}")])
+    proj = m.path(bucket, "proj")
+    ok(alice.run("mkdir", "-m", "755", proj))
+    ok(alice.run(*FEDFS, "share", proj, "--with", f"user:{mallory.name}", "--write"))
+    ok(alice.run("sh", "-c", f"cd {proj} && t=$(mktemp -p .) && echo KEY > $t && mv $t key"))
+    assert stat.S_IMODE(os.stat(proj / "key").st_mode) == 0o660
+    assert mallory.run("cat", proj / "key").stdout == b"KEY\n"
+    ok(alice.run("chmod", "600", proj / "key"))
+    assert stat.S_IMODE(os.stat(proj / "key").st_mode) == 0o600
+    assert mallory.run("cat", proj / "key").returncode != 0
+    assert mallory.run("sh", "-c", f"echo x >> {proj / 'key'}").returncode != 0

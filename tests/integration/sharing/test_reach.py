@@ -214,12 +214,10 @@ def test_tools_that_restate_modes_do_not_cut_a_write_grant(
     ok(alice.run("sh", "-c", f"cd {src} && umask 022 && echo a > a.txt"))
     ok(alice.run("sh", "-c", f"cd {src} && umask 077 && echo p > p.txt && mkdir d"))
     ok(alice.run("tar", "-C", src, "-cf", src / "all.tar", "a.txt", "p.txt", "d"))
-    ok(alice.run("chmod", "644", project / "shared.txt"))  # chmod to the mode it has
     ok(alice.run("cp", "-p", src / "a.txt", src / "p.txt", project))
     ok(alice.run("mkdir", project / "unpacked"))
     ok(alice.run("tar", "-C", project / "unpacked", "-xpf", src / "all.tar"))
     for f in (
-        project / "shared.txt",
         project / "a.txt",
         project / "p.txt",  # copied from a file created with umask 077
         project / "unpacked" / "a.txt",
@@ -227,6 +225,11 @@ def test_tools_that_restate_modes_do_not_cut_a_write_grant(
     ):
         assert can_write(mallory, f), f
     assert mallory.run("touch", project / "unpacked" / "d" / "new").returncode == 0
+    # the same chmod to the mode a file has, from the owner's shell, is her word
+    assert can_write(mallory, project / "shared.txt")
+    ok(alice.run("chmod", "644", project / "shared.txt"))
+    assert not can_write(mallory, project / "shared.txt")
+    assert can_read(mallory, project / "shared.txt")
 
 
 def test_setfacl_on_the_way_round_trips_and_cannot_open_or_cut_it(

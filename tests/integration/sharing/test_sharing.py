@@ -160,7 +160,7 @@ def test_write_grant_chmod_700_and_getfacl(
 def test_setfacl_becomes_a_grant_and_round_trips(
     shared: tuple[Mount, Path], alice: UnixUser, bob: UnixUser, carol: UnixUser
 ) -> None:
-    _, root = shared
+    m, root = shared
     data = root / "data"
     ok(alice.run("setfacl", "-m", f"u:{carol.name}:r", data))
     assert can_read(carol, data / "old.csv")  # the directory's grant reaches the file
@@ -184,6 +184,11 @@ def test_setfacl_becomes_a_grant_and_round_trips(
     # bob may not setfacl alice's file (the kernel: not the owner)
     r = bob.run("setfacl", "-m", f"u:{bob.name}:rw", data / "old.csv")
     assert r.returncode != 0
+    # write without read is no grant level: refused, not widened to rw-
+    r = alice.run("setfacl", "-m", f"u:{carol.name}:-w-", data / "old.csv")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr, r
+    assert not can_read(carol, data / "old.csv")
+    wait_for(lambda: "would grant write without read" in m.log_text(), "the reason logged")
 
 
 def test_who_may_share(
@@ -346,7 +351,9 @@ def test_what_an_unshare_cuts_off_at_once_and_what_it_does_not(
     ok(alice.run("mkdir", "-m", "700", proj))
     ok(alice.run("mkdir", "-m", "755", proj / "sub"))
     ok(alice.run("sh", "-c", f"cd {proj}/sub && echo pub > pub.txt && chmod 644 pub.txt"))
-    ok(alice.run("sh", "-c", f"cd {proj}/sub && echo priv > priv.txt && chmod 600 priv.txt"))
+    # created 0600 (umask 077): a mode from creation limits no grant, so bob reads it
+    # through his grant on proj (a chmod 600 would be the owner's limit on grants)
+    ok(alice.run("sh", "-c", f"cd {proj}/sub && umask 077 && echo priv > priv.txt"))
     ok(fedfs(alice, "share", proj, "--with", f"user:{bob.name}", "--read"))
     code = (
         "import os, sys\n"

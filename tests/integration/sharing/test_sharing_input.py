@@ -135,6 +135,10 @@ def test_team_names_owners_and_who_sees_a_team(
         err = refused(fedfs(carol, "team", "create", name, *mnt))
         assert "already names a" in err and "site admin" in err, err
     ok(fedfs(ROOT, "team", "create", "daemon", *mnt))  # an admin may, knowingly
+    # nor in another letter case, nor like a number in another notation
+    for name in ("FEDFS-BOB", "Root", "0x10", "1e3", "_x"):
+        err = refused(fedfs(carol, "team", "create", name, *mnt))
+        assert "starts with a lower-case letter" in err, err
     # nobody becomes an owner without a site admin, and carol cannot make alice look like one
     ok(fedfs(carol, "team", "create", "mteam", *mnt))
     err = refused(fedfs(carol, "team", "add", "mteam", alice.name, "--owner", *mnt))

@@ -655,6 +655,38 @@ def test_connections_beyond_the_limit_are_told_busy(start: Start) -> None:
     echo_works(server.path)
 
 
+def test_a_user_at_her_limit_still_gets_a_revocation_through(start: Start) -> None:
+    server = start(
+        max_per_user=2, reserved_ops=frozenset({"echo"}), reserve=1, unlimited_uids=frozenset()
+    ).server
+    holders = [Raw(server.path) for _ in range(2)]
+    for holder in holders:  # served, so certainly accepted and counted
+        assert holder.request(v=1, op="echo", args={}) is not None
+
+    busy = Raw(server.path)  # from the reserve: anything but a reserved op is refused
+    assert busy.request(v=1, op="status", args={}) == {
+        "v": 1,
+        "ok": False,
+        "code": "busy",
+        "error": "you already have 2 connections open to the fedfs daemon (at most 2 per"
+        " user); close some, or try again in a moment",
+    }
+    assert_closed_by_server(busy, within=5)
+    wait_for(lambda: server.connections_of(os.getuid()) == 2, "the reserve to free up", 5)
+    revoking = Raw(server.path)
+    answer = revoking.request(v=1, op="echo", args={"path": "/b/x"})
+    assert answer is not None and answer["ok"] is True, answer
+    assert_closed_by_server(revoking, within=5)  # one request per reserve connection
+    wait_for(lambda: server.connections_of(os.getuid()) == 2, "the reserve to free up", 5)
+    # the reserve is bounded: with it in use, one more connection is refused at once
+    idle = Raw(server.path)
+    wait_for(lambda: server.connections_of(os.getuid()) == 3, "the reserve in use", 5)
+    extra = Raw(server.path)
+    answer = extra.answer()
+    assert answer is not None and answer["code"] == "busy", answer
+    idle.close()
+
+
 def test_abrupt_disconnects_do_not_hurt_the_server(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -75,3 +75,28 @@ def test_a_log_file_that_is_a_link_is_refused_in_one_line(
     with pytest.raises(FedfsError, match="is a symbolic link; fedfs does not follow links"):
         logs.setup_logging("INFO", tmp_path / "fedfs.log")
     assert (tmp_path / "elsewhere").read_text() == ""
+
+
+def test_a_file_planted_after_rotation_sends_records_to_stderr_never_raising(
+    tmp_path: Path, loose_umask: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = tmp_path / "logs"
+    shared.mkdir(mode=0o1777)
+    log_file = shared / "fedfs.log"
+    logs.setup_logging("INFO", log_file)
+    log = logging.getLogger("fedfs.test")
+    log.warning("line 1 before rotation")
+    log_file.rename(shared / "fedfs.log.1")  # logrotate
+    log_file.touch()
+    os.chown(log_file, 2969, 2969)  # another user plants the new file
+    log.warning("line 2 path=/climate/private/x")  # must not raise, must not go there
+    log.warning("line 3")
+    assert log_file.read_text() == ""
+    err = capsys.readouterr().err
+    assert err.count("cannot reopen the log file after it was moved") == 1, err
+    assert "line 2 path=/climate/private/x" in err and "line 3" in err
+    # once the name is ours again, the file is used again
+    log_file.unlink()
+    log.warning("line 4")
+    assert "line 4" in log_file.read_text()
+    assert mode(log_file) == 0o600

@@ -73,3 +73,34 @@ def test_metadata_the_kernel_cannot_hold_is_ignored_as_if_absent() -> None:
         else:
             assert inode.mtime_ns == 1_700_000_000 * 10**9, (field, value)  # LastModified
         assert (inode.size, inode.kind) == (defaults.size, defaults.kind)
+
+
+def test_only_user_xattrs_from_object_metadata_are_kept() -> None:
+    import base64
+    import json
+    from urllib.parse import quote
+
+    def enc(v: bytes) -> str:
+        return base64.b64encode(v).decode()
+
+    raw = {
+        "user.ok": enc(b"yes"),
+        "system.posix_acl_access": enc(b"\x02\x00\x00\x00"),
+        "trusted.x": enc(b"t"),
+        "security.selinux": enc(b"s"),
+    }
+    inode = _read({"mode": str(0o100644), "xattr": quote(json.dumps(raw))})
+    assert inode.xattrs == {"user.ok": b"yes"}
+
+
+def test_what_set_the_owners_limit_round_trips_and_nonsense_is_not_kept() -> None:
+    inode = _read({"mode": str(0o100640)})
+    inode.explicit_mask, inode.mask_by = 4, "setfacl"
+    meta = metadata_for(inode)
+    assert meta["fedfs-mask"] == "4" and meta["fedfs-mask-by"] == "setfacl"
+    back = _read(meta)
+    assert (back.explicit_mask, back.mask_by) == (4, "setfacl")
+    assert (
+        _read({**meta, "fedfs-mask-by": "\x1b[2Jrm -rf"}).mask_by is None
+    )  # written with S3 tools
+    assert _read({"fedfs-mask-by": "chmod"}).mask_by is None  # no limit: nothing set it

@@ -14,11 +14,19 @@ IDS = Identities(uids={"bob": BOB}, primary_gids={BOB: BOB})
 OPEN = ObjectMeta(0, 0, 0o755)
 
 
-def stored_after_chmod(meta: ObjectMeta, new_mode: int, grants: list[Grant]) -> ObjectMeta:
-    """chmod as the owner runs it: the rule sees what `ls -l` showed just before."""
+def stored_after_chmod(
+    meta: ObjectMeta, new_mode: int, grants: list[Grant], by_creator: bool = True
+) -> ObjectMeta:
+    """chmod as the owner runs it: the rule sees what `ls -l` showed just before.
+    by_creator: the chmod comes from the process that created the object (cp -p)."""
     shown = PolicyEngine(grants, [], IDS).view("/b/d/f", meta, False, NOW, lambda: [OPEN, OPEN])
     new = mask.chmod(
-        meta.mode, meta.explicit_mask, shown.mode, shown.acl_access is not None, new_mode
+        meta.mode,
+        meta.explicit_mask,
+        shown.mode,
+        shown.acl_access is not None,
+        new_mode,
+        by_creator=by_creator,
     )
     return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
 
@@ -61,11 +69,21 @@ def test_chmod_700_of_a_file_created_private_and_already_shared_makes_it_private
     assert bob_can(meta, [write_for_bob()]) == 0
 
 
-def test_chmod_600_of_a_file_already_0600_changes_nothing() -> None:
+def test_chmod_600_of_a_file_already_0600_by_its_creator_changes_nothing() -> None:
     # `ls -l` shows the grant as -rw-rw----, but the file's own mode is 0600: restating it
     # (cp -p, rsync -a of a umask-077 file) must not hide it from the grants.
     created = ObjectMeta(0, 0, 0o600)
     assert stored_after_chmod(created, 0o600, [write_for_bob()]) == created
+
+
+@pytest.mark.parametrize("own", [0o600, 0o640])
+def test_chmod_to_the_own_mode_by_anyone_else_is_the_owners_word(own: int) -> None:
+    # `chmod 600 f` in a shell: the file shows -rw-rw---- (bob's grant); the owner wants it
+    # private, whatever mode it was created with.
+    grants = [write_for_bob()]
+    meta = stored_after_chmod(ObjectMeta(0, 0, own), own, grants, by_creator=False)
+    assert meta.explicit_mask == (own >> 3) & 7
+    assert bob_can(meta, grants) == (4 if own == 0o640 else 0)
 
 
 @pytest.mark.parametrize(
@@ -152,3 +170,11 @@ def test_the_mask_setfacl_writes(
     expected: int | None,
 ) -> None:
     assert mask.from_acl(stored, shown, written, named, group_obj) == expected
+
+
+def test_a_mask_set_with_the_entries_unchanged_is_the_owners_limit() -> None:
+    # after chmod 600 the write grant's entry shows as --- (limit ---); setfacl -m m::r
+    # writes the same entries with MASK r--: a limit of r--, not "computed, none"
+    assert mask.from_acl(0, 0, 4, [6], 4, named_changed=False) == 4
+    assert mask.from_acl(0, 0, 4, [6], 4, named_changed=True) == 4
+    assert mask.from_acl(None, 6, 4, [4], 4, named_changed=False) == 4

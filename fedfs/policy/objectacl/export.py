@@ -1,0 +1,238 @@
+"""Export: the bucket-policy statements that grants imply, merged into a bucket's policy.
+
+Owns the statement shape of a grant (read = get and list under its path, write and
+manage = also put, delete and abort uploads; expiry as a time condition the store
+enforces), the Sid that marks a statement as fedfs's (`is_owned`: "fedfs" and 24 hex
+digits of a hash of the statement's meaning, so every node names the same statement the
+same), and the merge that replaces fedfs's statements and keeps every other statement as
+it was. Pure: no I/O, no clock but the `now` it is given; safe from any thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedfs.errors import PolicyError
+from fedfs.events import iso
+from fedfs.policy.in_force import team_members
+from fedfs.policy.model import Grant, Level, Team
+
+OWNED_SID_PREFIX = "fedfs"
+_OWNED_SID = re.compile(OWNED_SID_PREFIX + r"[0-9a-f]{24}")
+VERSION = "2012-10-17"
+READ_ACTIONS = ("s3:GetObject",)
+WRITE_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+# Characters a Resource ARN or an s3:prefix StringLike reads as wildcards: a grant on a
+# path holding them would reach objects it does not name, so it is not exported.
+_WILDCARDS = re.compile(r"[*?]|\$\{")
+
+Statement = dict[str, Any]
+
+
+def is_owned(statement: object) -> bool:
+    """True for a statement fedfs wrote: its Sid is "fedfs" and 24 hex digits."""
+    if not isinstance(statement, dict):
+        return False
+    sid = statement.get("Sid")
+    return isinstance(sid, str) and _OWNED_SID.fullmatch(sid) is not None
+
+
+def sid_of(statement: Statement) -> str:
+    """The Sid of a statement's meaning (everything but its Sid): the same on every node."""
+    meaning = {k: v for k, v in statement.items() if k != "Sid"}
+    digest = hashlib.sha256(_canonical(meaning).encode()).hexdigest()
+    return OWNED_SID_PREFIX + digest[:24]
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A grant, or a member of one, that export leaves out, and why (for one log line)."""
+
+    grant: Grant
+    reason: str
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The statements a bucket's policy should hold for fedfs, and what was left out."""
+
+    statements: tuple[Statement, ...]
+    skipped: tuple[Skipped, ...] = ()
+
+
+def users_of(
+    grant: Grant, teams: Mapping[str, Team], groups: Mapping[str, frozenset[str]]
+) -> list[str]:
+    """The user names a grant reaches: the user, a group's listed members, a team's members.
+
+    A group's members are the names its entry lists (users whose primary group it is
+    are not listed there, and so are not reached: the store has no group to name).
+    """
+    kind, name = grant.principal.kind, grant.principal.name
+    if kind == "user":
+        return [name]
+    if kind == "group":
+        return sorted(groups.get(name, frozenset()))
+    team = teams.get(name)
+    return sorted(team_members(team, groups)) if team is not None else []
+
+
+def desired(
+    bucket: str,
+    grants: Iterable[Grant],
+    teams: Iterable[Team],
+    groups: Mapping[str, frozenset[str]],
+    principals: Mapping[str, str | None],
+    now: float,
+) -> Desired:
+    """The statements the grants in force on `bucket` imply.
+
+    principals: user name -> object-store principal (None: the user has none); a user
+    missing from it is treated as having none. Grants that have expired by `now` give
+    nothing. Grants with the same path, level and expiry share statements.
+    """
+    by_team = {t.name: t for t in teams}
+    shared: dict[tuple[str, Level, float | None], set[str]] = {}
+    skipped: list[Skipped] = []
+    for grant in grants:
+        if _bucket_of(grant.path) != bucket or not grant.active(now):
+            continue
+        if _WILDCARDS.search(grant.path):
+            skipped.append(
+                Skipped(grant, "its path holds * ? or ${, which a bucket policy reads as wildcards")
+            )
+            continue
+        found = shared.setdefault((grant.path, grant.level, grant.expires), set())
+        for user in users_of(grant, by_team, groups):
+            principal = principals.get(user)
+            if principal is None:
+                skipped.append(Skipped(grant, "the user has no object-store principal", user))
+            else:
+                found.add(principal)
+    statements: dict[str, Statement] = {}
+    for (path, level, expires), who in shared.items():
+        if who:
+            for statement in grant_statements(bucket, path, level, expires, sorted(who)):
+                statements[statement["Sid"]] = statement
+    return Desired(tuple(statements[sid] for sid in sorted(statements)), tuple(skipped))
+
+
+def grant_statements(
+    bucket: str, path: str, level: Level, expires: float | None, principals: Sequence[str]
+) -> list[Statement]:
+    """The two statements of one grant: objects at and under its path, and listing there.
+
+    The object statement names both the key itself (a file grant) and everything under
+    it (a directory grant), so no lookup is needed to tell which the path is.
+    """
+    key = path.split("/", 2)[2] if path.count("/") >= 2 else ""
+    who = {"AWS": list(principals)}
+    actions = WRITE_ACTIONS if level >= Level.WRITE else READ_ACTIONS
+    when: dict[str, Any] = (
+        {"DateLessThan": {"aws:CurrentTime": iso(expires)}} if expires is not None else {}
+    )
+    if key:
+        objects = [f"arn:aws:s3:::{bucket}/{key}", f"arn:aws:s3:::{bucket}/{key}/*"]
+        listing = {"StringLike": {"s3:prefix": [f"{key}/", f"{key}/*"]}}
+    else:
+        objects, listing = [f"arn:aws:s3:::{bucket}/*"], dict[str, Any]()
+    found: list[Statement] = [
+        {"Effect": "Allow", "Principal": who, "Action": list(actions), "Resource": objects},
+        {
+            "Effect": "Allow",
+            "Principal": who,
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+        },
+    ]
+    conditions = [when, {**listing, **when}]
+    for statement, condition in zip(found, conditions, strict=True):
+        if condition:
+            statement["Condition"] = condition
+    return [{"Sid": sid_of(s), **s} for s in found]
+
+
+def _bucket_of(path: str) -> str:
+    return path.split("/", 2)[1]
+
+
+class UnreadablePolicy(PolicyError):
+    """A bucket policy fedfs cannot read as a policy document: left as it is."""
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What merging changes: the new document (None: delete the bucket's policy, nothing is
+    left in it), and the Sids of fedfs statements added and removed (one that changed
+    by hand is in both)."""
+
+    document: str | None
+    added: tuple[str, ...] = field(default=())
+    removed: tuple[str, ...] = field(default=())
+
+
+def parse(bucket: str, document: str | None) -> tuple[dict[str, Any], list[Any]]:
+    """(the document's other top-level fields, its statements) of a stored policy.
+
+    Raises UnreadablePolicy for anything that is not a JSON object whose Statement is
+    an object or a list: fedfs would rather not touch it than lose a word of it.
+    """
+    if document is None or not document.strip():
+        return {}, []
+    try:
+        top = json.loads(document)
+    except (ValueError, RecursionError) as e:
+        raise UnreadablePolicy(_unreadable(bucket, f"it is not JSON ({e})")) from None
+    if not isinstance(top, dict):
+        raise UnreadablePolicy(_unreadable(bucket, "it is not a JSON object"))
+    statements = top.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list):
+        raise UnreadablePolicy(_unreadable(bucket, "its Statement is neither a list nor an object"))
+    return {k: v for k, v in top.items() if k != "Statement"}, statements
+
+
+def _unreadable(bucket: str, why: str) -> str:
+    return (
+        f"the bucket policy of {bucket!r} cannot be read as a policy document: {why}; "
+        "fedfs leaves it as it is and exports no grants there until its owner fixes or "
+        "removes it"
+    )
+
+
+def merge(
+    bucket: str, document: str | None, statements: Sequence[Statement]
+) -> PolicyChange | None:
+    """The bucket's policy with fedfs's statements replaced by `statements`; None if it
+    already holds exactly those. Every statement fedfs did not write stays, in order,
+    with its content unchanged (raises UnreadablePolicy rather than guess)."""
+    top, present = parse(bucket, document)
+    ours = {s["Sid"]: _canonical(s) for s in present if is_owned(s)}
+    wanted = {s["Sid"]: _canonical(s) for s in statements}
+    owned_count = sum(1 for s in present if is_owned(s))
+    if ours == wanted and owned_count == len(ours):
+        return None
+    added = tuple(sorted(sid for sid, text in wanted.items() if ours.get(sid) != text))
+    removed = tuple(sorted(sid for sid, text in ours.items() if wanted.get(sid) != text))
+    foreign = [s for s in present if not is_owned(s)]
+    kept = foreign + _sorted(statements)
+    if not kept:
+        return PolicyChange(None, added, removed)
+    new = {"Version": top.get("Version", VERSION), **top, "Statement": kept}
+    return PolicyChange(json.dumps(new, ensure_ascii=False), added, removed)
+
+
+def _sorted(statements: Sequence[Statement]) -> list[Statement]:
+    unique = {s["Sid"]: s for s in statements}
+    return [unique[sid] for sid in sorted(unique)]

@@ -1,0 +1,294 @@
+"""The lean request path: HEAD and ranged GET as SigV4-signed requests over urllib3.
+
+botocore spends about 1 ms of CPU building, signing and parsing each request
+(its event hooks, models and response parsers), and reads a GET's body through
+several layers of copies. The two requests that dominate a cold read and a
+first `ls -l` do not need any of that: this module signs them itself (AWS
+Signature Version 4, `hashlib`/`hmac`) and sends them on a urllib3 pool
+(urllib3 is botocore's own HTTP library, so no new dependency). A ranged GET's
+body goes from the socket into a reused buffer and from there into a file
+with `os.pwrite`, both outside the GIL, so several downloads run on several
+cores. Everything else keeps using boto3 (`s3.py`).
+
+What it keeps from boto3: the same endpoint, region, addressing style and
+credentials (static keys or whatever botocore's chain resolved, refreshed per
+request), connect and read timeouts, and retries of connection errors,
+timeouts, throttling and 5xx answers with capped exponential backoff and
+jitter (botocore's "standard" mode: up to `max_attempts` tries, at most 20 s
+apart). Errors are raised as `HttpError`; `s3.translate` turns them into
+fedfs's StoreError family like botocore's.
+
+Blocking and thread-safe: called from the store's worker threads only.
+Imports only the standard library and urllib3.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import os
+import random
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import urllib3
+import urllib3.exceptions
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_BUFFER = 1024 * 1024  # bytes read from the socket per pwrite
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
+_MAX_BACKOFF = 20.0
+# What a dropped or stalled connection raises, before or during the body.
+_TRANSIENT = (urllib3.exceptions.HTTPError, OSError)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+
+class HttpError(Exception):
+    """An S3 error answer: HTTP status, S3 error code ("NoSuchKey"), message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class TransferError(Exception):
+    """No answer, or an answer that broke off, after every attempt."""
+
+
+@dataclass(frozen=True)
+class Head:
+    size: int
+    etag: str
+    last_modified: float
+    metadata: dict[str, str]
+    content_type: str | None
+
+
+class LeanClient:
+    """Signed HEAD and ranged GET requests to one S3 endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        credentials: Callable[[], Credentials],
+        addressing_style: str = "path",
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 5,
+        connections: int = 20,
+    ) -> None:
+        url = urlsplit(endpoint)
+        self.scheme = url.scheme or "https"
+        self.host = url.netloc
+        self.base_path = url.path.rstrip("/")
+        self.region = region
+        self.credentials = credentials
+        self.virtual = addressing_style == "virtual"
+        self.max_attempts = max(1, max_attempts)
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self.pool = urllib3.PoolManager(
+            num_pools=8, maxsize=connections, block=False, retries=False, timeout=self.timeout
+        )
+        self._keys: dict[tuple[str, str], bytes] = {}  # (secret, date) -> signing key
+        self._lock = threading.Lock()
+
+    # -- requests --------------------------------------------------------
+
+    def head(self, bucket: str, key: str) -> Head | None:
+        """The object's size, ETag, time and user metadata; None if there is none."""
+        r = self._send("HEAD", bucket, key, {}, lambda r: r)
+        if r is None:
+            return None
+        h = r.headers
+        meta = {k[11:].lower(): v for k, v in h.items() if k.lower().startswith("x-amz-meta-")}
+        return Head(
+            size=int(h.get("content-length", 0)),
+            etag=h.get("etag", "").strip('"'),
+            last_modified=_http_time(h.get("last-modified", "")),
+            metadata=meta,
+            content_type=h.get("content-type"),
+        )
+
+    def get_range_into(
+        self, bucket: str, key: str, start: int, length: int, etag: str | None, fd: int, at: int
+    ) -> int:
+        """Bytes [start, start+length) of the object, written to fd at offset `at`.
+
+        PreconditionFailed (HttpError 412) if its ETag is no longer `etag`. A body
+        that breaks off is fetched again, whole, under the same retry budget.
+        """
+        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        if etag:
+            headers["If-Match"] = f'"{etag}"'
+
+        def body(r: Any) -> int:
+            got = int(r.headers.get("content-length", -1))
+            if got != length:
+                raise HttpError(r.status, "BadRange", f"asked for {length} bytes, got {got}")
+            buf = bytearray(min(_BUFFER, length))
+            view = memoryview(buf)
+            # http.client's readinto receives straight into the buffer; urllib3's own
+            # readinto reads into a new bytes object and copies it over.
+            readinto = getattr(r, "_fp", None)
+            readinto = readinto.readinto if readinto is not None else r.readinto
+            done = 0
+            while done < length:
+                n = readinto(view[: min(len(buf), length - done)])
+                if not n:
+                    raise urllib3.exceptions.ProtocolError(
+                        f"connection closed after {done} of {length} bytes"
+                    )
+                os.pwrite(fd, view[:n], at + done)
+                done += n
+            return done
+
+        got = self._send("GET", bucket, key, headers, body)
+        if got is None:
+            raise HttpError(404, "NoSuchKey", "the object is gone")
+        return int(got)
+
+    # -- plumbing --------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        extra: dict[str, str],
+        take: Callable[[Any], Any],
+    ) -> Any:
+        """One request with retries; take(response) for a 2xx answer, None for 404."""
+        host, path = self._where(bucket, key)
+        url = f"{self.scheme}://{host}{path}"
+        last: Exception | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                time.sleep(random.random() * min(_MAX_BACKOFF, 2.0**attempt) / 2)
+            headers = self._sign(method, host, path, extra)
+            try:
+                r = self.pool.request(
+                    method, url, headers=headers, preload_content=False, redirect=False
+                )
+            except _TRANSIENT as e:
+                last = TransferError(f"{method} {path}: no answer ({e})")
+                continue
+            if r.status in (200, 206):
+                try:
+                    result = take(r)
+                except _TRANSIENT as e:
+                    r.close()  # a connection that broke off mid-body is not reused
+                    last = TransferError(f"{method} {path}: the answer broke off ({e})")
+                    continue
+                except BaseException:
+                    r.close()
+                    raise
+                r.release_conn()
+                return result
+            if r.status == 404 and method == "HEAD":
+                r.release_conn()
+                return None
+            err = _error(r, method)
+            r.drain_conn()
+            r.release_conn()
+            if r.status in _RETRY_STATUS or err.code in _RETRY_CODES:
+                last = err
+                continue
+            raise err
+        assert last is not None
+        raise last
+
+    def _where(self, bucket: str, key: str) -> tuple[str, str]:
+        quoted = quote(key, safe="/~")
+        if self.virtual:
+            return f"{bucket}.{self.host}", f"{self.base_path}/{quoted}"
+        return self.host, f"{self.base_path}/{bucket}/{quoted}"
+
+    def _sign(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        extra: dict[str, str],
+        now: datetime.datetime | None = None,
+    ) -> dict[str, str]:
+        """The request's headers, signed (SigV4, every header included) for a request
+        without a body: Authorization, x-amz-date, x-amz-content-sha256 and `extra`."""
+        creds = self.credentials()
+        stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
+        date = stamp[:8]
+        headers = {k.lower(): v.strip() for k, v in extra.items()}
+        headers.update({"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp})
+        if creds.token:
+            headers["x-amz-security-token"] = creds.token
+        names = sorted(headers)
+        canonical = "\n".join(
+            [
+                method,
+                path,
+                "",
+                *(f"{n}:{headers[n]}" for n in names),
+                "",
+                ";".join(names),
+                EMPTY_SHA256,
+            ]
+        )
+        scope = f"{date}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(
+            ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        )
+        signature = hmac.new(self._key(creds.secret_key, date), to_sign.encode(), "sha256")
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
+            f"SignedHeaders={';'.join(names)}, Signature={signature.hexdigest()}"
+        )
+        del headers["host"]  # urllib3 sends the same Host itself
+        return headers
+
+    def _key(self, secret: str, date: str) -> bytes:
+        with self._lock:
+            k = self._keys.get((secret, date))
+            if k is None:
+                k = ("AWS4" + secret).encode()
+                for part in (date, self.region, "s3", "aws4_request"):
+                    k = hmac.new(k, part.encode(), "sha256").digest()
+                self._keys = {(secret, date): k}  # one day's key: older ones are of no use
+            return k
+
+
+def _error(r: Any, method: str) -> HttpError:
+    """The S3 error of a non-2xx answer: from its XML body, or the status (HEAD has none)."""
+    code, message = str(r.status), ""
+    if method != "HEAD":
+        try:
+            body = r.read(64 * 1024)
+            root = ET.fromstring(body)
+            code = root.findtext("Code") or code
+            message = root.findtext("Message") or ""
+        except (ET.ParseError, *_TRANSIENT):
+            pass
+    return HttpError(r.status, code, message)
+
+
+def _http_time(value: str) -> float:
+    """An RFC 1123 Last-Modified as Unix time; 0.0 if missing or unreadable."""
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return 0.0

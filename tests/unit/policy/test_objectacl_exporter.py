@@ -1,0 +1,97 @@
+"""The export task's behaviour towards the store: an outage is logged once and retried,
+a policy it cannot read is left alone, and drift found by a poll is repaired and logged.
+The store here is a small in-memory stand-in (what RGW enforces is tested on RGW)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+
+from fedfs.config import ObjectAclConfig
+from fedfs.errors import Unavailable
+from fedfs.identity.nss import NssIdentity
+from fedfs.policy.model import Grant, Level, Principal
+from fedfs.policy.objectacl.export import is_owned
+from fedfs.policy.objectacl.exporter import Exporter, PolicyView
+from fedfs.policy.objectacl.principals import PrincipalMap
+from fedfs.store.threads import WorkerThreads
+
+GRANT = Grant("/runs/data", Principal("user", "bob"), Level.READ, "alice", 0.0)
+
+
+class Store:
+    """Bucket policies in memory; `down` makes every call fail as an outage would."""
+
+    def __init__(self) -> None:
+        self.policies: dict[str, str] = {}
+        self.down = False
+        self.puts = 0
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable("bucket policy of 'runs': the object store did not answer")
+
+    def get_bucket_policy(self, bucket: str) -> str | None:
+        self._check()
+        return self.policies.get(bucket)
+
+    def put_bucket_policy(self, bucket: str, document: str) -> None:
+        self._check()
+        self.puts += 1
+        self.policies[bucket] = document
+
+    def delete_bucket_policy(self, bucket: str) -> None:
+        self._check()
+        self.policies.pop(bucket, None)
+
+
+def exporter(store: Store, grants: list[Grant]) -> Exporter:
+    view = PolicyView(lambda: grants, lambda: [], lambda: {})
+    principals = PrincipalMap(ObjectAclConfig(principal="arn:aws:iam:::user/{user}"), NssIdentity())
+    return Exporter(["runs"], store, WorkerThreads(trio.CapacityLimiter(2)), view, principals, 10.0)  # type: ignore[arg-type]
+
+
+def ours(store: Store) -> list[str]:
+    doc = store.policies.get("runs")
+    return [s["Sid"] for s in json.loads(doc)["Statement"] if is_owned(s)] if doc else []
+
+
+def test_an_outage_is_logged_once_retried_and_recovered(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    store = Store()
+    store.down = True
+    e = exporter(store, [GRANT])
+    trio.run(e.sync_all, "change")
+    trio.run(e.sync_all, "poll")
+    assert caplog.text.count("event=object-acl-export-failed") == 1
+    assert e.state["runs"].error and 0 < e.state["runs"].retry <= 10.0
+    store.down = False
+    trio.run(e.sync_all, "poll")
+    assert len(ours(store)) == 2 and e.state["runs"].error is None
+    assert "event=object-acl-export-recovered" in caplog.text
+
+
+def test_a_policy_fedfs_cannot_read_is_left_as_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    store = Store()
+    store.policies["runs"] = "{ not a policy"
+    e = exporter(store, [GRANT])
+    trio.run(e.sync_all, "change")
+    assert store.policies["runs"] == "{ not a policy" and store.puts == 0
+    assert "cannot be read as a policy document" in caplog.text
+
+
+def test_drift_found_by_a_poll_is_repaired_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    store = Store()
+    e = exporter(store, [GRANT])
+    trio.run(e.sync_all, "change")
+    wanted = ours(store)
+    store.policies["runs"] = json.dumps({"Version": "2012-10-17", "Statement": []})
+    trio.run(e.sync_all, "poll")
+    assert ours(store) == wanted and e.state["runs"].repairs == 1
+    assert "event=object-acl-repair" in caplog.text
+    puts = store.puts
+    trio.run(e.sync_all, "poll")  # nothing differs: nothing written
+    assert store.puts == puts
