@@ -122,6 +122,9 @@ class FsConfig:
     # files one user (not root) may hold open for writing at once: each holds a
     # descriptor of the daemon, which all users share
     open_for_writing_per_user: int = 1024
+    # Keep what HEADs returned in one index object per directory in the bucket
+    # (.fedfs-index/), so a listing on any node needs no HEAD per entry it describes.
+    metadata_index: bool = True
     # read-ahead of the mount's kernel device, in KiB: the kernel's FUSE reads grow with it
     # (1024: 1 MiB reads instead of 128 KiB ones); 0 leaves the kernel's default
     read_ahead_kb: int = 1024
@@ -589,6 +592,7 @@ def _parse_fs(s: _Section) -> FsConfig:
         dir_timeout=ttl("dir_timeout", 1.0),
         allow_other=s.get("allow_other", bool, True),
         open_for_writing_per_user=s.positive("open_for_writing_per_user", int, 1024),
+        metadata_index=s.get("metadata_index", bool, True),
         read_ahead_kb=s.get("read_ahead_kb", int, 1024),
     )
     if not 0 <= cfg.read_ahead_kb <= 65536:

@@ -780,6 +780,7 @@ class Commands:
             },
             "s3": {
                 "requests": d.store.requests,
+                "by_operation": dict(d.store.by_operation),  # head_object, list_objects_v2...
                 "errors": d.store.errors,
                 "not_found": d.store.not_found,
                 **_latency_ms(list(d.store.recent)),

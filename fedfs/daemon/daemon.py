@@ -40,6 +40,7 @@ from fedfs.errors import ConfigError, FedfsError, NotFound, PolicyError, StoreRe
 from fedfs.fuse.operations import Operations
 from fedfs.identity.choose import make_identity
 from fedfs.identity.source import IdentitySource
+from fedfs.meta.dir_index import DirIndexes
 from fedfs.meta.inode import Inode
 from fedfs.ops import notify
 from fedfs.ops.metrics import Metrics
@@ -252,7 +253,10 @@ class Daemon:
         self.flusher = Flusher(self.cache, self.writeback.commit)
         self.writeback.uploads = self.flusher
         self.revalidation = Revalidation(self.inodes, store, s3, cfg.fs.attr_timeout)
-        self.listings = Listings(self.inodes, store, s3, self.revalidation, cfg.fs.dir_timeout)
+        self.indexes = DirIndexes(store, s3, cfg.fs.metadata_index)
+        self.listings = Listings(
+            self.inodes, store, s3, self.revalidation, cfg.fs.dir_timeout, self.indexes
+        )
         self.lookups = Lookups(
             self.inodes, store, s3, self.revalidation, self.listings, cfg.fs.negative_timeout
         )

@@ -86,6 +86,12 @@ class Inode(Generic[C]):
     last_modified: float = 0.0
     meta_known: bool = False  # mode/uid/gid/xattrs were read from the object (or set here)
     checked: float = -math.inf  # monotonic time the attributes were last confirmed in S3
+    # For the shared metadata index (meta/dir_index.py): the LastModified (ms) of the
+    # listing that found this object new or changed, which the next HEAD confirms; and
+    # the user metadata that HEAD returned with the listed time it belongs to.
+    listed_ms: int | None = None
+    object_meta: dict[str, str] | None = None
+    indexed_ms: int | None = None
     # monotonic time this node last changed the object: an S3 answer to a request sent
     # before then (a HEAD or a listing racing an upload) is older than what we know
     changed: float = -math.inf

@@ -72,7 +72,12 @@ def metadata_for(inode: Inode[Any]) -> dict[str, str]:
 
 
 def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner]) -> None:
-    """Take size/etag/metadata from a HEAD (or PUT/COPY) answer."""
+    """Take size/etag/metadata from a HEAD (or PUT/COPY) answer.
+
+    What the shared index may record is set by the caller that knows the answer is a
+    HEAD sent after a listing (meta/dir_index.py `note_head`); any other answer clears it.
+    """
+    inode.object_meta = inode.indexed_ms = None
     inode.size = info.size
     inode.etag = info.etag
     inode.last_modified = info.last_modified

@@ -16,11 +16,13 @@ multipart) stays with boto3.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -204,6 +206,7 @@ class ObjectStore:
             region_name=cfg.region,
         )
         self.client: Any = session.client("s3", endpoint_url=cfg.endpoint, config=bcfg)
+        self._session = session
         self.lean: lean.LeanClient | None = None
         if cfg.lean:
             self.lean = lean.LeanClient(
@@ -229,6 +232,7 @@ class ObjectStore:
         self.requests = 0
         self.errors = 0  # failed requests; "not found" is an answer, counted in not_found
         self.not_found = 0
+        self.by_operation: Counter[str] = Counter()  # requests by S3 operation, for status
         # Bytes sent so far of each multipart upload under way, for `fedfs sync` progress.
         self._sending: dict[tuple[str, str], int] = {}
         self._sending_lock = threading.Lock()
@@ -239,6 +243,7 @@ class ObjectStore:
 
     def _call(self, what: str, fn: Any, **kw: Any) -> Any:
         self.requests += 1
+        self.by_operation[getattr(fn, "__name__", "other")] += 1
         started = time.monotonic()
         error: str | None = None
         try:
@@ -256,6 +261,18 @@ class ObjectStore:
             if self.on_call is not None:
                 self.on_call(getattr(fn, "__name__", "other"), time.monotonic() - started, error)
 
+    def derived_key(self, purpose: str) -> bytes | None:
+        """A key for purpose derived from this store's S3 secret key; None without one.
+
+        Whoever holds the secret key can write any object, so what such a key signs
+        (the shared metadata index) is no more than they could write anyway.
+        """
+        creds = self._session.get_credentials()
+        secret = creds.get_frozen_credentials().secret_key if creds is not None else None
+        if not secret:
+            return None
+        return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+
     @staticmethod
     def _credentials(session: Any) -> Callable[[], lean.Credentials]:
         """The keys botocore resolved (static, environment, profile, instance role), fresh."""
@@ -272,6 +289,7 @@ class ObjectStore:
     def _call_lean(self, what: str, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """A lean.py request, counted and timed like `_call`'s, its errors translated."""
         self.requests += 1
+        self.by_operation[name] += 1
         started = time.monotonic()
         error: str | None = None
         try:

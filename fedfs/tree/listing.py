@@ -5,7 +5,11 @@ keys that are no POSIX names are hidden (and reported), a file shadowed by a
 prefix of the same name shows as SHADOW_NAME, files this node created and
 did not upload yet are listed too. Also owns the listing lifetime
 (`fs.dir_timeout`), one listing at a time per directory when a lookup lists
-again, and the background HEADs that read listed entries' metadata.
+again, the background HEADs that read listed entries' metadata, and the use
+of the shared metadata index (meta/dir_index.py): entries it describes as the
+listing shows them need no HEAD, and a listing that needed HEADs writes the
+directory's index again once they are done. At a bucket's root the index
+objects' prefix is not shown.
 
 Concurrency: runs in the trio thread; prefetch workers run in the daemon's
 nursery. State may change at every `await`, so each operation re-reads what
@@ -27,7 +31,9 @@ from collections import deque
 import trio
 
 from fedfs.data.cache import Staging
-from fedfs.errors import NotDirectory
+from fedfs.errors import NotDirectory, Unavailable
+from fedfs.meta.dir_index import DirIndexes, apply_entry, entry_of, usable
+from fedfs.meta.index_format import INDEX_PREFIX, IndexEntry, listed_ms
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.store.s3 import ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads
@@ -43,6 +49,13 @@ PLACED_MEMORY = 300.0
 # Keys in one ListObjectsV2 page: a directory with fewer entries is listed again to answer
 # a lookup of a name its last listing did not have (see Listings.relist_rather).
 SMALL_DIR = 1000
+# Directories whose loaded metadata index is kept in memory for their next listings.
+# (Another node's newer index is read again after INDEX_KEPT_FOR seconds.)
+INDEXES_KEPT = 64
+INDEX_KEPT_FOR = 60.0
+# Directories with fewer listed files have no metadata index: their HEADs, in parallel,
+# take about as long as reading one, and the bucket keeps no index objects for them.
+INDEX_MIN_FILES = 64
 
 
 class Listings:
@@ -55,14 +68,26 @@ class Listings:
         s3: WorkerThreads,
         revalidation: Revalidation,
         dir_ttl: float,
+        indexes: DirIndexes,
     ) -> None:
         self.inodes = inodes
         self.store = store
         self.s3 = s3
         self.revalidation = revalidation
         self.dir_ttl = dir_ttl
+        self.indexes = indexes
+        revalidation.by_listing = self.confirm_by_listing
+        # The index each directory's latest listing loaded: the next listings of it use
+        # it too (its entries are checked against every listing, so an old one costs
+        # HEADs, never a wrong answer); and the directories whose index is being written.
+        self.index_of: dict[int, tuple[float, dict[str, IndexEntry]]] = {}
+        self.indexing: set[int] = set()
         self.relisting: dict[int, trio.Event] = {}  # directories with a listing on its way
         self.nursery: trio.Nursery | None = None  # set by the daemon, for metadata prefetch
+        # Listed entries whose metadata is to be read, in listing order, and the workers
+        # reading them (at most one per S3 connection).
+        self.to_prefetch: deque[Inode[Staging]] = deque()
+        self.prefetchers = 0
 
     def listing_fresh(self, inode: Inode[Staging]) -> bool:
         return inode.children is not None and time.monotonic() - inode.listed < self.dir_ttl
@@ -77,6 +102,7 @@ class Listings:
         """Whether to answer a missing name by listing d again rather than asking for it.
 
         A small directory: always (one request). A large one once the names asked for
+        (and, from Revalidation.by_listing, files whose attributes expired)
         since its last listing would have cost as many requests as listing it does (a
         page per 1,000 keys); so a job creating thousands of files in one directory pays
         a listing per dir_timeout, not two requests per file, and a single lookup in a
@@ -87,6 +113,35 @@ class Listings:
             return True
         d.misses += 1
         return d.misses * 2 > len(d.children) // SMALL_DIR + 1
+
+    async def confirm_by_listing(self, f: Inode[Staging]) -> bool:
+        """Re-read a listed file's attributes by listing its directory again, if that is cheaper.
+
+        Once the files of a directory asked about since its last listing (getattr, lookup)
+        would cost as many requests as a listing, one listing confirms them all: same ETag
+        and LastModified means same attributes. So a repeated `ls -l` of a large directory
+        costs about one listing per lifetime, not a HEAD per file. True if it listed.
+        """
+        d = self.inodes.by_ino.get(f.parent)
+        if d is None or d.ino == ROOT_INO or d.children is None or d.children.get(f.name) != f.ino:
+            return False
+        pending = self.relisting.get(d.ino)
+        if pending is not None:
+            await pending.wait()
+            return True
+        if self.listing_fresh(d):
+            return False
+        if len(d.children) < SMALL_DIR:
+            d.misses += 1  # a single stat: one HEAD; a second file asked about: list
+            if d.misses < 2:
+                return False
+        elif not self.relist_rather(d):
+            return False
+        try:
+            await self.relist(d)
+        except Unavailable:
+            return False  # the HEAD that follows says so, or serves what is known
+        return True
 
     async def relist(self, d: Inode[Staging]) -> None:
         """List directory d from S3 now (one listing at a time per directory)."""
@@ -106,23 +161,78 @@ class Listings:
     def prefetch_metadata(self, inodes: list[Inode[Staging]]) -> None:
         """Fetch unknown metadata for listed entries in the background (speeds up `ls -l`).
 
-        In listing order, by as many workers as S3 connections, so readdir, which waits
-        for each entry's metadata before handing it to the kernel, gets the first ones first.
+        One queue in listing order (first come, first read), by as many workers as S3
+        connections, so readdir, which waits for each entry's metadata before handing it
+        to the kernel, gets the first ones first, also while later pages arrive.
         """
-        todo = deque(i for i in inodes if not i.meta_known and not i.dirty)
-        if self.nursery is None or not todo:
+        if self.nursery is None:
             return
+        self.to_prefetch.extend(i for i in inodes if not i.meta_known and not i.dirty)
+        wanted = min(len(self.to_prefetch), max(1, int(self.s3.limiter.total_tokens)))
+        for _ in range(wanted - self.prefetchers):
+            self.prefetchers += 1
+            self.nursery.start_soon(self._prefetcher)
 
-        async def worker() -> None:
-            while todo:
-                inode = todo.popleft()
+    async def _prefetcher(self) -> None:
+        try:
+            while self.to_prefetch:
+                inode = self.to_prefetch.popleft()
+                if inode.meta_known or inode.dirty or inode.gone:
+                    continue  # read meanwhile (readdir, a lookup, the index)
                 try:
                     await self.revalidation.revalidate(inode)
                 except Exception as e:  # a prefetch failure is harmless: getattr retries
                     log.debug("metadata prefetch of %s failed: %s", inode.path, e)
+        finally:
+            self.prefetchers -= 1
 
-        for _ in range(min(len(todo), max(1, int(self.s3.limiter.total_tokens)))):
-            self.nursery.start_soon(worker)
+    def index_later(
+        self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
+    ) -> None:
+        """Once the HEADs a complete listing of d started are answered, write d's index."""
+        if self.nursery is not None and self.indexes.enabled and d.ino not in self.indexing:
+            self.indexing.add(d.ino)
+            self.nursery.start_soon(self._write_index, d, listed, before)
+
+    async def _write_index(
+        self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
+    ) -> None:
+        try:
+            await self._write_index_now(d, listed, before)
+        finally:
+            self.indexing.discard(d.ino)
+
+    async def load_index(self, d: Inode[Staging]) -> dict[str, IndexEntry]:
+        """d's index as its latest listing loaded it, else from the store."""
+        kept = self.index_of.get(d.ino)
+        if kept is not None and time.monotonic() - kept[0] < INDEX_KEPT_FOR:
+            return kept[1]
+        index = await self.indexes.load(d.bucket, d.prefix)
+        self.index_of.pop(d.ino, None)
+        if len(self.index_of) >= INDEXES_KEPT:
+            self.index_of.pop(next(iter(self.index_of)))
+        self.index_of[d.ino] = (time.monotonic(), index)
+        return index
+
+    async def _write_index_now(
+        self, d: Inode[Staging], listed: dict[str, ObjectInfo], before: dict[str, IndexEntry]
+    ) -> None:
+        files = {name: self.inodes.find(d.bucket, o.key, False) for name, o in listed.items()}
+        for f in files.values():
+            if f is not None and not (f.meta_known or f.dirty or f.gone):
+                try:  # joins the prefetch's or readdir's HEAD, or sends the one not sent yet
+                    await self.revalidation.revalidate(f)
+                except Exception as e:  # that entry is left out of the index
+                    log.debug("metadata of %s for the index: %s", f.path, e)
+        entries: dict[str, IndexEntry] = {}
+        for name, o in listed.items():
+            f = files[name]
+            entry = entry_of(f, o) if f is not None else None
+            if entry is not None:
+                entries[name] = entry
+        if entries != before:
+            await self.indexes.save(d.bucket, d.prefix, entries)
+            self.index_of[d.ino] = (time.monotonic(), entries)
 
 
 class DirListing:
@@ -138,10 +248,21 @@ class DirListing:
         self.started = False
         self.started_at = math.inf
         self.newest = 0.0  # the latest LastModified among the objects listed here
+        # The shared metadata index: loaded once a page shows an object whose metadata
+        # is unknown (None: not loaded), and the listed files it is written from.
+        self.index: dict[str, IndexEntry] | None = None
+        self.listed: dict[str, ObjectInfo] = {}
+        self.index_stale = False  # some listed object was not described by the index
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
-        """The index-th entry, listing more pages from S3 as needed."""
-        while index >= len(self.entries) and not self.done:
+        """The index-th entry, from a listing of all pages.
+
+        All pages at once, before the first entry: the metadata reads of every page
+        start as it arrives, and lookups of names the kernel already had (their entries
+        expire while a large first `ls -l` waits for metadata) are answered from the
+        listing instead of S3.
+        """
+        while not self.done:
             await self._next_page()
         return self.entries[index] if index < len(self.entries) else None
 
@@ -184,6 +305,8 @@ class DirListing:
         for p in page.prefixes:
             name = p[len(pre) : -1]
             problem = key_problem(p)
+            if not d.key and p == INDEX_PREFIX:
+                continue  # the shared metadata index (meta/dir_index.py), not a directory
             if problem:
                 report_hidden(d.bucket, p, problem)
                 continue
@@ -196,6 +319,7 @@ class DirListing:
             last = max([o.key for o in page.objects] + page.prefixes, default="")
             self.held = [o for o in objects if last.startswith(o.key)]
             objects = [o for o in objects if not last.startswith(o.key)]
+        unknown: list[tuple[Inode[Staging], ObjectInfo]] = []
         for o in objects:
             if o.key == pre:
                 d.has_marker = True
@@ -216,10 +340,17 @@ class DirListing:
             f = inodes.child(d, name, Kind.FILE)
             if not f.dirty and f.etag == o.etag and not f.last_modified:
                 f.last_modified = o.last_modified  # our own upload: now we know its time
-            # HEAD answers in whole seconds, listings (Ceph) in milliseconds: compare seconds.
-            elif not f.dirty and (f.etag != o.etag or int(f.last_modified) != int(o.last_modified)):
+            # HEAD answers in whole seconds, listings (Ceph) in milliseconds: compare seconds,
+            # and milliseconds with what the last listing showed (a copy in place within the
+            # second keeps the ETag and the second).
+            elif not f.dirty and (
+                f.etag != o.etag
+                or int(f.last_modified) != int(o.last_modified)
+                or f.listed_ms not in (None, listed_ms(o.last_modified))
+            ):
                 f.size, f.etag, f.last_modified = o.size, o.etag, o.last_modified
                 f.meta_known = False
+                f.listed_ms = listed_ms(o.last_modified)
                 if f.mtime_ns == 0:
                     f.mtime_ns = f.ctime_ns = int(o.last_modified * 1e9)
             elif not f.dirty and f.meta_known:
@@ -227,8 +358,15 @@ class DirListing:
                 # of metadata (a CopyObject) would have moved them, so the listing confirms
                 # the attributes as well as a HEAD would.
                 f.checked = asked
+                f.listed_ms = listed_ms(o.last_modified)
+            if not f.dirty:
+                self.listed[name] = o
+                if not f.meta_known:
+                    unknown.append((f, o))
             self._add(name, f)
             new.append(f)
+        if unknown:
+            await self._from_index(unknown, asked)
         for name in sorted(dirs):
             sub = inodes.child(d, name, Kind.DIR)
             self._add(name, sub)
@@ -237,8 +375,36 @@ class DirListing:
         if not self.token:
             self._finish()
 
+    async def _from_index(
+        self, unknown: list[tuple[Inode[Staging], ObjectInfo]], asked: float
+    ) -> None:
+        """Take listed objects' metadata from the directory's index where it describes them."""
+        ls, d = self.listings, self.dir
+        if not ls.indexes.enabled or len(self.listed) < INDEX_MIN_FILES:
+            return  # a few HEADs in parallel: no index object for a small directory
+        if self.index is None:
+            self.index = await ls.load_index(d)
+        for f, o in unknown:
+            entry = self.index.get(o.key[len(d.prefix) :])
+            # Re-read after the await: only an entry still as the listing showed it.
+            if (
+                not f.dirty
+                and not f.meta_known
+                and not f.gone
+                and f.etag == o.etag
+                and f.changed <= asked
+                and entry is not None
+                and usable(entry, o)
+            ):
+                apply_entry(f, entry, o, ls.inodes.owners)
+                f.checked = asked
+            else:
+                self.index_stale = True
+
     def _finish(self) -> None:
         inodes, d = self.listings.inodes, self.dir
+        if self.index is not None and (self.index_stale or self.index.keys() - self.listed):
+            self.listings.index_later(d, self.listed, self.index)
         for o in self.held:
             self._add(o.key[len(d.prefix) :], inodes.child(d, o.key[len(d.prefix) :], Kind.FILE))
         self.held = []
@@ -271,4 +437,10 @@ class DirListing:
             d.mtime_ns = d.ctime_ns = newest_ns
         d.listed = time.monotonic()
         d.misses = 0
+        # What this listing confirmed is as fresh as the listing itself, whose names count
+        # from its end too: an `ls -l` that stats entries after a listing of many pages
+        # (longer than attr_timeout under load) is answered from it, not by a HEAD each.
+        for _, inode in self.entries:
+            if inode.checked >= self.started_at and not inode.dirty:
+                inode.checked = d.listed
         self.done = True

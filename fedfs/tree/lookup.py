@@ -20,7 +20,9 @@ from __future__ import annotations
 import time
 
 from fedfs.data.cache import Staging
-from fedfs.errors import NotDirectory, Unavailable
+from fedfs.errors import NotDirectory, NotFound, Unavailable
+from fedfs.meta.dir_index import note_head
+from fedfs.meta.index_format import INDEX_DIR_NAME
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.meta.object_meta import apply_info
 from fedfs.store.s3 import ObjectInfo, ObjectStore
@@ -59,6 +61,8 @@ class Lookups:
         if parent.ino == ROOT_INO:
             ino = parent.children.get(name) if parent.children else None
             return inodes.by_ino[ino] if ino else None
+        if parent.is_bucket_root and name == INDEX_DIR_NAME:
+            return None  # the shared metadata index's objects are no part of the tree
         if name == SHADOW_NAME and parent.shadows:
             # A real key of that name is a real object and keeps its name; only without
             # one is the name the shadowed file's (one HEAD more, for a rare name).
@@ -109,9 +113,14 @@ class Lookups:
                 continue
             if kind is Kind.DIR or not self._is_shadowed(parent, name):
                 return known
+        listed = await self._listed_file(parent, name)
+        if listed is not None:
+            return listed
         head: ObjectInfo | None = None
         marker: ObjectInfo | None = None
         is_prefix = False
+        listed = inodes.find(parent.bucket, key, False)
+        basis = (listed.etag, listed.listed_ms) if listed is not None else (None, None)
 
         async def get_head() -> None:
             nonlocal head
@@ -150,6 +159,7 @@ class Lookups:
         if head is not None:
             f = inodes.child(parent, name, Kind.FILE)
             apply_info(f, head, inodes.owners)
+            note_head(f, head, basis)  # what the shared metadata index may record
             if parent.children is not None:
                 parent.children[name] = f.ino
             return f
@@ -159,6 +169,25 @@ class Lookups:
             return local
         self._remember_absent(parent, name)
         return None
+
+    async def _listed_file(self, parent: Inode[Staging], name: str) -> Inode[Staging] | None:
+        """A file the directory's last listing showed, confirmed by one HEAD (or a listing).
+
+        A name whose kernel entry expired (`ls -l` going through a large directory) is
+        the file it was unless the object is gone: one HEAD says so, or, when many are
+        asked about at once, one listing of the directory for all of them
+        (Revalidation.by_listing). A prefix of the same name made meanwhile shows at the
+        next listing, as a new name does.
+        """
+        ino = parent.children.get(name) if parent.children is not None else None
+        f = self.inodes.by_ino.get(ino) if ino is not None else None
+        if f is None or f.gone or f.is_dir or f.dirty:
+            return None
+        try:
+            await self.revalidation.revalidate(f)
+        except NotFound:
+            return None  # removed: S3 is asked whether the name is a prefix now
+        return None if f.gone else f
 
     def _remember_absent(self, parent: Inode[Staging], name: str) -> None:
         """S3 just said parent/name does not exist; a create right after need not ask again."""

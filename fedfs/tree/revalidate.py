@@ -10,7 +10,8 @@ each operation re-reads what it needs after awaiting and never holds a
 reference to a dict entry across an await it depends on; an answer to a
 request sent before this node last changed the inode is dropped.
 
-May call: the inode table, meta, and the store through worker threads.
+May call: the inode table, meta (including what the shared metadata index may
+record of a HEAD), and the store through worker threads.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from fedfs.data.cache import Staging
 from fedfs.errors import NotFound, Unavailable
 from fedfs.events import event
+from fedfs.meta.dir_index import note_head
 from fedfs.meta.inode import Inode
 from fedfs.meta.object_meta import apply_info
 from fedfs.store.s3 import ObjectStore
@@ -45,6 +48,10 @@ class Revalidation:
         self.attr_ttl = attr_ttl
         self.revalidating: dict[int, trio.Event] = {}  # inodes with a HEAD on its way
         self.outage_logged = -math.inf
+        # Set by the listings: confirms a file by listing its directory again when many of
+        # its files are asked about at once (`ls -l`, `stat *`); True if it listed (or joined
+        # a listing), after which the file is fresh unless the listing showed it changed.
+        self.by_listing: Callable[[Inode[Staging]], Awaitable[bool]] | None = None
 
     def fresh(self, inode: Inode[Staging]) -> bool:
         return inode.dirty or time.monotonic() - inode.checked < self.attr_ttl
@@ -78,7 +85,7 @@ class Revalidation:
         if mine:
             self.revalidating[inode.ino] = trio.Event()
         try:
-            await self._revalidate(inode)
+            await self._revalidate(inode, listing_ok=join)
         except Unavailable:
             if not inode.meta_known or inode.gone:
                 raise
@@ -88,7 +95,7 @@ class Revalidation:
             if mine:
                 self.revalidating.pop(inode.ino).set()
 
-    async def _revalidate(self, inode: Inode[Staging]) -> None:
+    async def _revalidate(self, inode: Inode[Staging], listing_ok: bool = True) -> None:
         if inode.gone and inode.open_count > 0:
             return  # unlinked while open: the open handles keep what they have
         if inode.gone:
@@ -113,12 +120,24 @@ class Revalidation:
                 inode.checked = time.monotonic()
                 return
         else:
+            if (
+                listing_ok
+                and inode.meta_known
+                and self.by_listing is not None
+                and await self.by_listing(inode)
+                and self.fresh(inode)
+                and inode.meta_known
+                and not inode.gone
+            ):
+                return
             asked = time.monotonic()
+            basis = (inode.etag, inode.listed_ms)  # what the last listing showed
             info = await self.s3(self.store.head, inode.bucket, inode.key)
             if inode.dirty or inode.changed > asked:
                 return  # changed here while the HEAD was on its way: what we know is newer
             if info is not None:
                 apply_info(inode, info, self.inodes.owners)
+                note_head(inode, info, basis)  # what the shared index may record
                 return
         self.inodes.forget(self.inodes.by_ino.get(inode.parent), inode)
         raise NotFound(f"{inode.path} was removed from the object store")

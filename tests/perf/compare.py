@@ -92,6 +92,7 @@ class Measurement:
     s3_requests: int | None = None  # as counted by the server (Ceph only)
     fedfs_s3_requests: int | None = None  # as counted by fedfs (`fedfs status`)
     fuse_requests: int | None = None  # FUSE requests fedfs served (`fedfs status`)
+    heads: int | None = None  # HEAD requests fedfs sent (`fedfs status`, by operation)
     error: str | None = None
     note: str | None = None
 
@@ -421,6 +422,10 @@ def _alive(pid: int) -> bool:
 class FedfsMount(Mount):
     tool = "fedfs"
 
+    def __init__(self, bench: Bench, name: str, ttl: float | None = None) -> None:
+        super().__init__(bench, name)
+        self.ttl = ttl if ttl is not None else bench.args.fedfs_ttl
+
     @property
     def root(self) -> Path:
         return self.mountpoint / BUCKET  # fedfs shows each configured bucket as a directory
@@ -455,11 +460,13 @@ owner = "user:root"
         run(*fedfs_cmd(), "mount", "--config", self.config, self.mountpoint, "--log-file", self.log)
 
     def _fs_section(self) -> str:
-        ttl = self.bench.args.fedfs_ttl
-        if ttl is None:
-            return ""  # fedfs's defaults: 1 s for attributes, entries and listings
-        keys = ("attr_timeout", "entry_timeout", "negative_timeout", "dir_timeout")
-        return "[fs]\n" + "".join(f"{k} = {float(ttl)}\n" for k in keys)
+        ttl, lines = self.ttl, []
+        if ttl is not None:  # else fedfs's defaults: 1 s for attributes, entries, listings
+            keys = ("attr_timeout", "entry_timeout", "negative_timeout", "dir_timeout")
+            lines += [f"{k} = {float(ttl)}\n" for k in keys]
+        if self.bench.args.fedfs_no_index:
+            lines.append("metadata_index = false\n")
+        return "[fs]\n" + "".join(lines) if lines else ""
 
     def _unmount(self) -> None:
         run(*fedfs_cmd(), "umount", self.mountpoint, timeout=900)
@@ -609,6 +616,8 @@ class Bench:
             status = mount.status()
             counters["fedfs_s3_requests"] = status.get("s3", {}).get("requests")
             counters["fuse_requests"] = status.get("fuse_requests")
+            by_operation = status.get("s3", {}).get("by_operation")
+            counters["heads"] = None if by_operation is None else by_operation.get("head_object", 0)
         return counters
 
     def _profile_path(self, metric: str) -> Path:
@@ -641,15 +650,24 @@ class Bench:
         }
         console.print(f"  up in {self.server.bring_up:.1f} s at {self.server.url}")
         self.s3 = s3_client(self.server)
-        self.local_disk()
-        self.passthrough()
+        listings_only = self.args.listings_only
+        if not listings_only:
+            self.local_disk()
+            self.passthrough()
         self.seed()
-        phases = {
+        phases: dict[str, Callable[[], None]] = {
             "boto3": self.boto3_baseline,
             "fedfs": self.fedfs,
             "s3fs": self.s3fs,
             "rclone": self.rclone,
         }
+        if listings_only:
+            phases = {
+                "boto3": self.boto3_listing,
+                "fedfs": self.fedfs_listings,
+                "s3fs": lambda: self._ls(S3fsMount(self, "c")),
+                "rclone": lambda: self._ls(RcloneMount(self, "c")),
+            }
         for tool, phase in phases.items():
             if tool not in self.args.tools:
                 continue
@@ -724,7 +742,7 @@ class Bench:
         puts = [(k, b"") for k in markers]
         if not self.args.reads_only and "ls" not in self.args.skip:
             puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
-        if not self.args.reads_only:
+        if not self.args.reads_only and not self.args.listings_only:
             small = os.urandom(SMALL_FILE)
             for tool in ("fedfs", "s3fs", "rclone"):
                 puts += [(f"{tool}/mvsrc/f{i:05d}", small) for i in range(sz.moved)]
@@ -739,6 +757,8 @@ class Bench:
             ThreadPoolExecutor(16) as pool,
         ):
             list(pool.map(put, puts))
+        if self.args.listings_only:
+            return
         cfg = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=8)
         with self.measure("boto3", "put_big", per=sz.big / MiB, rate=True):
             s3.upload_file(str(self.local / "big.bin"), BUCKET, "shared/big.bin", Config=cfg)
@@ -759,6 +779,10 @@ class Bench:
                 got += len(chunk)
             if got != sz.big:
                 raise RuntimeError(f"GET returned {got} bytes, expected {sz.big}")
+        self.boto3_listing()
+
+    def boto3_listing(self) -> None:
+        sz, s3 = self.sizes, self.s3
         if self.args.reads_only or "ls" in self.args.skip:
             return
         with self.measure("boto3", "ls_cold"):
@@ -808,7 +832,24 @@ class Bench:
         self._check_moved("fedfs")
         m.stop()
         self._cold_read(FedfsMount(self, "b"))
+        self.fedfs_listings()
+
+    def fedfs_listings(self) -> None:
+        if "ls" in self.args.skip:
+            return
         self._ls(FedfsMount(self, "c"))
+        # Seen before: another mount with an empty cache (as another node, or after a
+        # remount) lists the directory the one before listed; then with 60 s lifetimes.
+        m = FedfsMount(self, "d").start()
+        with self.measure("fedfs", "ls_remount", m):
+            ls_l(m.root / "shared" / "many", self.sizes.listing)
+        m.stop()
+        if self.args.fedfs_ttl is None:
+            m = FedfsMount(self, "e", ttl=60).start()
+            ls_l(m.root / "shared" / "many", self.sizes.listing)
+            with self.measure("fedfs", "ls_warm_60", m):
+                ls_l(m.root / "shared" / "many", self.sizes.listing)
+            m.stop()
 
     def _check_rewritten(self, key: str, offset: int) -> None:
         """Outside the timed part: the object holds the changed byte and the pattern around it."""
@@ -1000,6 +1041,8 @@ ROWS = [
     ("creates_sync", "  then until in S3 (sync)", "s"),
     ("ls_cold", "ls -l of {listing} objects, cold", "s"),
     ("ls_warm", "  the same, second run (warm)", "s"),
+    ("ls_remount", "  after a remount with an empty cache (seen before)", "s"),
+    ("ls_warm_60", "  repeated, with 60 s lifetimes", "s"),
     ("mv", "mv of a directory of {moved} files", "s"),
     ("seed_puts", "seeding: parallel PUTs (16 threads)", "objects/s"),
     ("put_big", "seeding: multipart PUT {big}", "MiB/s"),
@@ -1076,13 +1119,27 @@ TARGETS = [
         1.5,
     ),
     Target(
-        "fedfs ls -l cold / boto3 ListObjectsV2 (time)",
+        "fedfs ls -l never seen / s3fs ls -l (time)",
         ("fedfs", "ls_cold"),
+        ("s3fs", "ls_cold"),
+        "<=",
+        1,
+    ),
+    Target(
+        "fedfs ls -l after a remount, seen before / boto3 ListObjectsV2 (time)",
+        ("fedfs", "ls_remount"),
         ("boto3", "ls_cold"),
         "<=",
         1.5,
     ),
-    Target("fedfs ls -l warm (s)", ("fedfs", "ls_warm"), None, "<", 0.2),
+    Target(
+        "fedfs ls -l repeated / boto3 ListObjectsV2 (time)",
+        ("fedfs", "ls_warm"),
+        ("boto3", "ls_cold"),
+        "<=",
+        1.2,
+    ),
+    Target("fedfs ls -l repeated, 60 s lifetimes (s)", ("fedfs", "ls_warm_60"), None, "<", 0.2),
     Target(
         "fedfs sync after a 1-byte change / sync of the whole file (time)",
         ("fedfs", "rewrite_sync"),
@@ -1134,7 +1191,7 @@ def report(r: Results) -> list[dict[str, Any]]:
         caption="S3 requests: as the server counted them (Ceph), or as fedfs did (*)",
     )
     columns = ("tool", "measurement", "wall s", "daemon CPU s", "server CPU s", "S3 requests")
-    for col in (*columns, "FUSE requests", "load"):
+    for col in (*columns, "HEADs", "FUSE requests", "load"):
         c.add_column(col, justify="left" if col in ("tool", "measurement") else "right")
     for tool, figures in r.figures.items():
         for metric, m in figures.items():
@@ -1145,6 +1202,7 @@ def report(r: Results) -> list[dict[str, Any]]:
                 _num(m.daemon_cpu),
                 _num(m.server_cpu),
                 _requests(m),
+                "" if m.heads is None else f"{m.heads:,}",
                 "" if m.fuse_requests is None else f"{m.fuse_requests:,}",
                 _num(m.load),
             )
@@ -1195,6 +1253,16 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         metavar="SECONDS",
         help="mount fedfs with this [fs] attr/entry/negative/dir timeout (default: fedfs's, 1 s)",
+    )
+    p.add_argument(
+        "--listings-only",
+        action="store_true",
+        help="only the ls -l rows (and the boto3 listing): no big file, creates or mv",
+    )
+    p.add_argument(
+        "--fedfs-no-index",
+        action="store_true",
+        help="mount fedfs with [fs] metadata_index = false (every listing HEADs what it has not seen)",
     )
     p.add_argument(
         "--reads-only",
