@@ -7,7 +7,9 @@ the reason. The rule (docs/OBJECT_ACL.md "Import"): an Allow grants in POSIX onl
 what the store grants, never more; anything not understood makes the Allow give
 nothing, except extra principals, actions or resources, which are left out (and
 reported) while the rest applies. A Deny is applied in full (all access of that
-user there), wider rather than narrower when it cannot be mapped exactly.
+user there), wider rather than narrower when it cannot be mapped exactly. Bucket
+ACL grants never let anyone read objects on the store, so they give nothing here
+and are reported.
 Pure and without I/O; callable from any thread. Calls only policy/model.py.
 """
 
@@ -42,6 +44,14 @@ _BEFORE_OPS = {"datelessthan", "datelessthanequals"}
 _AFTER_OPS = {"dategreaterthan", "dategreaterthanequals"}
 _PREFIX_OPS = {"stringequals", "stringlike"}
 _UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# What a bucket ACL grant lets its grantee do through S3 (none of them reads objects).
+_BUCKET_ACL_GIVES = {
+    "READ": "list the bucket",
+    "WRITE": "add and delete objects",
+    "FULL_CONTROL": "list the bucket and add and delete objects",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,35 +527,28 @@ class _Found:
         grants = answer.get("Grants")
         if not isinstance(grants, list):
             return
-        root = f"/{self.bucket}"
         for grant in grants[:MAX_ITEMS]:
             if not isinstance(grant, dict) or not isinstance(grant.get("Grantee"), dict):
                 self.report("acl", "a bucket ACL grant without a grantee; not mapped")
                 continue
             grantee, permission = grant["Grantee"], grant.get("Permission")
-            level = {"READ": Level.READ, "WRITE": Level.WRITE, "FULL_CONTROL": Level.WRITE}.get(
-                permission if isinstance(permission, str) else ""
-            )
-            if level is None:
+            gives = _BUCKET_ACL_GIVES.get(permission if isinstance(permission, str) else "")
+            if gives is None:
                 continue  # READ_ACP / WRITE_ACP: about the ACL itself, no POSIX counterpart
             kind, uri, gid = grantee.get("Type"), grantee.get("URI"), grantee.get("ID")
-            if kind == "Group" and uri in (ALL_USERS, AUTHENTICATED_USERS):
-                self.acl_rights.append(Right(root, EVERYONE, level, "bucket-acl"))
-                continue
-            if kind != "CanonicalUser" or not isinstance(gid, str):
-                label = _short(uri or grantee.get("EmailAddress") or kind)
-                self.report(f"acl:{label}", "this kind of bucket ACL grantee is not mapped")
-                continue
-            if gid == owner_id:
+            if kind == "CanonicalUser" and gid == owner_id:
                 continue  # the owner's own grant: the owner has its bucket anyway
-            tenant, dollar, name = gid.partition("$")
-            if not dollar:
-                tenant, name = "", gid
-            user = _safe(user_of, f"arn:aws:iam::{tenant}:user/{name}")
-            if user is None:
-                self.report(f"acl:{_short(gid)}", "this grantee has no local user; it gets nothing")
-                continue
-            self.acl_rights.append(Right(root, user, level, "bucket-acl"))
+            # On the store a bucket ACL grant never lets anyone read objects (measured on
+            # RGW 16: READ lists, WRITE puts, FULL_CONTROL both; GET is refused), and POSIX
+            # has no list-only or write-only right: mapping it to read or write would give
+            # more through the mount than the store gives. It is reported instead.
+            label = _short(gid if isinstance(gid, str) else uri or kind)
+            self.report(
+                f"acl:{label}",
+                f"a bucket ACL {permission} grant lets its grantee {gives} through S3 but not "
+                "read objects; fedfs maps no such right (to share for reading, allow "
+                "s3:GetObject in the bucket policy)",
+            )
 
     # -- putting it together -------------------------------------------------------
 

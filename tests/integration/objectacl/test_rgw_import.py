@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 
 from tests.integration.objectacl.conftest import Rgw
@@ -125,7 +126,7 @@ def test_a_deny_for_bob_refuses_him_where_a_fedfs_grant_covers_it(
     assert "bucket-policy:NoBobInSecret" in grants
 
 
-def test_a_bucket_acl_grant_reaches_the_mount(
+def test_a_bucket_acl_grant_gives_what_the_store_gives_nothing_to_read(
     rgw: Rgw, rgw_bucket: str, make_rgw_mount: Any, alice: UnixUser, carol: UnixUser
 ) -> None:
     m = make_rgw_mount([(rgw_bucket, f"user:{alice.name}")], object_acl={})
@@ -136,9 +137,19 @@ def test_a_bucket_acl_grant_reaches_the_mount(
     rgw.client(alice.name).put_bucket_acl(
         Bucket=rgw_bucket, GrantFullControl=f"id={alice.name}", GrantRead=f"id={carol.name}"
     )
-    wait_for(lambda: reads(carol, root / "a.txt"), "carol reading through the bucket ACL")
-    assert carol.run("sh", "-c", f"echo x >> {root}/a.txt").returncode != 0
-    assert "bucket-acl" in alice.run(*FEDFS, "grants", str(root / "a.txt")).stdout.decode()
+    # the store itself lets carol list, not read (her own keys)
+    assert alice.run(*FEDFS, "sync", str(root)).returncode == 0
+    assert rgw.client(carol.name).list_objects_v2(Bucket=rgw_bucket)["KeyCount"] >= 1
+    with pytest.raises(botocore.exceptions.ClientError):
+        rgw.client(carol.name).get_object(Bucket=rgw_bucket, Key="a.txt")
+    # the mount lists the grant as not mapped and gives carol nothing
+    wait_for(
+        lambda: carol.name in alice.run(*FEDFS, "status", str(root)).stdout.decode(),
+        "the bucket ACL grant listed as not mapped",
+        timeout=BOUND + 10,
+    )
+    assert "not read objects" in alice.run(*FEDFS, "status", str(root)).stdout.decode()
+    assert not reads(carol, root / "a.txt")
 
 
 def test_an_unmappable_statement_gives_nothing_and_status_and_doctor_list_it(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from fedfs.config import ObjectAclConfig
 from fedfs.identity.source import User
 from fedfs.policy.model import Level
+from fedfs.policy.objectacl import imported
 from fedfs.policy.objectacl.export import is_owned
 from fedfs.policy.objectacl.imported import EVERYONE, Observed, observe
 from fedfs.policy.objectacl.principals import PrincipalMap
@@ -87,7 +88,7 @@ def test_write_needs_get_put_and_delete() -> None:
     assert [u.sid for u in put_only.unmapped] == ["P"]
 
 
-def test_public_statements_and_acl_groups_are_other_access() -> None:
+def test_public_statements_are_other_access_and_bucket_acl_grants_give_nothing() -> None:
     acl = {
         "Owner": {"ID": "alice"},
         "Grants": [
@@ -104,12 +105,14 @@ def test_public_statements_and_acl_groups_are_other_access() -> None:
         ],
     }
     found = see([allow("Pub", "*", "s3:GetObject", "arn:aws:s3:::b/public/*")], acl)
-    assert rights(found) == {
-        ("/b/public", EVERYONE, Level.READ, "bucket-policy:Pub"),
-        ("/b", "carol", Level.READ, "bucket-acl"),
-        ("/b", EVERYONE, Level.READ, "bucket-acl"),
-    }
-    assert [u.sid for u in found.unmapped] == ["acl:'zed'"]
+    assert rights(found) == {("/b/public", EVERYONE, Level.READ, "bucket-policy:Pub")}
+    # a bucket ACL lists or puts on the store, never reads objects: reported, not mapped
+    assert [u.sid for u in found.unmapped] == [
+        "acl:'carol'",
+        "acl:'zed'",
+        f"acl:{imported._short(imported.ALL_USERS)}",
+    ]
+    assert "not read objects" in found.unmapped[0].reason
 
 
 def test_a_deny_is_a_denial_and_takes_away_imported_access_it_covers() -> None:
