@@ -35,7 +35,9 @@ class MountEntry:
         return int(uid) if uid is not None and uid.isdigit() else None
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
+    """A field of /proc/self/mounts or mountinfo as text: they escape space, tab,
+    newline and backslash as \\ooo."""
     # mountinfo escapes space, tab, newline and backslash as \ooo
     out, i = [], 0
     while i < len(field):
@@ -55,7 +57,7 @@ def mount_entry(mountpoint: Path | str) -> MountEntry | None:
         for line in f:
             left, _, right = line.partition(" - ")
             fields, rest = left.split(), right.split()
-            if len(fields) < 5 or len(rest) < 3 or _unescape(fields[4]) != str(mountpoint):
+            if len(fields) < 5 or len(rest) < 3 or unescape(fields[4]) != str(mountpoint):
                 continue
             options = {}
             for opt in rest[2].split(","):

@@ -22,23 +22,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fedfs.daemon.mountpoint import unescape
 from fedfs.events import event
 
 log = logging.getLogger(__name__)
 
 BDI = Path("/sys/class/bdi")
-
-
-def _unescape(field: str) -> str:
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def mount_device(mountpoint: Path | str, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:
@@ -47,7 +36,7 @@ def mount_device(mountpoint: Path | str, mountinfo: Path = Path("/proc/self/moun
     with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split(" - ", 1)[0].split()
-            if len(fields) >= 5 and _unescape(fields[4]) == str(mountpoint):
+            if len(fields) >= 5 and unescape(fields[4]) == str(mountpoint):
                 found = fields[2]
     return found
 

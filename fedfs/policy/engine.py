@@ -63,6 +63,17 @@ class _Compiled:
     persons: frozenset[int]
 
 
+def _index_by(
+    grants: Iterable[_Compiled], ids: Callable[[_Compiled], Iterable[int]]
+) -> dict[int, tuple[_Compiled, ...]]:
+    """The grants by each uid (or gid) they name."""
+    found: dict[int, list[_Compiled]] = {}
+    for compiled in grants:
+        for id_ in ids(compiled):
+            found.setdefault(id_, []).append(compiled)
+    return {id_: tuple(found_) for id_, found_ in found.items()}
+
+
 class _Below:
     """The grants strictly below one directory: whose way to a grant passes through it.
 
@@ -82,21 +93,13 @@ class _Below:
     @property
     def by_uid(self) -> dict[int, tuple[_Compiled, ...]]:
         if self._by_uid is None:
-            found: dict[int, list[_Compiled]] = {}
-            for compiled in self.grants:
-                for uid in compiled.persons:
-                    found.setdefault(uid, []).append(compiled)
-            self._by_uid = {uid: tuple(grants) for uid, grants in found.items()}
+            self._by_uid = _index_by(self.grants, lambda c: c.persons)
         return self._by_uid
 
     @property
     def by_gid(self) -> dict[int, tuple[_Compiled, ...]]:
         if self._by_gid is None:
-            found: dict[int, list[_Compiled]] = {}
-            for compiled in self.grants:
-                for gid in compiled.gids:
-                    found.setdefault(gid, []).append(compiled)
-            self._by_gid = {gid: tuple(grants) for gid, grants in found.items()}
+            self._by_gid = _index_by(self.grants, lambda c: c.gids)
         return self._by_gid
 
 
