@@ -210,6 +210,7 @@ class Daemon:
                     self.sharing.grants_in_force,
                     self.policy_store.teams,
                     lambda: dict(self.sharing.group_members),
+                    self.sharing.limits,
                 ),
                 PrincipalMap(oa, self.identity),
                 oa.poll_interval,

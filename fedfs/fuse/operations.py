@@ -380,7 +380,9 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         """The owner set, moved or lifted node's limit on grants: policy audits it."""
         actor = await self.policy.actor(uid)
-        self.policy.note_limit(actor, node.path, before, node.explicit_mask, via)
+        self.policy.note_limit(
+            actor, node.path, before, node.explicit_mask, via, is_dir=node.is_dir
+        )
 
     # -- directories -------------------------------------------------------
 
@@ -744,7 +746,12 @@ class Operations(pyfuse3.Operations):
             )
             if mask_changed:
                 self.policy.note_limit(
-                    actor, node.path, meta.explicit_mask, node.explicit_mask, "setfacl"
+                    actor,
+                    node.path,
+                    meta.explicit_mask,
+                    node.explicit_mask,
+                    "setfacl",
+                    is_dir=node.is_dir,
                 )
             self.policy.attributes_changed(node.path, node.is_dir)
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 GRANT_ACTIONS = frozenset({"share", "unshare"})
 TEAM_ACTIONS = frozenset({"team-create", "team-add", "team-remove"})
 OBSERVE = "observe"
+LIMIT = "limit"  # an owner's limit on grants at a path, kept as an observation of this kind
 OBSERVATION_LIMIT = 200_000  # characters of payload JSON; a log record is at most 512 KiB
 
 # (store, key, payload) -> the paths whose policy the observation changed.
@@ -112,6 +113,8 @@ def items(record: AuditRecord) -> list[str]:
     if record.action == OBSERVE:
         kind, key, _ = observation_of(record)
         return [observation_item(kind, key)]
+    if record.action == LIMIT and record.path:
+        return [observation_item(LIMIT, record.path)]
     return []
 
 
@@ -144,7 +147,35 @@ def apply(
             return _apply_team_create(store, record, stamp)
         if record.action in ("team-add", "team-remove"):
             return _apply_members(store, record, stamp)
+        if record.action == LIMIT:
+            return _apply_limit(store, record, stamp)
     return None
+
+
+def limit_payload(mask: int | None, is_dir: bool) -> str:
+    """How an owner's limit is kept (observations of kind LIMIT, keyed by path)."""
+    return canonical({"mask": mask, "dir": is_dir})
+
+
+def _apply_limit(store: PolicyStore, record: AuditRecord, stamp: str) -> list[str] | None:
+    """Another node's owner set, moved or lifted a limit: keep it for export (the mask
+    itself lives in the object's metadata, which that node wrote)."""
+    if not record.path:
+        raise PolicyError("a limit record without a path")
+    if not _newer(store, observation_item(LIMIT, record.path), stamp):
+        return None
+    after = record.after or "none"
+    mask = None if after == "none" else _mask_of(after)
+    store.put_observation(
+        LIMIT, record.path, stamp, limit_payload(mask, record.detail.get("dir") == 1)
+    )
+    return [record.path]
+
+
+def _mask_of(text: str) -> int:
+    if len(text) != 3 or any(c not in f"{r}-" for c, r in zip(text, "rwx", strict=True)):
+        raise PolicyError(f"a limit record with the mask {text!r}")
+    return sum(bit for c, bit in zip(text, (4, 2, 1), strict=True) if c != "-")
 
 
 def _newer(store: PolicyStore, item: str, stamp: str) -> bool:

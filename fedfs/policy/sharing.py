@@ -45,6 +45,7 @@ from fedfs.policy.model import (
     Team,
     normalize_path,
 )
+from fedfs.policy.objectacl import export
 from fedfs.policy.objectacl.imported import EVERYONE, Observed
 from fedfs.policy.site import SitePolicy
 from fedfs.policy.store import PolicyStore, grant_row
@@ -186,6 +187,19 @@ class Sharing:
             time.time(),
             exempt=frozenset(key_of(g) for g in self._owner_grants()),
         )
+
+    def limits(self) -> list[export.Limit]:
+        """Owners' limits on grants, by path, as export turns them into Deny statements."""
+        found = []
+        for _, path, _, payload in self.store.observations(replay.LIMIT):
+            try:
+                kept = json.loads(payload)
+                mask = kept.get("mask")
+                if isinstance(mask, int) and 0 <= mask <= 7:
+                    found.append(export.Limit(path, mask, kept.get("dir") is True))
+            except (ValueError, AttributeError):
+                log.warning("ignoring an unreadable owner's limit kept for %s", path)
+        return found
 
     def grants_in_force(self) -> list[Grant]:
         """The grants the engine applies now (stored, bucket ownership's, site rules kept),
@@ -566,14 +580,23 @@ class Sharing:
         return found
 
     def note_limit(
-        self, actor: Actor, path: str, before: int | None, after: int | None, via: str
+        self,
+        actor: Actor,
+        path: str,
+        before: int | None,
+        after: int | None,
+        via: str,
+        is_dir: bool = False,
     ) -> None:
         """The owner set, moved or lifted an object's limit on grants (its explicit mask).
 
         One audit record (action "limit") and one log line. The limit lives in the
         object's own metadata, not in policy, so no other node redoes it and no node is
-        refused it: an owner's chmod always works.
+        refused it: an owner's chmod always works. Every node keeps the limits it hears
+        of (observations of kind replay.LIMIT) so that export denies grantees' own S3
+        keys what the limit takes away (policy/objectacl/export.py).
         """
+        record = None
         if self.trail is not None:
             record = self.trail.append(
                 actor_uid=actor.uid,
@@ -582,9 +605,17 @@ class Sharing:
                 path=path,
                 before=limit_text(before),
                 after=limit_text(after),
-                detail={"via": via},
+                detail={"via": via, "dir": int(is_dir), "hlc": self.clock.now()},
             )
             self.on_record(record)
+        stamp = replay.stamp_of(record) if record is not None else f"{self.clock.now()}-"
+        with self.store.transaction():
+            self.store.put_observation(
+                replay.LIMIT, path, stamp, replay.limit_payload(after, is_dir)
+            )
+            if record is not None:
+                replay.mark(self.store, record)
+        self.on_change([path])
         event(
             log,
             "limit",

@@ -87,6 +87,15 @@ def users_of(
     return sorted(team_members(team, groups)) if team is not None else []
 
 
+@dataclass(frozen=True)
+class Limit:
+    """An owner's limit on grants at one path (chmod, setfacl -m m::): the ACL mask."""
+
+    path: str
+    mask: int  # rwx bits grants may not exceed there
+    is_dir: bool
+
+
 def desired(
     bucket: str,
     grants: Iterable[Grant],
@@ -94,12 +103,15 @@ def desired(
     groups: Mapping[str, frozenset[str]],
     principals: Mapping[str, str | None],
     now: float,
+    limits: Iterable[Limit] = (),
 ) -> Desired:
     """The statements the grants in force on `bucket` imply.
 
     principals: user name -> object-store principal (None: the user has none); a user
     missing from it is treated as having none. Grants that have expired by `now` give
-    nothing. Grants with the same path, level and expiry share statements.
+    nothing. Grants with the same path, level and expiry share statements. Each owner's
+    limit under a grant becomes a Deny for that grant's principals (limit_statements), so
+    a file made private with chmod stays private to their own keys too.
     """
     by_team = {t.name: t for t in teams}
     shared: dict[tuple[str, Level, float | None], set[str]] = {}
@@ -124,7 +136,66 @@ def desired(
         if who:
             for statement in grant_statements(bucket, path, level, expires, sorted(who)):
                 statements[statement["Sid"]] = statement
+    for limit in limits:
+        if _bucket_of(limit.path) != bucket or _WILDCARDS.search(limit.path):
+            continue
+        denied: dict[tuple[str, ...], set[str]] = {}
+        for (path, level, _), who in shared.items():
+            if who and (limit.path == path or limit.path.startswith(path.rstrip("/") + "/")):
+                actions = limited_actions(limit, level)
+                if actions:
+                    denied.setdefault(actions, set()).update(who)
+        for actions, who in denied.items():
+            for statement in limit_statements(bucket, limit, actions, sorted(who)):
+                statements[statement["Sid"]] = statement
     return Desired(tuple(statements[sid] for sid in sorted(statements)), tuple(skipped))
+
+
+_WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+
+
+def limited_actions(limit: Limit, level: Level) -> tuple[str, ...]:
+    """What a grant of `level` may not do under an owner's limit, as S3 actions.
+
+    A file: no r in the mask takes reading (and writing) away, no w writing. A directory:
+    no r or no x closes everything below it (in POSIX nothing below is reachable through
+    it), no w takes writing below away (wider than POSIX, which keeps writes in
+    subdirectories: the store's prefixes cannot say "direct children only").
+    """
+    if not limit.mask & 4 or (limit.is_dir and not limit.mask & 1):
+        return ("s3:GetObject", *_WRITES, *(("s3:ListBucket",) if limit.is_dir else ()))
+    if level >= Level.WRITE and not limit.mask & 2:
+        return _WRITES
+    return ()
+
+
+def limit_statements(
+    bucket: str, limit: Limit, actions: Sequence[str], principals: Sequence[str]
+) -> list[Statement]:
+    """Deny statements for an owner's limit: objects at (and below) its path, and listing."""
+    key = limit.path.split("/", 2)[2] if limit.path.count("/") >= 2 else ""
+    who = {"AWS": list(principals)}
+    object_actions = [a for a in actions if a != "s3:ListBucket"]
+    if not key:
+        objects = [f"arn:aws:s3:::{bucket}/*"]
+    elif limit.is_dir:
+        objects = [f"arn:aws:s3:::{bucket}/{key}/*"]
+    else:
+        objects = [f"arn:aws:s3:::{bucket}/{key}"]
+    found: list[Statement] = [
+        {"Effect": "Deny", "Principal": who, "Action": object_actions, "Resource": objects}
+    ]
+    if "s3:ListBucket" in actions:
+        listing: Statement = {
+            "Effect": "Deny",
+            "Principal": who,
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+        }
+        if key:
+            listing["Condition"] = {"StringLike": {"s3:prefix": [f"{key}/", f"{key}/*"]}}
+        found.append(listing)
+    return [{"Sid": sid_of(s), **s} for s in found]
 
 
 def grant_statements(

@@ -46,6 +46,7 @@ class PolicyView:
     grants: Callable[[], list[Grant]]
     teams: Callable[[], list[Team]]
     groups: Callable[[], dict[str, frozenset[str]]]
+    limits: Callable[[], list[export.Limit]] = list  # owners' limits on grants
 
 
 @dataclass
@@ -149,7 +150,9 @@ class Exporter:
         principals: dict[str, str | None],
     ) -> None:
         state = self.state[bucket]
-        wanted = export.desired(bucket, grants, teams, groups, principals, time.time())
+        wanted = export.desired(
+            bucket, grants, teams, groups, principals, time.time(), self.view.limits()
+        )
         self._say_skipped(bucket, state, wanted.skipped)
         try:
             document = await self.s3(self.store.get_bucket_policy, bucket)

@@ -295,3 +295,40 @@ def test_doctor_checks_the_daemons_key_may_read_and_write_each_bucket_policy(
     assert found["status"] == "FAIL" and "may not read" in found["found"]
     assert "s3:PutBucketPolicy" in found["fix"] and "--system" in found["fix"]
     assert statements(rgw, b) == [hers]
+
+
+def test_the_owners_chmod_limits_what_grantees_keys_may_do_through_s3_too(
+    rgw: Rgw, seeded: str, make_rgw_mount: Any, alice: UnixUser, bob: UnixUser, carol: UnixUser
+) -> None:
+    b = seeded
+    m = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={})
+    root = m.path(b)
+    bob_s3, carol_s3 = rgw.client(bob.name), rgw.client(carol.name)
+    r = alice.run("sh", "-c", f"echo mine > {root}/runs/mine.txt")
+    assert r.returncode == 0, r.stderr
+    fedfs(alice, "sync", root)
+    fedfs(alice, "share", root / "runs", "--with", f"user:{bob.name}", "--write")
+    becomes("ok", bob_s3.get_object, Bucket=b, Key="runs/mine.txt")
+
+    # chmod 600: private through the mount, and to bob's own keys
+    assert alice.run("chmod", "600", root / "runs" / "mine.txt").returncode == 0
+    assert bob.run("cat", root / "runs" / "mine.txt").returncode != 0
+    becomes("AccessDenied", bob_s3.get_object, Bucket=b, Key="runs/mine.txt")
+    assert outcome(bob_s3.delete_object, Bucket=b, Key="runs/mine.txt") == "AccessDenied"
+    assert outcome(bob_s3.get_object, Bucket=b, Key="runs/a.txt") == "ok"  # the rest stays
+    # chmod 640: read, not write
+    assert alice.run("chmod", "640", root / "runs" / "mine.txt").returncode == 0
+    becomes("ok", bob_s3.get_object, Bucket=b, Key="runs/mine.txt")
+    assert outcome(bob_s3.put_object, Bucket=b, Key="runs/mine.txt", Body=b"x") == "AccessDenied"
+    # chmod 660 lifts the limit
+    assert alice.run("chmod", "660", root / "runs" / "mine.txt").returncode == 0
+    becomes("ok", bob_s3.put_object, Bucket=b, Key="runs/mine.txt", Body=b"bob\n")
+
+    # a directory closed with chmod 700 before a share stays closed to the keys too
+    assert alice.run("chmod", "700", root / "private").returncode == 0
+    fedfs(alice, "share", root, "--with", f"user:{carol.name}", "--read")
+    becomes("ok", carol_s3.get_object, Bucket=b, Key="runs/a.txt")
+    assert carol.run("cat", root / "private" / "p.txt").returncode != 0
+    assert outcome(carol_s3.get_object, Bucket=b, Key="private/p.txt") == "AccessDenied"
+    assert outcome(carol_s3.list_objects_v2, Bucket=b, Prefix="private/") == "AccessDenied"
+    assert any(s["Effect"] == "Deny" for s in fedfs_statements(rgw, b))

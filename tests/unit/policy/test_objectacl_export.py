@@ -292,3 +292,31 @@ def test_any_document_is_either_left_alone_or_merged_keeping_what_is_not_ours(
         assert {k: v for k, v in kept.items() if k not in ("Statement", "Version")} == {
             k: v for k, v in top.items() if k not in ("Statement", "Version")
         }
+
+
+def test_an_owners_limit_under_a_grant_becomes_a_deny_for_its_principals() -> None:
+    from fedfs.policy.model import Grant, Level, Principal
+    from fedfs.policy.objectacl.export import Limit, desired
+
+    grant = Grant("/b/runs", Principal("user", "bob"), Level.WRITE, "alice", 0.0)
+    bob = {"bob": "arn:aws:iam:::user/bob"}
+    private = desired("b", [grant], [], {}, bob, 1.0, [Limit("/b/runs/mine.txt", 0, False)])
+    denies = [s for s in private.statements if s["Effect"] == "Deny"]
+    assert [(d["Action"], d["Resource"]) for d in denies] == [
+        (
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            ["arn:aws:s3:::b/runs/mine.txt"],
+        )
+    ]
+    assert denies[0]["Principal"] == {"AWS": ["arn:aws:iam:::user/bob"]}
+    read_only = desired("b", [grant], [], {}, bob, 1.0, [Limit("/b/runs/mine.txt", 4, False)])
+    assert [s["Action"] for s in read_only.statements if s["Effect"] == "Deny"] == [
+        ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    ]
+    closed_dir = desired("b", [grant], [], {}, bob, 1.0, [Limit("/b/runs/sub", 0, True)])
+    resources = [s["Resource"] for s in closed_dir.statements if s["Effect"] == "Deny"]
+    assert ["arn:aws:s3:::b/runs/sub/*"] in resources and ["arn:aws:s3:::b"] in resources
+    # a limit that takes nothing away, or one outside every grant, denies nothing
+    for limit in (Limit("/b/runs/mine.txt", 6, False), Limit("/b/other/x", 0, False)):
+        found = desired("b", [grant], [], {}, bob, 1.0, [limit])
+        assert all(s["Effect"] == "Allow" for s in found.statements)
