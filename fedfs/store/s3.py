@@ -287,13 +287,18 @@ class ObjectStore:
         return current
 
     def _call_lean(self, what: str, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """A lean.py request, counted and timed like `_call`'s, its errors translated."""
+        """A lean.py request, counted and timed like `_call`'s, its errors translated.
+        A HEAD answered 404 (None) counts as a NotFound answer, as boto3's does."""
         self.requests += 1
         self.by_operation[name] += 1
         started = time.monotonic()
         error: str | None = None
         try:
-            return fn(*args)
+            result = fn(*args)
+            if result is None and name == "head_object":
+                error = "NotFound"
+                self.not_found += 1
+            return result
         except Exception as e:
             failure = translate(e, what)
             error = type(failure).__name__
@@ -381,7 +386,6 @@ class ObjectStore:
         if self.lean is not None:
             h = self._call_lean(f"s3://{bucket}/{key}", "head_object", self.lean.head, bucket, key)
             if h is None:
-                self.not_found += 1
                 return None
             return ObjectInfo(key, h.size, h.etag, h.last_modified, h.metadata, h.content_type)
         try:
