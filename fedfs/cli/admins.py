@@ -124,6 +124,11 @@ def _object_acl_lines(oa: dict[str, Any] | None) -> list[str]:
             f"           {u['bucket']}: statement {printable(u['sid'])} not mapped: "
             f"{printable(u['reason'])}"
         )
+    if oa.get("unmapped_hidden"):
+        lines.append(
+            f"           {oa['unmapped_hidden']} statement(s) of buckets you do not own are "
+            "not mapped (their owners and admins see which)"
+        )
     return lines
 
 

@@ -750,6 +750,22 @@ class Commands:
         )
         return [r for r in rows if everything or self._manages(actor, r["path"])]
 
+    async def _object_acl_status(self, peer: Peer) -> dict[str, Any] | None:
+        """The import's status. Statements not mapped name principals and keys of the
+        buckets' own policies, which the store shows only to those who may read them:
+        root, site admins and each bucket's owner see them, others how many there are."""
+        if self.d.importer is None:
+            return None
+        found: dict[str, Any] = dict(self.d.importer.status())
+        sharing = self.d.sharing
+        actor = await sharing.actor(peer.uid)
+        if peer.uid == 0 or sharing.site.is_admin(actor.uid, actor.name, actor.groups):
+            return found
+        unmapped = found.get("unmapped") or []
+        found["unmapped"] = [u for u in unmapped if sharing.owns_bucket(actor, u["bucket"])]
+        found["unmapped_hidden"] = len(unmapped) - len(found["unmapped"])
+        return found
+
     async def status(self, peer: Peer, args: dict[str, Any]) -> Any:
         d = self.d
         health = d.sharing.identity.health()
@@ -794,7 +810,7 @@ class Commands:
                 "grants": len(d.sharing.store.grants()),
                 "teams": len(d.sharing.store.teams()),
             },
-            "object_acl": d.importer.status() if d.importer else None,
+            "object_acl": await self._object_acl_status(peer),
             # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
             "object_acl_export": d.exporter.status() if d.exporter else None,
             "identity": {

@@ -335,6 +335,11 @@ class Sharing:
             raise Refused(f"{path} is not inside a bucket of this mount (buckets: {known})")
         return owner
 
+    def owns_bucket(self, actor: Actor, bucket: str) -> bool:
+        """Whether actor answers for the bucket (its owner, as [[buckets]] owner says)."""
+        owner = self.owners.get(bucket)
+        return owner is not None and self._owns(actor, owner)
+
     def _owns(self, actor: Actor, owner: BucketOwner) -> bool:
         p = owner.principal
         if p.kind == "user":

@@ -41,6 +41,17 @@ _ELEMENTS = frozenset(
     | {"Resource", "NotResource", "Condition"}
 )
 _BEFORE_OPS = {"datelessthan", "datelessthanequals"}
+_EXACT_KEYS = {"aws:CurrentTime", "s3:prefix"}
+_EXACT_OPS = {
+    "DateLessThan",
+    "DateLessThanEquals",
+    "DateGreaterThan",
+    "DateGreaterThanEquals",
+    "StringEquals",
+    "StringLike",
+}
+_TENANT_ROOT = re.compile(r"arn:aws:iam::[^:/]*:root")
+_ISO_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 _AFTER_OPS = {"dategreaterthan", "dategreaterthanequals"}
 _PREFIX_OPS = {"stringequals", "stringlike"}
 _UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f]")
@@ -214,8 +225,16 @@ class _Found:
             return
         for index, statement in enumerate(statements):
             if index >= MAX_STATEMENTS:
+                rest = statements[index:]
+                if any(isinstance(s, dict) and s.get("Effect") != "Allow" for s in rest):
+                    # a Deny not read could deny anyone anything: read it as widely as it may
+                    root = f"/{self.bucket}"
+                    self.denials = [Denial(root, EVERYONE, f"bucket-policy:#{index}")]
+                    self.caps, self.full = [], True
                 self.report(
-                    f"#{index}", f"only the first {MAX_STATEMENTS} statements are read; ignored"
+                    f"#{index}",
+                    f"only the first {MAX_STATEMENTS} statements are read; the rest give "
+                    "nothing, and a Deny among them denies everyone all of the bucket",
                 )
                 break
             try:
@@ -314,7 +333,11 @@ class _Found:
                 return None if allow else (None, None)
             for key, raw in body.items():
                 values = _strings(raw)
-                key_l = key.lower() if isinstance(key, str) else ""
+                # the store matches these keys and operators as written (measured on RGW 16:
+                # aws:currenttime or a date with an offset made the statement not apply)
+                key_l = key.lower() if isinstance(key, str) and key in _EXACT_KEYS else ""
+                if op not in _EXACT_OPS:
+                    name = ""
                 if values is None or not values:
                     bad = f"condition {_short(op)} on {_short(key)} has values that are not text"
                     self.report(sid, f"{bad}; the statement {ignored}")
@@ -359,11 +382,18 @@ class _Found:
         for kind, raw in principal.items():
             values = _strings(raw)
             if kind != "AWS" or values is None:
+                if not allow:
+                    self.report(sid, f"principal type {_short(kind)}: the Deny is for everyone")
+                    whos.append(EVERYONE)
+                    continue
                 self.report(sid, f"principal type {_short(kind)} is not mapped; it gets nothing")
                 continue
+            if not allow and len(values) > MAX_ITEMS:
+                self.report(sid, f"more than {MAX_ITEMS} principals: the Deny is for everyone")
+                whos.append(EVERYONE)
             for value in values[:MAX_ITEMS]:
-                if value == "*":
-                    whos.append(EVERYONE)
+                if value == "*" or (not allow and _TENANT_ROOT.fullmatch(value)):
+                    whos.append(EVERYONE)  # a tenant's root stands for all its users
                     continue
                 user = _safe(user_of, value)
                 if user is None:
@@ -397,6 +427,9 @@ class _Found:
             self.report(sid, "a Resource that is not text or a list of text; nothing mapped")
             return []
         places: list[tuple[str, str]] = []
+        if not allow and len(values) > MAX_ITEMS:
+            self.report(sid, f"more than {MAX_ITEMS} resources: the Deny is applied to all of it")
+            places.append((f"/{self.bucket}", "both"))
         for value in values[:MAX_ITEMS]:
             place = self.resource(sid, value, allow)
             if place is not None:
@@ -409,6 +442,9 @@ class _Found:
             return root, "both"
         arn = "arn:aws:s3:::"
         if not value.startswith(arn):
+            if not allow:  # arn:*:s3:::..., arn:aws:s3:*:*:...: the store may read it widely
+                self.report(sid, f"resource {_short(value)}: the Deny is applied to all of {root}")
+                return root, "both"
             self.report(sid, f"resource {_short(value)} is not an S3 ARN; not mapped")
             return None
         name, slash, key = value[len(arn) :].partition("/")
@@ -711,6 +747,9 @@ def _key_path(root: str, key: str) -> str | None:
 
 
 def _epoch(text: str) -> float | None:
+    """A date as the store reads aws:CurrentTime values: YYYY-MM-DDTHH:MM:SS[.f]Z only."""
+    if not _ISO_Z.fullmatch(text):
+        return None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

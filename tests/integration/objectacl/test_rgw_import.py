@@ -178,6 +178,9 @@ def test_an_unmappable_statement_gives_nothing_and_status_and_doctor_list_it(
 
     status = wait_for(listed, "status listing the statement", timeout=BOUND + 10)
     assert "aws:SourceIp" in status
+    # the bucket's policy is its owner's: another user is told only that some exist
+    seen = carol.run(*FEDFS, "status", str(root)).stdout.decode()
+    assert "CarolFromTheLab" not in seen and "of buckets you do not own are not mapped" in seen
     assert not reads(carol, root / "shared" / "a.txt")
     doctor = subprocess.run(
         [*FEDFS, "doctor", "--json", "--config", str(m.config)], capture_output=True, cwd=REPO

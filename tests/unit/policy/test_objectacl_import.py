@@ -436,3 +436,52 @@ def test_a_statement_multiplying_out_to_millions_is_cut_short() -> None:
     assert found.rights == ()
     assert [(d.path, d.who) for d in found.denials] == [("/b", EVERYONE)]
     assert {u.sid for u in found.unmapped} == {"Wide", "WideDeny"}
+
+
+def test_what_the_store_reads_strictly_gives_nothing_and_odd_denies_apply_widely() -> None:
+    """Found on RGW 16: it matches condition keys as written and reads only ...Z dates, so
+    an Allow written otherwise gives nothing there; a Deny it may read widely is wide here."""
+    res = "arn:aws:s3:::b/al/*"
+    for key, when in (
+        ("aws:currenttime", "2099-01-01T00:00:00Z"),
+        ("AWS:CURRENTTIME", "2099-01-01T00:00:00Z"),
+        ("aws:CurrentTime", "2099-01-01 00:00:00"),
+        ("aws:CurrentTime", "2099-01-01T00:00:00+00:00"),
+        ("aws:CurrentTime", "20991231T000000"),
+        ("aws:CurrentTime", "2099-01-01T00"),
+    ):
+        st = allow("A", {"AWS": arn("bob")}, "s3:GetObject", res)
+        st["Condition"] = {"DateLessThan": {key: when}}
+        found = see([st])
+        assert rights(found) == set(), (key, when)
+        assert [u.sid for u in found.unmapped] == ["A"], (key, when)
+    good = allow("A", {"AWS": arn("bob")}, "s3:GetObject", res)
+    good["Condition"] = {"DateLessThan": {"aws:CurrentTime": "2099-01-01T00:00:00Z"}}
+    assert rights(see([good])) != set()
+
+    public = allow("Pub", "*", "s3:GetObject", "arn:aws:s3:::b/pub/*")
+    for odd in (
+        {"Principal": {"AWS": arn("bob")}, "Resource": "arn:*:s3:::b/pub/d2/*"},
+        {"Principal": {"AWS": "arn:aws:iam:::root"}, "Resource": "arn:aws:s3:::b/pub/*"},
+        {
+            "Principal": {"AWS": arn("bob")},
+            "Resource": [f"arn:aws:s3:::b/x{i}/*" for i in range(1001)],
+        },
+    ):
+        deny = {"Sid": "D", "Effect": "Deny", "Action": "s3:GetObject", **odd}
+        found = see([public, deny])
+        assert found.denials, odd
+        assert any(d.path == "/b" or d.path == "/b/pub" for d in found.denials), found.denials
+    padding = [
+        allow(f"P{i}", {"AWS": arn("carol")}, "s3:GetObject", "arn:aws:s3:::b/c/*")
+        for i in range(1000)
+    ]
+    late_deny = {
+        "Sid": "Late",
+        "Effect": "Deny",
+        "Principal": {"AWS": arn("bob")},
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::b/pub/*",
+    }
+    found = see([*padding, public, late_deny])
+    assert [(d.path, d.who) for d in found.denials] == [("/b", EVERYONE)]
