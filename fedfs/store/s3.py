@@ -627,9 +627,13 @@ class ObjectStore:
         finally:
             with self._sending_lock:
                 self._sending.pop(where, None)
+        return self._uploaded(bucket, key, size, f"s3://{bucket}/{key}")
+
+    def _uploaded(self, bucket: str, key: str, size: int, what: str) -> ObjectInfo:
+        """The object an upload just completed, as the store now has it (a HEAD)."""
         info = self.head(bucket, key)
         if info is None or info.size != size:
-            raise Unavailable(f"s3://{bucket}/{key}: upload finished but the object is not there")
+            raise Unavailable(f"{what}: upload finished but the object is not there")
         return info
 
     def rewrite(
@@ -711,10 +715,7 @@ class ObjectStore:
         finally:
             with self._sending_lock:
                 self._sending.pop(where, None)
-        info = self.head(bucket, key)
-        if info is None or info.size != size:
-            raise Unavailable(f"{what}: upload finished but the object is not there")
-        return info
+        return self._uploaded(bucket, key, size, what)
 
     def copy(
         self,

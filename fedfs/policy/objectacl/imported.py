@@ -325,7 +325,9 @@ class _Found:
         start: float | None = None
         prefixes: list[str] | None = None
         for op, body in condition.items():
-            name = op.lower() if isinstance(op, str) else ""
+            # the store matches operators and keys as written (measured on RGW 16:
+            # aws:currenttime or a date with an offset made the statement not apply)
+            name = op.lower() if op in _EXACT_OPS else ""
             if not isinstance(body, dict) or not body:
                 self.report(
                     sid, f"condition {_short(op)} is not understood; the statement {ignored}"
@@ -333,11 +335,7 @@ class _Found:
                 return None if allow else (None, None)
             for key, raw in body.items():
                 values = _strings(raw)
-                # the store matches these keys and operators as written (measured on RGW 16:
-                # aws:currenttime or a date with an offset made the statement not apply)
-                key_l = key.lower() if isinstance(key, str) and key in _EXACT_KEYS else ""
-                if op not in _EXACT_OPS:
-                    name = ""
+                key_l = key.lower() if key in _EXACT_KEYS else ""
                 if values is None or not values:
                     bad = f"condition {_short(op)} on {_short(key)} has values that are not text"
                     self.report(sid, f"{bad}; the statement {ignored}")
