@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import trio
@@ -31,7 +31,7 @@ from fedfs.errors import FedfsError, PolicyError
 from fedfs.events import event
 from fedfs.identity.source import IdentitySource
 from fedfs.policy.objectacl.export import is_owned
-from fedfs.policy.objectacl.imported import EVERYONE, Observed, Unmapped, observe
+from fedfs.policy.objectacl.imported import EVERYONE, Observed, Right, Unmapped, observe
 from fedfs.policy.objectacl.principals import PrincipalMap
 from fedfs.policy.sharing import Sharing
 from fedfs.store.s3 import ObjectStore
@@ -100,7 +100,26 @@ class Importer:
         observed = await trio.to_thread.run_sync(
             self._observe, bucket, policy, acl, now, limiter=self.limiter
         )
-        await self.apply_observation(observed, now)
+        await self.apply_observation(self._since(observed, now), now)
+
+    def _since(self, observed: Observed, now: float) -> Observed:
+        """observed with each right's `since`: when it was first observed (kept from the
+        last observation of the bucket, here or from the policy store after a restart)."""
+        previous = self.sharing.imported.get(observed.bucket)
+        if previous is None:
+            kept = self.sharing.store.observation(KIND, observed.bucket)
+            try:
+                previous = (Observed.from_json(kept[1]), now) if kept else None
+            except PolicyError:
+                previous = None
+        first: dict[tuple[str, str, int, str, str], float] = {}
+        if previous is not None:
+            for r in previous[0].rights:
+                first[_same(r)] = previous[1] if r.since is None else r.since
+        return replace(
+            observed,
+            rights=tuple(replace(r, since=first.get(_same(r), now)) for r in observed.rights),
+        )
 
     def _observe(self, bucket: str, policy: str | None, acl: Any, now: float) -> Observed:
         """Worker thread: the mapping, with principals that name users this node knows."""
@@ -236,6 +255,11 @@ class Importer:
                 for u in found
             ],
         }
+
+
+def _same(r: Right) -> tuple[str, str, int, str, str]:
+    """What makes a right the same one across polls (a new expiry date does not)."""
+    return (r.path, r.who, r.level, r.source, r.shape)
 
 
 def _summary(observed: Observed) -> str:
