@@ -65,6 +65,19 @@ class Importer:
     def __post_init__(self) -> None:
         self._principals = PrincipalMap(self.cfg, self.identity)
         self.sharing.on_observation(KIND, self._observer)
+        self._restore()
+
+    def _restore(self) -> None:
+        """The observations the policy store kept (a restart): in force until the first
+        poll, and what that poll compares with (a policy unchanged since is no change).
+        The engine picks them up at the daemon's first Sharing.rebuild."""
+        for _, bucket, _, payload in self.sharing.store.observations(KIND):
+            if bucket not in self.buckets:
+                continue
+            try:
+                self._take(Observed.from_json(payload), time.time())
+            except PolicyError as e:
+                log.error("a kept object-acl observation of %s that cannot be read: %s", bucket, e)
 
     async def run(self) -> None:
         """Poll until cancelled (the first poll is the mount's: see poll_all)."""
