@@ -9,6 +9,8 @@ matches (docs/OBJECT_ACL.md "Import"). Real uids, real mounts, Ceph RGW.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +153,44 @@ def test_getobject_alone_reads_files_but_lists_no_directory_as_on_the_store(
     assert store_lists(rgw, carol, rgw_bucket, "shared/sub/")
     assert lists(carol, shared)
     assert not store_lists(rgw, carol, rgw_bucket, "")
+
+
+def test_reports_show_an_imported_expiry_and_say_when_a_deny_overrides_a_grant(
+    rgw: Rgw,
+    rgw_bucket: str,
+    make_rgw_mount: Any,
+    alice: UnixUser,
+    bob: UnixUser,
+    carol: UnixUser,
+) -> None:
+    m = make_rgw_mount([(rgw_bucket, f"user:{alice.name}")], object_acl={})
+    root = tree(m, rgw_bucket, alice, "mkdir -p shared/secret && echo s > shared/secret/x.txt")
+    r = alice.run(*FEDFS, "share", str(root / "shared"), "--with", f"user:{bob.name}", "--read")
+    assert r.returncode == 0, r.stderr
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
+    temp = get(rgw_bucket, carol, "shared/*")
+    temp["Sid"] = "TempCarol"
+    temp["Condition"] = {"DateLessThan": {"aws:CurrentTime": until}}
+    deny = {
+        "Sid": "DenyBob",
+        "Effect": "Deny",
+        "Principal": {"AWS": [arn(bob)]},
+        "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{rgw_bucket}/shared/secret/*"],
+    }
+    put_policy(rgw, rgw_bucket, alice, temp, deny)
+    secret = root / "shared" / "secret" / "x.txt"
+    wait_for(lambda: reads(carol, secret), "carol reading", timeout=BOUND + 10)
+    assert not reads(bob, secret)
+
+    r = alice.run(*FEDFS, "audit", "expiring", "--within", "7d", "--mount", str(root), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [(row["path"], row["principal"], row["granted_by"]) for row in json.loads(r.stdout)]
+    assert (f"/{rgw_bucket}/shared", f"user:{carol.name}", "bucket-policy:TempCarol") in rows
+
+    r = alice.run(*FEDFS, "grants", str(secret))
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"{bob.name}: denied here by bucket policy statement 'DenyBob' "
+        f"(the Deny is on /{rgw_bucket}/shared/secret) - overrides the grants above"
+    ) in r.stdout.decode(), r.stdout
