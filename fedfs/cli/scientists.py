@@ -71,24 +71,32 @@ def cmd_grants(args: argparse.Namespace) -> int:
         columns.append("in force")  # a stricter site policy left some grants out
     output(args, rows, columns, f"grants on {args.path}")  # output escapes it
     if not (args.json or args.csv):
-        for r in rows:
-            if r.get("limited_by") and r["effective"] == "---" and r["level"] != "none":
-                by = r.get("mask_by")
-                limit = f"the owner's limit (set by {by})" if by else "the owner's limit"
-                print(
-                    f"{_who(r['principal'])}: denied here by {limit}, the ACL mask of "
-                    f"{printable(args.path)} being --- - overrides the {r['level']} grant "
-                    f"above; {_lifts(r)} lifts the limit"
-                )
-            elif r.get("limited_by"):
-                print(
-                    f"note: the ACL mask of {printable(args.path)} is {r['mask']} "
-                    f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
-                    f"as {r['effective']} here; {_lifts(r)} lifts the limit"
-                )
-        for line in denied_lines(rows):
+        for line in limit_lines(rows, printable(args.path)) + denied_lines(rows):
             print(line)
     return 0
+
+
+def limit_lines(rows: list[dict[str, Any]], shown: str) -> list[str]:
+    """A line for each grant the owner's limit (the ACL mask of the object) narrows here;
+    one that leaves the grant nothing says plainly that it denies and overrides it."""
+    lines = []
+    for r in rows:
+        if not r.get("limited_by") or r["level"] == "none":
+            continue
+        if r["effective"] == "---":
+            by = r.get("mask_by")
+            limit = f"the owner's limit (set by {by})" if by else "the owner's limit"
+            lines.append(
+                f"{_who(r['principal'])}: denied here by {limit}, the ACL mask of {shown} "
+                f"being --- - overrides the {r['level']} grant above; {_lifts(r)} lifts the limit"
+            )
+        else:
+            lines.append(
+                f"note: the ACL mask of {shown} is {r['mask']} "
+                f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
+                f"as {r['effective']} here; {_lifts(r)} lifts the limit"
+            )
+    return lines
 
 
 def denied_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedfs.cli.scientists import denied_lines
+from fedfs.cli.scientists import denied_lines, limit_lines
 
 
 def row(principal: str, level: str, by: str, path: str = "/b/runs", inherited: bool = True) -> Any:
@@ -33,3 +33,21 @@ def test_a_deny_names_its_statement_and_overrides_the_grants_of_that_user() -> N
         "/b) - everyone without a grant of their own is refused",
     ]
     assert denied_lines(rows[:2]) == []
+
+
+def test_an_owners_limit_that_leaves_a_grant_nothing_says_it_denies() -> None:
+    limited = {
+        **row("user:bob", "read", "alice"),
+        "effective": "---",
+        "mask": "---",
+        "limited_by": "rx",
+        "mask_by": "chmod",
+    }
+    narrowed = {**limited, "principal": "user:carol", "effective": "r--", "mask": "r--"}
+    narrowed["limited_by"] = "x"
+    assert limit_lines([limited, narrowed], "runs/a.nc") == [
+        "bob: denied here by the owner's limit (set by chmod), the ACL mask of runs/a.nc "
+        "being --- - overrides the read grant above; chmod g+rx lifts the limit",
+        "note: the ACL mask of runs/a.nc is r-- (set by chmod), so user:carol read works as "
+        "r-- here; chmod g+x lifts the limit",
+    ]
