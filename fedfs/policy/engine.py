@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fedfs.policy import reach
 from fedfs.policy.acl import Acl, AclTag, pack_acl
 from fedfs.policy.model import (
+    BELOW,
     TREE,
     Denial,
     Grant,
@@ -622,6 +623,8 @@ class PolicyEngine:
         for compiled in self._applicable(path):
             if best is not None and compiled.level <= best:
                 continue
+            if compiled.shape == BELOW and compiled.grant.path == normalize_path(path):
+                continue  # the object named like the prefix is not the store's to give
             if compiled.expires is not None and now >= compiled.expires:
                 continue
             if user in compiled.names or uid in compiled.uids or not gids.isdisjoint(compiled.gids):

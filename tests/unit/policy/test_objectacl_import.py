@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from fedfs.config import ObjectAclConfig
 from fedfs.identity.source import User
-from fedfs.policy.model import Level
+from fedfs.policy.acl import R, W, permits
+from fedfs.policy.engine import ObjectMeta, PolicyEngine
+from fedfs.policy.model import Denial, Grant, Identities, Level, Opening, Principal
 from fedfs.policy.objectacl import imported
 from fedfs.policy.objectacl.export import is_owned
 from fedfs.policy.objectacl.imported import EVERYONE, Observed, observe
@@ -589,3 +591,68 @@ def test_what_the_store_reads_strictly_gives_nothing_and_odd_denies_apply_widely
     }
     found = see([*padding, public, late_deny])
     assert [(d.path, d.who) for d in found.denials] == [("/b", EVERYONE)]
+
+
+# -- through the engine: what the kernel is shown, object by object ---------------------
+
+UIDS = {"alice": 1001, "bob": 1002, "carol": 1003}
+STRANGER = 4242
+SAMPLE_FILES = ["a", "a/x", "a/f", "a/b/f", "a/x/f", "f", "ab", "a/b"]
+SAMPLE_DIRS = ["", "a", "a/b", "a/x", "ab"]
+
+
+def _engine(found: Observed) -> PolicyEngine:
+    grants = [
+        Grant(r.path, Principal("user", r.who), Level(r.level), r.source, NOW, r.expires, r.shape)
+        for r in found.rights
+        if r.who != EVERYONE
+    ]
+    openings = [
+        Opening(r.path, Level(r.level), r.source, r.expires, r.shape)
+        for r in found.rights
+        if r.who == EVERYONE
+    ]
+    denials = [
+        Denial(d.path, None if d.who == EVERYONE else d.who, d.source) for d in found.denials
+    ]
+    ids = Identities(uids=UIDS, primary_gids={uid: uid for uid in UIDS.values()})
+    return PolicyEngine(grants, [], ids, denials, openings)
+
+
+@settings(max_examples=150, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_what_the_kernel_is_shown_never_allows_what_the_store_refuses(doc: list[Any]) -> None:
+    """Objects owned by someone else with private modes: every r or w the view gives a user
+    on a file (GetObject, PutObject and DeleteObject on its key) or on a directory
+    (ListBucket with its prefix; PutObject and DeleteObject under it) the store allows."""
+    engine = _engine(see(doc))
+    closed_dir = ObjectMeta(uid=999, gid=999, mode=0o700)
+    closed_file = ObjectMeta(uid=999, gid=999, mode=0o600)
+    people = [(arn(name), uid) for name, uid in UIDS.items()] + [(arn("stranger"), STRANGER)]
+
+    def view(key: str, is_dir: bool) -> Any:
+        path = f"/{BUCKET}/{key}" if key else f"/{BUCKET}"
+        depth = path.count("/") - 1
+        meta = closed_dir if is_dir else closed_file
+        return engine.view(path, meta, is_dir, NOW, lambda: [closed_dir] * depth)
+
+    for key in SAMPLE_FILES:
+        shown = view(key, False)
+        for principal, uid in people:
+            gids = frozenset({uid})
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, R):
+                assert store_allows(doc, principal, "s3:GetObject", key), (principal, key)
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, W):
+                for action in ("s3:PutObject", "s3:DeleteObject"):
+                    assert store_allows(doc, principal, action, key), (principal, action, key)
+    for key in SAMPLE_DIRS:
+        shown = view(key, True)
+        prefix = f"{key}/" if key else ""
+        for principal, uid in people:
+            gids = frozenset({uid})
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, R):
+                assert store_allows(doc, principal, "s3:ListBucket", "", prefix), (principal, key)
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, W):
+                for action in ("s3:PutObject", "s3:DeleteObject"):
+                    new = f"{prefix}new"
+                    assert store_allows(doc, principal, action, new), (principal, action, key)
