@@ -40,6 +40,15 @@ def store_reads(rgw: Rgw, who: UnixUser, bucket: str, key: str) -> bool:
         return False
 
 
+def store_writes(rgw: Rgw, who: UnixUser, bucket: str, key: str) -> bool:
+    try:
+        rgw.client(who.name).put_object(Bucket=bucket, Key=key, Body=b"x")
+        return True
+    except botocore.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == "AccessDenied", e
+        return False
+
+
 def store_lists(rgw: Rgw, who: UnixUser, bucket: str, prefix: str) -> bool:
     try:
         rgw.client(who.name).list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
@@ -92,7 +101,14 @@ def test_a_statement_on_a_prefix_never_opens_the_object_of_the_same_name(
     shadowed = root / "P" / ".fedfs-shadowed-file"
     wait_for(lambda: reads(alice, shadowed), "alice seeing the shadowed file P", timeout=30)
 
-    put_policy(rgw, rgw_bucket, alice, get(rgw_bucket, carol, "shared/*", "data/*", "P/*"))
+    writes = {
+        "Sid": "CarolWritesUnderP",
+        "Effect": "Allow",
+        "Principal": {"AWS": [arn(carol)]},
+        "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        "Resource": [f"arn:aws:s3:::{rgw_bucket}/P/*", f"arn:aws:s3:::{rgw_bucket}/data/*"],
+    }
+    put_policy(rgw, rgw_bucket, alice, get(rgw_bucket, carol, "shared/*"), writes)
     wait_for(lambda: reads(carol, root / "shared" / "a.txt"), "carol reading", timeout=BOUND + 10)
     assert store_reads(rgw, carol, rgw_bucket, "shared/a.txt")
 
@@ -101,10 +117,17 @@ def test_a_statement_on_a_prefix_never_opens_the_object_of_the_same_name(
     assert not store_reads(rgw, carol, rgw_bucket, "P")
     assert not reads(carol, root / "data")
     assert not reads(carol, shadowed)
+    # nor write them: the store refuses her PUT of those keys, the mount her writes
+    assert not store_writes(rgw, carol, rgw_bucket, "data")
+    assert not store_writes(rgw, carol, rgw_bucket, "P")
     assert carol.run("sh", "-c", f"echo x > {root}/data").returncode != 0
-    # what is under P/ she reads both ways
+    assert carol.run("sh", "-c", f"echo x > {shadowed}").returncode != 0
+    assert carol.run("rm", "-f", str(root / "data")).returncode != 0
+    # what is under P/ she reads and writes both ways
     assert store_reads(rgw, carol, rgw_bucket, "P/x.txt")
+    assert store_writes(rgw, carol, rgw_bucket, "P/y.txt")
     assert reads(carol, root / "P" / "x.txt")
+    assert carol.run("sh", "-c", f"echo more >> {root}/P/x.txt").returncode == 0
 
 
 def test_getobject_alone_reads_files_but_lists_no_directory_as_on_the_store(
