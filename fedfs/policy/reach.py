@@ -7,6 +7,11 @@ its grants inside the last such directory cover. Everything else there gets a na
 entry with no permissions for it, which POSIX ACLs check before "other", so a
 guessed name or a cached dentry opens nothing.
 
+What a grant gives each object on the way is `bits`: all of a `fedfs share` grant's
+level, or, for the rights a bucket policy gives, only what the store covers (files
+under a prefix but not the object named like it, directories search but listing
+only from s3:ListBucket; docs/OBJECT_ACL.md "Import").
+
 A holder is a kernel principal: a uid (named USER entries: users and team members,
 who also carry the grants of their groups) or a gid (named GROUP entries: groups and
 the groups that back teams, taken as a member of that group and of no other).

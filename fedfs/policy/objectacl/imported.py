@@ -4,9 +4,11 @@ Reads a bucket policy document (any text: hostile, huge, wrong types) and a
 GetBucketAcl answer, and returns the rights they state for local users, the
 denials, and every statement that cannot be mapped faithfully with its Sid and
 the reason. The rule (docs/OBJECT_ACL.md "Import"): an Allow grants in POSIX only
-what the store grants, never more; anything not understood makes the Allow give
-nothing, except extra principals, actions or resources, which are left out (and
-reported) while the rest applies. A Deny is applied in full (all access of that
+what the store grants, never more (each right has the shape of the keys or
+listings it covers, model.Shape: `B/P/*` never the object P, GetObject never a
+listing); anything not understood makes the Allow give nothing, except extra
+principals, actions or resources, which are left out (and reported) while the
+rest applies. A Deny is applied in full (all access of that
 user there), wider rather than narrower when it cannot be mapped exactly. Bucket
 ACL grants never let anyone read objects on the store, so they give nothing here
 and are reported.
@@ -444,7 +446,9 @@ class _Found:
 
     def resources(self, sid: str, resource: Any, allow: bool) -> list[tuple[str, str]]:
         """(path, kind) for each resource of this bucket that can be mapped; kind is
-        "bucket" (the bucket itself: listing), "objects" (keys under path) or "both"."""
+        "bucket" (the bucket itself: listing), "objects" (keys under path + "/"),
+        "prefix" (an Allow's "B/P*": the key P and those under P/) or "both"; "both"
+        is the whole bucket: listing and every key."""
         values = _strings(resource)
         if values is None or not values:
             self.report(sid, "a Resource that is not text or a list of text; nothing mapped")
