@@ -278,7 +278,7 @@ def _same(r: Right) -> tuple[str, str, int, str, str]:
 def _summary(observed: Observed) -> str:
     """The rights and denials of an observation in one line, for the log and the audit."""
     parts = [
-        f"{'other' if r.who == EVERYONE else r.who} {_level(r.level)} on {r.path} ({r.source})"
+        f"{'other' if r.who == EVERYONE else r.who} {_covers(r)} ({r.source})"
         for r in observed.rights
     ]
     parts += [
@@ -290,3 +290,16 @@ def _summary(observed: Observed) -> str:
 
 def _level(level: int) -> str:
     return "write" if level >= 2 else "read"
+
+
+def _covers(r: Right) -> str:
+    """What a right covers, in words (docs/OBJECT_ACL.md "Prefixes and objects")."""
+    if r.shape == "list":
+        return f"list {r.path} and below"
+    if r.shape == "list-one":
+        return f"list {r.path}"
+    if r.shape == "prefix":
+        return f"{_level(r.level)} on {r.path} and under {r.path}/"
+    if r.shape == "below":
+        return f"{_level(r.level)} under {r.path}/"
+    return f"{_level(r.level)} on {r.path}"
