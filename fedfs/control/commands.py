@@ -167,7 +167,7 @@ class Commands:
         actor = await sharing.actor(peer.uid)
         g = await sharing.unshare(actor, _str(args, "path"), _str(args, "principal"))
         note = await self._published()
-        what = f"{g.principal}'s {g.level} on {g.path}"
+        what = f"{g.principal} {g.level} on {g.path}"
         return {
             "path": g.path,
             "principal": str(g.principal),
@@ -218,8 +218,8 @@ class Commands:
                 grant = _grant_of(row)
             except FedfsError:
                 continue  # "other" from a public bucket policy: not a grant of fedfs's
-            why = exporter.verdict(grant)
-            row["exported"] = "yes" if why is None else f"no: {why}"
+            verdict = exporter.verdict(grant)
+            row["exported"] = "yes" if verdict is None else f"no: {verdict.short}"
 
     async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -243,7 +243,7 @@ class Commands:
         users = _names(args, "users")
         team = await self.d.sharing.team_remove(actor, _str(args, "name"), users)
         note = await self._published()
-        what = f"what team {team.name} gave {', '.join(users)}"
+        what = f"{', '.join(users)} what team {team.name} gave them"
         buckets = [b.name for b in self.d.cfg.buckets]
         return {
             **_team(team),

@@ -25,11 +25,12 @@ async def after_share(exporter: Exporter | None, grant: Grant) -> dict[str, Any]
         return None
     bucket = _bucket(grant.path)
     caught_up = await exporter.caught_up(WAIT)
-    why = exporter.verdict(grant)
-    if why is not None:
+    verdict = exporter.verdict(grant)
+    if verdict is not None:
         note = (
             f"shared through the mount; NOT exported to the bucket policy of {bucket}, so "
-            f"{grant.principal}'s own S3 keys do not reach it: {why}. " + _remedy(why)
+            f"{grant.principal}'s own S3 keys do not reach it: {verdict.detail}. "
+            + _remedy(verdict.detail)
         )
         return {"bucket": bucket, "exported": False, "note": note}
     if not caught_up:
@@ -41,7 +42,7 @@ async def after_revocation(
     exporter: Exporter | None, buckets: Iterable[str], what: str
 ) -> dict[str, Any] | None:
     """{"buckets", "removed": True/False/None, "note"} once a revocation (`what`, e.g.
-    "user:bob's read on /b/runs") has reached the policies of `buckets`, or why not."""
+    "user:bob read on /b/runs") has reached the policies of `buckets`, or why not."""
     if exporter is None:
         return None
     wanted = sorted(set(buckets) & set(exporter.state))
@@ -52,7 +53,7 @@ async def after_revocation(
         note = (
             f"removed through the mount, but NOT yet from the bucket policy of "
             f"{', '.join(sorted(failing))}: exporting there fails ({errors}). Until it "
-            f"succeeds the store still allows {what} to the grantee's own S3 keys. "
+            f"succeeds, the store still gives {what} through their own S3 keys. "
             "fedfs retries by itself; fix the cause (`fedfs status` shows it, `fedfs doctor` "
             "checks the permissions), or ask the bucket's owner to remove the statement "
             "naming that user from the bucket policy"

@@ -43,6 +43,14 @@ JITTER = 0.2  # the poll interval varies by this fraction, so nodes do not poll 
 MIN_RETRY = 1.0  # seconds before retrying a bucket the store failed for, doubling
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Why a grant is not in its bucket's policy: a few words (a table cell), and in full."""
+
+    short: str
+    detail: str
+
+
 @dataclass
 class PolicyView:
     """What export reads of the policy: the grants in force, teams and group members."""
@@ -137,19 +145,21 @@ class Exporter:
                 await self._passed.wait()
         return self.done >= target
 
-    def verdict(self, grant: Grant) -> str | None:
+    def verdict(self, grant: Grant) -> Verdict | None:
         """Why a grant in force is not (yet) in its bucket's policy; None when it is."""
         bucket = grant.path.split("/", 2)[1]
         st = self.state.get(bucket)
         if st is None:
             return None
         if (grant.path, str(grant.principal)) in st.left_out() and st.fitted is not None:
-            return st.fitted.reason(bucket)
+            return Verdict("the bucket policy is full", st.fitted.reason(bucket))
         for s in st.skipped:
             if s.grant.path == grant.path and s.grant.principal == grant.principal:
-                return s.reason + (f" ({s.user})" if s.user else "")
+                why = s.reason + (f" ({s.user})" if s.user else "")
+                return Verdict(why, why)
         if st.error is not None:
-            return f"exporting to the bucket policy of {bucket} fails: {st.error}"
+            why = f"exporting to the bucket policy of {bucket} fails: {st.error}"
+            return Verdict("the export fails (fedfs status)", why)
         return None
 
     async def run(self) -> None:

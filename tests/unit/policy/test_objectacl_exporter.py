@@ -114,7 +114,8 @@ def test_grants_left_out_of_a_full_policy_are_named_logged_once_and_counted(
     assert out and e.not_exported() == len(out)
     assert len(store.policies["runs"].encode()) <= 4000
     newest = grants[-1]
-    assert "is full" in (e.verdict(newest) or "") and e.verdict(grants[0]) is None
+    verdict = e.verdict(newest)
+    assert verdict and "is full" in verdict.detail and e.verdict(grants[0]) is None
     assert caplog.text.count("event=object-acl-not-exported") == len(out)  # once each
     row = e.status()[0]
     assert row["bytes"] <= row["max_bytes"] == 4000 < row["needed_bytes"]
