@@ -53,7 +53,7 @@ def _export(answer: dict[str, Any]) -> None:
         print(f"fedfs: warning: {printable(e['note'])}", file=sys.stderr)
     elif e.get("removed"):
         print(f"removed from the bucket policy of {printable(', '.join(e['buckets']))} too")
-    elif e.get("exported"):
+    elif e.get("exported") and e.get("bucket"):
         print(f"exported to the bucket policy of {printable(e['bucket'])}")
 
 
@@ -122,6 +122,7 @@ def cmd_team(args: argparse.Namespace) -> int:
             t = c.call("team-add", name=args.name, users=args.users, owner=args.owner)
             print(f"team {t['name']}: {len(t['members'])} members")
             _note(t)
+            _export(t)
         elif args.team_command == "remove":
             t = c.call("team-remove", name=args.name, users=args.users)
             print(f"team {t['name']}: {len(t['members'])} members")

@@ -236,7 +236,9 @@ class Commands:
         team = await self.d.sharing.team_add(
             actor, _str(args, "name"), _names(args, "users"), owner
         )
-        return {**_team(team), "note": await self._published()}
+        note = await self._published()
+        export = await export_notes.after_team_add(self.d.exporter, team.name)
+        return {**_team(team), "note": note, "export": export}
 
     async def team_remove(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)

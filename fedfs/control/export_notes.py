@@ -64,6 +64,31 @@ async def after_revocation(
     return {"buckets": wanted, "removed": True, "note": None}
 
 
+async def after_team_add(exporter: Exporter | None, team: str) -> dict[str, Any] | None:
+    """{"exported": True/False/None, "note"}: whether the team's grants, which now reach
+    its new members too, are all in the bucket policies (a full policy may leave them out)."""
+    if exporter is None:
+        return None
+    caught_up = await exporter.caught_up(WAIT)
+    out = sorted(
+        (g.path, verdict.detail)
+        for st in exporter.state.values()
+        for g in st.left_out().values()
+        if str(g.principal) == f"team:{team}" and (verdict := exporter.verdict(g)) is not None
+    )
+    if out:
+        paths = ", ".join(path for path, _ in out)
+        note = (
+            f"team {team}'s grants on {paths} are in force through the mount but NOT exported "
+            f"to the bucket policy, so members' own S3 keys do not reach them: {out[0][1]}. "
+            + _remedy(out[0][1])
+        )
+        return {"exported": False, "note": note}
+    if not caught_up:
+        return {"exported": None, "note": _pending("the buckets")}
+    return {"exported": True, "note": None}
+
+
 def _pending(bucket: str) -> str:
     return (
         f"not yet confirmed in the bucket policy of {bucket} after {WAIT:g} s (the export is "

@@ -96,6 +96,13 @@ def test_a_full_policy_leaves_out_the_biggest_sharers_newest_grants_and_says_so(
     status = carol.run(*FEDFS, "status", root).stdout.decode()
     assert f"FULL: {len(refused)} grant(s)" in status and "not exported: " in status
 
+    # a team grant that reaches someone only once a member is added: team add says so
+    fedfs(carol, "team", "create", "oa-full", "--mount", root)
+    share(carol, root / inside, "--with", "team:oa-full", "--read")
+    r = carol.run(*FEDFS, "team", "add", "oa-full", bob.name, "--mount", root)
+    assert r.returncode == 0, r.stderr
+    assert "team oa-full's grants on" in r.stderr.decode() and "NOT exported" in r.stderr.decode()
+
     # the policy stays under the budget, the owner's statement and the Denies with it
     policy = rgw.client(SERVICE).get_bucket_policy(Bucket=b)["Policy"]
     assert len(policy.encode()) <= BUDGET * 1.1  # as RGW gives it back (its own spacing)
