@@ -11,7 +11,8 @@ listing shows them need no HEAD, and a listing that needed HEADs writes the
 directory's index again once they are done. At a bucket's root the index
 objects' prefix is not shown.
 
-Concurrency: runs in the trio thread; prefetch workers run in the daemon's
+Concurrency: runs in the trio thread; prefetch workers, and the task that
+lists an open directory's pages ahead of readdir, run in the daemon's
 nursery. State may change at every `await`, so each operation re-reads what
 it needs after awaiting and never holds a reference to a dict entry across
 an await it depends on: an entry this node changed after a page was asked
@@ -253,18 +254,70 @@ class DirListing:
         self.index: dict[str, IndexEntry] | None = None
         self.listed: dict[str, ObjectInfo] = {}
         self.index_stale = False  # some listed object was not described by the index
+        # The background task listing pages ahead of entry(): running, its failure for
+        # entry() to raise, and the event set whenever a page arrived (or it stopped).
+        self.filling = False
+        self.ready = 0  # entries of the pages processed whole (their index applied)
+        self.failed: Exception | None = None
+        self.arrived = trio.Event()
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
-        """The index-th entry, from a listing of all pages.
+        """The index-th entry (None past the end).
 
-        All pages at once, before the first entry: the metadata reads of every page
-        start as it arrives, and lookups of names the kernel already had (their entries
-        expire while a large first `ls -l` waits for metadata) are answered from the
-        listing instead of S3.
+        An entry whose metadata is known (listed before with the same ETag and time, or
+        described by the directory's metadata index) goes out as soon as its page is
+        here, while the next pages are listed in the background: `ls -l`, which stats
+        each entry as it reads it, works through the first pages of a large directory
+        while the rest are on their way, so a repeated listing takes about as long as
+        the listing itself rather than the listing and then the kernel's round trips.
+
+        The first entry whose metadata is unknown waits for all pages: the metadata reads
+        of every page start as it arrives, and lookups of names the kernel already had
+        (their entries expire while a large first `ls -l` waits for metadata) are
+        answered from the complete listing instead of S3.
         """
-        while not self.done:
+        while True:
+            if index < (len(self.entries) if self.done else self.ready):
+                node = self.entries[index][1]
+                if self.done or node.meta_known or node.dirty:
+                    return self.entries[index]
+                while not self.done:
+                    await self._more()
+                continue
+            if self.done:
+                return None
+            await self._more()
+
+    async def _more(self) -> None:
+        """Wait for the next page; with a nursery a background task lists ahead of readdir."""
+        nursery = self.listings.nursery
+        if nursery is None:
             await self._next_page()
-        return self.entries[index] if index < len(self.entries) else None
+            return
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
+        arrived = self.arrived
+        if not self.filling:
+            self.filling = True
+            nursery.start_soon(self._fill)
+        await arrived.wait()
+
+    async def _fill(self) -> None:
+        """List the remaining pages one after another, waking entry() after each."""
+        try:
+            while not self.done:
+                await self._next_page()
+                self._wake()
+        except Exception as e:  # entry() raises it to its caller; the next call lists again
+            self.failed = e
+        finally:
+            self.filling = False
+            self._wake()
+
+    def _wake(self) -> None:
+        self.arrived.set()
+        self.arrived = trio.Event()
 
     def _add(self, name: str, inode: Inode[Staging]) -> None:
         if name not in self.seen:
@@ -372,6 +425,7 @@ class DirListing:
             self._add(name, sub)
             new.append(sub)
         ls.prefetch_metadata(new)
+        self.ready = len(self.entries)
         if not self.token:
             self._finish()
 

@@ -207,3 +207,48 @@ def test_a_repeated_ls_l_costs_listings_not_a_request_per_file(
     used = {op: warm[op] - cold.get(op, 0) for op in warm}
     # Before: a LOOKUP per expired entry cost a HEAD and a LIST, a GETATTR a HEAD.
     assert sum(used.values()) < n / 20, used
+
+
+def test_a_large_directory_changed_through_s3_lists_each_name_once_as_it_is_now(
+    make_mount: Any, bucket: str, s3: Any, alice: UnixUser, bob: UnixUser
+) -> None:
+    """Known entries go out as their page arrives while later pages are listed: a directory
+    of three pages changed through S3 between two `ls -l` (objects added in the first and
+    last pages, removed, replaced with another owner and mode) shows every name once, with
+    what the store holds now."""
+    n = 2500
+    meta = {"mode": str(0o100640), "uid": str(alice.uid), "gid": str(alice.uid)}
+
+    def put(key: str, body: bytes = b"z", m: dict[str, str] = meta) -> None:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=m)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: put(f"pages/o{i:05d}"), range(n)))
+    m: Mount = make_mount([(bucket, "user:root")])
+    d = m.path(bucket, "pages")
+    assert d.is_dir()
+    first = ls_ln(d)
+    assert len(first) == n
+    a = str(alice.uid)
+    assert set(first.values()) == {("-rw-r-----", a, a, "1")}
+    for i in (5, 1700, 2499):
+        s3.delete_object(Bucket=bucket, Key=f"pages/o{i:05d}")
+    put("pages/a-first", b"new")
+    put("pages/z-last", b"newest")
+    other = {"mode": str(0o100600), "uid": str(bob.uid), "gid": str(bob.uid)}
+    put("pages/o01200", b"replaced", other)
+    put("pages/o02400", b"replaced", other)
+
+    def now_shown() -> dict[str, tuple[str, str, str, str]] | None:
+        shown = ls_ln(d)
+        return shown if "z-last" in shown else None
+
+    second = wait_for(now_shown, "a listing showing what S3 holds now")
+    expected = {k: v for k, v in first.items() if k not in ("o00005", "o01700", "o02499")}
+    expected["a-first"] = ("-rw-r-----", a, a, "3")
+    expected["z-last"] = ("-rw-r-----", a, a, "6")
+    for name in ("o01200", "o02400"):
+        expected[name] = ("-rw-------", str(bob.uid), str(bob.uid), "8")
+    assert second == expected
+    # Repeated at once, now that every entry is known again: the same.
+    assert ls_ln(d) == expected
