@@ -221,7 +221,7 @@ class ObjectStore:
                 connect_timeout=cfg.connect_timeout,
                 read_timeout=cfg.read_timeout,
                 max_attempts=cfg.max_attempts,
-                connections=cfg.max_connections + 4,
+                connections=cfg.max_connections + cfg.max_copies + 4,
             )
         self.transfer = TransferConfig(
             multipart_threshold=cfg.multipart_threshold,
@@ -734,6 +734,25 @@ class ObjectStore:
             extra = {**extra, "Metadata": metadata, "MetadataDirective": "REPLACE"}
             if content_type:
                 extra["ContentType"] = content_type
+        if size < _MAX_SINGLE_COPY and self.lean is not None:
+            headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+            if metadata is not None:
+                headers["x-amz-metadata-directive"] = "REPLACE"
+                if content_type:
+                    headers["content-type"] = content_type
+            if self.acl:
+                headers["x-amz-acl"] = self.acl["ACL"]
+            etag, last_modified = self._call_lean(
+                what, "copy_object", self.lean.copy, bucket, src, dst, headers
+            )
+            return ObjectInfo(
+                dst,
+                size,
+                etag,
+                last_modified,
+                dict(metadata) if metadata is not None else None,
+                content_type,
+            )
         if size < _MAX_SINGLE_COPY:
             r = self._call(
                 what, self.client.copy_object, CopySource=src_ref, Bucket=bucket, Key=dst, **extra

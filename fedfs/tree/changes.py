@@ -3,9 +3,9 @@
 Owns what each change does to the keys: a new file stays local until its
 first upload, a directory is a `key/` marker, an implied directory gets a
 marker before its last key goes (so it persists), a file rename is a copy
-and a delete, and a directory rename copies every key under the prefix
-before deleting any (journaled, so `finish_moves` completes one that a stop
-interrupted). Also reads symlink targets.
+and a delete, and a directory rename copies every key under the prefix and
+deletes each old key once its copy is there (journaled, so `finish_moves`
+completes one that a stop interrupted). Also reads symlink targets.
 
 Concurrency: runs in the trio thread. State may change at every `await`, so
 each operation re-reads what it needs after awaiting and never holds a
@@ -15,7 +15,7 @@ and uploads under a directory being moved wait for the move.
 
 May call: the inode table, lookups, revalidation, write-back (staging,
 commit, discard), the journal, names, meta, and the store through worker
-threads.
+threads (a directory move's copies through their own, `[store] max_copies`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
 
+# Old keys of a directory move per DeleteObjects request (S3 takes up to 1,000): small
+# enough that the batches go while the copies are still under way, not all at the end.
+_DELETE_BATCH = 200
+
 
 class Changes:
     """Every operation that adds, removes or moves a name, for one mount."""
@@ -64,8 +68,10 @@ class Changes:
         revalidation: Revalidation,
         writeback: WriteBack,
         journal: Journal,
+        copies: WorkerThreads,
     ) -> None:
         self.cfg = cfg
+        self.copies = copies  # the server-side copies of directory moves ([store] max_copies)
         self.inodes = inodes
         self.store = store
         self.s3 = s3
@@ -334,11 +340,12 @@ class Changes:
         src.etag, src.last_modified = info.etag, info.last_modified
 
     async def _rename_dir(self, d: Inode[Staging], new_key: str) -> None:
-        """Copy every key under the prefix, then delete the old ones (crash-safe order).
+        """Copy every key under the prefix and delete the old ones (crash-safe order).
 
         A crash part-way leaves every object in the old place, the new one or both,
-        never in neither: copies all finish before the first delete, and the old
-        marker is deleted last so the old directory exists until the end.
+        never in neither: an old key is deleted only after its copy is there, the new
+        marker is written after every other copy, and the old marker is deleted last
+        so the old directory exists until the end.
         """
         old_pre, new_pre = d.key + "/", new_key + "/"
         for inode in self.inodes.all():  # keys known here, local ones too; listed ones below
@@ -403,8 +410,11 @@ class Changes:
     async def _copy_then_delete(
         self, bucket: str, old_pre: str, new_pre: str, marker_meta: dict[str, str] | None
     ) -> None:
-        """Copy every key under old_pre to new_pre, the marker last, then delete the old keys.
+        """Copy every key under old_pre to new_pre, the marker last, and delete the old keys.
 
+        Up to `[store] max_copies` copies are in flight; the old keys whose copies
+        are done go in DeleteObjects batches while the others are still copied, the
+        old marker after everything else.
         marker_meta: the new marker's metadata when the old prefix has no marker (None: none).
         """
         keys: list[ObjectInfo] = []
@@ -415,9 +425,10 @@ class Changes:
                 check_key_length(bucket, new_pre + o.key[len(old_pre) :])
         marker = next((o for o in keys if o.key == old_pre), None)
         children = [o for o in keys if o.key != old_pre]
+        copied: list[str] = []  # old keys whose copy is there, not yet sent for deletion
 
         async def copy(o: ObjectInfo) -> None:
-            await self.s3(
+            await self.copies(
                 self.store.copy,
                 bucket,
                 o.key,
@@ -427,19 +438,26 @@ class Changes:
                 None,
             )
 
-        await concurrently(*(functools.partial(copy, o) for o in children))
+        async def delete(old_keys: list[str]) -> None:
+            if old_keys:
+                await self.s3(self.store.delete_many, bucket, old_keys)
+
+        async def move(o: ObjectInfo) -> None:
+            # A key goes only once its copy is there; the batch it completes is sent
+            # while the other copies go on (the store deletes a batch one key at a time).
+            await copy(o)
+            copied.append(o.key)
+            if len(copied) >= _DELETE_BATCH:
+                batch = copied[:]
+                copied.clear()
+                await delete(batch)
+
+        await concurrently(*(functools.partial(move, o) for o in children))
         # The new marker goes last among the writes, so a half-copied tree is recognisable.
         if marker is not None:
             await copy(marker)
         elif marker_meta is not None:
             await self.s3(self.store.put_bytes, bucket, new_pre, b"", marker_meta, DIR_CONTENT_TYPE)
-        # DeleteObjects takes 1,000 keys: the batches of a large directory go in parallel.
-        old_keys = [o.key for o in children]
-        await concurrently(
-            *(
-                functools.partial(self.s3, self.store.delete_many, bucket, old_keys[i : i + 1000])
-                for i in range(0, len(old_keys), 1000)
-            )
-        )
+        await delete(copied)
         if marker is not None:
             await self.s3(self.store.delete, bucket, old_pre)
