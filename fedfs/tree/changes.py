@@ -20,7 +20,6 @@ threads (a directory move's copies through their own, `[store] max_copies`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import stat
 import time
@@ -442,17 +441,22 @@ class Changes:
             if old_keys:
                 await self.s3(self.store.delete_many, bucket, old_keys)
 
-        async def move(o: ObjectInfo) -> None:
-            # A key goes only once its copy is there; the batch it completes is sent
-            # while the other copies go on (the store deletes a batch one key at a time).
-            await copy(o)
-            copied.append(o.key)
-            if len(copied) >= _DELETE_BATCH:
-                batch = copied[:]
-                copied.clear()
-                await delete(batch)
+        todo = iter(children)
 
-        await concurrently(*(functools.partial(move, o) for o in children))
+        async def mover() -> None:
+            # A key goes only once its copy is there; the batch it completes is sent
+            # while the other movers go on copying (the store deletes a batch one key
+            # at a time). One task per copy in flight, not per key: fewer to schedule.
+            for o in todo:
+                await copy(o)
+                copied.append(o.key)
+                if len(copied) >= _DELETE_BATCH:
+                    batch = copied[:]
+                    copied.clear()
+                    await delete(batch)
+
+        movers = min(len(children), self.copies.limiter.total_tokens)
+        await concurrently(*(mover for _ in range(int(movers))))
         # The new marker goes last among the writes, so a half-copied tree is recognisable.
         if marker is not None:
             await copy(marker)
