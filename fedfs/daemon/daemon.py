@@ -270,7 +270,6 @@ class Daemon:
             self.revalidation,
             self.writeback,
             self.cache.journal,
-            WorkerThreads(trio.CapacityLimiter(cfg.store.max_copies)),
         )
         attributes = Attributes(store, s3, self.revalidation, self.writeback)
         self.ops = Operations(

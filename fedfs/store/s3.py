@@ -783,6 +783,39 @@ class ObjectStore:
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"delete s3://{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)
 
+    def move_each(
+        self, bucket: str, moves: list[tuple[str, str, int]], workers: int, batch: int = 200
+    ) -> None:
+        """Copy each (src, dst, size) within the bucket, metadata kept, and delete each src
+        once its own copy is there; up to `workers` copies at once on their own threads.
+
+        The sources whose copies are done go in DeleteObjects requests of `batch` keys
+        while the other copies go on (a store deletes a batch one key at a time). On a
+        failure nothing new starts and the first error is raised once the requests
+        under way are answered: every key is then at its src, its dst or both.
+        """
+        lock = threading.Lock()
+        copied: list[str] = []  # sources whose copy is there, not yet sent for deletion
+
+        def one(src: str, dst: str, size: int) -> None:
+            self.copy(bucket, src, dst, size)
+            with lock:
+                copied.append(src)
+                if len(copied) < batch:
+                    return
+                done = copied[:]
+                copied.clear()
+            self.delete_many(bucket, done)
+
+        pool = ThreadPoolExecutor(max(1, min(workers, len(moves))), thread_name_prefix="fedfs-mv")
+        try:
+            for f in [pool.submit(one, *m) for m in moves]:
+                f.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if copied:
+            self.delete_many(bucket, copied)
+
     def delete_many(self, bucket: str, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
             chunk = keys[i : i + 1000]

@@ -15,7 +15,7 @@ and uploads under a directory being moved wait for the move.
 
 May call: the inode table, lookups, revalidation, write-back (staging,
 commit, discard), the journal, names, meta, and the store through worker
-threads (a directory move's copies through their own, `[store] max_copies`).
+threads (a directory move's copies on the store's own, `[store] max_copies`).
 """
 
 from __future__ import annotations
@@ -41,17 +41,13 @@ from fedfs.errors import (
 from fedfs.meta.inode import ROOT_INO, SPECIAL_KINDS, Inode, Kind, honoured_mode, kind_of_mode
 from fedfs.meta.object_meta import apply_info, metadata_for
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectInfo, ObjectStore
-from fedfs.store.threads import WorkerThreads, concurrently
+from fedfs.store.threads import WorkerThreads
 from fedfs.tree.inodes import Inodes
 from fedfs.tree.lookup import Lookups
 from fedfs.tree.names import SHADOW_NAME, BadName, check_key_length, join, new_name
 from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
-
-# Old keys of a directory move per DeleteObjects request (S3 takes up to 1,000): small
-# enough that the batches go while the copies are still under way, not all at the end.
-_DELETE_BATCH = 200
 
 
 class Changes:
@@ -67,10 +63,8 @@ class Changes:
         revalidation: Revalidation,
         writeback: WriteBack,
         journal: Journal,
-        copies: WorkerThreads,
     ) -> None:
         self.cfg = cfg
-        self.copies = copies  # the server-side copies of directory moves ([store] max_copies)
         self.inodes = inodes
         self.store = store
         self.s3 = s3
@@ -411,9 +405,9 @@ class Changes:
     ) -> None:
         """Copy every key under old_pre to new_pre, the marker last, and delete the old keys.
 
-        Up to `[store] max_copies` copies are in flight; the old keys whose copies
-        are done go in DeleteObjects batches while the others are still copied, the
-        old marker after everything else.
+        Up to `[store] max_copies` copies are in flight (`ObjectStore.move_each`); the
+        old keys whose copies are done go in DeleteObjects batches while the others
+        are still copied, the old marker after everything else.
         marker_meta: the new marker's metadata when the old prefix has no marker (None: none).
         """
         keys: list[ObjectInfo] = []
@@ -424,10 +418,9 @@ class Changes:
                 check_key_length(bucket, new_pre + o.key[len(old_pre) :])
         marker = next((o for o in keys if o.key == old_pre), None)
         children = [o for o in keys if o.key != old_pre]
-        copied: list[str] = []  # old keys whose copy is there, not yet sent for deletion
 
         async def copy(o: ObjectInfo) -> None:
-            await self.copies(
+            await self.s3(
                 self.store.copy,
                 bucket,
                 o.key,
@@ -437,31 +430,14 @@ class Changes:
                 None,
             )
 
-        async def delete(old_keys: list[str]) -> None:
-            if old_keys:
-                await self.s3(self.store.delete_many, bucket, old_keys)
-
-        todo = iter(children)
-
-        async def mover() -> None:
-            # A key goes only once its copy is there; the batch it completes is sent
-            # while the other movers go on copying (the store deletes a batch one key
-            # at a time). One task per copy in flight, not per key: fewer to schedule.
-            for o in todo:
-                await copy(o)
-                copied.append(o.key)
-                if len(copied) >= _DELETE_BATCH:
-                    batch = copied[:]
-                    copied.clear()
-                    await delete(batch)
-
-        movers = min(len(children), self.copies.limiter.total_tokens)
-        await concurrently(*(mover for _ in range(int(movers))))
+        # Each old key goes once its own copy is there; the store's threads do it all,
+        # not one trio task and thread hop per key (that cost more CPU than the requests).
+        moves = [(o.key, new_pre + o.key[len(old_pre) :], o.size) for o in children]
+        await self.s3(self.store.move_each, bucket, moves, self.cfg.store.max_copies)
         # The new marker goes last among the writes, so a half-copied tree is recognisable.
         if marker is not None:
             await copy(marker)
         elif marker_meta is not None:
             await self.s3(self.store.put_bytes, bucket, new_pre, b"", marker_meta, DIR_CONTENT_TYPE)
-        await delete(copied)
         if marker is not None:
             await self.s3(self.store.delete, bucket, old_pre)
