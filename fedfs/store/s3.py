@@ -1,4 +1,4 @@
-"""The object store: the only module that speaks S3 (boto3, and lean.py for HEAD and GET).
+"""The object store: the only module that speaks S3 (boto3; lean.py for HEAD, GET and copies).
 
 Every method is blocking and thread-safe; the daemon calls them from worker
 threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
@@ -6,11 +6,13 @@ threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
 retries with backoff (botocore's "standard" mode for throttling, 5xx and
 connection errors), so a dead endpoint becomes `Unavailable` in bounded time.
 S3 errors are translated here into the `StoreError` family; errno is chosen
-later, at the FUSE boundary. HEAD and ranged GET, the requests a cold read and
-a first `ls -l` send by the thousand, go through `lean.py` (signed requests on
-urllib3, about a tenth of botocore's CPU per request) unless `[store] lean =
-false`; everything else (writes, conditional writes, listings, copies,
-multipart) stays with boto3.
+later, at the FUSE boundary. HEAD, ranged GET and CopyObject, the requests a
+cold read, a first `ls -l` and a directory `mv` send by the thousand, go
+through `lean.py` (signed requests on urllib3, a fraction of botocore's CPU
+per request) unless `[store] lean = false`; everything else (writes,
+conditional writes, listings, multipart, copies of 5 GiB or more) stays with
+boto3. `move_each` runs a directory move's copies and deletes on threads of
+its own (`[store] max_copies`).
 """
 
 from __future__ import annotations
