@@ -84,6 +84,9 @@ class StoreConfig:
     # A partial rewrite has the store copy a large file's unchanged parts (UploadPartCopy)
     # instead of sending them; off where the store copies slower than the client sends.
     copy_parts: bool = True
+    # Server-side copies of a directory move in flight at once: the store does the work,
+    # so they have their own limit (and connections) beside max_connections.
+    max_copies: int = 32
 
 
 @dataclass(frozen=True)
@@ -531,6 +534,7 @@ def _parse_store(s: _Section) -> StoreConfig:
         addressing_style=style,
         lean=s.get("lean", bool, True),
         copy_parts=s.get("copy_parts", bool, True),
+        max_copies=s.positive("max_copies", int, 32),
     )
     s.finish()  # a misspelt key is named first: it explains a missing one
     if (access_key is None) != (secret_key is None):

@@ -1,10 +1,11 @@
-"""The lean request path: HEAD and ranged GET as SigV4-signed requests over urllib3.
+"""The lean request path: HEAD, ranged GET and CopyObject as SigV4-signed urllib3 requests.
 
 botocore spends about 1 ms of CPU building, signing and parsing each request
 (its event hooks, models and response parsers), and reads a GET's body through
-several layers of copies. The two requests that dominate a cold read and a
-first `ls -l` do not need any of that: this module signs them itself (AWS
-Signature Version 4, `hashlib`/`hmac`) and sends them on a urllib3 pool
+several layers of copies. The requests that dominate a cold read, a first
+`ls -l` and a directory `mv` (one CopyObject per file) do not need any of
+that: this module signs them itself (AWS Signature Version 4,
+`hashlib`/`hmac`) and sends them on a urllib3 pool
 (urllib3 is botocore's own HTTP library, so no new dependency). A ranged GET's
 body goes from the socket into a reused buffer and from there into a file
 with `os.pwrite`, both outside the GIL, so several downloads run on several
@@ -81,7 +82,7 @@ class Head:
 
 
 class LeanClient:
-    """Signed HEAD and ranged GET requests to one S3 endpoint."""
+    """Signed HEAD, ranged GET and CopyObject requests to one S3 endpoint."""
 
     def __init__(
         self,
@@ -164,6 +165,29 @@ class LeanClient:
             raise HttpError(404, "NoSuchKey", "the object is gone")
         return int(got)
 
+    def copy(self, bucket: str, src: str, dst: str, headers: dict[str, str]) -> tuple[str, float]:
+        """Server-side copy of src to dst in one bucket (CopyObject): (new ETag, its time).
+
+        headers: what else the request carries (x-amz-metadata-directive,
+        x-amz-meta-*, content-type, x-amz-acl, x-amz-copy-source-if-match, ...).
+        An error inside a 200 answer (S3 may send one once the copy began) is
+        raised, and retried when it is a transient one, like any other.
+        """
+        extra = {**headers, "x-amz-copy-source": quote(f"{bucket}/{src}", safe="/~")}
+
+        def result(r: Any) -> tuple[str, float]:
+            root = ET.fromstring(r.read())
+            if _local(root.tag) == "Error":
+                code = _text(root, "Code") or "InternalError"
+                err = HttpError(r.status, code, _text(root, "Message"))
+                if code in _RETRY_CODES:
+                    raise _Retry(err)
+                raise err
+            return _text(root, "ETag").strip('"'), _iso_time(_text(root, "LastModified"))
+
+        got: tuple[str, float] = self._send("PUT", bucket, dst, extra, result)
+        return got
+
     # -- plumbing --------------------------------------------------------
 
     def _send(
@@ -195,6 +219,10 @@ class LeanClient:
                 except _TRANSIENT as e:
                     r.close()  # a connection that broke off mid-body is not reused
                     last = TransferError(f"{method} {path}: the answer broke off ({e})")
+                    continue
+                except _Retry as e:
+                    r.release_conn()
+                    last = e.error
                     continue
                 except BaseException:
                     r.close()
@@ -270,6 +298,34 @@ class LeanClient:
                     k = hmac.new(k, part.encode(), "sha256").digest()
                 self._keys = {(secret, date): k}  # one day's key: older ones are of no use
             return k
+
+
+class _Retry(Exception):
+    """Raised by a body reader: the answer was an error worth another attempt."""
+
+    def __init__(self, error: HttpError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _text(root: ET.Element, name: str) -> str:
+    """The text of root's child `name`, with or without the S3 XML namespace."""
+    for child in root:
+        if _local(child.tag) == name:
+            return child.text or ""
+    return ""
+
+
+def _iso_time(value: str) -> float:
+    """An ISO 8601 time (CopyObjectResult's LastModified) as Unix time; 0.0 if unreadable."""
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _error(r: Any, method: str) -> HttpError:

@@ -1,4 +1,4 @@
-"""The object store: the only module that speaks S3 (boto3, and lean.py for HEAD and GET).
+"""The object store: the only module that speaks S3 (boto3; lean.py for HEAD, GET and copies).
 
 Every method is blocking and thread-safe; the daemon calls them from worker
 threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
@@ -6,11 +6,13 @@ threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
 retries with backoff (botocore's "standard" mode for throttling, 5xx and
 connection errors), so a dead endpoint becomes `Unavailable` in bounded time.
 S3 errors are translated here into the `StoreError` family; errno is chosen
-later, at the FUSE boundary. HEAD and ranged GET, the requests a cold read and
-a first `ls -l` send by the thousand, go through `lean.py` (signed requests on
-urllib3, about a tenth of botocore's CPU per request) unless `[store] lean =
-false`; everything else (writes, conditional writes, listings, copies,
-multipart) stays with boto3.
+later, at the FUSE boundary. HEAD, ranged GET and CopyObject, the requests a
+cold read, a first `ls -l` and a directory `mv` send by the thousand, go
+through `lean.py` (signed requests on urllib3, a fraction of botocore's CPU
+per request) unless `[store] lean = false`; everything else (writes,
+conditional writes, listings, multipart, copies of 5 GiB or more) stays with
+boto3. `move_each` runs a directory move's copies and deletes on threads of
+its own (`[store] max_copies`).
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ class ObjectStore:
                 connect_timeout=cfg.connect_timeout,
                 read_timeout=cfg.read_timeout,
                 max_attempts=cfg.max_attempts,
-                connections=cfg.max_connections + 4,
+                connections=cfg.max_connections + cfg.max_copies + 4,
             )
         self.transfer = TransferConfig(
             multipart_threshold=cfg.multipart_threshold,
@@ -734,6 +736,25 @@ class ObjectStore:
             extra = {**extra, "Metadata": metadata, "MetadataDirective": "REPLACE"}
             if content_type:
                 extra["ContentType"] = content_type
+        if size < _MAX_SINGLE_COPY and self.lean is not None:
+            headers = {f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}
+            if metadata is not None:
+                headers["x-amz-metadata-directive"] = "REPLACE"
+                if content_type:
+                    headers["content-type"] = content_type
+            if self.acl:
+                headers["x-amz-acl"] = self.acl["ACL"]
+            etag, last_modified = self._call_lean(
+                what, "copy_object", self.lean.copy, bucket, src, dst, headers
+            )
+            return ObjectInfo(
+                dst,
+                size,
+                etag,
+                last_modified,
+                dict(metadata) if metadata is not None else None,
+                content_type,
+            )
         if size < _MAX_SINGLE_COPY:
             r = self._call(
                 what, self.client.copy_object, CopySource=src_ref, Bucket=bucket, Key=dst, **extra
@@ -763,6 +784,39 @@ class ObjectStore:
 
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"delete s3://{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)
+
+    def move_each(
+        self, bucket: str, moves: list[tuple[str, str, int]], workers: int, batch: int = 200
+    ) -> None:
+        """Copy each (src, dst, size) within the bucket, metadata kept, and delete each src
+        once its own copy is there; up to `workers` copies at once on their own threads.
+
+        The sources whose copies are done go in DeleteObjects requests of `batch` keys
+        while the other copies go on (a store deletes a batch one key at a time). On a
+        failure nothing new starts and the first error is raised once the requests
+        under way are answered: every key is then at its src, its dst or both.
+        """
+        lock = threading.Lock()
+        copied: list[str] = []  # sources whose copy is there, not yet sent for deletion
+
+        def one(src: str, dst: str, size: int) -> None:
+            self.copy(bucket, src, dst, size)
+            with lock:
+                copied.append(src)
+                if len(copied) < batch:
+                    return
+                done = copied[:]
+                copied.clear()
+            self.delete_many(bucket, done)
+
+        pool = ThreadPoolExecutor(max(1, min(workers, len(moves))), thread_name_prefix="fedfs-mv")
+        try:
+            for f in [pool.submit(one, *m) for m in moves]:
+                f.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if copied:
+            self.delete_many(bucket, copied)
 
     def delete_many(self, bucket: str, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):

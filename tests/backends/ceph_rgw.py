@@ -103,6 +103,11 @@ class CephRgw:
             "conf": str(self.conf),
         }
 
+    def pids(self) -> list[int]:
+        """The pids of this cluster's running daemons (mon, OSD, radosgw), from their pid files."""
+        found = [_read_pid(p) for p in sorted((self.dir / "run").glob("*.pid"))]
+        return [pid for pid in found if pid is not None and _alive(pid)]
+
     def request_counts(self) -> dict[str, int]:
         """radosgw's own counters (requests, GETs, PUTs, failures) from its admin socket."""
         out = self._run(

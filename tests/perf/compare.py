@@ -192,16 +192,6 @@ def pids_with_arg(arg: str) -> list[int]:
     return found
 
 
-def pids_of_exe(*names: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{entry}/comm").read_text().strip() in names:
-                    found.append(int(entry))
-    return found
-
-
 def write_file(path: Path, size: int) -> None:
     """dd-like: 1 MiB write() calls until size, then close(); no fsync."""
     block = _pattern()
@@ -287,7 +277,7 @@ def start_server(backend: str, workdir: Path) -> Server:
             rgw.url,
             rgw.access_key,
             rgw.secret_key,
-            lambda: pids_of_exe("ceph-mon", "ceph-osd", "radosgw"),
+            rgw.pids,  # this cluster's own: other Ceph clusters may run on the machine
             rgw.stop,
             time.monotonic() - began,
             version,
@@ -439,7 +429,7 @@ class FedfsMount(Mount):
 endpoint = "{s.url}"
 access_key = "{s.access_key}"
 secret_key = "{s.secret_key}"
-
+{"".join(line + chr(10) for line in self.bench.args.fedfs_store)}
 [cache]
 dir = "{self.dir / "cache"}"
 size = "8GiB"
@@ -651,7 +641,7 @@ class Bench:
         console.print(f"  up in {self.server.bring_up:.1f} s at {self.server.url}")
         self.s3 = s3_client(self.server)
         listings_only = self.args.listings_only
-        if not listings_only:
+        if not listings_only and not self.args.moves_only:
             self.local_disk()
             self.passthrough()
         self.seed()
@@ -668,8 +658,15 @@ class Bench:
                 "s3fs": lambda: self._ls(S3fsMount(self, "c")),
                 "rclone": lambda: self._ls(RcloneMount(self, "c")),
             }
-        for tool, phase in phases.items():
-            if tool not in self.args.tools:
+        if self.args.moves_only:
+            phases = {
+                "fedfs": lambda: self._mv(FedfsMount(self, "a")),
+                "s3fs": lambda: self._mv(S3fsMount(self, "a")),
+                "rclone": lambda: self._mv(RcloneMount(self, "a")),
+            }
+        for tool in self.args.tools:  # in the order given
+            phase = phases.get(tool)
+            if phase is None:
                 continue
             try:
                 phase()
@@ -740,7 +737,7 @@ class Bench:
         for tool in ("fedfs", "s3fs", "rclone"):
             markers += [f"{tool}/", f"{tool}/mvsrc/"]
         puts = [(k, b"") for k in markers]
-        if not self.args.reads_only and "ls" not in self.args.skip:
+        if not self.args.reads_only and not self.args.moves_only and "ls" not in self.args.skip:
             puts += [(f"shared/many/f{i:05d}", b"x" * 100) for i in range(sz.listing)]
         if not self.args.reads_only and not self.args.listings_only:
             small = os.urandom(SMALL_FILE)
@@ -757,7 +754,7 @@ class Bench:
             ThreadPoolExecutor(16) as pool,
         ):
             list(pool.map(put, puts))
-        if self.args.listings_only:
+        if self.args.listings_only or self.args.moves_only:
             return
         cfg = TransferConfig(multipart_chunksize=16 * MiB, max_concurrency=8)
         with self.measure("boto3", "put_big", per=sz.big / MiB, rate=True):
@@ -943,6 +940,14 @@ class Bench:
             ls_l(many, self.sizes.listing)
         with self.measure(m.tool, "ls_warm", m):
             ls_l(many, self.sizes.listing)
+        m.stop()
+
+    def _mv(self, m: Mount) -> None:
+        """Only the `mv` row (--moves-only): a fresh mount, the move, its check."""
+        m.start()
+        with self.measure(m.tool, "mv", m):
+            run("mv", m.root / m.tool / "mvsrc", m.root / m.tool / "mvdst", timeout=3600)
+        self._check_moved(m.tool)
         m.stop()
 
     def _check_uploaded(self, tool: str, prefix: str, n: int) -> None:
@@ -1246,7 +1251,9 @@ def main(argv: list[str] | None = None) -> int:
         "--tools",
         type=lambda s: s.split(","),
         default=list(TOOLS),
-        help="comma-separated subset of " + ",".join(TOOLS) + " (local and passthrough always run)",
+        help="comma-separated subset of "
+        + ",".join(TOOLS)
+        + " (local and passthrough always run; the others in the order given)",
     )
     p.add_argument(
         "--fedfs-ttl",
@@ -1263,6 +1270,18 @@ def main(argv: list[str] | None = None) -> int:
         "--fedfs-no-index",
         action="store_true",
         help="mount fedfs with [fs] metadata_index = false (every listing HEADs what it has not seen)",
+    )
+    p.add_argument(
+        "--moves-only",
+        action="store_true",
+        help="only the mv rows of fedfs, s3fs and rclone (seeds only the directories moved)",
+    )
+    p.add_argument(
+        "--fedfs-store",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="an extra line for fedfs's [store] section, e.g. 'max_connections = 32' (repeatable)",
     )
     p.add_argument(
         "--reads-only",

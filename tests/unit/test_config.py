@@ -201,8 +201,8 @@ def test_a_misspelt_key_is_named_before_the_keys_it_pairs_with(tmp_path: Path) -
     assert str(e.value) == (
         f"{path}: [store] acces_key: unknown key (did you mean 'access_key'?); "
         "valid keys here are: access_key, addressing_style, connect_timeout, copy_parts, "
-        "endpoint, lean, max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
-        "read_timeout, region, secret_key"
+        "endpoint, lean, max_attempts, max_connections, max_copies, multipart_chunksize, "
+        "multipart_threshold, read_timeout, region, secret_key"
     )
 
 

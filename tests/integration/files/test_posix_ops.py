@@ -33,8 +33,11 @@ def s3_body(s3: Any, bucket: str, key: str) -> bytes:
 
 
 def keys(s3: Any, bucket: str) -> list[str]:
+    """The bucket's keys, fedfs's own metadata index objects aside (written in the
+    background after a listing of 64 files or more: docs/PERFORMANCE.md)."""
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+    found = (o["Key"] for p in pages for o in p.get("Contents", []))
+    return sorted(k for k in found if not k.startswith(".fedfs-index/"))
 
 
 def in_s3(s3: Any, bucket: str, key: str, data: bytes, timeout: float = 30) -> None:
