@@ -21,8 +21,12 @@ from fedfs.data.cache import Staging
 from fedfs.errors import NotFound
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.meta.object_meta import Owner
-from fedfs.meta.seal import MetadataSeal
+from fedfs.meta.seal import OPEN_DIR_MODE, MetadataSeal
 from fedfs.tree.names import join
+
+# A bucket root is no object: its owner and mode come from the config, with or without
+# [object_acl] (what is below it shows as its objects' metadata, or their defaults, say).
+BUCKET_ROOT_MODE = OPEN_DIR_MODE
 
 
 class Inodes:
@@ -57,7 +61,7 @@ class Inodes:
         self.by_ino[ROOT_INO] = root
         for b in buckets:
             ino = self._new(ROOT_INO, b, b, "", Kind.DIR)
-            ino.mode, ino.uid, ino.gid = seal.default_mode(True), owners[b].uid, owners[b].gid
+            ino.mode, ino.uid, ino.gid = BUCKET_ROOT_MODE, owners[b].uid, owners[b].gid
             ino.mtime_ns = ino.ctime_ns = now_ns
             ino.meta_known, ino.checked, ino.has_marker = True, math.inf, True
             root.children[b] = ino.ino
