@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,36 @@ def test_an_object_put_without_metadata_is_private_until_a_grant_or_the_bucket_p
     # alice's own statement sits beside fedfs's exported ones; the next export keeps it.
     wait_for(lambda: reads(carol, o), "carol reading open/b.txt (imported)", timeout=30)
     assert not reads(carol, a)
+
+
+def test_fsck_sign_lists_then_adopts_metadata_written_before_the_seal(
+    rgw: Rgw, rgw_bucket: str, make_rgw_mount: Any, alice: UnixUser, carol: UnixUser
+) -> None:
+    b = rgw_bucket
+    svc = rgw.client(SERVICE)
+    old = {"uid": str(alice.uid), "gid": str(alice.gid), "mode": str(0o100644)}
+    svc.put_object(Bucket=b, Key="old/a.txt", Body=b"a", Metadata=old)  # as fedfs once wrote it
+    svc.put_object(Bucket=b, Key="else/b.txt", Body=b"b", Metadata=old)
+    m = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={})
+    a = m.path(b, "old", "a.txt")
+    assert stat.S_IMODE(os.stat(a).st_mode) == 0o600
+
+    listed = subprocess.run(
+        [*FEDFS, "fsck", "--config", str(m.config), "--sign", f"{b}/old/"],
+        capture_output=True,
+        text=True,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "would seal old/a.txt: mode=0o100644" in listed.stdout, listed.stdout
+    assert "else/b.txt" not in listed.stdout and "1 of 1 objects" in listed.stdout
+    assert not sealed(rgw, b, "old/a.txt")
+
+    done = subprocess.run(
+        [*FEDFS, "fsck", "--config", str(m.config), "--sign", f"{b}/old/", "--yes"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "sealed 1 of 1" in done.stdout, done
+    assert sealed(rgw, b, "old/a.txt") and not sealed(rgw, b, "else/b.txt")
+    wait_for(lambda: stat.S_IMODE(os.stat(a).st_mode) == 0o644, "the adopted mode")
+    assert os.stat(a).st_uid == alice.uid
