@@ -101,11 +101,11 @@ def apply_info(
     if mode is not None:
         if inode.kind is not Kind.DIR:
             inode.kind = kind_of_mode(mode)
-        inode.mode = honoured_mode(mode, inode.is_dir)
+        inode.mode, inode.mode_default = honoured_mode(mode, inode.is_dir), False
     else:
         if seal.required and inode.is_special:
             inode.kind = Kind.FILE  # its type was in a mode no longer believed
-        inode.mode = seal.default_mode(inode.is_dir)
+        inode.mode, inode.mode_default = seal.default_mode(inode.is_dir), True
     uid, gid = _int(meta, "uid"), _int(meta, "gid")
     owner = owners[inode.bucket]
     inode.uid = uid if uid is not None else owner.uid

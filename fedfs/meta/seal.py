@@ -12,7 +12,7 @@ signed nor checked and objects show as written (s3fs interop), as before.
 
 Pure: no I/O, no awaits. `sign` and `valid` are called from worker threads (the
 store signs every write, `ObjectStore.seal`); `believed` from the trio thread.
-Its counters are plain ints, good enough for metrics. Imports nothing from fedfs.
+Its counters are plain ints, good enough for metrics. Imports only meta/inode.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import hashlib
 import hmac
 import json
 import logging
+
+from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,12 @@ COVERED = ("mode", "uid", "gid", "rdev", "fedfs-mask", "fedfs-mask-by", "xattr")
 SEAL_SIZE = len(SEAL_META_KEY) + len(_VERSION) + 43  # what the seal adds to user metadata
 
 SEALED_FILE_MODE, SEALED_DIR_MODE = 0o600, 0o700  # no (valid) metadata, with a seal required
-OPEN_FILE_MODE, OPEN_DIR_MODE = 0o664, 0o775  # no metadata, without (s3fs's defaults)
+OPEN_FILE_MODE, OPEN_DIR_MODE = DEFAULT_FILE_MODE, DEFAULT_DIR_MODE  # without (s3fs's)
+
+
+def open_mode(is_dir: bool) -> int:
+    """What an object without mode metadata shows without [object_acl]."""
+    return OPEN_DIR_MODE if is_dir else OPEN_FILE_MODE
 
 
 def canonical(bucket: str, key: str, metadata: dict[str, str]) -> bytes:

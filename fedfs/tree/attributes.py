@@ -82,7 +82,7 @@ class Attributes:
                 raise IsDirectory(f"{inode.path} is a directory")
             await self.writeback.truncate(inode, size)
         if mode is not None:
-            inode.mode = honoured_mode(mode, inode.is_dir)
+            inode.mode, inode.mode_default = honoured_mode(mode, inode.is_dir), False
         if mask is not False:
             inode.explicit_mask = (
                 mask if isinstance(mask, int) and not isinstance(mask, bool) else None

@@ -107,7 +107,7 @@ class Changes:
         self, inode: Inode[Staging], mode: int, uid: int, gid: int, parent: Inode[Staging]
     ) -> None:
         now = time.time_ns()
-        inode.mode = honoured_mode(mode, inode.is_dir)
+        inode.mode, inode.mode_default = honoured_mode(mode, inode.is_dir), False
         inode.uid = uid
         # A setgid directory passes its group on, as on every POSIX filesystem.
         inode.gid = parent.gid if parent.mode & stat.S_ISGID else gid

@@ -84,6 +84,7 @@ class Inodes:
             owner = self.owners[parent.bucket]
             inode.uid, inode.gid = owner.uid, owner.gid
             inode.mode = self.seal.default_mode(kind is Kind.DIR)
+            inode.mode_default = True
             if kind is Kind.DIR:  # a marker's HEAD, or a listing of it, tells more later
                 inode.mtime_ns = inode.ctime_ns = self.started_ns
         inode.parent, inode.name, inode.gone = parent.ino, name, False
