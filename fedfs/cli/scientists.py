@@ -33,6 +33,7 @@ def cmd_share(args: argparse.Namespace) -> int:
     until = f", until {when(r['expires'])}" if r["expires"] else ""
     print(f"shared {printable(args.path)} with {r['principal']}: {r['level']}{change}{until}")
     _note(r)
+    _export(r)
     return 0
 
 
@@ -42,12 +43,27 @@ def _note(answer: dict[str, Any]) -> None:
         print(f"fedfs: note: {printable(answer['note'])}", file=sys.stderr)
 
 
+def _export(answer: dict[str, Any]) -> None:
+    """Where the bucket policy stands ([object_acl] export): said when it is in line, a
+    warning when it does not (yet) hold the change."""
+    e = answer.get("export")
+    if not e:
+        return
+    if e.get("note"):
+        print(f"fedfs: warning: {printable(e['note'])}", file=sys.stderr)
+    elif e.get("removed"):
+        print(f"removed from the bucket policy of {printable(', '.join(e['buckets']))} too")
+    elif e.get("exported") and e.get("bucket"):
+        print(f"exported to the bucket policy of {printable(e['bucket'])}")
+
+
 def cmd_unshare(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path, gone_ok=True)  # a grant may outlive its object
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
     print(f"removed {r['level']} for {r['principal']} on {printable(args.path)}")
     _note(r)
+    _export(r)
     return 0
 
 
@@ -69,6 +85,10 @@ def cmd_grants(args: argparse.Namespace) -> int:
         r["in force"] = "yes" if not r.get("suspended") else f"no: {r['suspended']}"
     if any(r.get("suspended") for r in rows):
         columns.append("in force")  # a stricter site policy left some grants out
+    if any(r.get("exported") for r in rows):  # [object_acl] export on this node
+        columns.append("exported")
+        for r in rows:
+            r["exported"] = r.get("exported") or ""
     output(args, rows, columns, f"grants on {args.path}")  # output escapes it
     if not (args.json or args.csv):
         for r in rows:
@@ -102,10 +122,12 @@ def cmd_team(args: argparse.Namespace) -> int:
             t = c.call("team-add", name=args.name, users=args.users, owner=args.owner)
             print(f"team {t['name']}: {len(t['members'])} members")
             _note(t)
+            _export(t)
         elif args.team_command == "remove":
             t = c.call("team-remove", name=args.name, users=args.users)
             print(f"team {t['name']}: {len(t['members'])} members")
             _note(t)
+            _export(t)
         elif args.team_command == "show":
             t = c.call("team-show", name=args.name)
             rows = [{"member": m, "owner": "yes" if m in t["owners"] else ""} for m in t["members"]]

@@ -19,6 +19,7 @@ import trio
 
 from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
+from fedfs.control import export_notes
 from fedfs.control.fairness import Holding, StageLimits, holdings
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
@@ -28,7 +29,7 @@ from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy import reports
 from fedfs.policy.acl import Acl, AclTag, R, W, X, permits
-from fedfs.policy.model import Level, Principal, Team
+from fedfs.policy.model import Grant, Level, Principal, Team
 from fedfs.policy.sharing import Actor, Refused
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
@@ -143,6 +144,8 @@ class Commands:
             "expires": grant.expires,
             "replaced": str(previous.level) if previous else None,
             "note": await self._published(),
+            # [object_acl] export: whether the bucket policy holds it (None: export is off)
+            "export": await export_notes.after_share(self.d.exporter, grant),
         }
 
     async def _shareable(self, path: str) -> None:
@@ -163,11 +166,16 @@ class Commands:
         sharing = self.d.sharing
         actor = await sharing.actor(peer.uid)
         g = await sharing.unshare(actor, _str(args, "path"), _str(args, "principal"))
+        note = await self._published()
+        what = f"{g.principal} {g.level} on {g.path}"
         return {
             "path": g.path,
             "principal": str(g.principal),
             "level": str(g.level),
-            "note": await self._published(),
+            "note": note,
+            "export": await export_notes.after_revocation(
+                self.d.exporter, [g.path.split("/", 2)[1]], what
+            ),
         }
 
     async def _published(self) -> str | None:
@@ -192,7 +200,26 @@ class Commands:
             row["mask"] = reports.rwx(mask)
             row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
             row["mask_by"] = inode.mask_by  # "chmod", "setfacl" or None (not known)
+        self._exported(rows)
         return rows
+
+    def _exported(self, rows: list[dict[str, Any]]) -> None:
+        """Each fedfs grant's place in the bucket policy ([object_acl] export on this node):
+        "yes", or "no: why" (full, no principal, export failing); None for rows that are
+        the bucket's own policy, or when this node does not export."""
+        exporter = self.d.exporter
+        for row in rows:
+            row["exported"] = None
+            if exporter is None or row.get("suspended") or row["level"] == "none":
+                continue
+            if str(row.get("granted_by", "")).startswith(("bucket-policy:", "bucket-acl")):
+                continue
+            try:
+                grant = _grant_of(row)
+            except FedfsError:
+                continue  # "other" from a public bucket policy: not a grant of fedfs's
+            verdict = exporter.verdict(grant)
+            row["exported"] = "yes" if verdict is None else f"no: {verdict.short}"
 
     async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -209,12 +236,22 @@ class Commands:
         team = await self.d.sharing.team_add(
             actor, _str(args, "name"), _names(args, "users"), owner
         )
-        return {**_team(team), "note": await self._published()}
+        note = await self._published()
+        export = await export_notes.after_team_add(self.d.exporter, team.name)
+        return {**_team(team), "note": note, "export": export}
 
     async def team_remove(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
-        team = await self.d.sharing.team_remove(actor, _str(args, "name"), _names(args, "users"))
-        return {**_team(team), "note": await self._published()}
+        users = _names(args, "users")
+        team = await self.d.sharing.team_remove(actor, _str(args, "name"), users)
+        note = await self._published()
+        what = f"{', '.join(users)} what team {team.name} gave them"
+        buckets = [b.name for b in self.d.cfg.buckets]
+        return {
+            **_team(team),
+            "note": note,
+            "export": await export_notes.after_revocation(self.d.exporter, buckets, what),
+        }
 
     async def team_show(self, peer: Peer, args: dict[str, Any]) -> Any:
         name = _str(args, "name")
@@ -766,6 +803,23 @@ class Commands:
         found["unmapped_hidden"] = len(unmapped) - len(found["unmapped"])
         return found
 
+    async def _export_status(self, peer: Peer) -> list[dict[str, Any]] | None:
+        """The export's status per bucket. The grants left out of a full policy are named
+        to root, site admins and the bucket's owner; others see those they made, and how
+        many there are in all."""
+        if self.d.exporter is None:
+            return None
+        sharing = self.d.sharing
+        actor = await sharing.actor(peer.uid)
+        everything = peer.uid == 0 or sharing.site.is_admin(actor.uid, actor.name, actor.groups)
+        found = self.d.exporter.status()
+        for row in found:
+            out = row["not_exported"]
+            row["not_exported_count"] = len(out)
+            if not (everything or sharing.owns_bucket(actor, str(row["bucket"]))):
+                row["not_exported"] = [g for g in out if g["granted_by"] == actor.label]
+        return found
+
     async def status(self, peer: Peer, args: dict[str, Any]) -> Any:
         d = self.d
         health = d.sharing.identity.health()
@@ -812,7 +866,7 @@ class Commands:
             },
             "object_acl": await self._object_acl_status(peer),
             # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
-            "object_acl_export": d.exporter.status() if d.exporter else None,
+            "object_acl_export": await self._export_status(peer),
             "identity": {
                 "source": health.source,
                 "ok": health.ok,
@@ -838,6 +892,18 @@ class Commands:
             user = await self.d.sharing._ask(self.d.sharing.identity.user_by_uid, uid)
             rows.append({"uid": uid, "user": user.name if user else None, **vars(h)})
         return rows
+
+
+def _grant_of(row: dict[str, Any]) -> Grant:
+    """A `fedfs grants` row back as the grant it shows (raises FedfsError for other rows)."""
+    return Grant(
+        row["path"],
+        Principal.parse(row["principal"]),
+        Level.parse(row["level"]),
+        row["granted_by"],
+        row["granted_at"],
+        row["expires"],
+    )
 
 
 def _latency_ms(durations: list[float]) -> dict[str, float | None]:
