@@ -10,7 +10,8 @@ later, at the FUSE boundary. HEAD and ranged GET, the requests a cold read and
 a first `ls -l` send by the thousand, go through `lean.py` (signed requests on
 urllib3, about a tenth of botocore's CPU per request) unless `[store] lean =
 false`; everything else (writes, conditional writes, listings, copies,
-multipart) stays with boto3.
+multipart) stays with boto3. With `seal` set ([object_acl], fedfs/meta/seal.py)
+the user metadata of every write is sealed here for the key it is written to.
 """
 
 from __future__ import annotations
