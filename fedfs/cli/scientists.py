@@ -91,14 +91,72 @@ def cmd_grants(args: argparse.Namespace) -> int:
             r["exported"] = r.get("exported") or ""
     output(args, rows, columns, f"grants on {args.path}")  # output escapes it
     if not (args.json or args.csv):
-        for r in rows:
-            if r.get("limited_by"):
-                print(
-                    f"note: the ACL mask of {printable(args.path)} is {r['mask']} "
-                    f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
-                    f"as {r['effective']} here; {_lifts(r)} lifts the limit"
-                )
+        for line in limit_lines(rows, printable(args.path)) + denied_lines(rows):
+            print(line)
     return 0
+
+
+def limit_lines(rows: list[dict[str, Any]], shown: str) -> list[str]:
+    """A line for each grant the owner's limit (the ACL mask of the object) narrows here;
+    one that leaves the grant nothing says plainly that it denies and overrides it."""
+    lines = []
+    for r in rows:
+        if not r.get("limited_by") or r["level"] == "none":
+            continue
+        if r["effective"] == "---":
+            by = r.get("mask_by")
+            limit = f"the owner's limit (set by {by})" if by else "the owner's limit"
+            lines.append(
+                f"{_who(r['principal'])}: denied here by {limit}, the ACL mask of {shown} "
+                f"being --- - overrides the {r['level']} grant above; {_lifts(r)} lifts the limit"
+            )
+        else:
+            lines.append(
+                f"note: the ACL mask of {shown} is {r['mask']} "
+                f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
+                f"as {r['effective']} here; {_lifts(r)} lifts the limit"
+            )
+    return lines
+
+
+def denied_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One plain line per Deny of a bucket policy at this path (rows of level "none"):
+    whom it denies, which statement, and that it overrides the grants listed above."""
+    lines = []
+    for d in rows:
+        if d["level"] != "none":
+            continue
+        source = str(d["granted_by"])
+        sid = source.removeprefix("bucket-policy:")
+        what = (
+            f"bucket policy statement {sid}"
+            if sid.startswith("#")
+            else f"bucket policy statement {printable(repr(sid))}"
+        )
+        if not source.startswith("bucket-policy:"):
+            what = printable(source)
+        where = "" if not d["inherited"] else f" (the Deny is on {printable(d['path'])})"
+        if d["principal"] == "other":
+            held = [r for r in rows if r["level"] != "none" and r["principal"] == "other"]
+            tail = (
+                "overrides the public access above"
+                if held
+                else "everyone without a grant of their own is refused"
+            )
+            lines.append(f"everyone else (other): denied here by {what}{where} - {tail}")
+            continue
+        held = [r for r in rows if r["level"] != "none" and r["principal"] == d["principal"]]
+        tail = (
+            "overrides the grants above"
+            if held
+            else "no grant, mode bit or group gives them access here"
+        )
+        lines.append(f"{_who(d['principal'])}: denied here by {what}{where} - {tail}")
+    return lines
+
+
+def _who(principal: str) -> str:
+    return printable(principal.removeprefix("user:"))
 
 
 def _set_by(by: str | None) -> str:

@@ -27,8 +27,8 @@ from fedfs.data.cache import Staging
 from fedfs.data.flusher import owner_name
 from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
-from fedfs.policy import reports
-from fedfs.policy.acl import Acl, AclTag, R, W, X, permits
+from fedfs.policy import reach, reports
+from fedfs.policy.acl import Acl, AclTag, R, X, permits
 from fedfs.policy.model import Grant, Level, Principal, Team
 from fedfs.policy.sharing import Actor, Refused
 
@@ -194,8 +194,11 @@ class Commands:
         mask = (view.mode >> 3) & 7 if view.acl_access is not None else 7
         with_x = inode.is_dir or bool(view.mode & 0o111)
         for row in rows:
-            granted = {"read": R, "none": 0}.get(row["level"], R | W)
-            granted |= X if with_x and granted else 0
+            # what the grant gives this object by its shape (an imported right gives a
+            # directory search but not listing, and nothing to the object named like it)
+            level = 0 if row["level"] == "none" else Level.parse(row["level"])
+            at = not row["inherited"]
+            granted = reach.bits(level, row.get("shape", "tree"), at, inode.is_dir, with_x)
             row["effective"] = reports.rwx(granted & mask)
             row["mask"] = reports.rwx(mask)
             row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
@@ -660,7 +663,9 @@ class Commands:
         within = args.get("within", 7 * 86400)
         if not isinstance(within, int | float) or isinstance(within, bool) or within < 0:
             raise ControlError("argument 'within' must be a number of seconds", "bad-request")
-        rows = reports.expiring(self.d.sharing.store.grants(), float(within), time.time())
+        sharing = self.d.sharing
+        grants = sharing.store.grants() + sharing.imported_grants()
+        rows = reports.expiring(grants, float(within), time.time(), sharing.imported_openings())
         return [r for r in rows if everything or self._manages(actor, r["path"])]
 
     async def audit_orphans(self, peer: Peer, args: dict[str, Any]) -> Any:

@@ -60,7 +60,11 @@ async def after_revocation(
         )
         return {"buckets": wanted, "removed": False, "note": note}
     if not caught_up:
-        return {"buckets": wanted, "removed": None, "note": _pending(", ".join(wanted))}
+        note = (
+            _pending(", ".join(wanted))
+            + f"; until it is, the store may still give {what} through their own S3 keys"
+        )
+        return {"buckets": wanted, "removed": None, "note": note}
     return {"buckets": wanted, "removed": True, "note": None}
 
 
