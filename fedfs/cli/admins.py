@@ -153,6 +153,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_fsck(args: argparse.Namespace) -> int:
     from fedfs.ops import fsck
 
+    if args.sign is not None:
+        return sign_metadata(args)
     both = not (args.journal or args.policy)
     try:
         return fsck.main(
@@ -164,6 +166,30 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     except PermissionError as e:
         print(f"fedfs: {denied(e)}", file=sys.stderr)
         return fsck.FAILED
+
+
+def sign_metadata(args: argparse.Namespace) -> int:
+    """`fedfs fsck --sign BUCKET[/PREFIX] [--yes]`: list, or seal, metadata fedfs would ignore."""
+    from fedfs import config
+    from fedfs.ops import adopt
+
+    try:
+        found = adopt.sign(config.load(args.config), args.sign, args.yes)
+    except FedfsError as e:
+        print(f"fedfs: {printable(e)}", file=sys.stderr)
+        return 2
+    if args.yes:
+        print(f"fsck: sealed {found.sealed} of {found.seen} objects with metadata")
+    elif found.unsealed:
+        print(
+            f"fsck: {found.unsealed} of {found.seen} objects with metadata carry no valid "
+            "seal and show as the bucket owner's, 0600/0700. Check the owners and modes "
+            "above (anyone who may write there could have set them), then run again with "
+            "--yes to adopt them"
+        )
+    else:
+        print(f"fsck: all {found.seen} objects with metadata are sealed")
+    return 0
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -252,11 +278,23 @@ def add_parsers(
         "recovered row names are moved to CACHE/lost+found/ and listed (they may hold data "
         "not in the object store); the policy database is rebuilt by replaying this node's "
         "audit chain. Exit status 0: nothing was wrong; 1: repaired (what was lost is "
-        "listed); 2: could not repair.",
+        "listed); 2: could not repair. With --sign BUCKET[/PREFIX] it does none of this "
+        "and instead lists the objects there whose owner, group and mode metadata carry "
+        "no valid fedfs seal, which a mount with [object_acl] ignores; --yes seals them "
+        "as they stand (a mount may run meanwhile).",
     )
     fk.add_argument("--config", "-c", required=True, help="TOML config file")
     fk.add_argument("--journal", action="store_true", help="check only the write-back journal")
     fk.add_argument("--policy", action="store_true", help="check only the policy database")
+    fk.add_argument(
+        "--sign",
+        metavar="BUCKET[/PREFIX]",
+        help="instead: list the objects there whose owner, group and mode metadata "
+        "carry no valid fedfs seal ([object_acl] ignores it), to adopt them with --yes",
+    )
+    fk.add_argument(
+        "--yes", action="store_true", help="with --sign: seal the metadata listed, as it is"
+    )
     fk.set_defaults(func=cmd_fsck)
 
     ad = sub.add_parser(

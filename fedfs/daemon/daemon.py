@@ -42,6 +42,8 @@ from fedfs.identity.choose import make_identity
 from fedfs.identity.source import IdentitySource
 from fedfs.meta.dir_index import DirIndexes
 from fedfs.meta.inode import Inode
+from fedfs.meta.seal import KEY_PURPOSE as SEAL_PURPOSE
+from fedfs.meta.seal import MetadataSeal
 from fedfs.ops import notify
 from fedfs.ops.metrics import Metrics
 from fedfs.policy import replay
@@ -164,6 +166,19 @@ class Daemon:
         self.started = time.monotonic()
         oa = cfg.object_acl
         self.store = ObjectStore(cfg.store, oa.object_acl if oa.enabled else None)
+        # With [object_acl], ownership metadata counts only under fedfs's own seal.
+        self.seal = MetadataSeal(
+            self.store.derived_key(SEAL_PURPOSE) if oa.enabled else None, oa.enabled
+        )
+        if self.seal.signing:
+            self.store.seal = self.seal
+        elif oa.enabled:
+            self.warnings.append(
+                "no S3 secret key to sign object metadata with: every object shows as "
+                "its bucket owner's, mode 0600 (directories 0700), whatever its metadata "
+                "says. Give [store] an access_key and secret_key ([object_acl] needs them)"
+            )
+            log.warning("%s", self.warnings[-1])
         self.limiter = trio.CapacityLimiter(cfg.store.max_connections)
         self.identity = make_identity(cfg)
         self.site = load_site_policy(policy_files(cfg.policy.site_dir))
@@ -250,8 +265,8 @@ class Daemon:
         """The tree's rooms, the write-back path and the FUSE adapter, wired to each other."""
         cfg, store = self.cfg, self.store
         s3 = WorkerThreads(self.limiter)
-        self.inodes = Inodes([b.name for b in cfg.buckets], owners)
-        self.writeback = WriteBack(store, s3, self.cache, owners, cfg.policy.node)
+        self.inodes = Inodes([b.name for b in cfg.buckets], owners, self.seal)
+        self.writeback = WriteBack(store, s3, self.cache, owners, self.seal, cfg.policy.node)
         self.flusher = Flusher(self.cache, self.writeback.commit)
         self.writeback.uploads = self.flusher
         self.revalidation = Revalidation(self.inodes, store, s3, cfg.fs.attr_timeout)

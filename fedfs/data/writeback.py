@@ -38,6 +38,7 @@ from fedfs.errors import NotFound, PreconditionFailed, StoreRefused
 from fedfs.events import event
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.meta.object_meta import Owner, apply_info, metadata_for
+from fedfs.meta.seal import MetadataSeal
 from fedfs.store.s3 import ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads
 
@@ -61,12 +62,14 @@ class WriteBack:
         s3: WorkerThreads,
         cache: Cache,
         owners: Mapping[str, Owner],
+        seal: MetadataSeal,
         node: str,
     ) -> None:
         self.store = store
         self.s3 = s3
         self.cache = cache
         self.owners = owners
+        self.seal = seal
         self.node = node  # names conflict copies (default: the host name)
         self.uploads: Uploads | None = None  # set by the daemon
         self.conflicts = 0
@@ -83,6 +86,8 @@ class WriteBack:
             inode,
             ObjectInfo(row.key, st.size, row.base_etag or "", time.time(), row.metadata),
             self.owners,
+            self.seal,
+            trusted=True,  # this node's own journal: the metadata it is about to upload
         )
         inode.etag, inode.base_etag, inode.local = (
             row.base_etag,

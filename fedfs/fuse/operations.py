@@ -30,6 +30,7 @@ from fedfs.data.cache import Cache, Staging
 from fedfs.data.writeback import WriteBack
 from fedfs.fuse import entry as fuse_entry
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
+from fedfs.meta.seal import open_mode
 from fedfs.policy.engine import ObjectMeta, PosixView
 from fedfs.policy.sharing import Refused, Sharing
 from fedfs.tree.attributes import Attributes
@@ -354,6 +355,9 @@ class Operations(pyfuse3.Operations):
                 attr.st_mode,
                 self._above(node),
                 by_creator=self._by_creator(node, ctx),
+                # A private default (docs/OBJECT_ACL.md "Who owns an object") limits grants
+                # on chmod as the open default would: `chmod 700 d` still closes d to them.
+                limits_as=open_mode(node.is_dir) if node.mode_default else None,
             )
             mode = changed.mode
             if changed.explicit_mask != before:

@@ -41,6 +41,7 @@ from fedfs.meta.index_format import (
 )
 from fedfs.meta.inode import Inode
 from fedfs.meta.object_meta import Owner, apply_info
+from fedfs.meta.seal import MetadataSeal
 from fedfs.store.s3 import ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads
 
@@ -140,11 +141,20 @@ def usable(entry: IndexEntry | None, listed: ObjectInfo) -> bool:
 
 
 def apply_entry(
-    inode: Inode[Any], entry: IndexEntry, listed: ObjectInfo, owners: Mapping[str, Owner]
+    inode: Inode[Any],
+    entry: IndexEntry,
+    listed: ObjectInfo,
+    owners: Mapping[str, Owner],
+    seal: MetadataSeal,
 ) -> None:
-    """Take an inode's attributes from an index entry, exactly as from the HEAD it records."""
+    """Take an inode's attributes from an index entry, exactly as from the HEAD it records.
+
+    The entry keeps the HEAD's metadata as the store gave it, seal included, so the
+    seal is checked here as for a HEAD: a node without `[object_acl]` may have written
+    the entry, and the index's own signature says only that a node saw this metadata.
+    """
     info = ObjectInfo(listed.key, entry.size, entry.etag, entry.head_last_modified, entry.metadata)
-    apply_info(inode, info, owners)
+    apply_info(inode, info, owners, seal)
     inode.object_meta, inode.indexed_ms = entry.metadata, entry.listed_ms
 
 

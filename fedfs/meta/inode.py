@@ -76,6 +76,8 @@ class Inode(Generic[C]):
     key: str  # object key of a file, prefix (without "/") of a directory; "" for a bucket root
     kind: Kind
     mode: int = DEFAULT_FILE_MODE  # permission bits only
+    # mode is a default, not stated by metadata, chmod or create (docs/OBJECT_ACL.md)
+    mode_default: bool = False
     uid: int = 0
     gid: int = 0
     size: int = 0

@@ -5,7 +5,9 @@ so buckets written by either tool look right in the other, plus fedfs's own
 `mtime-ns`, explicit ACL mask and user xattrs. A FIFO, socket or device node
 is an empty object whose `mode` carries its file type, as s3fs writes them;
 s3fs keeps no device number, so fedfs adds `rdev` (decimal st_rdev). Objects without metadata get
-their bucket owner's uid/gid and the default modes.
+their bucket owner's uid/gid and the default modes. With `[object_acl]` the
+ownership fields count only under fedfs's seal (seal.py): `apply_info` reads what
+`MetadataSeal.believed` leaves, and the defaults are then 0600/0700.
 
 Pure functions over an inode and a store answer: no I/O, no awaits; called
 from the trio thread. May use meta/inode.py and the store's `ObjectInfo`.
@@ -22,13 +24,12 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
 from fedfs.meta.inode import (
-    DEFAULT_DIR_MODE,
-    DEFAULT_FILE_MODE,
     Inode,
     Kind,
     honoured_mode,
     kind_of_mode,
 )
+from fedfs.meta.seal import MetadataSeal
 from fedfs.store.s3 import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,20 @@ def metadata_for(inode: Inode[Any]) -> dict[str, str]:
     return meta
 
 
-def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner]) -> None:
-    """Take size/etag/metadata from a HEAD (or PUT/COPY) answer.
+def apply_info(
+    inode: Inode[Any],
+    info: ObjectInfo,
+    owners: Mapping[str, Owner],
+    seal: MetadataSeal,
+    *,
+    trusted: bool = False,
+) -> None:
+    """Take size/etag/metadata from a HEAD (or PUT/COPY) answer, or an index entry.
 
-    What the shared index may record is set by the caller that knows the answer is a
-    HEAD sent after a listing (meta/dir_index.py `note_head`); any other answer clears it.
+    The metadata counts as the seal believes it for `info.key` (the object it was read
+    from); trusted: this node's own journal, taken as written. What the shared index
+    may record is set by the caller that knows the answer is a HEAD sent after a
+    listing (meta/dir_index.py `note_head`); any other answer clears it.
     """
     inode.object_meta = inode.indexed_ms = None
     inode.size = info.size
@@ -85,15 +95,17 @@ def apply_info(inode: Inode[Any], info: ObjectInfo, owners: Mapping[str, Owner])
     lm_ns = int(info.last_modified * 1e9)
     if info.metadata is None:
         return
-    meta = info.metadata
+    meta = info.metadata if trusted else seal.believed(inode.bucket, info.key, info.metadata)
     _report_out_of_range(inode, meta)
     mode = _int(meta, "mode")
     if mode is not None:
         if inode.kind is not Kind.DIR:
             inode.kind = kind_of_mode(mode)
-        inode.mode = honoured_mode(mode, inode.is_dir)
+        inode.mode, inode.mode_default = honoured_mode(mode, inode.is_dir), False
     else:
-        inode.mode = DEFAULT_DIR_MODE if inode.is_dir else DEFAULT_FILE_MODE
+        if seal.required and inode.is_special:
+            inode.kind = Kind.FILE  # its type was in a mode no longer believed
+        inode.mode, inode.mode_default = seal.default_mode(inode.is_dir), True
     uid, gid = _int(meta, "uid"), _int(meta, "gid")
     owner = owners[inode.bucket]
     inode.uid = uid if uid is not None else owner.uid

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from fedfs.data.flusher import Flusher
     from fedfs.data.writeback import WriteBack
     from fedfs.fuse.operations import Operations
+    from fedfs.meta.seal import MetadataSeal
     from fedfs.policy.log import PolicyLog
     from fedfs.policy.objectacl.exporter import Exporter
     from fedfs.policy.objectacl.importer import Importer
@@ -84,6 +85,11 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("fedfs_upload_conflicts", "counter", "uploads kept beside another writer's version"),
     ("fedfs_partial_rewrites", "counter", "uploads that had the store copy unchanged parts"),
     ("fedfs_partial_rewrite_copied_bytes", "counter", "bytes those copies spared sending"),
+    (
+        "fedfs_metadata_unsealed_objects",
+        "counter",
+        "objects whose ownership metadata was ignored: no valid fedfs seal ([object_acl])",
+    ),
     ("fedfs_policy_version", "gauge", "the policy database's version (grows with every change)"),
     ("fedfs_policy_grants", "gauge", "grants in force"),
     ("fedfs_policy_teams", "gauge", "teams"),
@@ -137,6 +143,7 @@ class Measured(Protocol):
     cache: Cache
     flusher: Flusher
     writeback: WriteBack
+    seal: MetadataSeal
     ops: Operations
     sharing: Sharing
     policy_log: PolicyLog | None
@@ -211,6 +218,7 @@ class Metrics:
             "fedfs_upload_conflicts": d.writeback.conflicts,
             "fedfs_partial_rewrites": d.writeback.rewrites,
             "fedfs_partial_rewrite_copied_bytes": d.writeback.rewrite_copied,
+            "fedfs_metadata_unsealed_objects": d.seal.ignored,
             "fedfs_policy_version": d.sharing.store.version,
             "fedfs_policy_grants": len(d.sharing.store.grants()),
             "fedfs_policy_teams": len(d.sharing.store.teams()),

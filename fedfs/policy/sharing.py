@@ -308,16 +308,36 @@ class Sharing:
         mode: int,
         above: Above | None = None,
         by_creator: bool = False,
+        limits_as: int | None = None,
     ) -> ObjectMeta:
         """chmod as docs/SEMANTICS.md "Sharing" says (the rule: policy/mask.py).
 
         So `chmod 700 f` makes one file private inside a shared tree whether the grants
         came before or after it, and cp -p, tar x or rsync -a restating a mode cut nothing.
         Bits the mount does not honour are not kept (honoured_bits), so none is ever shown.
+        limits_as: the object's mode is a default no one stated (with [object_acl], 0600
+        or 0700); the limit is decided as if it were this one (0664 or 0775), the mode
+        as it is.
         """
         mode &= honoured_bits(is_dir)
+        new = self._chmod(path, meta, is_dir, above, by_creator, mode)
+        if limits_as is not None:
+            stated = ObjectMeta(meta.uid, meta.gid, limits_as, meta.explicit_mask)
+            limit = self._chmod(path, stated, is_dir, above, by_creator, mode).explicit_mask
+            new = owner_mask.Stored(new.mode, limit)
+        return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
+
+    def _chmod(
+        self,
+        path: str,
+        meta: ObjectMeta,
+        is_dir: bool,
+        above: Above | None,
+        by_creator: bool,
+        mode: int,
+    ) -> owner_mask.Stored:
         shown = self.view(path, meta, is_dir, above)
-        new = owner_mask.chmod(
+        return owner_mask.chmod(
             meta.mode,
             meta.explicit_mask,
             shown.mode,
@@ -325,7 +345,6 @@ class Sharing:
             mode,
             by_creator=by_creator,
         )
-        return ObjectMeta(meta.uid, meta.gid, new.mode, new.explicit_mask)
 
     def attributes_changed(self, path: str, is_dir: bool) -> None:
         """A directory's owner, group or mode changed: whether holders of grants below it

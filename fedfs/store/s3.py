@@ -13,6 +13,8 @@ per request) unless `[store] lean = false`; everything else (writes,
 conditional writes, listings, multipart, copies of 5 GiB or more) stays with
 boto3. `move_each` runs a directory move's copies and deletes on threads of
 its own (`[store] max_copies`).
+With `seal` set ([object_acl], fedfs/meta/seal.py) the user metadata of every write
+(the lean copies too) is sealed here for the key it is written to.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import boto3
 import botocore.config
@@ -178,6 +180,17 @@ def parse_timestamp(value: str) -> datetime.datetime:
     return botocore.utils.parse_timestamp(value)
 
 
+class Sealer(Protocol):
+    """What signs object metadata for the key it is written to (fedfs/meta/seal.py)."""
+
+    @property
+    def signing(self) -> bool: ...
+
+    def sign(self, bucket: str, key: str, metadata: dict[str, str]) -> dict[str, str]: ...
+
+    def valid(self, bucket: str, key: str, metadata: dict[str, str]) -> bool: ...
+
+
 class ObjectStore:
     """Blocking, thread-safe access to one S3 endpoint."""
 
@@ -242,6 +255,9 @@ class ObjectStore:
         # Called after every request with (operation, seconds, error class name or None),
         # from the calling thread: metrics.py times requests without this module knowing it.
         self.on_call: Callable[[str, float, str | None], None] | None = None
+        # Signs the user metadata of every object written for the key it is written to
+        # (meta/seal.py, with [object_acl]); None: metadata goes as given.
+        self.seal: Sealer | None = None
 
     def _call(self, what: str, fn: Any, **kw: Any) -> Any:
         self.requests += 1
@@ -570,6 +586,7 @@ class ObjectStore:
         content_type: str | None = None,
         if_none_match: bool = False,
     ) -> ObjectInfo:
+        metadata = self._signed(bucket, key, metadata)
         kw: dict[str, Any] = {
             "Bucket": bucket,
             "Key": key,
@@ -603,7 +620,7 @@ class ObjectStore:
             return self.put_bytes(
                 bucket, key, path.read_bytes(), metadata, content_type, if_none_match
             )
-        extra: dict[str, Any] = {"Metadata": metadata, **self.acl}
+        extra: dict[str, Any] = {"Metadata": self._signed(bucket, key, metadata), **self.acl}
         if content_type:
             extra["ContentType"] = content_type
         where = (bucket, key)
@@ -659,6 +676,7 @@ class ObjectStore:
         """
         what = f"s3://{bucket}/{key}"
         size = path.stat().st_size
+        metadata = self._signed(bucket, key, metadata)
         kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": metadata}
         if content_type:
             kw["ContentType"] = content_type
@@ -728,11 +746,24 @@ class ObjectStore:
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
     ) -> ObjectInfo:
-        """Server-side copy; with metadata, the copy's metadata is replaced (chmod, rename)."""
+        """Server-side copy; with metadata, the copy's metadata is replaced (chmod, rename).
+
+        Without metadata the copy keeps the source's; when the store signs metadata,
+        a seal valid for src is made again for dst (a HEAD first, and the copy only of
+        the version that HEAD saw), so a renamed object keeps its owner and mode.
+        """
         what = f"copy s3://{bucket}/{src} to {dst}"
         src_ref = {"Bucket": bucket, "Key": src}
         extra: dict[str, Any] = {**self.acl}
+        if metadata is None and self.seal is not None and self.seal.signing:
+            source = self.head(bucket, src)
+            if source is None:
+                raise NotFound(f"{what}: s3://{bucket}/{src} is gone")
+            if source.metadata and self.seal.valid(bucket, src, source.metadata):
+                metadata, content_type = source.metadata, source.content_type
+                extra["CopySourceIfMatch"] = f'"{source.etag}"'
         if metadata is not None:
+            metadata = self._signed(bucket, dst, metadata)
             extra = {**extra, "Metadata": metadata, "MetadataDirective": "REPLACE"}
             if content_type:
                 extra["ContentType"] = content_type
@@ -744,6 +775,8 @@ class ObjectStore:
                     headers["content-type"] = content_type
             if self.acl:
                 headers["x-amz-acl"] = self.acl["ACL"]
+            if "CopySourceIfMatch" in extra:  # only the version whose seal was checked
+                headers["x-amz-copy-source-if-match"] = extra["CopySourceIfMatch"]
             etag, last_modified = self._call_lean(
                 what, "copy_object", self.lean.copy, bucket, src, dst, headers
             )
@@ -781,6 +814,9 @@ class ObjectStore:
         if info is None:
             raise Unavailable(f"{what}: copy finished but the object is not there")
         return info
+
+    def _signed(self, bucket: str, key: str, metadata: dict[str, str]) -> dict[str, str]:
+        return metadata if self.seal is None else self.seal.sign(bucket, key, metadata)
 
     def delete(self, bucket: str, key: str) -> None:
         self._call(f"delete s3://{bucket}/{key}", self.client.delete_object, Bucket=bucket, Key=key)

@@ -31,6 +31,7 @@ from fedfs.errors import (
 )
 from fedfs.meta.inode import ROOT_INO, Inode, honoured_mode
 from fedfs.meta.object_meta import MAX_USER_METADATA, metadata_for
+from fedfs.meta.seal import SEAL_SIZE
 from fedfs.store.s3 import DIR_CONTENT_TYPE, ObjectStore
 from fedfs.store.threads import WorkerThreads
 from fedfs.tree.revalidate import Revalidation
@@ -81,7 +82,7 @@ class Attributes:
                 raise IsDirectory(f"{inode.path} is a directory")
             await self.writeback.truncate(inode, size)
         if mode is not None:
-            inode.mode = honoured_mode(mode, inode.is_dir)
+            inode.mode, inode.mode_default = honoured_mode(mode, inode.is_dir), False
         if mask is not False:
             inode.explicit_mask = (
                 mask if isinstance(mask, int) and not isinstance(mask, bool) else None
@@ -104,7 +105,8 @@ class Attributes:
     async def _store_metadata(self, inode: Inode[Staging]) -> None:
         """Persist the POSIX attributes: in the next upload if dirty, else by CopyObject/PUT."""
         meta = metadata_for(inode)
-        if sum(len(k) + len(v) for k, v in meta.items()) > MAX_USER_METADATA:
+        room = MAX_USER_METADATA - (SEAL_SIZE if self.store.seal is not None else 0)
+        if sum(len(k) + len(v) for k, v in meta.items()) > room:
             raise NoSpace(f"{inode.path}: attributes exceed the 2 KiB of S3 user metadata")
         if inode.dirty:
             self.writeback.carry_attributes(inode)

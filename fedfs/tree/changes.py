@@ -106,7 +106,7 @@ class Changes:
         self, inode: Inode[Staging], mode: int, uid: int, gid: int, parent: Inode[Staging]
     ) -> None:
         now = time.time_ns()
-        inode.mode = honoured_mode(mode, inode.is_dir)
+        inode.mode, inode.mode_default = honoured_mode(mode, inode.is_dir), False
         inode.uid = uid
         # A setgid directory passes its group on, as on every POSIX filesystem.
         inode.gid = parent.gid if parent.mode & stat.S_ISGID else gid
@@ -144,7 +144,7 @@ class Changes:
         info = await self.s3(
             self.store.put_bytes, d.bucket, d.key + "/", b"", metadata_for(d), DIR_CONTENT_TYPE
         )
-        apply_info(d, info, self.inodes.owners)
+        apply_info(d, info, self.inodes.owners, self.inodes.seal)
         d.has_marker, d.shadows = True, False
         d.children, d.listed = {}, time.monotonic()
         self.inodes.place(parent, name, d)
@@ -161,7 +161,7 @@ class Changes:
         info = await self.s3(
             self.store.put_bytes, link.bucket, link.key, target, metadata_for(link)
         )
-        apply_info(link, info, self.inodes.owners)
+        apply_info(link, info, self.inodes.owners, self.inodes.seal)
         link.target, link.local = target, False
         self.inodes.place(parent, name, link)
         self._touch(parent)
@@ -180,7 +180,7 @@ class Changes:
         self._init_new(node, mode, uid, gid, parent)
         node.rdev = rdev if kind in (Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE) else 0
         info = await self.s3(self.store.put_bytes, node.bucket, node.key, b"", metadata_for(node))
-        apply_info(node, info, self.inodes.owners)
+        apply_info(node, info, self.inodes.owners, self.inodes.seal)
         node.local = False
         self.inodes.place(parent, name, node)
         self._touch(parent)

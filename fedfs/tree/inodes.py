@@ -19,16 +19,24 @@ from collections.abc import Iterable, Mapping
 
 from fedfs.data.cache import Staging
 from fedfs.errors import NotFound
-from fedfs.meta.inode import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, ROOT_INO, Inode, Kind
+from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.meta.object_meta import Owner
+from fedfs.meta.seal import OPEN_DIR_MODE, MetadataSeal
 from fedfs.tree.names import join
+
+# A bucket root is no object: its owner and mode come from the config, with or without
+# [object_acl] (what is below it shows as its objects' metadata, or their defaults, say).
+BUCKET_ROOT_MODE = OPEN_DIR_MODE
 
 
 class Inodes:
     """Every inode of one mount, by number and by (bucket, key, is-directory)."""
 
-    def __init__(self, buckets: Iterable[str], owners: Mapping[str, Owner]) -> None:
+    def __init__(
+        self, buckets: Iterable[str], owners: Mapping[str, Owner], seal: MetadataSeal
+    ) -> None:
         self.owners = owners
+        self.seal = seal  # which object metadata is believed, and the modes without it
         self.by_ino: dict[int, Inode[Staging]] = {}
         self.by_ident: dict[tuple[str, str, bool], int] = {}
         self.next_ino = ROOT_INO + 1
@@ -53,7 +61,7 @@ class Inodes:
         self.by_ino[ROOT_INO] = root
         for b in buckets:
             ino = self._new(ROOT_INO, b, b, "", Kind.DIR)
-            ino.mode, ino.uid, ino.gid = DEFAULT_DIR_MODE, owners[b].uid, owners[b].gid
+            ino.mode, ino.uid, ino.gid = BUCKET_ROOT_MODE, owners[b].uid, owners[b].gid
             ino.mtime_ns = ino.ctime_ns = now_ns
             ino.meta_known, ino.checked, ino.has_marker = True, math.inf, True
             root.children[b] = ino.ino
@@ -75,7 +83,8 @@ class Inodes:
             inode = self._new(parent.ino, name, parent.bucket, key, kind)
             owner = self.owners[parent.bucket]
             inode.uid, inode.gid = owner.uid, owner.gid
-            inode.mode = DEFAULT_DIR_MODE if kind is Kind.DIR else DEFAULT_FILE_MODE
+            inode.mode = self.seal.default_mode(kind is Kind.DIR)
+            inode.mode_default = True
             if kind is Kind.DIR:  # a marker's HEAD, or a listing of it, tells more later
                 inode.mtime_ns = inode.ctime_ns = self.started_ns
         inode.parent, inode.name, inode.gone = parent.ino, name, False

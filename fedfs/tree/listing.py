@@ -450,7 +450,7 @@ class DirListing:
                 and entry is not None
                 and usable(entry, o)
             ):
-                apply_entry(f, entry, o, ls.inodes.owners)
+                apply_entry(f, entry, o, ls.inodes.owners, ls.inodes.seal)
                 f.checked = asked
             else:
                 self.index_stale = True

@@ -149,7 +149,7 @@ class Lookups:
             d.shadows = head is not None
             d.has_marker = marker is not None
             if marker is not None:
-                apply_info(d, marker, inodes.owners)
+                apply_info(d, marker, inodes.owners, inodes.seal)
             else:
                 d.checked = time.monotonic()
                 d.meta_known = True
@@ -158,7 +158,7 @@ class Lookups:
             return d
         if head is not None:
             f = inodes.child(parent, name, Kind.FILE)
-            apply_info(f, head, inodes.owners)
+            apply_info(f, head, inodes.owners, inodes.seal)
             note_head(f, head, basis)  # what the shared metadata index may record
             if parent.children is not None:
                 parent.children[name] = f.ino

@@ -109,7 +109,7 @@ class Revalidation:
                 return
             if marker is not None:
                 inode.has_marker = True
-                apply_info(inode, marker, self.inodes.owners)
+                apply_info(inode, marker, self.inodes.owners, self.inodes.seal)
                 return
             inode.has_marker = False
             if await self.s3(self.store.prefix_exists, inode.bucket, inode.key + "/"):
@@ -136,7 +136,7 @@ class Revalidation:
             if inode.dirty or inode.changed > asked:
                 return  # changed here while the HEAD was on its way: what we know is newer
             if info is not None:
-                apply_info(inode, info, self.inodes.owners)
+                apply_info(inode, info, self.inodes.owners, self.inodes.seal)
                 note_head(inode, info, basis)  # what the shared index may record
                 return
         self.inodes.forget(self.inodes.by_ino.get(inode.parent), inode)

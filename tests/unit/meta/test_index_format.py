@@ -24,6 +24,7 @@ from fedfs.meta.index_format import (
 )
 from fedfs.meta.inode import Inode, Kind
 from fedfs.meta.object_meta import apply_info
+from fedfs.meta.seal import MetadataSeal
 from fedfs.store.s3 import ObjectInfo
 
 KEY = b"k" * 32
@@ -37,6 +38,7 @@ class _Owner:
 
 
 OWNERS = {"b": _Owner()}
+OPEN = MetadataSeal(None, required=False)
 
 
 def test_an_index_reads_back_as_written() -> None:
@@ -90,9 +92,9 @@ def test_an_entry_is_used_only_for_the_version_the_listing_shows() -> None:
     assert not usable(ENTRY, ObjectInfo("d/f", 11, "e1", 1_700_000_000.4))
     assert not usable(None, listed)
     f: Inode[object] = Inode(2, 1, "f", "b", "d/f", Kind.FILE)
-    apply_entry(f, ENTRY, listed, OWNERS)  # type: ignore[arg-type]
+    apply_entry(f, ENTRY, listed, OWNERS, OPEN)  # type: ignore[arg-type]
     head: Inode[object] = Inode(3, 1, "f", "b", "d/f", Kind.FILE)
-    apply_info(head, ObjectInfo("d/f", 10, "e1", 1_700_000_000.0, ENTRY.metadata), OWNERS)  # type: ignore[arg-type]
+    apply_info(head, ObjectInfo("d/f", 10, "e1", 1_700_000_000.0, ENTRY.metadata), OWNERS, OPEN)  # type: ignore[arg-type]
     for field in ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "size", "kind", "meta_known"):
         assert getattr(f, field) == getattr(head, field), field  # as the HEAD it records
 
@@ -102,7 +104,7 @@ def test_only_a_head_sent_after_the_listing_of_that_version_is_recorded() -> Non
     ms = listed_ms(listed.last_modified)
     f: Inode[object] = Inode(2, 1, "f", "b", "d/f", Kind.FILE, etag="e1", listed_ms=ms)
     head = ObjectInfo("d/f", 10, "e1", 1_700_000_000.0, {"mode": "33188"})
-    apply_info(f, head, OWNERS)  # type: ignore[arg-type]
+    apply_info(f, head, OWNERS, OPEN)  # type: ignore[arg-type]
     note_head(f, head, ("e1", ms))
     assert entry_of(f, listed) == IndexEntry("e1", ms, 10, 1_700_000_000.0, {"mode": "33188"})
     # A later listing shows a copy in place (same ETag, same second, other milliseconds).
@@ -110,9 +112,9 @@ def test_only_a_head_sent_after_the_listing_of_that_version_is_recorded() -> Non
     # A HEAD that found another version than the listing showed is not recorded.
     g: Inode[object] = Inode(3, 1, "g", "b", "d/g", Kind.FILE)
     newer = ObjectInfo("d/g", 10, "e2", 1_700_000_001.0, {"mode": "33188"})
-    apply_info(g, newer, OWNERS)  # type: ignore[arg-type]
+    apply_info(g, newer, OWNERS, OPEN)  # type: ignore[arg-type]
     note_head(g, newer, ("e1", ms))
     assert entry_of(g, listed) is None
     # Nor what an upload's answer said, nor a file with changes not uploaded yet.
-    apply_info(f, head, OWNERS)  # type: ignore[arg-type]
+    apply_info(f, head, OWNERS, OPEN)  # type: ignore[arg-type]
     assert entry_of(f, listed) is None

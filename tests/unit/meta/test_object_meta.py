@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from fedfs.meta.inode import Inode, Kind
 from fedfs.meta.object_meta import apply_info, metadata_for, s3fs_time
+from fedfs.meta.seal import MetadataSeal
 from fedfs.store.s3 import ObjectInfo
+
+OPEN = MetadataSeal(None, required=False)  # no [object_acl]: metadata as written
 
 
 @dataclass
@@ -18,7 +21,7 @@ class _Owner:
 
 def _read(meta: dict[str, str]) -> Inode[object]:
     inode: Inode[object] = Inode(2, 1, "f", "b", "f", Kind.FILE)
-    apply_info(inode, ObjectInfo("f", 0, "e", 1_700_000_000.0, meta), {"b": _Owner()})  # type: ignore[arg-type]
+    apply_info(inode, ObjectInfo("f", 0, "e", 1_700_000_000.0, meta), {"b": _Owner()}, OPEN)  # type: ignore[arg-type]
     return inode
 
 
