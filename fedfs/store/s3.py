@@ -677,7 +677,7 @@ class ObjectStore:
         what = f"s3://{bucket}/{key}"
         size = path.stat().st_size
         metadata = self._signed(bucket, key, metadata)
-        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": metadata}
+        kw: dict[str, Any] = {"Bucket": bucket, "Key": key, "Metadata": metadata, **self.acl}
         if content_type:
             kw["ContentType"] = content_type
         upload_id = self._call(what, self.client.create_multipart_upload, **kw)["UploadId"]

@@ -188,3 +188,35 @@ def test_fsck_sign_lists_then_adopts_metadata_written_before_the_seal(
     assert sealed(rgw, b, "old/a.txt") and not sealed(rgw, b, "else/b.txt")
     wait_for(lambda: stat.S_IMODE(os.stat(a).st_mode) == 0o644, "the adopted mode")
     assert os.stat(a).st_uid == alice.uid
+
+
+def test_a_partial_rewrite_stays_the_bucket_owners_to_read_and_keeps_its_owner(
+    rgw: Rgw, rgw_bucket: str, make_rgw_mount: Any, alice: UnixUser
+) -> None:
+    """A partial rewrite (multipart with copied parts) carries the canned ACL and the
+    seal like every other write: the bucket's owner reads it with her own keys, and the
+    file keeps its owner and mode through a remount."""
+    b = rgw_bucket
+    part = 5 * 1024 * 1024
+    store = 'multipart_threshold = "8MiB"\nmultipart_chunksize = "5MiB"'
+    m = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={}, store_extra=store)
+    path = m.path(b, "big.dat")
+    data = bytearray(os.urandom(3 * part + 1234))
+    r = alice.run("sh", "-c", f"umask 077 && cat > {path}", input=bytes(data))
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: _synced(m), "the first upload")
+    r = alice.run("dd", f"of={path}", "bs=1", f"seek={part + 7}", "conv=notrunc", input=b"edit")
+    assert r.returncode == 0, r.stderr
+    data[part + 7 : part + 11] = b"edit"
+    wait_for(lambda: _synced(m), "the partial rewrite")
+    assert "event=upload-partial" in m.log_text(), "the change went up whole, not in parts"
+    got = rgw.client(alice.name).get_object(Bucket=b, Key="big.dat")["Body"].read()
+    assert got == bytes(data), "the bucket owner reads what was written"
+    assert sealed(rgw, b, "big.dat")
+    st = path.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (alice.uid, 0o600)
+
+
+def _synced(m: Any) -> bool:
+    r = subprocess.run([*FEDFS, "sync", str(m.mountpoint)], capture_output=True, timeout=300)
+    return r.returncode == 0
