@@ -73,6 +73,7 @@ _TELL_WAIT_EVERY = 60.0  # seconds between two log lines saying that writers wai
 _CLEAN_WRITERS = 2  # threads writing fetched blocks into clean files at once
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _SECTOR = 4096  # what an O_DIRECT write's offset, length and buffer are aligned to
+_FREE_BUFFERS = 4  # block buffers kept for the next fetches beyond those in memory
 
 
 def _open_in_dir(path: Path, flags: int, mode: int = 0o600) -> int:
@@ -236,6 +237,7 @@ class _Fetched:
     buf: mmap.mmap
     length: int
     holds: int = 0
+    read_to_end: bool = False  # a sequential reader is done with it
 
     def view(self, lo: int, hi: int) -> memoryview:
         return memoryview(self.buf)[lo : min(hi, self.length)]
@@ -560,10 +562,12 @@ class Cache:
         while True:
             fetched = self._memory.get(p) or self._writing.get(p)
             if fetched is not None:
+                if hi >= fetched.length:
+                    fetched.read_to_end = True
                 if p in self._memory:
                     # A block read to its end is what a sequential reader needs no more:
                     # it goes first, before blocks fetched ahead and not read yet.
-                    self._memory.move_to_end(p, last=hi < fetched.length)
+                    self._memory.move_to_end(p, last=not fetched.read_to_end)
                 self.hits += 1
                 return fetched.view(lo, hi)
             data = self._pread(p, lo, hi - lo) if p in self.clean else None
@@ -578,8 +582,7 @@ class Cache:
         ev = self.inflight[p] = trio.Event()
         start = block * self.block_size
         length = min(self.block_size, size - start)
-        # mmap: page-aligned, as O_DIRECT needs, and its pages zeroed only when first used
-        buf = self._buffers.pop() if self._buffers else mmap.mmap(-1, self.block_size)
+        buf = self._buffer()
         try:
             self.evict(extra=length)
             await trio.to_thread.run_sync(
@@ -596,12 +599,26 @@ class Cache:
             self._buffers.append(buf)  # nothing else saw it
             raise
         else:
-            fetched = _Fetched(buf, length)
+            fetched = _Fetched(buf, length, read_to_end=hi >= length)
             await self._keep(p, fetched)
         finally:
             del self.inflight[p]
             ev.set()
         return fetched.view(lo, hi)
+
+    def _buffer(self) -> mmap.mmap:
+        """A buffer to receive a block into: a free one, the oldest block in memory if a
+        reader is done with it and it is written, or a new one (mmap: page-aligned, as
+        O_DIRECT needs). So a single reader cycles through a few buffers, not `memory`."""
+        if self._buffers:
+            return self._buffers.pop()
+        if self._memory:
+            p, oldest = next(iter(self._memory.items()))
+            if oldest.read_to_end and oldest.holds == 1:
+                del self._memory[p]
+                oldest.holds = 0
+                return oldest.buf
+        return mmap.mmap(-1, self.block_size)
 
     async def _keep(self, p: str, fetched: _Fetched) -> None:
         """Serve a fetched block from memory and write it into its clean file.
@@ -644,7 +661,7 @@ class Cache:
 
     def _release(self, fetched: _Fetched) -> None:
         fetched.holds -= 1
-        if fetched.holds == 0 and len(self._buffers) < max(4, self.memory_blocks):
+        if fetched.holds == 0 and len(self._buffers) < _FREE_BUFFERS:
             self._buffers.append(fetched.buf)
 
     def _write_file(self, path: Path, fetched: _Fetched) -> None:
