@@ -186,6 +186,9 @@ class ObjectAclConfig:
     watcher: bool = True  # whether this node polls bucket policies (see docs/OPERATIONS.md)
     # the canned ACL of every object fedfs writes, so the bucket's owner keeps it usable
     object_acl: str | None = "bucket-owner-full-control"
+    # the bucket policy (the owner's statements and fedfs's) is kept under this many bytes:
+    # RGW takes about 1 MB, AWS 20 KB (set 20000 there); docs/OBJECT_ACL.md "Policy size"
+    max_policy_bytes: int = 512 * 1024
 
     @property
     def enabled(self) -> bool:
@@ -440,7 +443,14 @@ def _parse_object_acl(s: _Section, identity: IdentityConfig) -> ObjectAclConfig:
         poll_interval=s.positive("poll_interval", float, 10.0),
         watcher=s.get("watcher", bool, True),
         object_acl=None if acl == "none" else acl,
+        max_policy_bytes=s.size("max_policy_bytes", 512 * 1024),
     )
+    if cfg.max_policy_bytes < 1024:
+        s.fail(
+            "max_policy_bytes",
+            f"{cfg.max_policy_bytes} bytes holds hardly a statement; use at least 1024 "
+            '(the default is "512KiB"; 20000 on AWS, whose limit is 20 KB)',
+        )
     s.finish()
     return cfg
 

@@ -63,10 +63,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             if e["synced_ago"] is None
             else f"in line {e['synced_ago']:.0f}s ago"
         )
+        size = f"; {e['bytes']} of {e['max_bytes']} bytes" if e.get("bytes") is not None else ""
         lines.append(
             f"export     bucket policy of {e['bucket']}: {state}; {e['writes']} writes, "
-            f"{e['repairs']} repairs"
+            f"{e['repairs']} repairs{size}"
         )
+        if e.get("not_exported_count"):
+            lines.append(
+                f"           FULL: {e['not_exported_count']} grant(s) in force through the mount "
+                f"are NOT in the bucket policy (all of them would take {e['needed_bytes']} "
+                "bytes); remove grants with `fedfs unshare` or raise [object_acl] max_policy_bytes"
+            )
+        for g in e.get("not_exported") or []:
+            lines.append(
+                f"           not exported: {printable(g['path'])} {g['principal']} "
+                f"{g['level']} (by {printable(g['granted_by'])})"
+            )
     if "descriptors" in s:
         fds = s["descriptors"]
         lines.append(f"files      {fds['open']} descriptors open of {fds['limit']}")

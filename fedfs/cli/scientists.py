@@ -33,6 +33,7 @@ def cmd_share(args: argparse.Namespace) -> int:
     until = f", until {when(r['expires'])}" if r["expires"] else ""
     print(f"shared {printable(args.path)} with {r['principal']}: {r['level']}{change}{until}")
     _note(r)
+    _export(r)
     return 0
 
 
@@ -42,12 +43,27 @@ def _note(answer: dict[str, Any]) -> None:
         print(f"fedfs: note: {printable(answer['note'])}", file=sys.stderr)
 
 
+def _export(answer: dict[str, Any]) -> None:
+    """Where the bucket policy stands ([object_acl] export): said when it is in line, a
+    warning when it does not (yet) hold the change."""
+    e = answer.get("export")
+    if not e:
+        return
+    if e.get("note"):
+        print(f"fedfs: warning: {printable(e['note'])}", file=sys.stderr)
+    elif e.get("removed"):
+        print(f"removed from the bucket policy of {printable(', '.join(e['buckets']))} too")
+    elif e.get("exported") and e.get("bucket"):
+        print(f"exported to the bucket policy of {printable(e['bucket'])}")
+
+
 def cmd_unshare(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path, gone_ok=True)  # a grant may outlive its object
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
     print(f"removed {r['level']} for {r['principal']} on {printable(args.path)}")
     _note(r)
+    _export(r)
     return 0
 
 
@@ -69,16 +85,78 @@ def cmd_grants(args: argparse.Namespace) -> int:
         r["in force"] = "yes" if not r.get("suspended") else f"no: {r['suspended']}"
     if any(r.get("suspended") for r in rows):
         columns.append("in force")  # a stricter site policy left some grants out
+    if any(r.get("exported") for r in rows):  # [object_acl] export on this node
+        columns.append("exported")
+        for r in rows:
+            r["exported"] = r.get("exported") or ""
     output(args, rows, columns, f"grants on {args.path}")  # output escapes it
     if not (args.json or args.csv):
-        for r in rows:
-            if r.get("limited_by"):
-                print(
-                    f"note: the ACL mask of {printable(args.path)} is {r['mask']} "
-                    f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
-                    f"as {r['effective']} here; {_lifts(r)} lifts the limit"
-                )
+        for line in limit_lines(rows, printable(args.path)) + denied_lines(rows):
+            print(line)
     return 0
+
+
+def limit_lines(rows: list[dict[str, Any]], shown: str) -> list[str]:
+    """A line for each grant the owner's limit (the ACL mask of the object) narrows here;
+    one that leaves the grant nothing says plainly that it denies and overrides it."""
+    lines = []
+    for r in rows:
+        if not r.get("limited_by") or r["level"] == "none":
+            continue
+        if r["effective"] == "---":
+            by = r.get("mask_by")
+            limit = f"the owner's limit (set by {by})" if by else "the owner's limit"
+            lines.append(
+                f"{_who(r['principal'])}: denied here by {limit}, the ACL mask of {shown} "
+                f"being --- - overrides the {r['level']} grant above; {_lifts(r)} lifts the limit"
+            )
+        else:
+            lines.append(
+                f"note: the ACL mask of {shown} is {r['mask']} "
+                f"({_set_by(r.get('mask_by'))}), so {r['principal']} {r['level']} works "
+                f"as {r['effective']} here; {_lifts(r)} lifts the limit"
+            )
+    return lines
+
+
+def denied_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One plain line per Deny of a bucket policy at this path (rows of level "none"):
+    whom it denies, which statement, and that it overrides the grants listed above."""
+    lines = []
+    for d in rows:
+        if d["level"] != "none":
+            continue
+        source = str(d["granted_by"])
+        sid = source.removeprefix("bucket-policy:")
+        what = (
+            f"bucket policy statement {sid}"
+            if sid.startswith("#")
+            else f"bucket policy statement {printable(repr(sid))}"
+        )
+        if not source.startswith("bucket-policy:"):
+            what = printable(source)
+        where = "" if not d["inherited"] else f" (the Deny is on {printable(d['path'])})"
+        if d["principal"] == "other":
+            held = [r for r in rows if r["level"] != "none" and r["principal"] == "other"]
+            tail = (
+                "overrides the public access above"
+                if held
+                else "everyone without a grant of their own is refused"
+            )
+            lines.append(f"everyone else (other): denied here by {what}{where} - {tail}")
+            continue
+        held = [r for r in rows if r["level"] != "none" and r["principal"] == d["principal"]]
+        tail = (
+            "overrides the grants above"
+            if held
+            else "no grant, mode bit or group gives them access here"
+        )
+        lines.append(f"{_who(d['principal'])}: denied here by {what}{where} - {tail}")
+    return lines
+
+
+def _who(principal: str) -> str:
+    return printable(principal.removeprefix("user:"))
 
 
 def _set_by(by: str | None) -> str:
@@ -102,10 +180,12 @@ def cmd_team(args: argparse.Namespace) -> int:
             t = c.call("team-add", name=args.name, users=args.users, owner=args.owner)
             print(f"team {t['name']}: {len(t['members'])} members")
             _note(t)
+            _export(t)
         elif args.team_command == "remove":
             t = c.call("team-remove", name=args.name, users=args.users)
             print(f"team {t['name']}: {len(t['members'])} members")
             _note(t)
+            _export(t)
         elif args.team_command == "show":
             t = c.call("team-show", name=args.name)
             rows = [{"member": m, "owner": "yes" if m in t["owners"] else ""} for m in t["members"]]

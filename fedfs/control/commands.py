@@ -19,6 +19,7 @@ import trio
 
 from fedfs import __version__
 from fedfs.audit.chain import AuditRecord
+from fedfs.control import export_notes
 from fedfs.control.fairness import Holding, StageLimits, holdings
 from fedfs.control.mount import Mount
 from fedfs.control.server import ControlError, Peer
@@ -26,9 +27,9 @@ from fedfs.data.cache import Staging
 from fedfs.data.flusher import owner_name
 from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
-from fedfs.policy import reports
-from fedfs.policy.acl import Acl, AclTag, R, W, X, permits
-from fedfs.policy.model import Level, Principal, Team
+from fedfs.policy import reach, reports
+from fedfs.policy.acl import Acl, AclTag, R, X, permits
+from fedfs.policy.model import Grant, Level, Principal, Team
 from fedfs.policy.sharing import Actor, Refused
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
@@ -143,6 +144,8 @@ class Commands:
             "expires": grant.expires,
             "replaced": str(previous.level) if previous else None,
             "note": await self._published(),
+            # [object_acl] export: whether the bucket policy holds it (None: export is off)
+            "export": await export_notes.after_share(self.d.exporter, grant),
         }
 
     async def _shareable(self, path: str) -> None:
@@ -163,11 +166,16 @@ class Commands:
         sharing = self.d.sharing
         actor = await sharing.actor(peer.uid)
         g = await sharing.unshare(actor, _str(args, "path"), _str(args, "principal"))
+        note = await self._published()
+        what = f"{g.principal} {g.level} on {g.path}"
         return {
             "path": g.path,
             "principal": str(g.principal),
             "level": str(g.level),
-            "note": await self._published(),
+            "note": note,
+            "export": await export_notes.after_revocation(
+                self.d.exporter, [g.path.split("/", 2)[1]], what
+            ),
         }
 
     async def _published(self) -> str | None:
@@ -186,13 +194,35 @@ class Commands:
         mask = (view.mode >> 3) & 7 if view.acl_access is not None else 7
         with_x = inode.is_dir or bool(view.mode & 0o111)
         for row in rows:
-            granted = {"read": R, "none": 0}.get(row["level"], R | W)
-            granted |= X if with_x and granted else 0
+            # what the grant gives this object by its shape (an imported right gives a
+            # directory search but not listing, and nothing to the object named like it)
+            level = 0 if row["level"] == "none" else Level.parse(row["level"])
+            at = not row["inherited"]
+            granted = reach.bits(level, row.get("shape", "tree"), at, inode.is_dir, with_x)
             row["effective"] = reports.rwx(granted & mask)
             row["mask"] = reports.rwx(mask)
             row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
             row["mask_by"] = inode.mask_by  # "chmod", "setfacl" or None (not known)
+        self._exported(rows)
         return rows
+
+    def _exported(self, rows: list[dict[str, Any]]) -> None:
+        """Each fedfs grant's place in the bucket policy ([object_acl] export on this node):
+        "yes", or "no: why" (full, no principal, export failing); None for rows that are
+        the bucket's own policy, or when this node does not export."""
+        exporter = self.d.exporter
+        for row in rows:
+            row["exported"] = None
+            if exporter is None or row.get("suspended") or row["level"] == "none":
+                continue
+            if str(row.get("granted_by", "")).startswith(("bucket-policy:", "bucket-acl")):
+                continue
+            try:
+                grant = _grant_of(row)
+            except FedfsError:
+                continue  # "other" from a public bucket policy: not a grant of fedfs's
+            verdict = exporter.verdict(grant)
+            row["exported"] = "yes" if verdict is None else f"no: {verdict.short}"
 
     async def team_create(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
@@ -209,12 +239,22 @@ class Commands:
         team = await self.d.sharing.team_add(
             actor, _str(args, "name"), _names(args, "users"), owner
         )
-        return {**_team(team), "note": await self._published()}
+        note = await self._published()
+        export = await export_notes.after_team_add(self.d.exporter, team.name)
+        return {**_team(team), "note": note, "export": export}
 
     async def team_remove(self, peer: Peer, args: dict[str, Any]) -> Any:
         actor = await self.d.sharing.actor(peer.uid)
-        team = await self.d.sharing.team_remove(actor, _str(args, "name"), _names(args, "users"))
-        return {**_team(team), "note": await self._published()}
+        users = _names(args, "users")
+        team = await self.d.sharing.team_remove(actor, _str(args, "name"), users)
+        note = await self._published()
+        what = f"{', '.join(users)} what team {team.name} gave them"
+        buckets = [b.name for b in self.d.cfg.buckets]
+        return {
+            **_team(team),
+            "note": note,
+            "export": await export_notes.after_revocation(self.d.exporter, buckets, what),
+        }
 
     async def team_show(self, peer: Peer, args: dict[str, Any]) -> Any:
         name = _str(args, "name")
@@ -623,7 +663,9 @@ class Commands:
         within = args.get("within", 7 * 86400)
         if not isinstance(within, int | float) or isinstance(within, bool) or within < 0:
             raise ControlError("argument 'within' must be a number of seconds", "bad-request")
-        rows = reports.expiring(self.d.sharing.store.grants(), float(within), time.time())
+        sharing = self.d.sharing
+        grants = sharing.store.grants() + sharing.imported_grants()
+        rows = reports.expiring(grants, float(within), time.time(), sharing.imported_openings())
         return [r for r in rows if everything or self._manages(actor, r["path"])]
 
     async def audit_orphans(self, peer: Peer, args: dict[str, Any]) -> Any:
@@ -766,6 +808,23 @@ class Commands:
         found["unmapped_hidden"] = len(unmapped) - len(found["unmapped"])
         return found
 
+    async def _export_status(self, peer: Peer) -> list[dict[str, Any]] | None:
+        """The export's status per bucket. The grants left out of a full policy are named
+        to root, site admins and the bucket's owner; others see those they made, and how
+        many there are in all."""
+        if self.d.exporter is None:
+            return None
+        sharing = self.d.sharing
+        actor = await sharing.actor(peer.uid)
+        everything = peer.uid == 0 or sharing.site.is_admin(actor.uid, actor.name, actor.groups)
+        found = self.d.exporter.status()
+        for row in found:
+            out = row["not_exported"]
+            row["not_exported_count"] = len(out)
+            if not (everything or sharing.owns_bucket(actor, str(row["bucket"]))):
+                row["not_exported"] = [g for g in out if g["granted_by"] == actor.label]
+        return found
+
     async def status(self, peer: Peer, args: dict[str, Any]) -> Any:
         d = self.d
         health = d.sharing.identity.health()
@@ -812,7 +871,7 @@ class Commands:
             },
             "object_acl": await self._object_acl_status(peer),
             # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
-            "object_acl_export": d.exporter.status() if d.exporter else None,
+            "object_acl_export": await self._export_status(peer),
             "identity": {
                 "source": health.source,
                 "ok": health.ok,
@@ -838,6 +897,18 @@ class Commands:
             user = await self.d.sharing._ask(self.d.sharing.identity.user_by_uid, uid)
             rows.append({"uid": uid, "user": user.name if user else None, **vars(h)})
         return rows
+
+
+def _grant_of(row: dict[str, Any]) -> Grant:
+    """A `fedfs grants` row back as the grant it shows (raises FedfsError for other rows)."""
+    return Grant(
+        row["path"],
+        Principal.parse(row["principal"]),
+        Level.parse(row["level"]),
+        row["granted_by"],
+        row["granted_at"],
+        row["expires"],
+    )
 
 
 def _latency_ms(durations: list[float]) -> dict[str, float | None]:

@@ -214,6 +214,7 @@ class Daemon:
                 ),
                 PrincipalMap(oa, self.identity),
                 oa.poll_interval,
+                oa.max_policy_bytes,
             )
         self._record_site_policy()
         self.importer: Importer | None = None

@@ -105,6 +105,11 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
         "gauge",
         "buckets whose policy the last export could not read or write ([object_acl])",
     ),
+    (
+        "fedfs_bucket_policy_grants_not_exported",
+        "gauge",
+        "grants in force through the mount left out of a full bucket policy (max_policy_bytes)",
+    ),
     ("fedfs_identity_up", "gauge", "1 while the identity source (NSS or LDAP) answers"),
     ("fedfs_hidden_keys", "gauge", "S3 keys seen by this mount that cannot be shown"),
     (
@@ -323,4 +328,5 @@ def _export(exporter: Exporter | None) -> dict[str, float]:
         "fedfs_bucket_policy_writes": sum(s.writes for s in states),
         "fedfs_bucket_policy_repairs": sum(s.repairs for s in states),
         "fedfs_bucket_policy_export_failing": sum(s.error is not None for s in states),
+        "fedfs_bucket_policy_grants_not_exported": exporter.not_exported() if exporter else 0,
     }

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 
 from fedfs.policy import reach
 from fedfs.policy.acl import Acl, AclTag, pack_acl
-from fedfs.policy.model import Denial, Grant, Identities, Level, Opening, Team, normalize_path
+from fedfs.policy.model import (
+    BELOW,
+    TREE,
+    Denial,
+    Grant,
+    Identities,
+    Level,
+    Opening,
+    Shape,
+    Team,
+    normalize_path,
+)
 from fedfs.policy.reach import BLOCKED, Holder, Stored
 
 _EXEC_BITS = 0o111
@@ -54,6 +65,7 @@ class _Compiled:
 
     grant: Grant
     level: Level
+    shape: Shape
     expires: float | None
     uids: tuple[int, ...]  # named USER entries it contributes
     gids: tuple[int, ...]  # named GROUP entries it contributes
@@ -236,7 +248,14 @@ class PolicyEngine:
                 if in_group:
                     persons |= in_group
             compiled = _Compiled(
-                grant, grant.level, grant.expires, uids, gids, names, frozenset(persons)
+                grant,
+                grant.level,
+                grant.shape,
+                grant.expires,
+                uids,
+                gids,
+                names,
+                frozenset(persons),
             )
             index.setdefault(grant.path, []).append(compiled)
         self._index: dict[str, tuple[_Compiled, ...]] = {
@@ -326,7 +345,8 @@ class PolicyEngine:
                     denied.add(uid)
             for opening in self._open.get(prefix, ()):
                 if opening.active(now):
-                    opened |= reach.perm(opening.level, with_x)
+                    at = prefix == path
+                    opened |= reach.bits(opening.level, opening.shape, at, is_dir, with_x)
             if cut < 0:
                 break
             start = cut + 1
@@ -378,15 +398,18 @@ class PolicyEngine:
             for i in on_way:
                 if not reach.is_open(metas[i] if i < level else meta):
                     return self._reach_view(path, [*metas, meta], is_dir, now)
-        entries = self._entries(covering, meta, is_dir, now)
+        entries = self._entries(covering, meta, is_dir, now, path)
         mode, acl = entries.acl(meta.mode & 0o7777)
         # getfacl shows the grants as defaults too; grants reach new objects by prefix anyway.
         return PosixView(meta.uid, meta.gid, mode, acl, acl if is_dir else None)
 
     def _entries(
-        self, covering: Sequence[_Compiled], meta: Stored, is_dir: bool, now: float
+        self, covering: Sequence[_Compiled], meta: Stored, is_dir: bool, now: float, path: str
     ) -> _Entries:
-        """The named entries the active grants covering an object give, before the reach rule."""
+        """The named entries the active grants covering an object give, before the reach rule.
+
+        A grant whose shape gives this object nothing (reach.bits: the file named like a
+        prefix, a file under a listing right) adds no entry for it."""
         mode = meta.mode & 0o7777
         with_x = is_dir or bool(mode & _EXEC_BITS)
         limit = reach.limit_of(meta)
@@ -398,7 +421,13 @@ class PolicyEngine:
         for compiled in covering:
             if compiled.expires is not None and now >= compiled.expires:
                 continue
-            perm = reach.perm(compiled.level, with_x)
+            if compiled.shape == TREE:
+                perm = reach.perm(compiled.level, with_x)
+            else:
+                at = compiled.grant.path == path
+                perm = reach.bits(compiled.level, compiled.shape, at, is_dir, with_x)
+                if not perm:
+                    continue
             for uid in compiled.uids:
                 if uid != owner:
                     users[uid] = users.get(uid, 0) | perm
@@ -447,7 +476,7 @@ class PolicyEngine:
         if not is_dir:
             unders[top] = None
         covering = [c for level in hits for c in level]
-        entries = self._entries(covering, meta, is_dir, now)
+        entries = self._entries(covering, meta, is_dir, now, path)
         mode = meta.mode & 0o7777
         route = reach.Route(
             chain,
@@ -537,7 +566,7 @@ class PolicyEngine:
             return PosixView(meta.uid, meta.gid, mode_shown, acl, acl if is_dir else None)
         # getfacl -d shows the grants, which reach new objects by prefix; the reach rule's
         # entries are worked out for each object anew.
-        default = self._entries(covering, meta, is_dir, now).acl(mode)[1] if is_dir else None
+        default = self._entries(covering, meta, is_dir, now, path).acl(mode)[1] if is_dir else None
         return PosixView(meta.uid, meta.gid, mode_shown, acl, default)
 
     @staticmethod
@@ -565,12 +594,15 @@ class PolicyEngine:
         differ = set()
         for uid, closed_at in deepest.items():
             first = top  # where its highest covering grant is
-            level = 0  # the level it holds here
+            held = 0  # the bits its grants give here
             for i, compiled in covering:
                 if uid in compiled.persons:
                     first = min(first, i)
-                    level = max(level, compiled.level)
-            granted = reach.perm(level, route.with_x) & limit
+                    at = i == top
+                    held |= reach.bits(
+                        compiled.level, compiled.shape, at, route.is_dir, route.with_x
+                    )
+            granted = held & limit
             if first <= closed_at or entries.users_want[uid] != granted:
                 differ.add(uid)
         return differ
@@ -591,6 +623,8 @@ class PolicyEngine:
         for compiled in self._applicable(path):
             if best is not None and compiled.level <= best:
                 continue
+            if compiled.shape == BELOW and compiled.grant.path == normalize_path(path):
+                continue  # the object named like the prefix is not the store's to give
             if compiled.expires is not None and now >= compiled.expires:
                 continue
             if user in compiled.names or uid in compiled.uids or not gids.isdisjoint(compiled.gids):

@@ -108,9 +108,31 @@ def normalize_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
+# What a grant or an opening covers (docs/OBJECT_ACL.md "Import", the rule for prefixes
+# and listing). `fedfs share` grants are TREE; the others are what a bucket policy states,
+# which the store evaluates per key and per listing, never per directory.
+Shape = Literal["tree", "below", "prefix", "list", "list-one"]
+TREE: Shape = "tree"  # the path and everything below it; directories r-x (fedfs share)
+BELOW: Shape = "below"  # keys under "P/": files strictly below; directories at/below, no r
+PREFIX: Shape = "prefix"  # keys "P" and under "P/": the file P too; directories, no r
+LIST: Shape = "list"  # listing: r on the directory at path and every directory below
+LIST_ONE: Shape = "list-one"  # listing of the directory at path only
+SHAPES: tuple[Shape, ...] = (TREE, BELOW, PREFIX, LIST, LIST_ONE)
+
+
+def check_shape(shape: str) -> Shape:
+    if shape not in SHAPES:
+        raise PolicyError(f"unknown grant shape {shape!r}: one of {', '.join(SHAPES)}")
+    return cast(Shape, shape)
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One share: principal gets level on path and everything below it, until expires."""
+    """One share: principal gets level on path and everything below it, until expires.
+
+    shape: TREE for every grant fedfs stores; the imported rights of a bucket policy
+    cover only what the store does (see Shape), which policy/reach.py's `bits` applies.
+    """
 
     path: str
     principal: Principal
@@ -118,12 +140,14 @@ class Grant:
     granted_by: str
     granted_at: float
     expires: float | None = None
+    shape: Shape = TREE
 
     def __post_init__(self) -> None:
         path = normalize_path(self.path)
         if path == "/":
             raise PolicyError("a grant needs a bucket: share '/BUCKET' or a path inside it")
         object.__setattr__(self, "path", path)
+        check_shape(self.shape)
 
     def active(self, now: float) -> bool:
         """True until the expiry time (a grant expiring at t no longer applies at t)."""
@@ -154,9 +178,11 @@ class Opening:
     level: Level
     source: str
     expires: float | None = None
+    shape: Shape = TREE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", normalize_path(self.path))
+        check_shape(self.shape)
 
     def active(self, now: float) -> bool:
         return self.expires is None or now < self.expires

@@ -7,6 +7,11 @@ its grants inside the last such directory cover. Everything else there gets a na
 entry with no permissions for it, which POSIX ACLs check before "other", so a
 guessed name or a cached dentry opens nothing.
 
+What a grant gives each object on the way is `bits`: all of a `fedfs share` grant's
+level, or, for the rights a bucket policy gives, only what the store covers (files
+under a prefix but not the object named like it, directories search but listing
+only from s3:ListBucket; docs/OBJECT_ACL.md "Import").
+
 A holder is a kernel principal: a uid (named USER entries: users and team members,
 who also carry the grants of their groups) or a gid (named GROUP entries: groups and
 the groups that back teams, taken as a member of that group and of no other).
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedfs.policy.acl import R, W, X
-from fedfs.policy.model import Level
+from fedfs.policy.model import BELOW, LIST, LIST_ONE, TREE, Level, Shape
 
 FREE = -1  # reached the object's parent through modes and grants alone
 BLOCKED = -2  # cannot reach the object's parent at all
@@ -48,6 +53,8 @@ class Reaches(Protocol):
     @property
     def level(self) -> Level: ...
     @property
+    def shape(self) -> Shape: ...
+    @property
     def gids(self) -> tuple[int, ...]: ...
     @property
     def persons(self) -> frozenset[int]: ...
@@ -59,6 +66,24 @@ def perm(level: int, with_x: bool) -> int:
         return 0
     base = R if level == Level.READ else R | W
     return base | X if with_x else base
+
+
+def bits(level: int, shape: Shape, at: bool, is_dir: bool, with_x: bool) -> int:
+    """The rwx bits a grant of level and shape gives an object (at: the grant's own path).
+
+    TREE: perm(level). The shapes of a bucket policy give what the store does: a file
+    only where its key is covered (BELOW: never the file named like the prefix itself),
+    a directory search (and write) but not listing, which only LIST and LIST_ONE give.
+    """
+    if shape == TREE:
+        return perm(level, with_x)
+    if shape in (LIST, LIST_ONE):
+        return R if is_dir and (at or shape == LIST) else 0
+    if is_dir:
+        return perm(level, True) & ~R
+    if at and shape == BELOW:
+        return 0
+    return perm(level, with_x)
 
 
 def limit_of(meta: Stored) -> int:
@@ -80,15 +105,16 @@ class Holder:
     id: int
     gids: frozenset[int]
 
-    def base(self, meta: Stored, level: int, with_x: bool, group_grant: bool) -> int:
-        """What modes and covering grants give this holder (grants limited by the mask).
+    def base(self, meta: Stored, granted_bits: int, group_grant: bool) -> int:
+        """What modes and covering grants (their bits) give this holder, grants limited by
+        the mask.
 
         A uid's own entry also keeps what its groups or "other" gave it; a gid entry
         keeps what "other" gives (grants only add). The owner has its owner bits.
         """
         mode = meta.mode
         limit = limit_of(meta)
-        granted = perm(level, with_x) & limit
+        granted = granted_bits & limit
         if self.is_user:
             if self.id == meta.uid:
                 return (mode >> 6) & 7
@@ -157,43 +183,53 @@ def walk(holder: Holder, route: Route) -> Reached:
     chain, hits, opens = route.chain, route.hits, route.opens
     top = len(chain) - 1
     is_user, ident, gids = holder.is_user, holder.id, holder.gids
-    level = 0  # highest covering level so far
-    inside = 0  # highest level of grants strictly below the last directory passed through
+    held: list[tuple[int, Reaches]] = []  # covering grants so far, with where they are
+    inside: list[tuple[int, Reaches]] = []  # those strictly below the last directory passed
     group_grant = False
     passed = FREE
     for i in range(top + 1):
         for grant in hits[i]:
             if ident in (grant.persons if is_user else grant.gids):
-                if grant.level > level:
-                    level = grant.level
-                if passed >= 0 and grant.level > inside:
-                    inside = grant.level
+                held.append((i, grant))
+                if passed >= 0:
+                    inside.append((i, grant))
             if is_user and grant.gids and not gids.isdisjoint(grant.gids):
                 group_grant = True
         if i == top:
             break
         if passed == FREE:
-            if opens[i] or holder.base(chain[i], level, True, group_grant) & X:
+            if opens[i] or holder.base(chain[i], _held_bits(held, i), group_grant) & X:
                 continue
             if route.on_way(i, holder):
-                passed, inside = i, 0
+                passed, inside = i, []
                 continue
             return Reached(BLOCKED, None)
         if route.on_way(i, holder):
-            if not opens[i] and not holder.base(chain[i], level, True, group_grant) & X:
-                passed, inside = i, 0
+            if not opens[i] and not holder.base(chain[i], _held_bits(held, i), group_grant) & X:
+                passed, inside = i, []
             continue
-        if inside and limit_of(chain[i]) & X:
+        if _held_bits(inside, i) & X and limit_of(chain[i]) & X:
             continue  # a grant inside gives search on a directory (X), unless the mask cuts it
         return Reached(BLOCKED, None)
     meta = chain[top]
     on_way = route.is_dir and route.on_way(top, holder)
     if passed == FREE:
-        base = holder.base(meta, level, route.with_x, group_grant)
+        held_here = _held_bits(held, top, route.is_dir, route.with_x)
+        base = holder.base(meta, held_here, group_grant)
         if on_way and not base & X:
             return Reached(FREE, base | X, base)  # pass-through: never less than before
         return Reached(FREE, None, base)
-    granted = perm(inside, route.with_x) & limit_of(meta)
+    granted = _held_bits(inside, top, route.is_dir, route.with_x) & limit_of(meta)
     if on_way:
         return Reached(passed, granted | X)
     return Reached(passed, granted)  # covered by a grant inside, or 0: closed
+
+
+def _held_bits(
+    held: Sequence[tuple[int, Reaches]], at: int, is_dir: bool = True, with_x: bool = True
+) -> int:
+    """What the grants held (each with the index of its path) give the object at index at."""
+    found = 0
+    for i, grant in held:
+        found |= bits(grant.level, grant.shape, i == at, is_dir, with_x)
+    return found

@@ -11,13 +11,14 @@ caller resolved (views, names, grants); rows are plain dicts for tables, JSON, C
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fedfs.audit.chain import AuditRecord
 from fedfs.policy.acl import Acl, AclTag, X
 from fedfs.policy.engine import PosixView
-from fedfs.policy.model import Grant, Identities, Team
+from fedfs.policy.model import Grant, Identities, Opening, Team
 
 Row = dict[str, Any]
 
@@ -248,9 +249,13 @@ def named_by_grants(path: str, subject: Subject, sources: Sources) -> bool:
     return False
 
 
-def expiring(grants: list[Grant], within: float, now: float) -> list[Row]:
-    soon = [g for g in grants if g.expires is not None and now <= g.expires <= now + within]
-    return [
+def expiring(
+    grants: list[Grant], within: float, now: float, openings: Sequence[Opening] = ()
+) -> list[Row]:
+    """Grants (stored, and those imported from bucket policies, whose granted_by is the
+    statement: "bucket-policy:SID") and public access (openings, "other") that end
+    within `within` seconds, soonest first."""
+    rows = [
         {
             "path": g.path,
             "principal": str(g.principal),
@@ -258,8 +263,21 @@ def expiring(grants: list[Grant], within: float, now: float) -> list[Row]:
             "until": g.expires,
             "granted_by": g.granted_by,
         }
-        for g in sorted(soon, key=lambda g: g.expires or 0)
+        for g in grants
+        if g.expires is not None and now <= g.expires <= now + within
     ]
+    rows += [
+        {
+            "path": o.path,
+            "principal": "other",
+            "level": str(o.level),
+            "until": o.expires,
+            "granted_by": o.source,
+        }
+        for o in openings
+        if o.expires is not None and now <= o.expires <= now + within
+    ]
+    return sorted(rows, key=lambda r: (r["until"], r["path"], r["principal"]))
 
 
 def record_row(r: AuditRecord) -> Row:

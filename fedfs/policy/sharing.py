@@ -124,17 +124,23 @@ class Sharing:
 
     def _engine(self, grants: list[Grant], teams: list[Team]) -> PolicyEngine:
         denials: list[Denial] = []
-        openings: list[Opening] = []
         for observed, _ in self.imported.values():
             for d in observed.denials:
                 denials.append(Denial(d.path, None if d.who == EVERYONE else d.who, d.source))
-            for r in observed.rights:
-                if r.who == EVERYONE:
-                    openings.append(Opening(r.path, Level(r.level), r.source, r.expires))
-        return PolicyEngine(grants, teams, self.identities, denials, openings)
+        return PolicyEngine(grants, teams, self.identities, denials, self.imported_openings())
 
-    def _imported_grants(self) -> list[Grant]:
-        """The bucket policies' and ACLs' rights for local users, as grants of their source."""
+    def imported_openings(self) -> list[Opening]:
+        """What the bucket policies give everyone ("other"), as openings of their source."""
+        return [
+            Opening(r.path, Level(r.level), r.source, r.expires, r.shape)
+            for observed, _ in self.imported.values()
+            for r in observed.rights
+            if r.who == EVERYONE
+        ]
+
+    def imported_grants(self) -> list[Grant]:
+        """The bucket policies' and ACLs' rights for local users, as grants of their source
+        (granted_at: when the right was first observed)."""
         found = []
         for observed, when in self.imported.values():
             for r in observed.rights:
@@ -142,8 +148,10 @@ class Sharing:
                     continue
                 try:
                     principal = Principal("user", r.who)
+                    since = when if r.since is None else r.since
+                    level = Level(r.level)
                     found.append(
-                        Grant(r.path, principal, Level(r.level), r.source, when, r.expires)
+                        Grant(r.path, principal, level, r.source, since, r.expires, r.shape)
                     )
                 except PolicyError:
                     continue  # imported.py gives only valid names; a stored one may not be
@@ -167,7 +175,7 @@ class Sharing:
 
     def _grants(self) -> list[Grant]:
         """Stored grants, the implicit ones bucket ownership gives and the imported ones."""
-        return self.store.grants() + self._owner_grants() + self._imported_grants()
+        return self.store.grants() + self._owner_grants() + self.imported_grants()
 
     def _owner_grants(self) -> list[Grant]:
         # A team-owned bucket: the team's members write, its owners manage.
@@ -1143,7 +1151,7 @@ class Sharing:
             raise Refused(f"{actor.label} holds nothing at {path}, so cannot list its grants")
         now = time.time()
         rows = [
-            {**grant_row(g), "inherited": g.path != path, "suspended": None}
+            {**grant_row(g), "inherited": g.path != path, "suspended": None, "shape": g.shape}
             for g, _ in self.engine.grants_at(path, now)
         ]
         for grant, why in self.suspended.values():
@@ -1158,8 +1166,9 @@ class Sharing:
             for r in observed.rights:
                 active = r.expires is None or now < r.expires
                 if r.who == EVERYONE and active and (path + "/").startswith(r.path + "/"):
-                    row = _row(r.path, "other", str(Level(r.level)), r.source, when, path)
-                    rows.append({**row, "expires": r.expires})
+                    since = when if r.since is None else r.since
+                    row = _row(r.path, "other", str(Level(r.level)), r.source, since, path)
+                    rows.append({**row, "expires": r.expires, "shape": r.shape})
             for d in observed.denials:
                 if (path + "/").startswith(d.path + "/"):
                     who = "other" if d.who == EVERYONE else f"user:{d.who}"

@@ -142,6 +142,12 @@ class CephRgw:
         )
         return access, secret
 
+    def set_system(self, uid: str, system: bool) -> None:
+        """Make an existing user a system user, or an ordinary one again (a test taking a
+        service's rights away for a while)."""
+        flag = "true" if system else "false"
+        self._run("radosgw-admin", *self._c, "user", "modify", f"--uid={uid}", f"--system={flag}")
+
     def __enter__(self) -> CephRgw:
         return self.start()
 

@@ -204,3 +204,16 @@ def test_a_misspelt_key_is_named_before_the_keys_it_pairs_with(tmp_path: Path) -
         "endpoint, lean, max_attempts, max_connections, multipart_chunksize, multipart_threshold, "
         "read_timeout, region, secret_key"
     )
+
+
+def test_the_bucket_policy_budget_defaults_to_512_kib_and_takes_a_size(tmp_path: Path) -> None:
+    oa = '[object_acl]\nprincipal = "arn:aws:iam:::user/{user}"\n'
+    assert load(write(tmp_path, GOOD + oa)).object_acl.max_policy_bytes == 512 * 1024
+    aws = load(write(tmp_path, GOOD + oa + "max_policy_bytes = 20000\n"))
+    assert aws.object_acl.max_policy_bytes == 20000
+    assert (
+        load(write(tmp_path, GOOD + oa + 'max_policy_bytes = "1MiB"\n')).object_acl.max_policy_bytes
+        == 1 << 20
+    )
+    error = error_of(tmp_path, GOOD + oa + "max_policy_bytes = 100\n")
+    assert "[object_acl] max_policy_bytes: 100 bytes holds hardly a statement" in error

@@ -2,8 +2,10 @@
 
 Read is a GetBucketPolicy. Write is proved without changing what the policy allows: the
 same document is put back; a bucket without a policy gets, for a moment, one statement
-that denies reading a key no one uses, and the policy is deleted again. Blocking; runs
-in the doctor's only thread, each request tried once (`quick_store`). Calls the store.
+that denies reading a key no one uses, and the policy is deleted again. Also warns when
+`[object_acl] max_policy_bytes` is above what AWS takes (no endpoint: AWS) and when the
+owner's statements alone leave no room under it. Blocking; runs in the doctor's only
+thread, each request tried once (`quick_store`). Calls the store and objectacl/budget.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import json
 
 from fedfs.config import Config
 from fedfs.errors import AccessDenied, FedfsError
-from fedfs.ops.doctor.finding import FAIL, OK, SKIP, Finding
+from fedfs.ops.doctor.finding import FAIL, OK, SKIP, WARN, Finding
 from fedfs.ops.doctor.store import quick_store
+from fedfs.policy.objectacl import budget, export
 
 PROBE_KEY = ".fedfs-doctor-probe"
 
@@ -33,7 +36,7 @@ def check_bucket_policies(cfg: Config) -> list[Finding]:
     if not cfg.object_acl.exports:
         return []
     store = quick_store(cfg)
-    found = []
+    found = aws_limit(cfg)
     for b in cfg.buckets:
         check = f"bucket policy {b.name}"
         try:
@@ -61,7 +64,47 @@ def check_bucket_policies(cfg: Config) -> list[Finding]:
             found.append(Finding(check, FAIL, f"writing it failed: {e}", _fix(cfg, b.name)))
             continue
         found.append(Finding(check, OK, "the daemon's key may read and write it"))
+        found += owners_room(cfg, b.name, document)
     return found
+
+
+def aws_limit(cfg: Config) -> list[Finding]:
+    """A WARN when the budget is above what AWS takes and the store is AWS (no endpoint)."""
+    limit = cfg.object_acl.max_policy_bytes
+    if cfg.store.endpoint is not None or limit <= budget.AWS_MAX_BYTES:
+        return []
+    return [
+        Finding(
+            "bucket policy size",
+            WARN,
+            f"[object_acl] max_policy_bytes is {limit}, but AWS refuses a bucket policy "
+            "over 20 KB: once grants fill more, every export to that bucket fails",
+            f"set max_policy_bytes = {budget.AWS_MAX_BYTES} in [object_acl] of {cfg.path}",
+        )
+    ]
+
+
+def owners_room(cfg: Config, bucket: str, document: str | None) -> list[Finding]:
+    """A WARN when the owner's own statements leave fedfs's grants no room."""
+    try:
+        top, present = export.parse(bucket, document)
+    except export.UnreadablePolicy:
+        return []  # export reports it
+    foreign = [s for s in present if not export.is_owned(s)]
+    size = export.size_of(export.document_of(top, foreign, []))
+    limit = cfg.object_acl.max_policy_bytes
+    if size <= limit * 0.9:
+        return []
+    return [
+        Finding(
+            f"bucket policy size {bucket}",
+            WARN,
+            f"the bucket owner's own statements take {size} of the {limit} bytes "
+            "([object_acl] max_policy_bytes): few or no grants are exported there",
+            "ask the bucket's owner to shorten their statements, or raise max_policy_bytes "
+            f"in {cfg.path} as far as the store takes (RGW about 1 MB, AWS 20 KB)",
+        )
+    ]
 
 
 def _probe(bucket: str) -> str:

@@ -64,10 +64,14 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Desired:
-    """The statements a bucket's policy should hold for fedfs, and what was left out."""
+    """The statements a bucket's policy should hold for fedfs, and what was left out.
+
+    reaches: each grant exported and the principals it reaches there (budget.py drops
+    grants from it when the statements do not all fit in the policy)."""
 
     statements: tuple[Statement, ...]
     skipped: tuple[Skipped, ...] = ()
+    reaches: tuple[tuple[Grant, tuple[str, ...]], ...] = ()
 
 
 def users_of(
@@ -114,8 +118,8 @@ def desired(
     a file made private with chmod stays private to their own keys too.
     """
     by_team = {t.name: t for t in teams}
-    shared: dict[tuple[str, Level, float | None], set[str]] = {}
     skipped: list[Skipped] = []
+    reaches: list[tuple[Grant, tuple[str, ...]]] = []
     for grant in grants:
         if _bucket_of(grant.path) != bucket or not grant.active(now):
             continue
@@ -124,18 +128,18 @@ def desired(
                 Skipped(grant, "its path holds * ? or ${, which a bucket policy reads as wildcards")
             )
             continue
-        found = shared.setdefault((grant.path, grant.level, grant.expires), set())
+        found: set[str] = set()
         for user in users_of(grant, by_team, groups):
             principal = principals.get(user)
             if principal is None:
                 skipped.append(Skipped(grant, "the user has no object-store principal", user))
             else:
                 found.add(principal)
-    statements: dict[str, Statement] = {}
-    for (path, level, expires), who in shared.items():
-        if who:
-            for statement in grant_statements(bucket, path, level, expires, sorted(who)):
-                statements[statement["Sid"]] = statement
+        if found:
+            reaches.append((grant, tuple(sorted(found))))
+    reaches.sort(key=lambda r: grant_order(r[0]))
+    shared = shared_principals(reaches)
+    statements = {s["Sid"]: s for s in allow_statements(bucket, shared)}
     for limit in limits:
         if _bucket_of(limit.path) != bucket or _WILDCARDS.search(limit.path):
             continue
@@ -148,7 +152,35 @@ def desired(
         for actions, who in denied.items():
             for statement in limit_statements(bucket, limit, actions, sorted(who)):
                 statements[statement["Sid"]] = statement
-    return Desired(tuple(statements[sid] for sid in sorted(statements)), tuple(skipped))
+    return Desired(
+        tuple(statements[sid] for sid in sorted(statements)), tuple(skipped), tuple(reaches)
+    )
+
+
+def grant_order(grant: Grant) -> tuple[float, str, str, int, float]:
+    """Oldest first, then by path and principal: the same order on every node."""
+    expires = -1.0 if grant.expires is None else grant.expires
+    return (grant.granted_at, grant.path, str(grant.principal), int(grant.level), expires)
+
+
+Shared = dict[tuple[str, Level, float | None], set[str]]
+
+
+def shared_principals(reaches: Iterable[tuple[Grant, Sequence[str]]]) -> Shared:
+    """The principals of each (path, level, expiry): grants alike share two statements."""
+    shared: Shared = {}
+    for grant, who in reaches:
+        shared.setdefault((grant.path, grant.level, grant.expires), set()).update(who)
+    return shared
+
+
+def allow_statements(bucket: str, shared: Shared) -> list[Statement]:
+    """The Allow statements of every (path, level, expiry) that reaches someone."""
+    found: list[Statement] = []
+    for (path, level, expires), who in shared.items():
+        if who:
+            found.extend(grant_statements(bucket, path, level, expires, sorted(who)))
+    return found
 
 
 _WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
@@ -297,13 +329,27 @@ def merge(
     added = tuple(sorted(sid for sid, text in wanted.items() if ours.get(sid) != text))
     removed = tuple(sorted(sid for sid, text in ours.items() if wanted.get(sid) != text))
     foreign = [s for s in present if not is_owned(s)]
-    kept = foreign + _sorted(statements)
+    return PolicyChange(document_of(top, foreign, statements), added, removed)
+
+
+def document_of(
+    top: Mapping[str, Any], foreign: Sequence[Any], statements: Sequence[Statement]
+) -> str | None:
+    """The policy as written: the owner's fields and statements, then fedfs's by Sid (None:
+    nothing at all is left, the policy is deleted)."""
+    kept = [*foreign, *by_sid(statements)]
     if not kept:
-        return PolicyChange(None, added, removed)
+        return None
     new = {"Version": top.get("Version", VERSION), **top, "Statement": kept}
-    return PolicyChange(json.dumps(new, ensure_ascii=False), added, removed)
+    return json.dumps(new, ensure_ascii=False)
 
 
-def _sorted(statements: Sequence[Statement]) -> list[Statement]:
+def size_of(document: str | None) -> int:
+    """Bytes of a policy document as the store counts them (UTF-8); 0 for none."""
+    return 0 if document is None else len(document.encode())
+
+
+def by_sid(statements: Sequence[Statement]) -> list[Statement]:
+    """fedfs's statements in the order they are written: by Sid, each once."""
     unique = {s["Sid"]: s for s in statements}
     return [unique[sid] for sid in sorted(unique)]

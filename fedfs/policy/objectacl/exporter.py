@@ -6,12 +6,15 @@ of a burst, then for each bucket reads the policy, merges (export.py) and writes
 if it differs. Every `[object_acl] poll_interval` (with jitter) it reads again and
 repairs what differs (a statement deleted or changed by hand, an older view written by
 another node), with a log line naming what was repaired. Every node computes the same
-statements from the same policy, so nodes converge without a leader. An outage of the
-store is logged and retried with backoff; nothing here stops the daemon.
+statements from the same policy, so nodes converge without a leader. The document is kept
+under `[object_acl] max_policy_bytes` (budget.py); grants left out are logged once each,
+counted, and named by `verdict` to `fedfs share`, `fedfs grants` and `fedfs status`.
+`caught_up` lets a command wait (bounded) for the pass that includes its change. An outage
+of the store is logged and retried with backoff; nothing here stops the daemon.
 
 Runs in the trio thread; S3 requests go to worker threads through store/threads.py, and
 principal lookups (identity: NSS or LDAP) to worker threads under their own limiter.
-Calls the store, the policy's Sharing (read only) and principals.py/export.py.
+Calls the store, the policy's Sharing (read only) and principals.py/export.py/budget.py.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from fedfs.errors import FedfsError
 from fedfs.events import event
 from fedfs.policy.model import Grant, Team
-from fedfs.policy.objectacl import export
+from fedfs.policy.objectacl import budget, export
 from fedfs.policy.objectacl.principals import PrincipalMap
 from fedfs.store.s3 import ObjectStore
 from fedfs.store.threads import WorkerThreads
@@ -37,6 +41,14 @@ log = logging.getLogger(__name__)
 DEBOUNCE = 0.2  # seconds to gather a burst of changes (a team of 50 added one by one)
 JITTER = 0.2  # the poll interval varies by this fraction, so nodes do not poll in step
 MIN_RETRY = 1.0  # seconds before retrying a bucket the store failed for, doubling
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a grant is not in its bucket's policy: a few words (a table cell), and in full."""
+
+    short: str
+    detail: str
 
 
 @dataclass
@@ -59,6 +71,14 @@ class BucketState:
     repairs: int = 0
     retry: float = 0.0  # seconds before the next try after a failure (0: none pending)
     said: set[str] = field(default_factory=set)  # skip reasons already logged
+    skipped: tuple[export.Skipped, ...] = ()  # grants (or members) export cannot name
+    fitted: budget.Fitted | None = None  # the last document's sizes and the grants left out
+    full_said: set[tuple[str, str]] = field(default_factory=set)  # left out, logged once
+
+    def left_out(self) -> dict[tuple[str, str], Grant]:
+        """The grants the budget left out of the policy, by (path, principal)."""
+        found = self.fitted.left_out if self.fitted else ()
+        return {(g.path, str(g.principal)): g for g in found}
 
 
 class Exporter:
@@ -72,6 +92,7 @@ class Exporter:
         view: PolicyView,
         principals: PrincipalMap,
         poll_interval: float,
+        max_policy_bytes: int = budget.DEFAULT_MAX_BYTES,
     ) -> None:
         self.buckets = list(buckets)
         self.store = store
@@ -79,12 +100,16 @@ class Exporter:
         self.view = view
         self.principals = principals
         self.poll_interval = poll_interval
+        self.max_policy_bytes = max_policy_bytes
         self.identity_limiter = trio.CapacityLimiter(2)
         self.state = {b: BucketState() for b in self.buckets}
         self._woken = trio.Event()
         self.passes = 0  # completed passes over every bucket (tests wait for one)
+        self.changes = 0  # wake() calls so far
+        self.done = 0  # the value of `changes` the last completed pass started from
+        self._passed = trio.Event()
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self) -> list[dict[str, Any]]:
         """Per bucket: when its policy was last brought in line, writes, repairs, the error."""
         return [
             {
@@ -93,13 +118,49 @@ class Exporter:
                 "writes": st.writes,
                 "repairs": st.repairs,
                 "error": st.error,
+                "bytes": st.fitted.size if st.fitted else None,
+                "needed_bytes": st.fitted.needed if st.fitted else None,
+                "max_bytes": self.max_policy_bytes,
+                "not_exported": [
+                    {**grant_key(g), "granted_by": g.granted_by} for g in st.left_out().values()
+                ],
             }
             for bucket, st in self.state.items()
         ]
 
+    def not_exported(self) -> int:
+        """Grants the budget leaves out of their bucket's policy (a metric)."""
+        return sum(len(st.left_out()) for st in self.state.values())
+
     def wake(self) -> None:
         """Policy changed: export soon. Called from the trio thread."""
+        self.changes += 1
         self._woken.set()
+
+    async def caught_up(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for a pass that started after every change so far."""
+        target = self.changes
+        with trio.move_on_after(timeout):
+            while self.done < target:
+                await self._passed.wait()
+        return self.done >= target
+
+    def verdict(self, grant: Grant) -> Verdict | None:
+        """Why a grant in force is not (yet) in its bucket's policy; None when it is."""
+        bucket = grant.path.split("/", 2)[1]
+        st = self.state.get(bucket)
+        if st is None:
+            return None
+        if (grant.path, str(grant.principal)) in st.left_out() and st.fitted is not None:
+            return Verdict("the bucket policy is full", st.fitted.reason(bucket))
+        for s in st.skipped:
+            if s.grant.path == grant.path and s.grant.principal == grant.principal:
+                why = s.reason + (f" ({s.user})" if s.user else "")
+                return Verdict(why, why)
+        if st.error is not None:
+            why = f"exporting to the bucket policy of {bucket} fails: {st.error}"
+            return Verdict("the export fails (fedfs status)", why)
+        return None
 
     async def run(self) -> None:
         reason = "start"
@@ -121,11 +182,15 @@ class Exporter:
 
     async def sync_all(self, reason: str) -> None:
         """One pass: every bucket's policy brought to what the grants imply."""
+        started = self.changes  # read with the grants: no await in between
         grants, teams, groups = self.view.grants(), self.view.teams(), self.view.groups()
         principals = await self._principals(grants, teams, groups)
         for bucket in self.buckets:
             await self.sync_bucket(bucket, reason, grants, teams, groups, principals)
         self.passes += 1
+        self.done = max(self.done, started)
+        self._passed.set()
+        self._passed = trio.Event()
 
     async def _principals(
         self, grants: list[Grant], teams: list[Team], groups: dict[str, frozenset[str]]
@@ -154,9 +219,14 @@ class Exporter:
             bucket, grants, teams, groups, principals, time.time(), self.view.limits()
         )
         self._say_skipped(bucket, state, wanted.skipped)
+        state.skipped = wanted.skipped
         try:
             document = await self.s3(self.store.get_bucket_policy, bucket)
-            change = export.merge(bucket, document, wanted.statements)
+            top, present = export.parse(bucket, document)
+            foreign = [s for s in present if not export.is_owned(s)]
+            fitted = budget.fit(top, foreign, wanted, self.max_policy_bytes)
+            self._say_left_out(bucket, state, fitted)
+            change = export.merge(bucket, document, fitted.statements)
             if change is not None:
                 if change.document is None:
                     await self.s3(self.store.delete_bucket_policy, bucket)
@@ -183,7 +253,8 @@ class Exporter:
             bucket=bucket,
             added=",".join(change.added) or None,
             removed=",".join(change.removed) or None,
-            statements=len(wanted.statements),
+            statements=len(fitted.statements),
+            bytes=fitted.size,
             msg=(
                 "the bucket policy did not hold the statements fedfs's grants imply (changed "
                 "by hand, or written from an older view); restored them, other statements kept"
@@ -207,6 +278,26 @@ class Exporter:
         if retry:
             state.retry = min(self.poll_interval, max(MIN_RETRY, state.retry * 2))
 
+    def _say_left_out(self, bucket: str, state: BucketState, fitted: budget.Fitted) -> None:
+        state.fitted = fitted
+        out = state.left_out()
+        state.full_said &= set(out)  # one exported again is logged again if it drops out
+        for key, g in sorted(out.items()):
+            if key in state.full_said:
+                continue
+            state.full_said.add(key)
+            event(
+                log,
+                "object-acl-not-exported",
+                severity=logging.WARNING,
+                bucket=bucket,
+                path=g.path,
+                principal=g.principal,
+                granted_by=g.granted_by,
+                msg=f"in force through the mount, not in the bucket policy: {fitted.reason(bucket)}"
+                "; remove grants with `fedfs unshare` or raise max_policy_bytes",
+            )
+
     def _say_skipped(
         self, bucket: str, state: BucketState, skipped: Iterable[export.Skipped]
     ) -> None:
@@ -225,3 +316,8 @@ class Exporter:
                 user=s.user,
                 msg=f"not mirrored to the bucket policy: {s.reason}",
             )
+
+
+def grant_key(grant: Grant) -> dict[str, object]:
+    """A grant as the fields that name it in status."""
+    return {"path": grant.path, "principal": str(grant.principal), "level": str(grant.level)}

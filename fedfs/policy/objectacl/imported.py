@@ -4,9 +4,11 @@ Reads a bucket policy document (any text: hostile, huge, wrong types) and a
 GetBucketAcl answer, and returns the rights they state for local users, the
 denials, and every statement that cannot be mapped faithfully with its Sid and
 the reason. The rule (docs/OBJECT_ACL.md "Import"): an Allow grants in POSIX only
-what the store grants, never more; anything not understood makes the Allow give
-nothing, except extra principals, actions or resources, which are left out (and
-reported) while the rest applies. A Deny is applied in full (all access of that
+what the store grants, never more (each right has the shape of the keys or
+listings it covers, model.Shape: `B/P/*` never the object P, GetObject never a
+listing); anything not understood makes the Allow give nothing, except extra
+principals, actions or resources, which are left out (and reported) while the
+rest applies. A Deny is applied in full (all access of that
 user there), wider rather than narrower when it cannot be mapped exactly. Bucket
 ACL grants never let anyone read objects on the store, so they give nothing here
 and are reported.
@@ -23,7 +25,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fedfs.errors import PolicyError
-from fedfs.policy.model import Level, normalize_path
+from fedfs.policy.model import (
+    BELOW,
+    LIST,
+    LIST_ONE,
+    PREFIX,
+    Level,
+    Shape,
+    check_shape,
+    normalize_path,
+)
 
 MAX_DOCUMENT = 1 << 20  # bytes of policy text read; RGW and S3 keep theirs far smaller
 MAX_STATEMENTS = 1000
@@ -74,6 +85,10 @@ class Right:
     level: int  # Level.READ or Level.WRITE
     source: str  # "bucket-policy:SID" or "bucket-acl"
     expires: float | None = None
+    # What of path it covers (model.Shape): BELOW for "B/P/*" (never the object P itself),
+    # PREFIX for "B/P*" (P and what is under P/), LIST / LIST_ONE for s3:ListBucket.
+    shape: Shape = BELOW
+    since: float | None = None  # when this right was first observed (importer.py sets it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +144,9 @@ class Observed:
                         Level(int(r["level"])),
                         str(r["source"]),
                         None if r["expires"] is None else float(r["expires"]),
+                        # (observations from before shapes: every right was "B/P/*")
+                        check_shape(str(r.get("shape", BELOW))),
+                        None if r.get("since") is None else float(r["since"]),
                     )
                     for r in data["rights"]
                 ),
@@ -167,6 +185,14 @@ def observe(
     return found.result()
 
 
+@dataclass(frozen=True, slots=True)
+class Prefixes:
+    """An s3:prefix condition: its values, and whether they are patterns (StringLike)."""
+
+    like: bool
+    values: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class _Cap:
     """One mapped action of one statement for one principal under one path."""
@@ -176,6 +202,7 @@ class _Cap:
     action: str
     expires: float | None
     sid: str
+    shape: Shape = BELOW
 
 
 class _Found:
@@ -313,7 +340,7 @@ class _Found:
 
     def condition(
         self, sid: str, condition: Any, allow: bool
-    ) -> tuple[float | None, list[str] | None] | None:
+    ) -> tuple[float | None, Prefixes | None] | None:
         """(expiry, s3:prefix values) of a Condition, or None when the statement gives nothing."""
         if condition is None:
             return None, None
@@ -323,7 +350,7 @@ class _Found:
             return None if allow else (None, None)
         expires: float | None = None
         start: float | None = None
-        prefixes: list[str] | None = None
+        prefixes: Prefixes | None = None
         for op, body in condition.items():
             # the store matches operators and keys as written (measured on RGW 16:
             # aws:currenttime or a date with an offset made the statement not apply)
@@ -353,7 +380,7 @@ class _Found:
                         earliest = min(known)
                         start = earliest if start is None else max(start, earliest)
                 elif key_l == "s3:prefix" and name in _PREFIX_OPS and prefixes is None:
-                    prefixes = values
+                    prefixes = Prefixes(name == "stringlike", tuple(values))
                 else:
                     self.report(
                         sid,
@@ -419,7 +446,9 @@ class _Found:
 
     def resources(self, sid: str, resource: Any, allow: bool) -> list[tuple[str, str]]:
         """(path, kind) for each resource of this bucket that can be mapped; kind is
-        "bucket" (the bucket itself: listing), "objects" (keys under path) or "both"."""
+        "bucket" (the bucket itself: listing), "objects" (keys under path + "/"),
+        "prefix" (an Allow's "B/P*": the key P and those under P/) or "both"; "both"
+        is the whole bucket: listing and every key."""
         values = _strings(resource)
         if values is None or not values:
             self.report(sid, "a Resource that is not text or a list of text; nothing mapped")
@@ -473,6 +502,18 @@ class _Found:
         path = _key_path(root, prefix[:-1]) if prefix else root
         if aligned and path is not None:
             return path, "objects"
+        named = _key_path(root, prefix) if cut == len(key) - 1 and prefix else None
+        if allow and named is not None:
+            # "B/P*": the keys P, P/... and Pxyz...; the mount shows the first two as the
+            # path P (a file, a directory or both) and the others as other names, which
+            # one right cannot name: those are left out (narrower than the store).
+            self.report(
+                sid,
+                f"resource {_short(value)} also covers keys that only start with "
+                f"{_short(prefix)} (such as {_short(prefix + '2/x')}); only {_short(prefix)} "
+                "itself and what is under it are mapped",
+            )
+            return named, "prefix"
         if allow:
             self.report(
                 sid,
@@ -491,7 +532,7 @@ class _Found:
         actions: set[str],
         places: list[tuple[str, str]],
         expires: float | None,
-        prefixes: list[str] | None,
+        prefixes: Prefixes | None,
     ) -> None:
         object_actions = actions - {_LIST}
         if prefixes is not None and object_actions:
@@ -500,25 +541,40 @@ class _Found:
             object_actions = set()
         for path, kind in places:
             for who in whos:
-                if kind != "objects" and _LIST in actions:
-                    for prefix in self.list_prefixes(prefixes):
-                        self.add_cap(_Cap(who, prefix, _LIST, expires, sid))
+                if kind in ("bucket", "both") and _LIST in actions:
+                    for prefix, shape in self.list_prefixes(prefixes):
+                        self.add_cap(_Cap(who, prefix, _LIST, expires, sid, shape))
                 if kind != "bucket":
+                    shape = PREFIX if kind == "prefix" else BELOW
                     for action in sorted(object_actions):
-                        self.add_cap(_Cap(who, path, action, expires, sid))
+                        self.add_cap(_Cap(who, path, action, expires, sid, shape))
 
-    def list_prefixes(self, prefixes: list[str] | None) -> list[str]:
+    def list_prefixes(self, prefixes: Prefixes | None) -> list[tuple[str, Shape]]:
+        """The directories a ListBucket lets one list: (path, LIST) for a directory and all
+        below it, (path, LIST_ONE) for that directory alone. The mount lists a directory
+        with Prefix="KEY/" (the bucket's root with ""), so a value counts where it matches
+        those exactly; any other pattern is left out (narrower than the store)."""
         root = f"/{self.bucket}"
         if prefixes is None:
-            return [root]
-        found = []
-        for value in prefixes:
-            stem = value[:-1] if value.endswith("*") else value
-            if "*" in stem or "?" in stem or (stem and not stem.endswith("/")):
+            return [(root, LIST)]
+        found: list[tuple[str, Shape]] = []
+        for value in prefixes.values:
+            wild = prefixes.like and ("*" in value or "?" in value)
+            if not wild:  # exactly one listing: "" (the root) or "DIR/"
+                if value == "":
+                    found.append((root, LIST_ONE))
+                elif value.endswith("/") and (path := _key_path(root, value[:-1])) is not None:
+                    found.append((path, LIST_ONE))
                 continue
-            path = _key_path(root, stem[:-1]) if stem else root
-            if path is not None:
-                found.append(path)
+            stem = value[:-1]
+            if not value.endswith("*") or "*" in stem or "?" in stem:
+                continue
+            # "DIR/*" and "DIR*" match "DIR/" and every "DIR/.../": DIR and all below it
+            # ("DIR*" also matches "DIRxyz/", which is left out).
+            if not stem:
+                found.append((root, LIST))
+            elif (path := _key_path(root, stem.removesuffix("/"))) is not None:
+                found.append((path, LIST))
         return found
 
     def deny(
@@ -527,7 +583,7 @@ class _Found:
         whos: list[str],
         actions: set[str],
         places: list[tuple[str, str]],
-        prefixes: list[str] | None,
+        prefixes: Prefixes | None,
     ) -> None:
         root = f"/{self.bucket}"
         paths: list[str] = []
@@ -538,7 +594,7 @@ class _Found:
                 if prefixes is None:
                     paths.append(root)
                 else:
-                    paths.extend(_wider(root, value) for value in prefixes)
+                    paths.extend(_wider(root, value) for value in prefixes.values)
         for who in whos:
             for path in paths:
                 if len(self.denials) >= MAX_RULES:
@@ -606,7 +662,8 @@ class _Found:
         )
 
     def combine(self) -> list[Right]:
-        """Rights from the statements' actions: read needs get; write needs get, put, delete."""
+        """Rights from the statements' actions: read needs get; write needs get, put and
+        delete on the same keys; listing (ListBucket) makes directories readable."""
         by_who: dict[str, list[_Cap]] = {}
         for cap in self.caps:
             by_who.setdefault(cap.who, []).append(cap)
@@ -614,15 +671,14 @@ class _Found:
         gave: set[str] = set()
         for who, caps in by_who.items():
             for cap in caps:
-                if cap.action == _GET:
-                    rights.append(
-                        Right(cap.path, who, Level.READ, f"bucket-policy:{cap.sid}", cap.expires)
-                    )
+                source = f"bucket-policy:{cap.sid}"
+                if cap.action in (_GET, _LIST):
+                    rights.append(Right(cap.path, who, Level.READ, source, cap.expires, cap.shape))
                     gave.add(cap.sid)
                 elif cap.action == _PUT:
                     (reads, read), (deletes, delete) = (
-                        _until(caps, _GET, cap.path),
-                        _until(caps, _DELETE, cap.path),
+                        _until(caps, _GET, cap),
+                        _until(caps, _DELETE, cap),
                     )
                     if not (reads and deletes):
                         self.report(
@@ -634,24 +690,10 @@ class _Found:
                         continue
                     ends = [e for e in (cap.expires, read, delete) if e is not None]
                     expires = min(ends) if ends else None
-                    rights.append(
-                        Right(cap.path, who, Level.WRITE, f"bucket-policy:{cap.sid}", expires)
-                    )
+                    rights.append(Right(cap.path, who, Level.WRITE, source, expires, cap.shape))
                     gave.add(cap.sid)
         for cap in self.caps:
-            reads_there = any(
-                c.who == cap.who
-                and c.action == _GET
-                and (_covers(c.path, cap.path) or _covers(cap.path, c.path))
-                for c in self.caps
-            )
-            if cap.action == _LIST and cap.sid not in gave and not reads_there:
-                self.report(
-                    cap.sid,
-                    "s3:ListBucket alone gives no POSIX access (POSIX cannot list without read)",
-                )
-                gave.add(cap.sid)
-            elif cap.action == _DELETE and cap.sid not in gave:
+            if cap.action == _DELETE and cap.sid not in gave:
                 self.report(
                     cap.sid,
                     "s3:DeleteObject without s3:PutObject has no POSIX counterpart; not mapped",
@@ -671,12 +713,12 @@ class _Found:
         return found
 
 
-def _until(caps: list[_Cap], action: str, path: str) -> tuple[bool, float | None]:
-    """(whether the user holds `action` covering path, when that ends: None never)."""
+def _until(caps: list[_Cap], action: str, wanted: _Cap) -> tuple[bool, float | None]:
+    """(whether the user holds `action` on every key wanted covers, when that ends: None never)."""
     held = False
     latest: float | None = None
     for cap in caps:
-        if cap.action == action and _covers(cap.path, path):
+        if cap.action == action and _keys_cover(cap, wanted):
             if cap.expires is None:
                 return True, None
             latest = cap.expires if latest is None else max(latest, cap.expires)
@@ -684,12 +726,19 @@ def _until(caps: list[_Cap], action: str, path: str) -> tuple[bool, float | None
     return held, latest
 
 
+def _keys_cover(cap: _Cap, wanted: _Cap) -> bool:
+    """Whether cap's keys include all of wanted's (both BELOW or PREFIX shapes)."""
+    if not _covers(cap.path, wanted.path):
+        return False
+    return cap.path != wanted.path or cap.shape == PREFIX or wanted.shape == BELOW
+
+
 def _covers(above: str, path: str) -> bool:
     return path == above or path.startswith(above + "/")
 
 
-def _right_key(r: Right) -> tuple[str, str, int, str, float]:
-    return (r.path, r.who, r.level, r.source, -1.0 if r.expires is None else r.expires)
+def _right_key(r: Right) -> tuple[str, str, int, str, float, str]:
+    return (r.path, r.who, r.level, r.source, -1.0 if r.expires is None else r.expires, r.shape)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import trio
@@ -31,7 +31,7 @@ from fedfs.errors import FedfsError, PolicyError
 from fedfs.events import event
 from fedfs.identity.source import IdentitySource
 from fedfs.policy.objectacl.export import is_owned
-from fedfs.policy.objectacl.imported import EVERYONE, Observed, Unmapped, observe
+from fedfs.policy.objectacl.imported import EVERYONE, Observed, Right, Unmapped, observe
 from fedfs.policy.objectacl.principals import PrincipalMap
 from fedfs.policy.sharing import Sharing
 from fedfs.store.s3 import ObjectStore
@@ -65,6 +65,19 @@ class Importer:
     def __post_init__(self) -> None:
         self._principals = PrincipalMap(self.cfg, self.identity)
         self.sharing.on_observation(KIND, self._observer)
+        self._restore()
+
+    def _restore(self) -> None:
+        """The observations the policy store kept (a restart): in force until the first
+        poll, and what that poll compares with (a policy unchanged since is no change).
+        The engine picks them up at the daemon's first Sharing.rebuild."""
+        for _, bucket, _, payload in self.sharing.store.observations(KIND):
+            if bucket not in self.buckets:
+                continue
+            try:
+                self._take(Observed.from_json(payload), time.time())
+            except PolicyError as e:
+                log.error("a kept object-acl observation of %s that cannot be read: %s", bucket, e)
 
     async def run(self) -> None:
         """Poll until cancelled (the first poll is the mount's: see poll_all)."""
@@ -100,7 +113,26 @@ class Importer:
         observed = await trio.to_thread.run_sync(
             self._observe, bucket, policy, acl, now, limiter=self.limiter
         )
-        await self.apply_observation(observed, now)
+        await self.apply_observation(self._since(observed, now), now)
+
+    def _since(self, observed: Observed, now: float) -> Observed:
+        """observed with each right's `since`: when it was first observed (kept from the
+        last observation of the bucket, here or from the policy store after a restart)."""
+        previous = self.sharing.imported.get(observed.bucket)
+        if previous is None:
+            kept = self.sharing.store.observation(KIND, observed.bucket)
+            try:
+                previous = (Observed.from_json(kept[1]), now) if kept else None
+            except PolicyError:
+                previous = None
+        first: dict[tuple[str, str, int, str, str], float] = {}
+        if previous is not None:
+            for r in previous[0].rights:
+                first[_same(r)] = previous[1] if r.since is None else r.since
+        return replace(
+            observed,
+            rights=tuple(replace(r, since=first.get(_same(r), now)) for r in observed.rights),
+        )
 
     def _observe(self, bucket: str, policy: str | None, acl: Any, now: float) -> Observed:
         """Worker thread: the mapping, with principals that name users this node knows."""
@@ -238,10 +270,15 @@ class Importer:
         }
 
 
+def _same(r: Right) -> tuple[str, str, int, str, str]:
+    """What makes a right the same one across polls (a new expiry date does not)."""
+    return (r.path, r.who, r.level, r.source, r.shape)
+
+
 def _summary(observed: Observed) -> str:
     """The rights and denials of an observation in one line, for the log and the audit."""
     parts = [
-        f"{'other' if r.who == EVERYONE else r.who} {_level(r.level)} on {r.path} ({r.source})"
+        f"{'other' if r.who == EVERYONE else r.who} {_covers(r)} ({r.source})"
         for r in observed.rights
     ]
     parts += [
@@ -253,3 +290,16 @@ def _summary(observed: Observed) -> str:
 
 def _level(level: int) -> str:
     return "write" if level >= 2 else "read"
+
+
+def _covers(r: Right) -> str:
+    """What a right covers, in words (docs/OBJECT_ACL.md "Prefixes and objects")."""
+    if r.shape == "list":
+        return f"list {r.path} and below"
+    if r.shape == "list-one":
+        return f"list {r.path}"
+    if r.shape == "prefix":
+        return f"{_level(r.level)} on {r.path} and under {r.path}/"
+    if r.shape == "below":
+        return f"{_level(r.level)} under {r.path}/"
+    return f"{_level(r.level)} on {r.path}"

@@ -48,10 +48,11 @@ class Store:
         self.policies.pop(bucket, None)
 
 
-def exporter(store: Store, grants: list[Grant]) -> Exporter:
+def exporter(store: Store, grants: list[Grant], max_bytes: int = 512 * 1024) -> Exporter:
     view = PolicyView(lambda: grants, lambda: [], lambda: {})
     principals = PrincipalMap(ObjectAclConfig(principal="arn:aws:iam:::user/{user}"), NssIdentity())
-    return Exporter(["runs"], store, WorkerThreads(trio.CapacityLimiter(2)), view, principals, 10.0)  # type: ignore[arg-type]
+    threads = WorkerThreads(trio.CapacityLimiter(2))
+    return Exporter(["runs"], store, threads, view, principals, 10.0, max_bytes)  # type: ignore[arg-type]
 
 
 def ours(store: Store) -> list[str]:
@@ -95,3 +96,45 @@ def test_drift_found_by_a_poll_is_repaired_and_logged(caplog: pytest.LogCaptureF
     puts = store.puts
     trio.run(e.sync_all, "poll")  # nothing differs: nothing written
     assert store.puts == puts
+
+
+def test_grants_left_out_of_a_full_policy_are_named_logged_once_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    store = Store()
+    grants = [
+        Grant(f"/runs/d{i:02d}", Principal("user", "bob"), Level.READ, "alice", float(i))
+        for i in range(20)
+    ]
+    e = exporter(store, grants, max_bytes=4000)
+    trio.run(e.sync_all, "change")
+    trio.run(e.sync_all, "poll")
+    out = e.state["runs"].left_out()
+    assert out and e.not_exported() == len(out)
+    assert len(store.policies["runs"].encode()) <= 4000
+    newest = grants[-1]
+    verdict = e.verdict(newest)
+    assert verdict and "is full" in verdict.detail and e.verdict(grants[0]) is None
+    assert caplog.text.count("event=object-acl-not-exported") == len(out)  # once each
+    row = e.status()[0]
+    assert row["bytes"] <= row["max_bytes"] == 4000 < row["needed_bytes"]
+    assert {g["path"] for g in row["not_exported"]} == {p for p, _ in out}
+
+
+def test_a_command_waits_for_the_pass_that_includes_its_change() -> None:
+    store = Store()
+    e = exporter(store, [GRANT])
+
+    async def main() -> tuple[bool, bool]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(e.run)
+            await e.caught_up(5.0)
+            e.wake()
+            before = e.done >= e.changes
+            caught = await e.caught_up(5.0)
+            nursery.cancel_scope.cancel()
+        return before, caught
+
+    before, caught = trio.run(main)
+    assert not before and caught and len(ours(store)) == 2

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from fedfs.config import ObjectAclConfig
 from fedfs.identity.source import User
-from fedfs.policy.model import Level
+from fedfs.policy.acl import R, W, permits
+from fedfs.policy.engine import ObjectMeta, PolicyEngine
+from fedfs.policy.model import Denial, Grant, Identities, Level, Opening, Principal
 from fedfs.policy.objectacl import imported
 from fedfs.policy.objectacl.export import is_owned
 from fedfs.policy.objectacl.imported import EVERYONE, Observed, observe
@@ -61,7 +63,7 @@ def rights(found: Observed) -> set[tuple[str, str, int, str]]:
     return {(r.path, r.who, r.level, r.source) for r in found.rights}
 
 
-def test_get_under_a_prefix_gives_read_there_and_the_usual_listing_is_not_reported() -> None:
+def test_get_under_a_prefix_gives_read_below_it_and_the_usual_listing_lists_there() -> None:
     found = see(
         [
             allow("CarolReads", {"AWS": arn("carol")}, "s3:GetObject", "arn:aws:s3:::b/shared/*"),
@@ -74,8 +76,75 @@ def test_get_under_a_prefix_gives_read_there_and_the_usual_listing_is_not_report
             ),
         ]
     )
-    assert rights(found) == {("/b/shared", "carol", Level.READ, "bucket-policy:CarolReads")}
+    assert shapes(found) == {
+        ("/b/shared", "carol", "below", "bucket-policy:CarolReads"),
+        ("/b/shared", "carol", "list", "bucket-policy:CarolLists"),
+        ("/b/shared", "carol", "list-one", "bucket-policy:CarolLists"),
+    }
     assert found.unmapped == ()
+
+
+def shapes(found: Observed) -> set[tuple[str, str, str, str]]:
+    return {(r.path, r.who, r.shape, r.source) for r in found.rights}
+
+
+def lister(sid: str, who: str, condition: Any = None) -> dict[str, Any]:
+    more = {} if condition is None else {"Condition": condition}
+    return allow(sid, {"AWS": arn(who)}, "s3:ListBucket", "arn:aws:s3:::b", **more)
+
+
+def test_a_prefix_without_slash_maps_the_object_and_what_is_under_it_and_says_the_rest() -> None:
+    found = see([allow("Data", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/d/data*")])
+    assert shapes(found) == {("/b/d/data", "bob", "prefix", "bucket-policy:Data")}
+    # keys such as d/data2/x or d/datafile are the store's, not the mount's: said once
+    assert [u.sid for u in found.unmapped] == ["Data"]
+    assert "'d/data2/x'" in found.unmapped[0].reason
+
+
+def test_write_needs_put_get_and_delete_on_the_same_keys() -> None:
+    object_too = see(
+        [
+            allow(
+                "Put", {"AWS": arn("bob")}, ["s3:PutObject", "s3:DeleteObject"], "arn:aws:s3:::b/w*"
+            ),
+            allow("Get", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/w/*"),
+        ]
+    )
+    # GetObject on w/* does not cover the key w, which PutObject on w* does: no write
+    assert {(r.level, r.shape) for r in object_too.rights} == {(Level.READ, "below")}
+    assert any("not mapped as write" in u.reason for u in object_too.unmapped if u.sid == "Put")
+    wider = see(
+        [
+            allow(
+                "Put",
+                {"AWS": arn("bob")},
+                ["s3:PutObject", "s3:DeleteObject"],
+                "arn:aws:s3:::b/w/*",
+            ),
+            allow("Get", {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/w*"),
+        ]
+    )
+    assert ("/b/w", "bob", Level.WRITE, "bucket-policy:Put") in rights(wider)
+
+
+def test_listing_rights_follow_the_prefix_condition_exactly() -> None:
+    cases: list[tuple[Any, set[tuple[str, str]]]] = [
+        (None, {("/b", "list")}),
+        ({"StringEquals": {"s3:prefix": "runs/"}}, {("/b/runs", "list-one")}),
+        ({"StringLike": {"s3:prefix": "runs/"}}, {("/b/runs", "list-one")}),
+        ({"StringEquals": {"s3:prefix": "runs/*"}}, set()),  # a literal "*": no directory
+        ({"StringLike": {"s3:prefix": "runs/*"}}, {("/b/runs", "list")}),
+        ({"StringLike": {"s3:prefix": "runs*"}}, {("/b/runs", "list")}),
+        ({"StringLike": {"s3:prefix": "r?ns/"}}, set()),
+        ({"StringLike": {"s3:prefix": "runs/*/out/"}}, set()),
+        ({"StringEquals": {"s3:prefix": "runs"}}, set()),  # the mount never lists "runs"
+        ({"StringEquals": {"s3:prefix": ""}}, {("/b", "list-one")}),
+        ({"StringLike": {"s3:prefix": "*"}}, {("/b", "list")}),
+    ]
+    for condition, want in cases:
+        found = see([lister("L", "carol", condition)])
+        assert {(r.path, r.shape) for r in found.rights} == want, condition
+        assert all(r.level == Level.READ for r in found.rights)
 
 
 def test_write_needs_get_put_and_delete() -> None:
@@ -164,7 +233,8 @@ def test_unmappable_statements_give_nothing_and_are_each_reported_once() -> None
             allow("fedfs" + "0a" * 12, {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/*"),
         ]
     )
-    assert found.rights == ()
+    # b/run* maps what the mount can show as one path: run and what is under run/
+    assert shapes(found) == {("/b/run", "bob", "prefix", "bucket-policy:Mid")}
     assert sorted(u.sid for u in found.unmapped) == sorted(
         ["Not", "Ip", "Stranger", "Mid", "Exact", "Unknown"]
     )
@@ -226,6 +296,8 @@ RESOURCES = [
     "arn:aws:s3:::b/a/b/*",
     "arn:aws:s3:::b",
     "arn:aws:s3:::b/a*",
+    "arn:aws:s3:::b/a/x*",
+    "arn:aws:s3:::b/a/",
     "arn:aws:s3:::b/a/x",
     "*",
     "arn:aws:s3:::*",
@@ -236,13 +308,23 @@ RESOURCES = [
     "arn:aws:s3:::b/../*",
     "arn:aws:s3:::b?/*",
 ]
-CONDITIONS = [
+MAPPABLE = [
     {"DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"}},
     {"DateLessThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}},
     {"DateGreaterThan": {"aws:CurrentTime": "2040-01-01T00:00:00Z"}},
     {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}},
-    {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
     {"StringLike": {"s3:prefix": ["a/*"]}},
+    {"StringLike": {"s3:prefix": ["a/*", "a/"]}},
+    {"StringEquals": {"s3:prefix": ["a/"]}},
+    {"StringEquals": {"s3:prefix": "a/*"}},
+    {"StringEquals": {"s3:prefix": ""}},
+    {"StringLike": {"s3:prefix": "a*"}},
+    {"StringLike": {"s3:prefix": ["a?/", "*/b/"]}},
+    {"StringLike": {"s3:prefix": "*"}},
+]
+CONDITIONS = [
+    *MAPPABLE,
+    {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
     {"StringEquals": {"aws:username": "bob"}},
     {"DateLessThan": {"aws:CurrentTime": "not a date"}},
 ]
@@ -290,8 +372,9 @@ def _matches(patterns: Any, value: str, fold: bool) -> bool:
     return False
 
 
-def _condition_holds(condition: Any, effect: str, now: float) -> bool:
-    """The store's verdict where it can be worked out here; unknown: the unsafe answer."""
+def _condition_holds(condition: Any, effect: str, now: float, prefix: str | None = None) -> bool:
+    """The store's verdict where it can be worked out here; unknown: the unsafe answer.
+    prefix: the s3:prefix of a listing (None: an object request, which has none)."""
     if condition is None:
         return True
     unknown = effect == "Deny"  # a Deny that may apply counts; an Allow that may not, not
@@ -313,15 +396,26 @@ def _condition_holds(condition: Any, effect: str, now: float) -> bool:
                 if op == "DateGreaterThan" and not any(now > t for t in times):
                     return False
             elif key == "s3:prefix":
-                return effect != "Allow"  # absent in object requests
+                if prefix is None:
+                    return effect != "Allow"  # absent in object requests
+                if op == "StringLike" and not _matches(values, prefix, False):
+                    return False
+                if op == "StringEquals" and prefix not in _list(values):
+                    return False
+                if op not in ("StringLike", "StringEquals"):
+                    return unknown
             else:
                 return unknown
     return True
 
 
-def store_allows(doc: list[Any], principal: str, action: str, key: str) -> bool:
-    """What the store decides for an object request: an explicit Deny wins, then an Allow."""
-    resource = f"arn:aws:s3:::{BUCKET}/{key}"
+def store_allows(
+    doc: list[Any], principal: str, action: str, key: str, prefix: str | None = None
+) -> bool:
+    """What the store decides for a request: an explicit Deny wins, then an Allow.
+    An object request names key; a listing (s3:ListBucket) names its prefix."""
+    listing = action == "s3:ListBucket"
+    resource = f"arn:aws:s3:::{BUCKET}" if listing else f"arn:aws:s3:::{BUCKET}/{key}"
     allowed = False
     for s in doc:
         effect = s.get("Effect")
@@ -343,7 +437,7 @@ def store_allows(doc: list[Any], principal: str, action: str, key: str) -> bool:
             hit = hit and _matches(s["Resource"], resource, False)
         else:
             hit = hit and not _matches(s.get("NotResource"), resource, False)
-        hit = hit and _condition_holds(s.get("Condition"), effect, NOW)
+        hit = hit and _condition_holds(s.get("Condition"), effect, NOW, prefix)
         if hit and effect == "Deny":
             return False
         allowed = allowed or hit
@@ -363,9 +457,21 @@ def test_random_policies_never_give_access_the_store_does_not(doc: list[Any]) ->
     for right in found.rights:
         principal = arn("stranger") if right.who == EVERYONE else arn(right.who)
         key = right.path.removeprefix(f"/{BUCKET}").lstrip("/")
-        for below in ("f", "a/f", "a/b/f"):
-            sample = f"{key}/{below}" if key else below
-            if not _effective(found, right.who, f"/{BUCKET}/{sample}"):
+        if right.shape in ("list", "list-one"):
+            # the listings the mount makes of the directory (and, for "list", below it)
+            dirs = [""] if right.shape == "list-one" else ["", "a/", "a/b/"]
+            for below in dirs:
+                prefix = f"{key}/{below}" if key else below
+                if not _effective(found, right.who, f"/{BUCKET}/{prefix}".rstrip("/")):
+                    continue
+                assert store_allows(doc, principal, "s3:ListBucket", "", prefix), (right, prefix)
+            continue
+        assert right.shape in ("below", "prefix"), right
+        samples = [f"{key}/{below}" if key else below for below in ("f", "a/f", "a/b/f", "")]
+        if right.shape == "prefix":
+            samples.append(key)  # the object named like the prefix: "below" never has it
+        for sample in samples:
+            if not _effective(found, right.who, f"/{BUCKET}/{sample}".rstrip("/")):
                 continue  # the mount shows a denial there
             actions = ["s3:GetObject"]
             if right.level >= Level.WRITE:
@@ -385,7 +491,7 @@ def test_each_statement_that_cannot_be_mapped_is_reported(doc: list[Any]) -> Non
         unsafe = {"NotPrincipal", "NotAction", "NotResource"} & set(s)
         condition = s.get("Condition")
         # (an empty Condition is no condition, on the store too)
-        odd = condition not in (None, {}) and condition not in CONDITIONS[:4] + CONDITIONS[5:6]
+        odd = condition not in (None, {}) and condition not in MAPPABLE
         if unsafe or odd:
             assert s["Sid"] in reported, s
             assert not any(r.source == f"bucket-policy:{s['Sid']}" for r in found.rights)
@@ -485,3 +591,68 @@ def test_what_the_store_reads_strictly_gives_nothing_and_odd_denies_apply_widely
     }
     found = see([*padding, public, late_deny])
     assert [(d.path, d.who) for d in found.denials] == [("/b", EVERYONE)]
+
+
+# -- through the engine: what the kernel is shown, object by object ---------------------
+
+UIDS = {"alice": 1001, "bob": 1002, "carol": 1003}
+STRANGER = 4242
+SAMPLE_FILES = ["a", "a/x", "a/f", "a/b/f", "a/x/f", "f", "ab", "a/b"]
+SAMPLE_DIRS = ["", "a", "a/b", "a/x", "ab"]
+
+
+def _engine(found: Observed) -> PolicyEngine:
+    grants = [
+        Grant(r.path, Principal("user", r.who), Level(r.level), r.source, NOW, r.expires, r.shape)
+        for r in found.rights
+        if r.who != EVERYONE
+    ]
+    openings = [
+        Opening(r.path, Level(r.level), r.source, r.expires, r.shape)
+        for r in found.rights
+        if r.who == EVERYONE
+    ]
+    denials = [
+        Denial(d.path, None if d.who == EVERYONE else d.who, d.source) for d in found.denials
+    ]
+    ids = Identities(uids=UIDS, primary_gids={uid: uid for uid in UIDS.values()})
+    return PolicyEngine(grants, [], ids, denials, openings)
+
+
+@settings(max_examples=150, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_what_the_kernel_is_shown_never_allows_what_the_store_refuses(doc: list[Any]) -> None:
+    """Objects owned by someone else with private modes: every r or w the view gives a user
+    on a file (GetObject, PutObject and DeleteObject on its key) or on a directory
+    (ListBucket with its prefix; PutObject and DeleteObject under it) the store allows."""
+    engine = _engine(see(doc))
+    closed_dir = ObjectMeta(uid=999, gid=999, mode=0o700)
+    closed_file = ObjectMeta(uid=999, gid=999, mode=0o600)
+    people = [(arn(name), uid) for name, uid in UIDS.items()] + [(arn("stranger"), STRANGER)]
+
+    def view(key: str, is_dir: bool) -> Any:
+        path = f"/{BUCKET}/{key}" if key else f"/{BUCKET}"
+        depth = path.count("/") - 1
+        meta = closed_dir if is_dir else closed_file
+        return engine.view(path, meta, is_dir, NOW, lambda: [closed_dir] * depth)
+
+    for key in SAMPLE_FILES:
+        shown = view(key, False)
+        for principal, uid in people:
+            gids = frozenset({uid})
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, R):
+                assert store_allows(doc, principal, "s3:GetObject", key), (principal, key)
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, W):
+                for action in ("s3:PutObject", "s3:DeleteObject"):
+                    assert store_allows(doc, principal, action, key), (principal, action, key)
+    for key in SAMPLE_DIRS:
+        shown = view(key, True)
+        prefix = f"{key}/" if key else ""
+        for principal, uid in people:
+            gids = frozenset({uid})
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, R):
+                assert store_allows(doc, principal, "s3:ListBucket", "", prefix), (principal, key)
+            if permits(shown.mode, shown.acl_access, 999, 999, uid, gids, W):
+                for action in ("s3:PutObject", "s3:DeleteObject"):
+                    new = f"{prefix}new"
+                    assert store_allows(doc, principal, action, new), (principal, action, key)

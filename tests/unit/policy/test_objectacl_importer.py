@@ -4,6 +4,7 @@ the signed audit chain with the full observation, and applying it again changes 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import trio
 from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import ObjectAclConfig
 from fedfs.identity.source import Group, IdentityHealth, User
+from fedfs.policy import reports
 from fedfs.policy.model import Level
 from fedfs.policy.objectacl.imported import Observed
 from fedfs.policy.objectacl.importer import KIND, Importer
@@ -119,5 +121,60 @@ def test_a_change_is_applied_recorded_once_and_replaying_it_changes_nothing(tmp_
         assert carol_level() is None
         assert len(observations()) == 2
         assert "CarolReads" in (observations()[0].after or "")
+
+    trio.run(main)
+
+
+def test_a_right_keeps_the_time_it_was_first_observed_across_polls_changes_and_restarts(
+    tmp_path: Path,
+) -> None:
+    site = load_site_policy([])
+    store = PolicyStore(tmp_path / "policy.db", site.team_gids)
+    bucket = Bucket()
+
+    def node() -> tuple[Sharing, Importer]:
+        trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
+        sharing = Sharing(store, site, Names(), {}, trio.CapacityLimiter(2), trail=trail)
+        importer = Importer(
+            ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
+            ["b"],
+            bucket,  # type: ignore[arg-type]
+            sharing,
+            Names(),
+            trail,
+            trio.CapacityLimiter(2),
+        )
+        return sharing, importer
+
+    def since(sharing: Sharing) -> dict[str, float]:
+        return {g.granted_by: g.granted_at for g in sharing.imported_grants()}
+
+    later = {"DateLessThan": {"aws:CurrentTime": "2099-01-01T00:00:00Z"}}
+
+    async def main() -> None:
+        sharing, importer = node()
+        bucket.policy = json.dumps({"Statement": [statement("CarolReads")]})
+        await importer.poll_all()
+        first = since(sharing)["bucket-policy:CarolReads"]
+        await importer.poll_all()
+        assert since(sharing) == {"bucket-policy:CarolReads": first}
+        # another statement arrives: the first keeps its time, the new one has its own
+        bucket.policy = json.dumps(
+            {"Statement": [statement("CarolReads"), statement("Temp", Condition=later)]}
+        )
+        await importer.poll_all()
+        both = since(sharing)
+        assert both["bucket-policy:CarolReads"] == first
+        assert both["bucket-policy:Temp"] > first
+        # a new daemon on the same policy store: the times read back from the observation
+        sharing2, importer2 = node()
+        await sharing2.rebuild()
+        assert sharing2.engine.level_of("carol", 1003, frozenset({100}), "/b/shared/a", 0)
+        await importer2.poll_all()
+        assert since(sharing2) == both
+        rows = reports.expiring(sharing2.imported_grants(), 100 * 365 * 86400, time.time())
+        assert [(r["principal"], r["granted_by"]) for r in rows] == [
+            ("user:carol", "bucket-policy:Temp")
+        ]
 
     trio.run(main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fedfs.policy import reports
 from fedfs.policy.acl import X, pack_acl
 from fedfs.policy.engine import PosixView
-from fedfs.policy.model import Grant, Identities, Level, Principal, Team
+from fedfs.policy.model import Grant, Identities, Level, Opening, Principal, Team
 
 ALICE, BOB, CAROL = 1001, 1002, 1003
 TEAM = Team("cosmo", 60001, members=frozenset({"carol"}), owners=frozenset({"alice"}))
@@ -66,3 +66,19 @@ def test_access_lasts_while_any_grant_of_each_step_lasts() -> None:
         chain = steps(reports.Step("/b/runs/notes.txt", plain(0o644), False))
         carol = reports.evaluate(chain, user("carol", CAROL), sources)
         assert (carol.perm, carol.until) == (4, until), second
+
+
+def test_expiring_lists_imported_rights_and_public_access_with_their_statement() -> None:
+    now = 1_800_000_000.0
+    stored = Grant("/b/a", Principal("user", "bob"), Level.READ, "alice", now, now + 3600)
+    imported = Grant(
+        "/b/s", Principal("user", "carol"), Level.READ, "bucket-policy:Temp", now, now + 60
+    )
+    forever = Grant("/b/t", Principal("user", "carol"), Level.READ, "bucket-policy:Keep", now)
+    public = Opening("/b/pub", Level.READ, "bucket-policy:Pub", now + 7200, "below")
+    rows = reports.expiring([stored, imported, forever], 86400, now, [public])
+    assert [(r["principal"], r["granted_by"], r["until"]) for r in rows] == [
+        ("user:carol", "bucket-policy:Temp", now + 60),
+        ("user:bob", "alice", now + 3600),
+        ("other", "bucket-policy:Pub", now + 7200),
+    ]
