@@ -675,7 +675,14 @@ class Cache:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
         direct = self._direct
-        fd = _open_in_dir(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_DIRECT if direct else 0))
+        try:
+            fd = _open_in_dir(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | (_O_DIRECT if direct else 0)
+            )
+        except OSError as e:
+            if direct and e.errno == errno.EINVAL:  # a file system without O_DIRECT
+                return self._without_direct(path, fetched, e)
+            raise
         try:
             # O_DIRECT writes whole disk sectors: the tail goes up to the next 4 KiB
             # (the buffer has room), and the file is cut back to the block's length.
@@ -688,10 +695,8 @@ class Cache:
         except OSError as e:
             os.close(fd)
             tmp.unlink(missing_ok=True)
-            if direct and e.errno == errno.EINVAL:  # a file system without O_DIRECT
-                log.info("clean cache %s: no O_DIRECT (%s); buffered writes", self.clean_dir, e)
-                self._direct = False
-                return self._write_file(path, fetched)
+            if direct and e.errno == errno.EINVAL:  # O_DIRECT refused at the write
+                return self._without_direct(path, fetched, e)
             raise
         except BaseException:
             os.close(fd)
@@ -699,6 +704,11 @@ class Cache:
             raise
         os.close(fd)
         os.replace(tmp, path)
+
+    def _without_direct(self, path: Path, fetched: _Fetched, e: OSError) -> None:
+        log.info("clean cache %s: no O_DIRECT (%s); buffered writes", self.clean_dir, e.strerror)
+        self._direct = False
+        self._write_file(path, fetched)
 
     def _pread(self, p: str, offset: int, length: int) -> bytes | None:
         """Bytes of a clean file; the file stays open for the next read of it.
