@@ -95,6 +95,8 @@ class CacheConfig:
     size: int
     block_size: int = 8 * 1024**2
     readahead_blocks: int = 4
+    # fetched blocks kept in memory to serve reads from while their clean file is written
+    memory: int = 256 * 1024**2
     flush_delay: float = 1.0  # seconds between close() and the upload (coalesces rewrites)
     flush_busy_max: float = 5.0  # how much longer uploads may wait while the mount is busy
     fsync: str = "local"  # "local": fsync = durable in the cache; "upload": fsync waits for S3
@@ -575,6 +577,7 @@ def _parse_cache(s: _Section) -> CacheConfig:
         size=s.size("size"),
         block_size=block,
         readahead_blocks=s.get("readahead_blocks", int, 4),
+        memory=s.size("memory", "256MiB"),
         flush_delay=delay,
         flush_busy_max=busy,
         fsync=fsync,

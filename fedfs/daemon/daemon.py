@@ -533,7 +533,7 @@ class Daemon:
         self.mount()
         self.mounted = True
         async with trio.open_nursery() as nursery:
-            self.listings.nursery = self.ops.nursery = nursery
+            self.listings.nursery = self.ops.nursery = self.cache.nursery = nursery
             nursery.start_soon(self._signals)
             nursery.start_soon(self._reload_on_hangup)
             nursery.start_soon(self.flusher.run)

@@ -606,13 +606,15 @@ class Operations(pyfuse3.Operations):
         return self._fh(Handle(node, bool(writable), node.etag, node.size, uid=ctx.uid))
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
+        # A memoryview of a fetched block may come back (Cache.read): pyfuse3 replies
+        # with any buffer at once, without a checkpoint in between.
         h = self.handles[fh]
         inode = h.inode
         if inode.staging is not None:
-            data = inode.staging.read(off, size)
-            self.bytes_read += len(data)
-            return data
+            staged = inode.staging.read(off, size)
+            self.bytes_read += len(staged)
+            return staged
         if h.etag is None:
             return b""
         self._readahead(h, off, off + size)  # before this read waits: the GETs run alongside

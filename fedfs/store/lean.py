@@ -7,9 +7,8 @@ several layers of copies. The requests that dominate a cold read, a first
 that: this module signs them itself (AWS Signature Version 4,
 `hashlib`/`hmac`) and sends them on a urllib3 pool
 (urllib3 is botocore's own HTTP library, so no new dependency). A ranged GET's
-body goes from the socket into a reused buffer and from there into a file
-with `os.pwrite`, both outside the GIL, so several downloads run on several
-cores. Everything else keeps using boto3 (`s3.py`).
+body goes from the socket straight into the caller's buffer, outside the GIL,
+so several downloads run on several cores. Everything else keeps using boto3 (`s3.py`).
 
 What it keeps from boto3: the same endpoint, region, addressing style and
 credentials (static keys or whatever botocore's chain resolved, refreshed per
@@ -28,7 +27,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import os
 import random
 import threading
 import time
@@ -43,7 +41,6 @@ import urllib3
 import urllib3.exceptions
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_BUFFER = 1024 * 1024  # bytes read from the socket per pwrite
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
 _MAX_BACKOFF = 20.0
@@ -128,9 +125,9 @@ class LeanClient:
         )
 
     def get_range_into(
-        self, bucket: str, key: str, start: int, length: int, etag: str | None, fd: int, at: int
+        self, bucket: str, key: str, start: int, length: int, etag: str | None, into: memoryview
     ) -> int:
-        """Bytes [start, start+length) of the object, written to fd at offset `at`.
+        """Bytes [start, start+length) of the object, received straight into `into`.
 
         PreconditionFailed (HttpError 412) if its ETag is no longer `etag`. A body
         that breaks off is fetched again, whole, under the same retry budget.
@@ -143,20 +140,18 @@ class LeanClient:
             got = int(r.headers.get("content-length", -1))
             if got != length:
                 raise HttpError(r.status, "BadRange", f"asked for {length} bytes, got {got}")
-            buf = bytearray(min(_BUFFER, length))
-            view = memoryview(buf)
-            # http.client's readinto receives straight into the buffer; urllib3's own
+            # http.client's buffered socket file fills a large buffer straight from the
+            # socket, in as many recv calls as it takes, without the GIL; urllib3's own
             # readinto reads into a new bytes object and copies it over.
-            readinto = getattr(r, "_fp", None)
-            readinto = readinto.readinto if readinto is not None else r.readinto
+            fp = getattr(r, "_fp", None)
+            readinto = fp.readinto if fp is not None else r.readinto
             done = 0
             while done < length:
-                n = readinto(view[: min(len(buf), length - done)])
+                n = readinto(into[done:length])
                 if not n:
                     raise urllib3.exceptions.ProtocolError(
                         f"connection closed after {done} of {length} bytes"
                     )
-                os.pwrite(fd, view[:n], at + done)
                 done += n
             return done
 

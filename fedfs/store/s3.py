@@ -498,34 +498,24 @@ class ObjectStore:
         raise AssertionError("unreachable")
 
     def get_range_into(
-        self, bucket: str, key: str, start: int, length: int, etag: str | None, fd: int
+        self, bucket: str, key: str, start: int, length: int, etag: str | None, into: memoryview
     ) -> None:
-        """Bytes [start, start+length) of the object written to fd from offset 0.
+        """Bytes [start, start+length) of the object received into `into` (all of them,
+        or an error); PreconditionFailed if the ETag moved on.
 
-        With the lean path the body goes from the socket to the file without
-        passing through Python objects; PreconditionFailed if the ETag moved on.
+        With the lean path the body goes from the socket into the buffer without
+        passing through Python objects.
         """
         what = f"s3://{bucket}/{key}"
         if self.lean is not None:
             self._call_lean(
-                what,
-                "get_object",
-                self.lean.get_range_into,
-                bucket,
-                key,
-                start,
-                length,
-                etag,
-                fd,
-                0,
+                what, "get_object", self.lean.get_range_into, bucket, key, start, length, etag, into
             )
             return
         data = self.get_range(bucket, key, start, length, etag)
         if len(data) != length:
             raise Unavailable(f"{what}: asked for {length} bytes at {start}, got {len(data)}")
-        done = 0
-        while done < length:
-            done += os.pwrite(fd, memoryview(data)[done:], done)
+        into[:length] = data
 
     def get_bytes(self, bucket: str, key: str, limit: int = 1 << 20) -> bytes:
         """A small object whole (policy log records, snapshots); refuses one above `limit`."""

@@ -79,11 +79,13 @@ def main() -> int:
                         assert store.head(BUCKET, f"h/{i}") is not None
 
                 def ranged(store: ObjectStore = store) -> None:
+                    buf = memoryview(bytearray(BLOCK))
                     fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
                     try:
                         for start in range(0, size, BLOCK):
                             length = min(BLOCK, size - start)
-                            store.get_range_into(BUCKET, "big", start, length, None, fd)
+                            store.get_range_into(BUCKET, "big", start, length, None, buf)
+                            os.pwrite(fd, buf[:length], start)
                     finally:
                         os.close(fd)
 

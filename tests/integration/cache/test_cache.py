@@ -65,6 +65,35 @@ def test_full_cache_applies_backpressure_then_enospc_and_loses_nothing(
         proxy.stop()
 
 
+def test_a_cold_read_on_a_full_cache_disk_still_returns_the_bytes(
+    small_disk: Path, make_mount: Any, bucket: str, s3: Any
+) -> None:
+    data = os.urandom(12 * 1024 * 1024 + 777)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=data)
+    m: Mount = make_mount(
+        [(bucket, "user:root")],
+        extra=f'dir = "{small_disk}/cache"\nsize = "48MiB"\nblock_size = "1MiB"',
+    )
+    path = m.path(bucket, "big.bin")
+    # Something else fills the cache's disk: fetched blocks have nowhere to go.
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 1024 * 1024):
+            pass
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    try:
+        got = path.read_bytes()
+        assert got == data  # straight from the object store
+        log = m.log_text()
+        assert "cannot keep fetched data in the cache" in log, log[-2000:]
+    finally:
+        filler.unlink()
+
+
 def test_stage_status_and_reads_from_the_cache(make_mount: Any, bucket: str, s3: Any) -> None:
     for i in range(3):
         s3.put_object(Bucket=bucket, Key=f"in/data-{i}.bin", Body=bytes([i]) * (3 * 1024 * 1024))

@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fedfs.daemon.readahead import bdi_path, mount_device
 from tests.support import FEDFS, REPO, MotoServer, Mount, TcpProxy, wait_for
 
@@ -113,13 +115,21 @@ def test_cold_reads_across_block_boundaries_are_byte_identical(
     assert len(got) == len(data)
 
 
+@pytest.mark.parametrize(
+    "memory",
+    [
+        "256MiB",  # the default: every block served from memory
+        "2MiB",  # less than the readers' read-ahead: blocks leave memory, buffers are reused
+        "0",  # none: every read from the block's cache file
+    ],
+)
 def test_several_readers_of_different_cold_files_each_get_their_own_bytes(
-    make_mount: Any, bucket: str, s3: Any
+    make_mount: Any, bucket: str, s3: Any, memory: str
 ) -> None:
     files = {f"r/f{i}": os.urandom(6 * MiB + i * 4099) for i in range(4)}
     for key, body in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-    m: Mount = make_mount([(bucket, "user:root")], extra=SMALL_BLOCKS)
+    m: Mount = make_mount([(bucket, "user:root")], extra=f'{SMALL_BLOCKS}\nmemory = "{memory}"')
     got: dict[str, bytes] = {}
 
     def read(key: str) -> None:
