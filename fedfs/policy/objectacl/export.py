@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,23 @@ Statement = dict[str, Any]
 
 
 def is_owned(statement: object) -> bool:
-    """True for a statement fedfs wrote: its Sid is "fedfs" and 24 hex digits."""
+    """True for a statement fedfs wrote: its Sid is "fedfs" and the first 24 hex digits
+    of the SHA-256 of the rest of the statement (`sid_of`).
+
+    The Sid's shape alone is not enough: a bucket owner may write a statement with a Sid
+    like "fedfs000...", and fedfs must neither delete it nor leave it out of the import.
+    A statement whose Sid is the hash of its own content says exactly what fedfs would
+    write for some grant, so treating it as fedfs's changes nothing the store allows.
+    """
     if not isinstance(statement, dict):
         return False
     sid = statement.get("Sid")
-    return isinstance(sid, str) and _OWNED_SID.fullmatch(sid) is not None
+    if not isinstance(sid, str) or _OWNED_SID.fullmatch(sid) is None:
+        return False
+    try:
+        return sid_of(statement) == sid
+    except (TypeError, ValueError):  # content json cannot encode: not one of ours
+        return False
 
 
 def sid_of(statement: Statement) -> str:
@@ -314,21 +326,40 @@ def _unreadable(bucket: str, why: str) -> str:
     )
 
 
+def claimed(statement: object, sids: Collection[str]) -> bool:
+    """fedfs's to replace: one it wrote (`is_owned`), or one of its statements edited by
+    hand, which keeps a Sid fedfs writes now (`sids`) over other content. Any other
+    statement is the owner's, whatever its Sid looks like."""
+    if is_owned(statement):
+        return True
+    return isinstance(statement, dict) and statement.get("Sid") in sids
+
+
+def foreign_of(present: Sequence[Any], sids: Collection[str]) -> list[Any]:
+    """The owner's statements of a policy, in order (see `claimed`)."""
+    return [s for s in present if not claimed(s, sids)]
+
+
 def merge(
-    bucket: str, document: str | None, statements: Sequence[Statement]
+    bucket: str,
+    document: str | None,
+    statements: Sequence[Statement],
+    claim: Collection[str] = (),
 ) -> PolicyChange | None:
     """The bucket's policy with fedfs's statements replaced by `statements`; None if it
     already holds exactly those. Every statement fedfs did not write stays, in order,
-    with its content unchanged (raises UnreadablePolicy rather than guess)."""
+    with its content unchanged (raises UnreadablePolicy rather than guess); one of
+    fedfs's edited by hand (its Sid is in `statements` or `claim`) is restored."""
     top, present = parse(bucket, document)
-    ours = {s["Sid"]: _canonical(s) for s in present if is_owned(s)}
     wanted = {s["Sid"]: _canonical(s) for s in statements}
-    owned_count = sum(1 for s in present if is_owned(s))
-    if ours == wanted and owned_count == len(ours):
+    sids = {*wanted, *claim}
+    mine = [s for s in present if claimed(s, sids)]
+    ours = {s["Sid"]: _canonical(s) for s in mine}
+    if ours == wanted and len(mine) == len(ours):
         return None
     added = tuple(sorted(sid for sid, text in wanted.items() if ours.get(sid) != text))
     removed = tuple(sorted(sid for sid, text in ours.items() if wanted.get(sid) != text))
-    foreign = [s for s in present if not is_owned(s)]
+    foreign = foreign_of(present, sids)
     return PolicyChange(document_of(top, foreign, statements), added, removed)
 
 

@@ -74,6 +74,8 @@ class BucketState:
     skipped: tuple[export.Skipped, ...] = ()  # grants (or members) export cannot name
     fitted: budget.Fitted | None = None  # the last document's sizes and the grants left out
     full_said: set[tuple[str, str]] = field(default_factory=set)  # left out, logged once
+    # Sids of fedfs's statements as this node last left the policy (None: not yet)
+    ours: frozenset[str] | None = None
 
     def left_out(self) -> dict[tuple[str, str], Grant]:
         """The grants the budget left out of the policy, by (path, principal)."""
@@ -223,10 +225,11 @@ class Exporter:
         try:
             document = await self.s3(self.store.get_bucket_policy, bucket)
             top, present = export.parse(bucket, document)
-            foreign = [s for s in present if not export.is_owned(s)]
+            claim = {s["Sid"] for s in wanted.statements}
+            foreign = export.foreign_of(present, claim)
             fitted = budget.fit(top, foreign, wanted, self.max_policy_bytes)
             self._say_left_out(bucket, state, fitted)
-            change = export.merge(bucket, document, fitted.statements)
+            change = export.merge(bucket, document, fitted.statements, claim)
             if change is not None:
                 if change.document is None:
                     await self.s3(self.store.delete_bucket_policy, bucket)
@@ -241,10 +244,18 @@ class Exporter:
         if state.error is not None:
             event(log, "object-acl-export-recovered", bucket=bucket)
         state.synced, state.error, state.retry = time.time(), None, 0.0
+        prev, state.ours = state.ours, frozenset(s["Sid"] for s in fitted.statements)
         if change is None:
             return
         state.writes += 1
-        repair = reason == "poll"
+        # A repair puts back what someone else took away or changed (by hand, or another
+        # node from an older view): a statement this node had left there, or one it never
+        # wrote. A pass started by a change can find one too (alice's PutBucketPolicy is
+        # also an import observation, which wakes the export).
+        repair = reason == "poll" or (
+            prev is not None
+            and (bool(set(change.added) & prev) or bool(set(change.removed) - prev))
+        )
         state.repairs += repair
         event(
             log,

@@ -320,3 +320,25 @@ def test_an_owners_limit_under_a_grant_becomes_a_deny_for_its_principals() -> No
     for limit in (Limit("/b/runs/mine.txt", 6, False), Limit("/b/other/x", 0, False)):
         found = desired("b", [grant], [], {}, bob, 1.0, [limit])
         assert all(s["Effect"] == "Allow" for s in found.statements)
+
+
+def test_a_sid_shaped_like_fedfss_over_other_content_is_the_owners() -> None:
+    """The owner's statement named like fedfs's stays where no grant of fedfs's has that
+    Sid; a fedfs statement edited by hand (its Sid still one fedfs writes) is restored."""
+    ours = statements_for(grant("/runs/a", "user:bob"))
+    alices = {
+        "Sid": "fedfs" + "0" * 24,
+        "Effect": "Deny",
+        "Principal": {"AWS": "arn:aws:iam:::user/bob"},
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::runs/a/secret/*",
+    }
+    assert not is_owned(alices) and all(is_owned(s) for s in ours)
+    doc = json.dumps({"Version": "2012-10-17", "Statement": [alices]})
+    change = merge(B, doc, ours)
+    assert change is not None and change.document is not None
+    kept = json.loads(change.document)["Statement"]
+    assert kept[0] == alices and [s["Sid"] for s in kept[1:]] == sorted(s["Sid"] for s in ours)
+    assert merge(B, change.document, ours) is None  # and it stays so
+    gone = merge(B, change.document, [])
+    assert gone is not None and json.loads(gone.document or "{}")["Statement"] == [alices]

@@ -98,6 +98,47 @@ def test_drift_found_by_a_poll_is_repaired_and_logged(caplog: pytest.LogCaptureF
     assert store.puts == puts
 
 
+def test_a_statement_taken_away_is_a_repair_also_when_a_change_starts_the_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """alice's PutBucketPolicy that drops fedfs's statements is also an import observation,
+    which wakes the export: the pass is a change, and what it puts back is a repair."""
+    caplog.set_level(logging.INFO)
+    store = Store()
+    grants = [GRANT]
+    e = exporter(store, grants)
+    trio.run(e.sync_all, "change")
+    wanted = ours(store)
+    store.policies["runs"] = json.dumps({"Version": "2012-10-17", "Statement": []})
+    trio.run(e.sync_all, "change")
+    assert ours(store) == wanted and e.state["runs"].repairs == 1
+    assert "event=object-acl-repair" in caplog.text
+    # a new grant's statements are an export, not a repair
+    grants.append(Grant("/runs/more", Principal("user", "bob"), Level.READ, "alice", 1.0))
+    trio.run(e.sync_all, "change")
+    assert len(ours(store)) == 4 and e.state["runs"].repairs == 1
+
+
+def test_an_owners_statement_with_a_sid_like_fedfss_is_kept() -> None:
+    """Only a Sid that is the hash of its statement marks it as fedfs's: the owner's Deny
+    named "fedfs" + 24 zeros stays, and fedfs's own statements are written beside it."""
+    store = Store()
+    deny = {
+        "Sid": "fedfs" + "0" * 24,
+        "Effect": "Deny",
+        "Principal": {"AWS": ["arn:aws:iam:::user/mallory"]},
+        "Action": ["s3:GetObject"],
+        "Resource": ["arn:aws:s3:::runs/shared/*"],
+    }
+    store.policies["runs"] = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    e = exporter(store, [GRANT])
+    trio.run(e.sync_all, "change")
+    trio.run(e.sync_all, "poll")
+    statements = json.loads(store.policies["runs"])["Statement"]
+    assert statements[0] == deny and not is_owned(deny)
+    assert len(ours(store)) == 2 and e.state["runs"].repairs == 0
+
+
 def test_grants_left_out_of_a_full_policy_are_named_logged_once_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -233,8 +233,13 @@ def test_unmappable_statements_give_nothing_and_are_each_reported_once() -> None
             allow("fedfs" + "0a" * 12, {"AWS": arn("bob")}, "s3:GetObject", "arn:aws:s3:::b/*"),
         ]
     )
-    # b/run* maps what the mount can show as one path: run and what is under run/
-    assert shapes(found) == {("/b/run", "bob", "prefix", "bucket-policy:Mid")}
+    # b/run* maps what the mount can show as one path: run and what is under run/; a Sid
+    # shaped like fedfs's over content fedfs did not write is the owner's, and imported
+    forged = "bucket-policy:fedfs" + "0a" * 12
+    assert shapes(found) == {
+        ("/b/run", "bob", "prefix", "bucket-policy:Mid"),
+        ("/b", "bob", "below", forged),
+    }
     assert sorted(u.sid for u in found.unmapped) == sorted(
         ["Not", "Ip", "Stranger", "Mid", "Exact", "Unknown"]
     )
