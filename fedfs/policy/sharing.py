@@ -1191,7 +1191,8 @@ class Sharing:
             for d in observed.denials:
                 if (path + "/").startswith(d.path + "/"):
                     who = "other" if d.who == EVERYONE else f"user:{d.who}"
-                    rows.append(_row(d.path, who, "none", d.source, when, path))
+                    since = when if d.since is None else d.since
+                    rows.append(_row(d.path, who, "none", d.source, since, path))
         return rows
 
 

@@ -98,6 +98,7 @@ class Denial:
     path: str
     who: str
     source: str
+    since: float | None = None  # when this denial was first observed (importer.py sets it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,12 @@ class Observed:
                     for r in data["rights"]
                 ),
                 tuple(
-                    Denial(normalize_path(str(d["path"])), str(d["who"]), str(d["source"]))
+                    Denial(
+                        normalize_path(str(d["path"])),
+                        str(d["who"]),
+                        str(d["source"]),
+                        None if d.get("since") is None else float(d["since"]),
+                    )
                     for d in data["denials"]
                 ),
                 tuple(Unmapped(str(u["sid"]), str(u["reason"])) for u in data["unmapped"]),

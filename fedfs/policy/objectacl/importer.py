@@ -126,12 +126,19 @@ class Importer:
             except PolicyError:
                 previous = None
         first: dict[tuple[str, str, int, str, str], float] = {}
+        denied: dict[tuple[str, str, str], float] = {}
         if previous is not None:
             for r in previous[0].rights:
                 first[_same(r)] = previous[1] if r.since is None else r.since
+            for d in previous[0].denials:
+                denied[(d.path, d.who, d.source)] = previous[1] if d.since is None else d.since
         return replace(
             observed,
             rights=tuple(replace(r, since=first.get(_same(r), now)) for r in observed.rights),
+            denials=tuple(
+                replace(d, since=denied.get((d.path, d.who, d.source), now))
+                for d in observed.denials
+            ),
         )
 
     def _observe(self, bucket: str, policy: str | None, acl: Any, now: float) -> Observed:

@@ -178,3 +178,40 @@ def test_a_right_keeps_the_time_it_was_first_observed_across_polls_changes_and_r
         ]
 
     trio.run(main)
+
+
+def test_a_deny_keeps_the_time_it_was_first_observed_when_the_policy_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    site = load_site_policy([])
+    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
+    store = PolicyStore(tmp_path / "policy.db", site.team_gids)
+    sharing = Sharing(store, site, Names(), {}, trio.CapacityLimiter(2), trail=trail)
+    bucket = Bucket()
+    importer = Importer(
+        ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
+        ["b"],
+        bucket,  # type: ignore[arg-type]
+        sharing,
+        Names(),
+        trail,
+        trio.CapacityLimiter(2),
+    )
+    deny = statement("DenyCarol", Effect="Deny", Resource="arn:aws:s3:::b/shared/secret/*")
+
+    def denied_since() -> list[float | None]:
+        return [d.since for d in sharing.imported["b"][0].denials]
+
+    async def main() -> None:
+        bucket.policy = json.dumps({"Statement": [statement("CarolReads"), deny]})
+        await importer.poll_all()
+        first = denied_since()
+        assert len(first) == 1 and first[0] is not None
+        # alice rewrites other parts of her policy: the Deny is the same one
+        bucket.policy = json.dumps({"Statement": [deny, statement("Other", Resource="b/x/*")]})
+        await importer.poll_all()
+        assert denied_since() == first
+        rows = sharing._bucket_policy_rows("/b/shared/secret/f", time.time())
+        assert [r["granted_at"] for r in rows] == first
+
+    trio.run(main)
