@@ -1120,7 +1120,13 @@ class Sharing:
         """Why an entry that no grant on path made cannot be removed with setfacl."""
         inherited = [g for g, _ in self.engine.grants_at(path, now) if g.principal == principal]
         if inherited:
-            where = inherited[0].path
+            where, source = inherited[0].path, inherited[0].granted_by
+            if source.startswith(("bucket-policy:", "bucket-acl")):
+                return (
+                    f"the entry for {principal} comes from the bucket's own policy or ACL "
+                    f"({source}, on {self.typed(where)}), not from a fedfs grant: change it "
+                    "with S3 (put-bucket-policy, put-bucket-acl)"
+                )
             return (
                 f"the entry for {principal} comes from a grant on {where}; "
                 f"remove it there with `{self.command('unshare', where, principal)}`"

@@ -14,7 +14,7 @@ from fedfs.audit.chain import AuditTrail, SigningKey
 from fedfs.config import ObjectAclConfig
 from fedfs.identity.source import Group, IdentityHealth, User
 from fedfs.policy import reports
-from fedfs.policy.model import Level
+from fedfs.policy.model import Level, Principal
 from fedfs.policy.objectacl.imported import Observed
 from fedfs.policy.objectacl.importer import KIND, Importer
 from fedfs.policy.replay import OBSERVE
@@ -183,20 +183,7 @@ def test_a_right_keeps_the_time_it_was_first_observed_across_polls_changes_and_r
 def test_a_deny_keeps_the_time_it_was_first_observed_when_the_policy_is_rewritten(
     tmp_path: Path,
 ) -> None:
-    site = load_site_policy([])
-    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
-    store = PolicyStore(tmp_path / "policy.db", site.team_gids)
-    sharing = Sharing(store, site, Names(), {}, trio.CapacityLimiter(2), trail=trail)
-    bucket = Bucket()
-    importer = Importer(
-        ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
-        ["b"],
-        bucket,  # type: ignore[arg-type]
-        sharing,
-        Names(),
-        trail,
-        trio.CapacityLimiter(2),
-    )
+    sharing, importer, bucket = node(tmp_path)
     deny = statement("DenyCarol", Effect="Deny", Resource="arn:aws:s3:::b/shared/secret/*")
 
     def denied_since() -> list[float | None]:
@@ -215,3 +202,39 @@ def test_a_deny_keeps_the_time_it_was_first_observed_when_the_policy_is_rewritte
         assert [r["granted_at"] for r in rows] == first
 
     trio.run(main)
+
+
+def test_setfacl_on_an_imported_entry_says_it_comes_from_the_bucket_policy(
+    tmp_path: Path,
+) -> None:
+    """Removing carol's entry with setfacl is refused; the reason names the statement and
+    S3, not a `fedfs unshare` that would itself be refused (there is no fedfs grant)."""
+    sharing, importer, bucket = node(tmp_path)
+
+    async def main() -> None:
+        bucket.policy = json.dumps({"Statement": [statement("CarolReads")]})
+        await importer.poll_all()
+        why = sharing._not_here("/b/shared/a.txt", Principal.parse("user:carol"), time.time())
+        assert "bucket-policy:CarolReads" in why and "put-bucket-policy" in why, why
+        assert "fedfs unshare" not in why, why
+
+    trio.run(main)
+
+
+def node(tmp_path: Path) -> tuple[Sharing, Importer, Bucket]:
+    """A node's sharing and importer over one in-memory bucket "b"."""
+    site = load_site_policy([])
+    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
+    store = PolicyStore(tmp_path / "policy.db", site.team_gids)
+    sharing = Sharing(store, site, Names(), {}, trio.CapacityLimiter(2), trail=trail)
+    bucket = Bucket()
+    importer = Importer(
+        ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
+        ["b"],
+        bucket,  # type: ignore[arg-type]
+        sharing,
+        Names(),
+        trail,
+        trio.CapacityLimiter(2),
+    )
+    return sharing, importer, bucket
