@@ -175,7 +175,9 @@ def parse_expiry(text: str) -> float:
 
 
 def when(t: float | None) -> str:
-    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    """A time for people, local, to the second (an expiry shown as 03:58 that ends at
+    03:58:26 would look like a grant outliving its end)."""
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def table_flags(sp: argparse.ArgumentParser) -> None:

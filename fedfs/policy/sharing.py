@@ -1283,4 +1283,4 @@ def _later(a: float | None, b: float | None) -> bool:
 
 
 def _when(t: float | None) -> str:
-    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
