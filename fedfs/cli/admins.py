@@ -114,8 +114,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             + ("; a watcher node ([object_acl] watcher)" if lg.get("watcher") else ""),
         ]
     lines += _object_acl_lines(s.get("object_acl"))
+    lines += unsealed_lines(s.get("unsealed") or [], str(s["config"]))
     print("\n".join(lines))
     return 0
+
+
+def unsealed_lines(rows: list[dict[str, Any]], config: str) -> list[str]:
+    """Buckets with objects whose ownership metadata fedfs did not seal ([object_acl])."""
+    lines = []
+    for r in rows:
+        some = ", ".join(printable(k) for k in r["examples"])
+        lines.append(
+            f"unsealed   {r['bucket']}: {r['count']} object(s) seen whose owner and mode fedfs "
+            "did not seal: shown as the bucket owner's, private"
+            + (f" (e.g. {some})" if some else "")
+            + f"; review and adopt with `fedfs fsck --config {config} --sign {r['bucket']}`"
+        )
+    return lines
 
 
 def _object_acl_lines(oa: dict[str, Any] | None) -> list[str]:

@@ -808,6 +808,27 @@ class Commands:
         found["unmapped_hidden"] = len(unmapped) - len(found["unmapped"])
         return found
 
+    async def _unsealed_status(self, peer: Peer) -> list[dict[str, Any]]:
+        """Per bucket, objects whose ownership metadata fedfs did not seal ([object_acl]):
+        how many this daemon has seen, and a few keys, named only to root, site admins
+        and the bucket's owner (a key names a file others may not reach)."""
+        seal = self.d.seal
+        if not seal.by_bucket:
+            return []
+        sharing = self.d.sharing
+        actor = await sharing.actor(peer.uid)
+        everything = peer.uid == 0 or sharing.site.is_admin(actor.uid, actor.name, actor.groups)
+        return [
+            {
+                "bucket": bucket,
+                "count": count,
+                "examples": list(seal.examples.get(bucket, []))
+                if everything or sharing.owns_bucket(actor, bucket)
+                else [],
+            }
+            for bucket, count in sorted(seal.by_bucket.items())
+        ]
+
     async def _export_status(self, peer: Peer) -> list[dict[str, Any]] | None:
         """The export's status per bucket. The grants left out of a full policy are named
         to root, site admins and the bucket's owner; others see those they made, and how
@@ -870,6 +891,7 @@ class Commands:
                 "teams": len(d.sharing.store.teams()),
             },
             "object_acl": await self._object_acl_status(peer),
+            "unsealed": await self._unsealed_status(peer),
             # [object_acl] export on this node (docs/OBJECT_ACL.md), None when off
             "object_acl_export": await self._export_status(peer),
             "identity": {

@@ -17,6 +17,7 @@ from fedfs.data.cache import Cache
 from fedfs.data.flusher import Flusher
 from fedfs.data.writeback import WriteBack
 from fedfs.fuse.operations import Operations
+from fedfs.meta.seal import MetadataSeal
 from fedfs.policy.log import PolicyLog
 from fedfs.policy.objectacl.exporter import Exporter
 from fedfs.policy.objectacl.importer import Importer
@@ -48,3 +49,4 @@ class Mount(Protocol):
     policy_log: PolicyLog | None  # with a shared policy log ([policy] log_bucket)
     importer: Importer | None  # with [object_acl] importing the buckets' own policies
     exporter: Exporter | None  # grants to bucket policies ([object_acl], a watcher node)
+    seal: MetadataSeal  # which ownership metadata is believed ([object_acl]: sealed only)

@@ -50,6 +50,9 @@ def canonical(bucket: str, key: str, metadata: dict[str, str]) -> bytes:
     return json.dumps(["fedfs-meta-v1", bucket, key, fields], separators=(",", ":")).encode()
 
 
+EXAMPLES = 5  # keys kept per bucket to name in `fedfs status` and `fedfs doctor`
+
+
 class MetadataSeal:
     """Signs the metadata fedfs writes and says which metadata a mount may believe.
 
@@ -61,6 +64,8 @@ class MetadataSeal:
         self.key = key if required else None
         self.required = required
         self.ignored = 0  # objects whose ownership metadata was read as absent (once each)
+        self.by_bucket: dict[str, int] = {}  # the same, per bucket
+        self.examples: dict[str, list[str]] = {}  # a few of their keys, per bucket
         self._reported: set[tuple[str, str]] = set()
 
     @property
@@ -102,6 +107,10 @@ class MetadataSeal:
         if dropped and (bucket, key) not in self._reported:
             self._reported.add((bucket, key))
             self.ignored += 1
+            self.by_bucket[bucket] = self.by_bucket.get(bucket, 0) + 1
+            some = self.examples.setdefault(bucket, [])
+            if len(some) < EXAMPLES:
+                some.append(key)
             log.warning(
                 "s3://%s/%s: ignoring its ownership metadata (%s): %s, so it shows as "
                 "the bucket owner's with no group or other access. fedfs signs what it "

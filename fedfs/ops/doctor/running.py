@@ -50,6 +50,20 @@ def check_daemon(cfg: Config) -> list[Finding]:
                 f"fedfs sync {s['mountpoint']} names them and why",
             )
         )
+    for u in s.get("unsealed") or []:
+        found.append(
+            Finding(
+                f"sealed metadata {u['bucket']}",
+                WARN,
+                f"{u['count']} object(s) seen in {u['bucket']} whose owner and mode fedfs did "
+                "not seal (written before [object_acl] was on, or by someone else's keys): "
+                "they show as the bucket owner's, private",
+                f"`fedfs fsck --config {s['config']} --sign {u['bucket']}` lists them and what "
+                "they would be adopted with; read the list, then apply it "
+                '(docs/OBJECT_ACL.md, "Who owns an object")',
+                tuple(u["examples"]),
+            )
+        )
     oa = s.get("object_acl")
     if oa and (oa["unmapped"] or oa["errors"]):
         found.append(

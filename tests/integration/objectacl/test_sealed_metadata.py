@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.integration.objectacl.conftest import SERVICE, Rgw
 from tests.integration.objectacl.test_export import becomes, fedfs
-from tests.support import FEDFS, UnixUser, wait_for
+from tests.support import FEDFS, REPO, UnixUser, wait_for
 
 SEAL = "fedfs-sig"
 
@@ -78,6 +78,24 @@ def test_a_grantees_own_put_with_ownership_metadata_makes_him_no_owner(
     assert reads(carol, runs / "a.txt")
     assert os.stat(runs).st_uid == alice.uid
     wait_for(lambda: "ignoring its ownership metadata" in m.log_text(), "the log line")
+    # status and doctor say so, naming keys only to those who may see the bucket's names
+    r = subprocess.run(
+        [*FEDFS, "status", str(m.mountpoint)], capture_output=True, text=True, cwd=REPO
+    )
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("unsealed"))
+    assert b in line and "runs/forged.txt" in line and "fsck" in line and "--sign" in line
+    r = carol.run(*FEDFS, "status", str(m.mountpoint))
+    line = next(ln for ln in r.stdout.decode().splitlines() if ln.startswith("unsealed"))
+    assert "forged" not in line, line
+    r = subprocess.run(
+        [*FEDFS, "doctor", "--config", str(m.config), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    checks = [f for f in json.loads(r.stdout)["findings"] if f["check"] == f"sealed metadata {b}"]
+    assert checks and checks[0]["status"] == "WARN" and "--sign" in checks[0]["fix"], checks
 
 
 def test_what_fedfs_writes_keeps_its_owner_and_modes_through_renames_chmod_and_a_remount(
