@@ -34,6 +34,8 @@ def cmd_share(args: argparse.Namespace) -> int:
     print(f"shared {printable(args.path)} with {r['principal']}: {r['level']}{change}{until}")
     _note(r)
     _export(r)
+    if r.get("denied"):
+        print(f"fedfs: warning: {printable(r['denied'])}", file=sys.stderr)
     return 0
 
 

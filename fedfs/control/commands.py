@@ -146,7 +146,25 @@ class Commands:
             "note": await self._published(),
             # [object_acl] export: whether the bucket policy holds it (None: export is off)
             "export": await export_notes.after_share(self.d.exporter, grant),
+            "denied": self._denied_note(actor, grant.path, str(grant.principal)),
         }
+
+    def _denied_note(self, actor: Any, path: str, principal: str) -> str | None:
+        """Why a grant just made gives nothing: the bucket's own policy denies its grantee
+        there (a Deny overrides every grant, on the store and through the mount)."""
+        try:
+            rows = self.d.sharing.grants_at(actor, path)
+        except Refused:  # the sharer's authority went meanwhile: nothing to add
+            return None
+        for row in rows:
+            if row["level"] == "none" and row["principal"] == principal:
+                return (
+                    f"{principal} is denied at {row['path']} by the bucket's own policy "
+                    f"({row['granted_by']}), which overrides this grant on the store and "
+                    "through the mount: it gives nothing there until the bucket's owner "
+                    "removes that statement"
+                )
+        return None
 
     async def _shareable(self, path: str) -> None:
         """A grant names a place that exists, and not a link: one on a link gives nothing,
@@ -203,6 +221,11 @@ class Commands:
             row["mask"] = reports.rwx(mask)
             row["limited_by"] = reports.rwx(granted & ~mask).replace("-", "") or None
             row["mask_by"] = inode.mask_by  # "chmod", "setfacl" or None (not known)
+        # a Deny of the bucket's own policy here leaves its principal's grants nothing
+        denied = {r["principal"]: r["granted_by"] for r in rows if r["level"] == "none"}
+        for row in rows:
+            if row["level"] != "none" and row["principal"] in denied:
+                row["effective"], row["denied_by"] = "---", denied[row["principal"]]
         self._exported(rows)
         return rows
 

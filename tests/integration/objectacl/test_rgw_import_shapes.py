@@ -217,3 +217,13 @@ def test_reports_show_an_imported_expiry_and_say_when_a_deny_overrides_a_grant(
         f"{bob.name}: denied here by bucket policy statement 'DenyBob' "
         f"(the Deny is on /{rgw_bucket}/shared/secret) - overrides the grants above"
     ) in r.stdout.decode(), r.stdout
+    # the grant's own row shows it gives nothing here, and a new grant there is warned
+    r = alice.run(*FEDFS, "grants", str(secret), "--json")
+    assert r.returncode == 0, r.stderr
+    mine = [g for g in json.loads(r.stdout) if g["principal"] == f"user:{bob.name}"]
+    assert mine and all(g["effective"] == "---" for g in mine if g["level"] != "none"), mine
+    r = alice.run(
+        *FEDFS, "share", str(root / "shared" / "secret"), "--with", f"user:{bob.name}", "--read"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "denied at" in r.stderr.decode() and "bucket-policy:DenyBob" in r.stderr.decode()
