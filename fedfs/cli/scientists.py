@@ -69,6 +69,34 @@ def cmd_unshare(args: argparse.Namespace) -> int:
     return 0
 
 
+# What an imported right of a bucket policy covers (policy/model.py Shape), as a reader
+# of `fedfs grants` needs it: a listing right is not a read of the files.
+_SHAPE_WORDS = {
+    "below": "under it",
+    "prefix": "it and under it",
+    "list": "list",
+    "list-one": "list",
+}
+
+
+def _one_row_each(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's rows: an imported right says what it covers next to its level, and
+    rows that read the same (a statement's `P/` and `P/*` listing) are shown once."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for r in rows:
+        words = _SHAPE_WORDS.get(str(r.get("shape") or "tree"))
+        if words == "list":
+            r = {**r, "level": "list"}
+        elif words:
+            r = {**r, "level": f"{r['level']} ({words})"}
+        key = (r["principal"], r["level"], r["path"], r["granted_by"], r["effective"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def cmd_grants(args: argparse.Namespace) -> int:
     _, fpath, socket = locate(args.path)
     with client(socket) as c:
@@ -80,6 +108,8 @@ def cmd_grants(args: argparse.Namespace) -> int:
         )
         return 0
     columns = ["principal", "level", "effective", "from", "granted_by", "since", "until"]
+    if not (args.json or args.csv):
+        rows = _one_row_each(rows)
     for r in rows:
         r["from"] = "this path" if not r["inherited"] else r["path"]
         r["until"] = when(r["expires"])

@@ -51,3 +51,19 @@ def test_an_owners_limit_that_leaves_a_grant_nothing_says_it_denies() -> None:
         "note: the ACL mask of runs/a.nc is r-- (set by chmod), so user:carol read works as "
         "r-- here; chmod g+x lifts the limit",
     ]
+
+
+def test_a_listing_right_reads_as_list_and_its_two_prefixes_show_once() -> None:
+    from fedfs.cli.scientists import _one_row_each
+
+    row = {
+        "principal": "user:dave",
+        "level": "read",
+        "path": "/b/old",
+        "granted_by": "bucket-policy:DaveListOld",
+        "effective": "---",
+        "inherited": True,
+    }
+    rows = [{**row, "shape": "list-one"}, {**row, "shape": "list"}, {**row, "shape": "below"}]
+    shown = _one_row_each(rows)
+    assert [r["level"] for r in shown] == ["list", "read (under it)"]
