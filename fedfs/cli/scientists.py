@@ -242,7 +242,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Grant PRINCIPAL a level of access to PATH and everything below it, "
         "existing and new. Needs manage at PATH (the bucket owner, a manage grant, "
         "or a site admin). Levels: read (r + X), write (rw + X), manage (write, and "
-        "may share below PATH).",
+        "may share below PATH). With [object_acl] in the config, the grant is also "
+        "written into the bucket's bucket policy, so the grantee's own S3 keys get the "
+        "same access; the answer says whether it was.",
     )
     sh.add_argument("path", help="a file or directory on a fedfs mount")
     sh.add_argument(
@@ -283,7 +285,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     un.add_argument("--with", dest="principal", required=True, metavar="PRINCIPAL")
     un.set_defaults(func=cmd_unshare)
 
-    gr = sub.add_parser("grants", help="what grants apply to a path, and where they come from")
+    gr = sub.add_parser(
+        "grants",
+        help="what grants apply to a path, and where they come from",
+        description="The grants that apply at PATH: fedfs grants made there or on a "
+        "directory above it, and what the bucket's own policy gives or denies (source "
+        "bucket-policy:SID or bucket-acl). `effective` is what each gives this object "
+        "after the owner's limit (the ACL mask) and any Deny; `exported` (with "
+        "[object_acl]) whether the bucket policy holds it.",
+    )
     gr.add_argument("path")
     table_flags(gr)
     gr.set_defaults(func=cmd_grants)
