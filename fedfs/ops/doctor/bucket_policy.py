@@ -26,8 +26,9 @@ def _fix(cfg: Config, bucket: str) -> str:
         f"the daemon's key ([store] access_key in {cfg.path}) needs s3:GetBucketPolicy, "
         f"s3:PutBucketPolicy and s3:DeleteBucketPolicy on {bucket!r}: on Ceph RGW make its "
         "user a system user (radosgw-admin user modify --uid=USER --system) or the bucket's "
-        "owner; on AWS add them to the key's IAM policy. Or set [object_acl] sync = "
-        '"import" to stop exporting grants'
+        "owner; on AWS add them to the key's IAM policy. If only writing fails, "
+        '[object_acl] sync = "import" stops exporting grants (reading the policy, and '
+        "s3:GetBucketAcl, the import still needs)"
     )
 
 
