@@ -30,6 +30,7 @@ from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy import reach, reports
 from fedfs.policy.acl import Acl, AclTag, R, X, permits
 from fedfs.policy.model import Grant, Level, Principal, Team
+from fedfs.policy.objectacl.imported import EVERYONE
 from fedfs.policy.sharing import Actor, Refused
 
 Op = Callable[[Peer, dict[str, Any]], Awaitable[Any]]
@@ -639,14 +640,28 @@ class Commands:
                 g = await sharing._ask(sharing.identity.group_by_gid, gid)
                 names[gid] = g.name if g is not None else str(gid)
         if known is not None:
-            return reports.Sources(known.grants, known.teams, known.identities, names)
+            return reports.Sources(
+                known.grants, known.teams, known.identities, names, known.denials
+            )
         now = time.time()
         return reports.Sources(
             tuple(g for g in sharing._grants() if g.active(now)),
             {t.name: t for t in sharing.store.teams()},
             sharing.identities,
             names,
+            self._denials(),
         )
+
+    def _denials(self) -> tuple[tuple[str, int | None, str], ...]:
+        """The buckets' own Denies for reports: (path, uid, source); uid None: "other"."""
+        sharing = self.d.sharing
+        found = []
+        for observed, _ in sharing.imported.values():
+            for d in observed.denials:
+                uid = None if d.who == EVERYONE else sharing.identities.uid_of(d.who)
+                if d.who == EVERYONE or uid is not None:
+                    found.append((d.path, uid, d.source))
+        return tuple(found)
 
     async def _chain(self, path: str) -> list[Inode[Staging]] | None:
         """The inodes from the mount's root to path (looked up as root), or None if absent."""

@@ -54,6 +54,8 @@ class Sources:
     teams: dict[str, Team]
     identities: Identities
     group_names: dict[int, str]  # gid -> name, for the owning groups of the steps
+    # Denies of the buckets' own policies: (path, uid or None for "other", source)
+    denials: tuple[tuple[str, int | None, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,13 @@ def _explain(
         name = sources.group_names.get(step.view.gid, str(step.view.gid))
         return f"mode bits for group {name} ({mode})", []
     assert id_ is not None
+    denied = [
+        f"denied by the bucket's own policy ({source}, on {path})"
+        for path, uid, source in sources.denials
+        if how == "user" and uid == id_ and (step.path + "/").startswith(path + "/")
+    ]
+    if denied and not perm:
+        return denied[0], []
     covering, below = _entry_sources(step, sources, how == "user", id_)
     if covering:
         return "; ".join(_grant_text(g) for g in covering), covering

@@ -227,3 +227,13 @@ def test_reports_show_an_imported_expiry_and_say_when_a_deny_overrides_a_grant(
     )
     assert r.returncode == 0, r.stderr
     assert "denied at" in r.stderr.decode() and "bucket-policy:DenyBob" in r.stderr.decode()
+    # audit who names the Deny as the reason bob gets nothing there, where everyone
+    # else may read (bob is listed only where his fallback, "other", would show access)
+    r = alice.run("chmod", "o+rx", str(secret.parent.parent), str(secret.parent))
+    assert r.returncode == 0 and alice.run("chmod", "o+r", str(secret)).returncode == 0
+    r = alice.run(*FEDFS, "audit", "who", str(secret), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    bobs = [row for row in rows if row["principal"] == f"user:{bob.name}"]
+    assert bobs and bobs[0]["access"] == "---", rows
+    assert "denied by the bucket's own policy (bucket-policy:DenyBob" in bobs[0]["via"], bobs
