@@ -128,7 +128,8 @@ def unsealed_lines(rows: list[dict[str, Any]], config: str) -> list[str]:
             f"unsealed   {r['bucket']}: {r['count']} object(s) seen whose owner and mode fedfs "
             "did not seal: shown as the bucket owner's, private"
             + (f" (e.g. {some})" if some else "")
-            + f"; review and adopt with `fedfs fsck --config {config} --sign {r['bucket']}`"
+            + f"; review with `fedfs fsck --config {config} --sign {r['bucket']} --plan FILE`, "
+            "then adopt what you checked with the same and --yes"
         )
     return lines
 
@@ -184,23 +185,38 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def sign_metadata(args: argparse.Namespace) -> int:
-    """`fedfs fsck --sign BUCKET[/PREFIX] [--yes]`: list, or seal, metadata fedfs would ignore."""
+    """`fedfs fsck --sign BUCKET[/PREFIX] [--plan FILE [--yes]]`: list metadata fedfs would
+    ignore, record the list as a plan, or seal exactly what a plan names."""
     from fedfs import config
     from fedfs.ops import adopt
 
+    plan = Path(args.plan) if args.plan else None
     try:
-        found = adopt.sign(config.load(args.config), args.sign, args.yes)
+        found = adopt.sign(config.load(args.config), args.sign, plan, args.yes)
     except FedfsError as e:
         print(f"fedfs: {printable(e)}", file=sys.stderr)
         return 2
     if args.yes:
-        print(f"fsck: sealed {found.sealed} of {found.seen} objects with metadata")
+        print(f"fsck: sealed {found.sealed} of {found.planned} reviewed objects")
+        if found.skipped:
+            print(
+                f"fsck: {len(found.skipped)} changed or went away since the review and were "
+                f"NOT sealed; review them again: fedfs fsck --config {args.config} "
+                f"--sign {args.sign} --plan NEWFILE"
+            )
+            return 1
     elif found.unsealed:
+        then = (
+            f"then seal exactly these with: fedfs fsck --config {args.config} --sign "
+            f"{args.sign} --plan {args.plan} --yes"
+            if plan is not None
+            else "then run again with --plan FILE to record this list, and with "
+            "--plan FILE --yes to seal exactly it"
+        )
         print(
             f"fsck: {found.unsealed} of {found.seen} objects with metadata carry no valid "
             "seal and show as the bucket owner's, 0600/0700. Check the owners and modes "
-            "above (anyone who may write there could have set them), then run again with "
-            "--yes to adopt them"
+            f"above (anyone who may write there could have set them), {then}"
         )
     else:
         print(f"fsck: all {found.seen} objects with metadata are sealed")
@@ -295,8 +311,9 @@ def add_parsers(
         "audit chain. Exit status 0: nothing was wrong; 1: repaired (what was lost is "
         "listed); 2: could not repair. With --sign BUCKET[/PREFIX] it does none of this "
         "and instead lists the objects there whose owner, group and mode metadata carry "
-        "no valid fedfs seal, which a mount with [object_acl] ignores; --yes seals them "
-        "as they stand (a mount may run meanwhile).",
+        "no valid fedfs seal, which a mount with [object_acl] ignores; --plan FILE records "
+        "that list, and --plan FILE --yes seals exactly the objects it names that are "
+        "unchanged since (exit status 1 if some were skipped; a mount may run meanwhile).",
     )
     fk.add_argument("--config", "-c", required=True, help="TOML config file")
     fk.add_argument("--journal", action="store_true", help="check only the write-back journal")
@@ -308,7 +325,15 @@ def add_parsers(
         "carry no valid fedfs seal ([object_acl] ignores it), to adopt them with --yes",
     )
     fk.add_argument(
-        "--yes", action="store_true", help="with --sign: seal the metadata listed, as it is"
+        "--plan",
+        metavar="FILE",
+        help="with --sign: write the list reviewed to FILE; with --yes: seal only what FILE "
+        "names, each only if unchanged since the review",
+    )
+    fk.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --sign and --plan FILE: seal the objects the plan names",
     )
     fk.set_defaults(func=cmd_fsck)
 

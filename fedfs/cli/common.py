@@ -32,14 +32,16 @@ from fedfs.events import printable
 def locate(path: str, gone_ok: bool = False) -> tuple[Path, str, str]:
     """A path on a fedfs mount -> (mount point, fedfs path "/bucket/key", control socket).
 
-    gone_ok: the path itself may be missing (`fedfs unshare` of a grant whose object
-    was removed); its nearest existing directory tells the mount.
+    gone_ok: the path itself need not resolve (`fedfs unshare` of a grant whose object
+    was removed, or while the store refuses or does not answer, so the mount cannot
+    look it up): its nearest directory that does tells the mount, and the path is
+    taken as written (no symlinks followed). Only a stopped daemon still fails.
     """
     p = Path(os.path.abspath(path))
     try:
         os.lstat(p)
     except OSError as e:
-        if gone_ok and e.errno == errno.ENOENT and p.parent != p:
+        if gone_ok and e.errno != errno.ENOTCONN and p.parent != p:
             mount, fpath, socket = locate(str(p.parent), gone_ok=True)
             return mount, fpath.rstrip("/") + "/" + p.name, socket
         if e.errno == errno.ENOTCONN:

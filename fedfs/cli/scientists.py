@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -60,10 +61,20 @@ def _export(answer: dict[str, Any]) -> None:
 
 
 def cmd_unshare(args: argparse.Namespace) -> int:
-    _, fpath, socket = locate(args.path, gone_ok=True)  # a grant may outlive its object
+    # A revocation never waits on the store: a path the mount cannot look up (gone,
+    # the store refusing or down) is named as written, and the daemon removes the
+    # grant recorded for exactly that path, by the policy's authority alone.
+    unresolved = _unresolved(args.path)
+    _, fpath, socket = locate(args.path, gone_ok=True)
     with client(socket) as c:
         r = c.call("unshare", path=fpath, principal=args.principal)
     print(f"removed {r['level']} for {r['principal']} on {printable(args.path)}")
+    if unresolved:
+        print(
+            f"fedfs: note: {printable(args.path)} could not be looked up through the mount "
+            f"({unresolved}); the grant recorded for exactly that path was removed",
+            file=sys.stderr,
+        )
     _note(r)
     _export(r)
     return 0
@@ -95,6 +106,15 @@ def _one_row_each(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             out.append(r)
     return out
+
+
+def _unresolved(path: str) -> str | None:
+    """Why the mount cannot look path up now (gone, the store refusing...), or None."""
+    try:
+        os.lstat(path)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def cmd_grants(args: argparse.Namespace) -> int:

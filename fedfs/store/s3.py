@@ -735,16 +735,20 @@ class ObjectStore:
         size: int,
         metadata: dict[str, str] | None = None,
         content_type: str | None = None,
+        if_match: str | None = None,
     ) -> ObjectInfo:
         """Server-side copy; with metadata, the copy's metadata is replaced (chmod, rename).
 
         Without metadata the copy keeps the source's; when the store signs metadata,
         a seal valid for src is made again for dst (a HEAD first, and the copy only of
         the version that HEAD saw), so a renamed object keeps its owner and mode.
+        if_match: copy only if src's ETag is still this one, else PreconditionFailed.
         """
         what = f"copy s3://{bucket}/{src} to {dst}"
         src_ref = {"Bucket": bucket, "Key": src}
         extra: dict[str, Any] = {**self.acl}
+        if if_match is not None:
+            extra["CopySourceIfMatch"] = f'"{if_match.strip(chr(34))}"'
         if metadata is None and self.seal is not None and self.seal.signing:
             source = self.head(bucket, src)
             if source is None:

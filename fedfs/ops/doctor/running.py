@@ -58,8 +58,9 @@ def check_daemon(cfg: Config) -> list[Finding]:
                 f"{u['count']} object(s) seen in {u['bucket']} whose owner and mode fedfs did "
                 "not seal (written before [object_acl] was on, or by someone else's keys): "
                 "they show as the bucket owner's, private",
-                f"`fedfs fsck --config {s['config']} --sign {u['bucket']}` lists them and what "
-                "they would be adopted with; read the list, then apply it "
+                f"`fedfs fsck --config {s['config']} --sign {u['bucket']} --plan FILE` lists "
+                "them and what they would be adopted with; read the list, then apply it "
+                "with the same command and --yes "
                 '(docs/OBJECT_ACL.md, "Who owns an object")',
                 tuple(u["examples"]),
             )

@@ -187,25 +187,36 @@ def test_fsck_sign_lists_then_adopts_metadata_written_before_the_seal(
     a = m.path(b, "old", "a.txt")
     assert stat.S_IMODE(os.stat(a).st_mode) == 0o600
 
-    listed = subprocess.run(
-        [*FEDFS, "fsck", "--config", str(m.config), "--sign", f"{b}/old/"],
-        capture_output=True,
-        text=True,
-    )
-    assert listed.returncode == 0, listed.stderr
-    assert "would seal old/a.txt: mode=0o100644" in listed.stdout, listed.stdout
-    assert "else/b.txt" not in listed.stdout and "1 of 1 objects" in listed.stdout
+    svc.put_object(Bucket=b, Key="old/evil", Body=b"e", Metadata=old)
+    plan = m.config.parent / "sign-plan.json"
+    fsck = [*FEDFS, "fsck", "--config", str(m.config), "--sign", f"{b}/old/"]
+
+    refused = subprocess.run([*fsck, "--yes"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--plan" in refused.stderr, refused
     assert not sealed(rgw, b, "old/a.txt")
 
-    done = subprocess.run(
-        [*FEDFS, "fsck", "--config", str(m.config), "--sign", f"{b}/old/", "--yes"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0 and "sealed 1 of 1" in done.stdout, done
+    listed = subprocess.run([*fsck, "--plan", str(plan)], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "would seal old/a.txt: mode=0o100644" in listed.stdout, listed.stdout
+    assert "else/b.txt" not in listed.stdout and "2 of 2 objects" in listed.stdout
+    assert not sealed(rgw, b, "old/a.txt")
+
+    # Between the review and --yes, someone who may write there adds a setuid root
+    # file and gives the reviewed one (same body, same ETag) an owner and mode of his own.
+    root_suid = {"uid": "0", "gid": "0", "mode": str(0o106777)}
+    svc.put_object(Bucket=b, Key="old/late", Body=b"l", Metadata=root_suid)
+    svc.put_object(Bucket=b, Key="old/evil", Body=b"e", Metadata={**old, "mode": str(0o100666)})
+
+    done = subprocess.run([*fsck, "--plan", str(plan), "--yes"], capture_output=True, text=True)
+    assert done.returncode == 1 and "sealed 1 of 2 reviewed" in done.stdout, done
+    assert "skipped old/evil: changed since the review" in done.stdout, done.stdout
+    assert "old/late" not in done.stdout and "NOT sealed" in done.stdout
     assert sealed(rgw, b, "old/a.txt") and not sealed(rgw, b, "else/b.txt")
+    assert not sealed(rgw, b, "old/late") and not sealed(rgw, b, "old/evil")
     wait_for(lambda: stat.S_IMODE(os.stat(a).st_mode) == 0o644, "the adopted mode")
     assert os.stat(a).st_uid == alice.uid
+    late = os.stat(m.path(b, "old", "late"))
+    assert late.st_uid != 0 and not late.st_mode & 0o7000, "unreviewed metadata was adopted"
 
 
 def test_a_partial_rewrite_stays_the_bucket_owners_to_read_and_keeps_its_owner(
