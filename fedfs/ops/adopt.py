@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfs.config import Config
-from fedfs.errors import ConfigError, NotFound, PreconditionFailed
+from fedfs.errors import ConfigError, FedfsError, NotFound, PreconditionFailed
 from fedfs.meta.index_format import INDEX_PREFIX
 from fedfs.meta.seal import COVERED, KEY_PURPOSE, MetadataSeal
 from fedfs.store.s3 import ObjectInfo, ObjectStore
@@ -91,6 +91,34 @@ def describe(info: ObjectInfo) -> str:
     return f"{info.key.encode('unicode_escape').decode('ascii')}: {' '.join(shown)}"
 
 
+def _trusted_writers(store: ObjectStore, bucket: str) -> set[str]:
+    """The store IDs whose writes an admin expects: the bucket's owner and the daemon's
+    own user (the owner of the buckets its key lists). Empty when the store will not say."""
+    found: set[str] = set()
+    try:
+        owner = store.get_bucket_acl(bucket)["Owner"]
+        found |= {str(owner[k]) for k in ("ID", "DisplayName") if owner.get(k)}
+        mine = store.client.list_buckets().get("Owner") or {}
+        found |= {str(mine[k]) for k in ("ID", "DisplayName") if mine.get(k)}
+    except Exception:  # an ACL the key may not read: the list says nothing of writers
+        return set()
+    return found
+
+
+def _written_by(
+    store: ObjectStore, bucket: str, key: str, trusted: set[str]
+) -> tuple[str | None, bool]:
+    """Who wrote the object (its owner in the object's ACL), and whether that is someone
+    other than the bucket's owner and the daemon's user (their own keys set the metadata)."""
+    try:
+        writer = store.writer_of(bucket, key)
+    except FedfsError:
+        return None, False
+    if writer is None:
+        return None, False
+    return writer.encode("unicode_escape").decode("ascii"), bool(trusted) and writer not in trusted
+
+
 PLAN_FORMAT = "fedfs-sign-plan/1"
 
 
@@ -126,8 +154,17 @@ def sign(
         assert plan is not None
         return _apply(store, bucket, prefix, _read_plan(plan, bucket, prefix), found, say)
     entries = []
+    trusted = _trusted_writers(store, bucket)
     for info in unsealed(store, seal, bucket, prefix, found):
-        say("would seal " + describe(info))
+        writer, other = _written_by(store, bucket, info.key, trusted)
+        if other:
+            say(
+                f"not planned {describe(info)} (written by {writer}: neither the bucket's owner "
+                "nor fedfs, so that user chose this owner and mode; the bucket's owner may "
+                "chmod or chown it through the mount to make it fedfs's)"
+            )
+            continue
+        say("would seal " + describe(info) + (f" (written by {writer})" if writer else ""))
         entries.append({"key": info.key, "etag": info.etag, "metadata_sha256": digest(info)})
     if plan is not None:
         _write_plan(

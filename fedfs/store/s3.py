@@ -398,6 +398,16 @@ class ObjectStore:
         r = self._call(f"bucket ACL of {bucket!r}", self.client.get_bucket_acl, Bucket=bucket)
         return {"Owner": r.get("Owner") or {}, "Grants": list(r.get("Grants") or [])}
 
+    def writer_of(self, bucket: str, key: str) -> str | None:
+        """Who owns an object on the store (on RGW: the user whose key wrote it), from
+        GetObjectAcl: its ID; None when the store does not say."""
+        r = self._call(
+            f"object ACL of s3://{bucket}/{key}", self.client.get_object_acl, Bucket=bucket, Key=key
+        )
+        owner = r.get("Owner") or {}
+        found = owner.get("ID") or owner.get("DisplayName")
+        return str(found) if found else None
+
     # -- metadata --------------------------------------------------------
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:

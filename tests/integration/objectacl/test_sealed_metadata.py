@@ -195,10 +195,34 @@ def test_fsck_sign_lists_then_adopts_metadata_written_before_the_seal(
     assert refused.returncode == 2 and "--plan" in refused.stderr, refused
     assert not sealed(rgw, b, "old/a.txt")
 
+    # carol, whom alice lets write under old/ with her own keys, names herself the owner
+    may_write = {
+        "Sid": "CarolWrites",
+        "Effect": "Allow",
+        "Principal": {"AWS": [f"arn:aws:iam:::user/{carol.name}"]},
+        "Action": ["s3:PutObject"],
+        "Resource": [f"arn:aws:s3:::{b}/old/*"],
+    }
+    policy = {"Version": "2012-10-17", "Statement": [may_write]}
+    rgw.client(alice.name).put_bucket_policy(Bucket=b, Policy=json.dumps(policy))
+    mine = {"uid": str(carol.uid), "gid": str(carol.gid), "mode": str(0o100666)}
+    becomes(
+        "ok",
+        rgw.client(carol.name).put_object,
+        Bucket=b,
+        Key="old/carols",
+        Body=b"c",
+        Metadata=mine,
+        ACL="bucket-owner-full-control",
+    )
+
     listed = subprocess.run([*fsck, "--plan", str(plan)], capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert "would seal old/a.txt: mode=0o100644" in listed.stdout, listed.stdout
-    assert "else/b.txt" not in listed.stdout and "2 of 2 objects" in listed.stdout
+    assert "else/b.txt" not in listed.stdout and "3 of 3 objects" in listed.stdout
+    assert f"not planned old/carols: mode=0o100666 uid={carol.uid}" in listed.stdout
+    assert f"written by {carol.name}" in listed.stdout, listed.stdout
+    assert "old/carols" not in plan.read_text()
     assert not sealed(rgw, b, "old/a.txt")
 
     # Between the review and --yes, someone who may write there adds a setuid root
@@ -217,6 +241,7 @@ def test_fsck_sign_lists_then_adopts_metadata_written_before_the_seal(
     assert os.stat(a).st_uid == alice.uid
     late = os.stat(m.path(b, "old", "late"))
     assert late.st_uid != 0 and not late.st_mode & 0o7000, "unreviewed metadata was adopted"
+    assert not sealed(rgw, b, "old/carols")
 
 
 def test_a_partial_rewrite_stays_the_bucket_owners_to_read_and_keeps_its_owner(
