@@ -1042,7 +1042,7 @@ class Sharing:
                 changes.append((Principal(kind, name), wanted.get(id_, 0)))
         if not changes:
             return
-        self._need_manage(actor, path, "changing the ACL (setfacl)")
+        self._need_manage(actor, path, "changing the ACL (setfacl)", is_dir)
         now = time.time()
         with self.store.transaction():
             self._apply_acl_changes(actor, path, changes, now, is_dir)
