@@ -135,6 +135,10 @@ def cmd_grants(args: argparse.Namespace) -> int:
         r["until"] = when(r["expires"])
         r["since"] = when(r["granted_at"])
         r["in force"] = "yes" if not r.get("suspended") else f"no: {r['suspended']}"
+    if any(r.get("shape") == "object" for r in rows):  # a grant made on a file
+        columns.append("covers")
+        for r in rows:
+            r["covers"] = _COVERS.get(r.get("shape", "tree"), r.get("shape", ""))
     if any(r.get("suspended") for r in rows):
         columns.append("in force")  # a stricter site policy left some grants out
     if any(r.get("exported") for r in rows):  # [object_acl] export on this node
@@ -146,6 +150,9 @@ def cmd_grants(args: argparse.Namespace) -> int:
         for line in limit_lines(rows, printable(args.path)) + denied_lines(rows):
             print(line)
     return 0
+
+
+_COVERS = {"object": "this file only", "tree": "it and all below"}
 
 
 def limit_lines(rows: list[dict[str, Any]], shown: str) -> list[str]:

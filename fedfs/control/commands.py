@@ -29,7 +29,7 @@ from fedfs.errors import FedfsError, NotFound
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
 from fedfs.policy import reach, reports
 from fedfs.policy.acl import Acl, AclTag, R, X, permits
-from fedfs.policy.model import Grant, Level, Principal, Team
+from fedfs.policy.model import TREE, Grant, Level, Principal, Team, check_shape
 from fedfs.policy.objectacl.imported import EVERYONE
 from fedfs.policy.sharing import Actor, Refused
 
@@ -167,9 +167,10 @@ class Commands:
                 )
         return None
 
-    async def _shareable(self, path: str) -> None:
+    async def _shareable(self, path: str) -> bool:
         """A grant names a place that exists, and not a link: one on a link gives nothing,
-        and the sharer almost always meant where it points (which may be somewhere else)."""
+        and the sharer almost always meant where it points (which may be somewhere else).
+        True when it is a directory (a grant on anything else covers that object only)."""
         inode = await self._resolve(path)
         if inode is None:
             raise Refused(f"{path} does not exist; create it first, then share it")
@@ -180,6 +181,7 @@ class Commands:
                 f"{path} is a symbolic link{to}; a grant on a link gives nothing: "
                 "share the path it points to"
             )
+        return inode.kind is Kind.DIR
 
     async def unshare(self, peer: Peer, args: dict[str, Any]) -> Any:
         sharing = self.d.sharing
@@ -968,6 +970,7 @@ def _grant_of(row: dict[str, Any]) -> Grant:
         row["granted_by"],
         row["granted_at"],
         row["expires"],
+        check_shape(row.get("shape") or TREE),
     )
 
 

@@ -16,6 +16,7 @@ from fedfs.policy import reach
 from fedfs.policy.acl import Acl, AclTag, pack_acl
 from fedfs.policy.model import (
     BELOW,
+    OBJECT,
     TREE,
     Denial,
     Grant,
@@ -296,7 +297,9 @@ class PolicyEngine:
         )
 
     def _applicable(self, path: str) -> list[_Compiled]:
-        """Compiled grants on path and its ancestors, nearest the root first."""
+        """Compiled grants on path and its ancestors, nearest the root first.
+
+        A grant of shape OBJECT (a share of a file) applies on its own path only."""
         path = normalize_path(path)
         index = self._index
         found: list[_Compiled] = []
@@ -306,7 +309,10 @@ class PolicyEngine:
             prefix = path if cut < 0 else path[:cut]
             hits = index.get(prefix)
             if hits:
-                found.extend(hits)
+                if cut < 0:
+                    found.extend(hits)
+                else:
+                    found.extend(c for c in hits if c.shape != OBJECT)
             if cut < 0:
                 return found
             start = cut + 1

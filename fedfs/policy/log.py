@@ -93,7 +93,7 @@ from fedfs.errors import (
 from fedfs.events import event
 from fedfs.policy import replay
 from fedfs.policy.hlc import format_hlc, parse_hlc
-from fedfs.policy.model import Grant, Level, Principal
+from fedfs.policy.model import TREE, Grant, Level, Principal, check_shape
 from fedfs.policy.sharing import Refused, Sharing
 from fedfs.policy.store import grant_row
 from fedfs.store.s3 import ObjectStore
@@ -373,6 +373,7 @@ def import_snapshot(sharing: Sharing, snap: dict[str, Any]) -> None:
                     g["granted_by"],
                     float(g["granted_at"]),
                     None if g["expires"] is None else float(g["expires"]),
+                    check_shape(g.get("shape", TREE)),  # older snapshots: all "tree"
                 )
             )
         for item, stamp in snap["stamps"].items():

@@ -109,15 +109,19 @@ def normalize_path(path: str) -> str:
 
 
 # What a grant or an opening covers (docs/OBJECT_ACL.md "Import", the rule for prefixes
-# and listing). `fedfs share` grants are TREE; the others are what a bucket policy states,
-# which the store evaluates per key and per listing, never per directory.
-Shape = Literal["tree", "below", "prefix", "list", "list-one"]
+# and listing). `fedfs share` grants are TREE on a directory and OBJECT on anything else;
+# the others are what a bucket policy states, which the store evaluates per key and per
+# listing, never per directory.
+Shape = Literal["tree", "below", "prefix", "list", "list-one", "object"]
 TREE: Shape = "tree"  # the path and everything below it; directories r-x (fedfs share)
+# the object at path only: a non-directory there, never a directory at path (a prefix that
+# came to shadow the file) nor anything below it (fedfs share on a file, link, device)
+OBJECT: Shape = "object"
 BELOW: Shape = "below"  # keys under "P/": files strictly below; directories at/below, no r
 PREFIX: Shape = "prefix"  # keys "P" and under "P/": the file P too; directories, no r
 LIST: Shape = "list"  # listing: r on the directory at path and every directory below
 LIST_ONE: Shape = "list-one"  # listing of the directory at path only
-SHAPES: tuple[Shape, ...] = (TREE, BELOW, PREFIX, LIST, LIST_ONE)
+SHAPES: tuple[Shape, ...] = (TREE, BELOW, PREFIX, LIST, LIST_ONE, OBJECT)
 
 
 def check_shape(shape: str) -> Shape:
@@ -130,8 +134,10 @@ def check_shape(shape: str) -> Shape:
 class Grant:
     """One share: principal gets level on path and everything below it, until expires.
 
-    shape: TREE for every grant fedfs stores; the imported rights of a bucket policy
-    cover only what the store does (see Shape), which policy/reach.py's `bits` applies.
+    shape: TREE for a grant fedfs stores on a directory, OBJECT for one on a file (it
+    covers that object and nothing named below it); the imported rights of a bucket
+    policy cover only what the store does (see Shape), which policy/reach.py's `bits`
+    applies.
     """
 
     path: str

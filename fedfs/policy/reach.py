@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedfs.policy.acl import R, W, X
-from fedfs.policy.model import BELOW, LIST, LIST_ONE, TREE, Level, Shape
+from fedfs.policy.model import BELOW, LIST, LIST_ONE, OBJECT, TREE, Level, Shape
 
 FREE = -1  # reached the object's parent through modes and grants alone
 BLOCKED = -2  # cannot reach the object's parent at all
@@ -71,12 +71,16 @@ def perm(level: int, with_x: bool) -> int:
 def bits(level: int, shape: Shape, at: bool, is_dir: bool, with_x: bool) -> int:
     """The rwx bits a grant of level and shape gives an object (at: the grant's own path).
 
-    TREE: perm(level). The shapes of a bucket policy give what the store does: a file
+    TREE: perm(level). OBJECT (a `fedfs share` on a file): perm(level) on the
+    non-directory at its own path only; a directory there (a prefix named like the file)
+    and everything below get nothing. The shapes of a bucket policy give what the store does: a file
     only where its key is covered (BELOW: never the file named like the prefix itself),
     a directory search (and write) but not listing, which only LIST and LIST_ONE give.
     """
     if shape == TREE:
         return perm(level, with_x)
+    if shape == OBJECT:
+        return perm(level, with_x) if at and not is_dir else 0
     if shape in (LIST, LIST_ONE):
         return R if is_dir and (at or shape == LIST) else 0
     if is_dir:

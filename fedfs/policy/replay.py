@@ -31,7 +31,7 @@ from typing import Any
 from fedfs.audit.chain import AuditRecord
 from fedfs.errors import PolicyError
 from fedfs.policy.hlc import format_hlc
-from fedfs.policy.model import Grant, Level, Principal
+from fedfs.policy.model import TREE, Grant, Level, Principal, check_shape
 from fedfs.policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,8 @@ def _apply_grant(store: PolicyStore, record: AuditRecord, stamp: str) -> list[st
                 record.actor,
                 granted_at / 1000 if isinstance(granted_at, int) else record.time,
                 expires / 1000 if isinstance(expires, int) else None,
+                # older records carry no shape: every grant was "tree" then
+                check_shape(str(record.detail.get("shape", TREE))),
             )
         )
     else:

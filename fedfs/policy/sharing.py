@@ -36,12 +36,15 @@ from fedfs.policy.engine import Above, ObjectMeta, PolicyEngine, PosixView
 from fedfs.policy.hlc import HybridClock
 from fedfs.policy.in_force import GrantKey, InForce, check_team, in_force, key_of
 from fedfs.policy.model import (
+    OBJECT,
+    TREE,
     Denial,
     Grant,
     Identities,
     Level,
     Opening,
     Principal,
+    Shape,
     Team,
     normalize_path,
 )
@@ -376,8 +379,11 @@ class Sharing:
         team = self.store.team(p.name)
         return team is not None and actor.name in team.owners
 
-    def authority(self, actor: Actor, path: str) -> Authority:
-        """The level actor holds at path for changing policy, and where it comes from."""
+    def authority(self, actor: Actor, path: str, is_dir: bool = False) -> Authority:
+        """The level actor holds at path for changing policy, and where it comes from.
+
+        is_dir: the path is known to be a directory, which a file grant (OBJECT) on the
+        same path gives nothing (a prefix that came to shadow the shared file)."""
         path = normalize_path(path)
         owner = self._bucket_of(path)
         if self.site.is_admin(actor.uid, actor.name, actor.groups):
@@ -387,7 +393,7 @@ class Sharing:
         now = time.time()
         best: Authority = Authority(None, "no grant")
         for grant, _ in self.engine.grants_at(path, now):
-            if not self._holds(actor, grant.principal):
+            if not self._holds(actor, grant.principal) or (is_dir and grant.shape == OBJECT):
                 continue
             if (
                 best.level is None
@@ -411,8 +417,8 @@ class Sharing:
             return False
         return actor.name in team.members or (team.group is not None and team.group in actor.groups)
 
-    def _need_manage(self, actor: Actor, path: str, doing: str) -> Authority:
-        auth = self.authority(actor, path)
+    def _need_manage(self, actor: Actor, path: str, doing: str, is_dir: bool = False) -> Authority:
+        auth = self.authority(actor, path, is_dir)
         if auth.level is not Level.MANAGE:
             held = f"holds {auth.reason}" if auth.level else f"holds nothing at {path}"
             raise Refused(
@@ -470,18 +476,22 @@ class Sharing:
         principal: str,
         level: str,
         expires: float | None,
-        check_path: Callable[[str], Awaitable[None]] | None = None,
+        check_path: Callable[[str], Awaitable[bool]] | None = None,
     ) -> tuple[Grant, Grant | None]:
         """Add or change a grant; returns (new grant, the grant it replaced or None).
 
-        check_path (the mount's: the path exists and is no link) raises Refused; it is
-        asked only after the sharer is known to manage the path, so it tells nobody else
+        check_path (the mount's: the path exists and is no link) raises Refused, and says
+        whether the path is a directory (without it, it is taken as one); it is asked only
+        after the sharer is known to manage the path, so it tells nobody else
         whether anything is there.
         """
         path = _path(path)
         auth = self._need_manage(actor, path, "sharing")
+        is_dir = True
         if check_path is not None:
-            await check_path(path)
+            is_dir = await check_path(path)
+            if is_dir:  # a file grant's manage gives nothing on a directory of its name
+                auth = self._need_manage(actor, path, "sharing", is_dir=True)
         try:
             lvl = Level.parse(level)
         except PolicyError as e:
@@ -498,7 +508,8 @@ class Sharing:
                 f"a grant made by {actor.label} must expire by then (use --expires)"
             )
         # Only manage holders share, and manage is the top level: nobody grants above theirs.
-        grant = Grant(path, p, lvl, actor.label, now, expiry)
+        # A grant on anything but a directory covers that object only (model.OBJECT).
+        grant = Grant(path, p, lvl, actor.label, now, expiry, _shape_for(is_dir))
         with self.store.transaction():
             previous = self._put_grant(actor, grant)
         await self.changed([path])
@@ -571,13 +582,16 @@ class Sharing:
     # -- objects that go, and the owner's limits ---------------------------------
 
     def grants_on_object(self, path: str, is_dir: bool) -> list[Grant]:
-        """The stored grants made on the object at path (a directory: at or below it)."""
+        """The stored grants made on the object at path (a directory: at or below it, but
+        not a file grant (OBJECT) on its own path: that is the file it shadows)."""
         try:
             path = normalize_path(path)
         except PolicyError:
             return []  # a name no grant can carry
         found = self.store.grants_under(path)
-        return found if is_dir else [g for g in found if g.path == path]
+        if is_dir:
+            return [g for g in found if g.path != path or g.shape != OBJECT]
+        return [g for g in found if g.path == path]
 
     async def object_gone(
         self, actor: Actor, path: str, is_dir: bool, verb: str, moved_to: str | None = None
@@ -669,6 +683,8 @@ class Sharing:
         data: dict[str, str | int] = {"granted_at_ms": round(grant.granted_at * 1000)}
         if grant.expires is not None:
             data["expires_ms"] = round(grant.expires * 1000)
+        if grant.shape != TREE:
+            data["shape"] = grant.shape  # absent: "tree", as in every older record
         self.record(
             actor,
             "share",
@@ -975,7 +991,9 @@ class Sharing:
         if default:
             if acl is None or acl.is_minimal:
                 return meta
-            await self._acl_changes(actor, path, _named(current.acl_default), _named(value), True)
+            await self._acl_changes(
+                actor, path, _named(current.acl_default), _named(value), True, is_dir
+            )
             return meta
         if acl is None or acl.is_minimal:
             return await self._remove_acl(actor, path, meta, current, acl, by_creator)
@@ -1000,7 +1018,7 @@ class Sharing:
             named_changed=(new_users, new_groups) != _named(current.acl_access),
         )
         await self._acl_changes(
-            actor, path, _named(current.acl_access), (new_users, new_groups), False
+            actor, path, _named(current.acl_access), (new_users, new_groups), False, is_dir
         )
         return ObjectMeta(meta.uid, meta.gid, mode, mask)
 
@@ -1011,6 +1029,7 @@ class Sharing:
         old: tuple[dict[int, int], dict[int, int]],
         new: tuple[dict[int, int], dict[int, int]],
         only_add: bool,
+        is_dir: bool,
     ) -> None:
         """Named entries that differ between old and new become grants or unshares at path."""
         changes: list[tuple[Principal, int]] = []  # perm 0: remove
@@ -1023,10 +1042,10 @@ class Sharing:
                 changes.append((Principal(kind, name), wanted.get(id_, 0)))
         if not changes:
             return
-        self._need_manage(actor, path, "changing the ACL (setfacl)")
+        self._need_manage(actor, path, "changing the ACL (setfacl)", is_dir)
         now = time.time()
         with self.store.transaction():
-            self._apply_acl_changes(actor, path, changes, now)
+            self._apply_acl_changes(actor, path, changes, now, is_dir)
         await self.changed([path])
         event(
             log,
@@ -1096,6 +1115,7 @@ class Sharing:
         path: str,
         changes: list[tuple[Principal, int]],
         now: float,
+        is_dir: bool,
     ) -> None:
         for principal, perm in changes:
             existing = self.store.grant(path, principal)
@@ -1109,7 +1129,7 @@ class Sharing:
                 level = Level.WRITE if perm & 2 else Level.READ
                 self.site.check_principal(principal)
                 expiry = existing.expires if existing else self.site.grant_expiry(now, None)
-                grant = Grant(path, principal, level, actor.label, now, expiry)
+                grant = Grant(path, principal, level, actor.label, now, expiry, _shape_for(is_dir))
                 self._put_grant(actor, grant, via="setfacl")
             elif existing is not None:
                 self._drop_grant(actor, existing, via="setfacl")
@@ -1204,6 +1224,11 @@ class Sharing:
 
 SYSTEM = Actor(0, "fedfs")
 OBSERVER = SYSTEM  # observations are facts about the object store, made by no user
+
+
+def _shape_for(is_dir: bool) -> Shape:
+    """A grant made on a directory covers it and all below; on anything else, that object."""
+    return TREE if is_dir else OBJECT
 
 
 def honoured_bits(is_dir: bool) -> int:

@@ -23,9 +23,18 @@ from typing import Any
 import sqlite_utils
 
 from fedfs.errors import PolicyError
-from fedfs.policy.model import Grant, Level, Principal, Team, normalize_path, validate_name
+from fedfs.policy.model import (
+    TREE,
+    Grant,
+    Level,
+    Principal,
+    Team,
+    check_shape,
+    normalize_path,
+    validate_name,
+)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write to finish
 _REPAIR = (
@@ -118,6 +127,12 @@ _MIGRATIONS: dict[int, str] = {
         payload TEXT NOT NULL,  -- canonical JSON
         PRIMARY KEY (kind, key)
     );
+    """,
+    # What a grant covers (model.Shape): "object" for one made on a file; older grants
+    # were all made as "tree".
+    4: """
+    ALTER TABLE grants ADD COLUMN shape TEXT NOT NULL DEFAULT 'tree'
+        CHECK (shape IN ('tree', 'object'));
     """,
 }
 
@@ -582,6 +597,7 @@ def grant_row(grant: Grant) -> dict[str, Any]:
         "granted_by": grant.granted_by,
         "granted_at": grant.granted_at,
         "expires": grant.expires,
+        "shape": grant.shape,
     }
 
 
@@ -593,6 +609,7 @@ def _grant_from_row(row: dict[str, Any]) -> Grant:
         granted_by=row["granted_by"],
         granted_at=float(row["granted_at"]),
         expires=None if row["expires"] is None else float(row["expires"]),
+        shape=check_shape(row.get("shape") or TREE),
     )
 
 

@@ -103,7 +103,7 @@ def fit(
 
 
 def _key(grant: Grant) -> tuple[Any, ...]:
-    return (grant.path, grant.level, grant.expires)
+    return (grant.path, grant.level, grant.expires, grant.shape)
 
 
 def _bucket(grant: Grant) -> str:

@@ -1,7 +1,8 @@
 """Export: the bucket-policy statements that grants imply, merged into a bucket's policy.
 
 Owns the statement shape of a grant (read = get and list under its path, write and
-manage = also put, delete and abort uploads; expiry as a time condition the store
+manage = also put, delete and abort uploads; a grant on a file (shape OBJECT) names
+that one key and no listing; expiry as a time condition the store
 enforces), the Sid that marks a statement as fedfs's (`is_owned`: "fedfs" and 24 hex
 digits of a hash of the statement's meaning, so every node names the same statement the
 same), and the merge that replaces fedfs's statements and keeps every other statement as
@@ -20,7 +21,7 @@ from typing import Any
 from fedfs.errors import PolicyError
 from fedfs.events import iso
 from fedfs.policy.in_force import team_members
-from fedfs.policy.model import Grant, Level, Team
+from fedfs.policy.model import OBJECT, TREE, Grant, Level, Shape, Team
 
 OWNED_SID_PREFIX = "fedfs"
 _OWNED_SID = re.compile(OWNED_SID_PREFIX + r"[0-9a-f]{24}")
@@ -156,8 +157,12 @@ def desired(
         if _bucket_of(limit.path) != bucket or _WILDCARDS.search(limit.path):
             continue
         denied: dict[tuple[str, ...], set[str]] = {}
-        for (path, level, _), who in shared.items():
-            if who and (limit.path == path or limit.path.startswith(path.rstrip("/") + "/")):
+        for (path, level, _, shape), who in shared.items():
+            if shape == OBJECT:
+                covered = limit.path == path and not limit.is_dir
+            else:
+                covered = limit.path == path or limit.path.startswith(path.rstrip("/") + "/")
+            if who and covered:
                 actions = limited_actions(limit, level)
                 if actions:
                     denied.setdefault(actions, set()).update(who)
@@ -175,23 +180,24 @@ def grant_order(grant: Grant) -> tuple[float, str, str, int, float]:
     return (grant.granted_at, grant.path, str(grant.principal), int(grant.level), expires)
 
 
-Shared = dict[tuple[str, Level, float | None], set[str]]
+Shared = dict[tuple[str, Level, float | None, Shape], set[str]]
 
 
 def shared_principals(reaches: Iterable[tuple[Grant, Sequence[str]]]) -> Shared:
-    """The principals of each (path, level, expiry): grants alike share two statements."""
+    """The principals of each (path, level, expiry, shape): grants alike share statements."""
     shared: Shared = {}
     for grant, who in reaches:
-        shared.setdefault((grant.path, grant.level, grant.expires), set()).update(who)
+        key = (grant.path, grant.level, grant.expires, grant.shape)
+        shared.setdefault(key, set()).update(who)
     return shared
 
 
 def allow_statements(bucket: str, shared: Shared) -> list[Statement]:
-    """The Allow statements of every (path, level, expiry) that reaches someone."""
+    """The Allow statements of every (path, level, expiry, shape) that reaches someone."""
     found: list[Statement] = []
-    for (path, level, expires), who in shared.items():
+    for (path, level, expires, shape), who in shared.items():
         if who:
-            found.extend(grant_statements(bucket, path, level, expires, sorted(who)))
+            found.extend(grant_statements(bucket, path, level, expires, sorted(who), shape))
     return found
 
 
@@ -243,12 +249,19 @@ def limit_statements(
 
 
 def grant_statements(
-    bucket: str, path: str, level: Level, expires: float | None, principals: Sequence[str]
+    bucket: str,
+    path: str,
+    level: Level,
+    expires: float | None,
+    principals: Sequence[str],
+    shape: Shape = TREE,
 ) -> list[Statement]:
-    """The two statements of one grant: objects at and under its path, and listing there.
+    """The statements of one grant.
 
-    The object statement names both the key itself (a file grant) and everything under
-    it (a directory grant), so no lookup is needed to tell which the path is.
+    A directory grant (TREE): objects at and under its path, and listing there (the
+    object statement names the key itself too: grants made before fedfs told files
+    from directories are all TREE). A file grant (OBJECT): the one key `B/P`, and no
+    listing, so nobody's own keys reach `P/...` through it (docs/OBJECT_ACL.md).
     """
     key = path.split("/", 2)[2] if path.count("/") >= 2 else ""
     who = {"AWS": list(principals)}
@@ -256,6 +269,12 @@ def grant_statements(
     when: dict[str, Any] = (
         {"DateLessThan": {"aws:CurrentTime": iso(expires)}} if expires is not None else {}
     )
+    if key and shape == OBJECT:
+        statement = {"Effect": "Allow", "Principal": who, "Action": list(actions)}
+        statement["Resource"] = [f"arn:aws:s3:::{bucket}/{key}"]
+        if when:
+            statement["Condition"] = when
+        return [{"Sid": sid_of(statement), **statement}]
     if key:
         objects = [f"arn:aws:s3:::{bucket}/{key}", f"arn:aws:s3:::{bucket}/{key}/*"]
         listing = {"StringLike": {"s3:prefix": [f"{key}/", f"{key}/*"]}}

@@ -335,3 +335,69 @@ def test_the_owners_chmod_limits_what_grantees_keys_may_do_through_s3_too(
     assert outcome(carol_s3.get_object, Bucket=b, Key="private/p.txt") == "AccessDenied"
     assert outcome(carol_s3.list_objects_v2, Bucket=b, Prefix="private/") == "AccessDenied"
     assert any(s["Effect"] == "Deny" for s in fedfs_statements(rgw, b))
+
+
+def test_a_file_grant_exports_its_key_and_nothing_below_it(
+    rgw: Rgw, seeded: str, make_rgw_mount: Any, alice: UnixUser, bob: UnixUser
+) -> None:
+    """A share of a file is a grant on that key: bob's own keys cannot put `P/evil` (which
+    would make `P` a directory in the mount, hiding the file) nor read what alice puts at
+    `P/...` later; the file itself stays his to read (and write, with a write grant)."""
+    b = seeded
+    alice_s3, bob_s3 = rgw.client(alice.name), rgw.client(bob.name)
+    for key in ("d4/w.txt", "d3/rep"):
+        alice_s3.put_object(Bucket=b, Key=key, Body=b"alice's\n")
+    m = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={})
+
+    fedfs(alice, "share", m.path(b, "d4", "w.txt"), "--with", f"user:{bob.name}", "--write")
+    becomes("ok", bob_s3.put_object, Bucket=b, Key="d4/w.txt", Body=b"bob's\n")
+    assert bob_s3.get_object(Bucket=b, Key="d4/w.txt")["Body"].read() == b"bob's\n"
+    assert outcome(bob_s3.put_object, Bucket=b, Key="d4/w.txt/evil", Body=b"x") == "AccessDenied"
+    assert outcome(bob_s3.list_objects_v2, Bucket=b, Prefix="d4/w.txt/") == "AccessDenied"
+    assert outcome(bob_s3.list_objects_v2, Bucket=b, Prefix="d4/w.txt") == "AccessDenied"
+
+    fedfs(alice, "share", m.path(b, "d3", "rep"), "--with", f"user:{bob.name}", "--read")
+    becomes("ok", bob_s3.get_object, Bucket=b, Key="d3/rep")
+    alice_s3.put_object(Bucket=b, Key="d3/rep/private.csv", Body=b"alice only\n")
+    assert outcome(bob_s3.get_object, Bucket=b, Key="d3/rep/private.csv") == "AccessDenied"
+    assert outcome(bob_s3.get_object, Bucket=b, Key="d3/rep/x") == "AccessDenied"
+    assert outcome(bob_s3.put_object, Bucket=b, Key="d3/rep", Body=b"x") == "AccessDenied"
+    assert outcome(bob_s3.get_object, Bucket=b, Key="d3/rep") == "ok"
+
+    ours = fedfs_statements(rgw, b)
+    assert sorted(r for s in ours for r in s["Resource"]) == [
+        f"arn:aws:s3:::{b}/d3/rep",
+        f"arn:aws:s3:::{b}/d4/w.txt",
+    ]
+    assert not any("s3:ListBucket" in s["Action"] for s in ours)
+    shown = fedfs(alice, "grants", m.path(b, "d4", "w.txt"))
+    assert "this file only" in shown, shown
+
+
+def test_a_file_grant_gives_nothing_below_the_file_in_the_mount(
+    rgw: Rgw, rgw_bucket: str, make_rgw_mount: Any, alice: UnixUser, bob: UnixUser
+) -> None:
+    """When alice's own keys make `P/` a prefix after she shared the file `P` with bob, the
+    directory the mount shows at `P` and everything below it are nothing of bob's grant."""
+    b = rgw_bucket
+    m = make_rgw_mount([(b, f"user:{alice.name}")], object_acl={})
+    d = m.path(b, "d3")
+    r = alice.run("sh", "-c", f"mkdir -m 755 {d} && echo report > {d}/rep")
+    assert r.returncode == 0, r.stderr
+    fedfs(alice, "sync", m.mountpoint)
+    fedfs(alice, "share", d / "rep", "--with", f"user:{bob.name}", "--write")
+    assert bob.run("cat", d / "rep").stdout == b"report\n"
+
+    rgw.client(alice.name).put_object(Bucket=b, Key="d3/rep/private.csv", Body=b"alice only\n")
+    wait_for(
+        lambda: alice.run("cat", d / "rep" / "private.csv").returncode == 0,
+        "the mount shows d3/rep as a directory holding private.csv",
+    )
+    assert bob.run("cat", d / "rep" / "private.csv").returncode != 0
+    assert bob.run("ls", d / "rep").returncode != 0
+    assert bob.run("mkdir", d / "rep" / "sub").returncode != 0
+    assert bob.run("sh", "-c", f"echo x > {d}/rep/new").returncode != 0
+    listed = alice.run("ls", "-a", d / "rep").stdout.decode().split()
+    assert sorted(listed) == [".", "..", ".fedfs-shadowed-file", "private.csv"]
+    acl = alice.run("getfacl", "-cp", d / "rep").stdout.decode()
+    assert f"user:{bob.name}" not in acl, acl

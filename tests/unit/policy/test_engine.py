@@ -9,7 +9,15 @@ import pytest
 from fedfs.errors import PolicyError
 from fedfs.policy.acl import Acl, AclTag
 from fedfs.policy.engine import ObjectMeta, PolicyEngine, PosixView
-from fedfs.policy.model import Grant, Identities, Level, Principal, Team, normalize_path
+from fedfs.policy.model import (
+    OBJECT,
+    Grant,
+    Identities,
+    Level,
+    Principal,
+    Team,
+    normalize_path,
+)
 
 NOW = 1_700_000_000.0
 ROOT_FILE_0640 = ObjectMeta(uid=0, gid=0, mode=0o640)
@@ -343,3 +351,59 @@ def test_a_grant_lets_its_principal_search_but_not_list_the_private_directories_
     for beside in ("/b/private/other", "/b/private/deep/other.csv"):
         shown_beside = shown(beside, False, readable).acl_access
         assert Acl.decode(shown_beside or b"").perm(AclTag.USER, 1002) == 0
+
+
+# --- a grant made on a file (shape OBJECT) -----------------------------------------------
+
+
+def file_grant(path: str, principal: str, level: str = "read") -> Grant:
+    return Grant(
+        path, Principal.parse(principal), Level.parse(level), "owner", NOW - 60, None, OBJECT
+    )
+
+
+def _entry(shown: PosixView, uid: int) -> int | None:
+    if shown.acl_access is None:
+        return None
+    return Acl.decode(shown.acl_access).perm(AclTag.USER, uid)
+
+
+def test_a_file_grant_gives_the_file_its_entry() -> None:
+    shown = view([file_grant("/b/d4/w.txt", "user:alice", "write")], path="/b/d4/w.txt")
+    assert _entry(shown, 1001) == 0o6
+
+
+def test_a_file_grant_gives_a_directory_of_its_name_and_all_below_nothing() -> None:
+    grants = [file_grant("/b/d4/w.txt", "user:alice", "write")]
+    at_dir = view(grants, path="/b/d4/w.txt", meta=ROOT_DIR_0750, is_dir=True)
+    below = view(grants, path="/b/d4/w.txt/evil")
+    deeper = view(grants, path="/b/d4/w.txt/sub", meta=ROOT_DIR_0750, is_dir=True)
+    for shown in (at_dir, below, deeper):
+        assert not _entry(shown, 1001)
+        assert shown.acl_default is None or not Acl.decode(shown.acl_default).perm(
+            AclTag.USER, 1001
+        )
+
+
+def test_a_file_grant_gives_no_level_below_it_and_is_not_listed_there() -> None:
+    engine = PolicyEngine([file_grant("/b/d3/rep", "user:alice", "manage")], (), IDS)
+    gids = frozenset({100, 2000})
+    assert engine.level_of("alice", 1001, gids, "/b/d3/rep", NOW) == Level.MANAGE
+    assert engine.level_of("alice", 1001, gids, "/b/d3/rep/private.csv", NOW) is None
+    assert engine.grants_at("/b/d3/rep/private.csv", NOW) == []
+
+
+def test_a_file_grant_in_a_private_directory_opens_the_file_not_a_directory_of_its_name() -> None:
+    """The reach rule's walk (a 0700 directory above): the way to the file gets search, the
+    file its level, and the directory a prefix `P/` makes at the file's name nothing."""
+    private = ObjectMeta(uid=0, gid=0, mode=0o700)
+    engine = PolicyEngine([file_grant("/b/priv/f", "user:alice", "write")], (), IDS)
+
+    def shown(path: str, meta: ObjectMeta, is_dir: bool) -> PosixView:
+        above = [OPEN_DIR, private, *[ROOT_DIR_0750] * (path.count("/") - 3)]
+        return engine.view(path, meta, is_dir, NOW, lambda: above)
+
+    assert _entry(shown("/b/priv", private, True), 1001) == 0o1  # the way: search only
+    assert _entry(shown("/b/priv/f", ROOT_FILE_0640, False), 1001) == 0o6
+    assert not _entry(shown("/b/priv/f", ROOT_DIR_0750, True), 1001)
+    assert not _entry(shown("/b/priv/f/evil", ROOT_FILE_0640, False), 1001)

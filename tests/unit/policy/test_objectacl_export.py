@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedfs.policy.model import Grant, Level, Principal, Team
+from fedfs.events import iso
+from fedfs.policy.model import OBJECT, Grant, Level, Principal, Team
 from fedfs.policy.objectacl import export
 from fedfs.policy.objectacl.export import UnreadablePolicy, desired, is_owned, merge
 
@@ -342,3 +343,50 @@ def test_a_sid_shaped_like_fedfss_over_other_content_is_the_owners() -> None:
     assert merge(B, change.document, ours) is None  # and it stays so
     gone = merge(B, change.document, [])
     assert gone is not None and json.loads(gone.document or "{}")["Statement"] == [alices]
+
+
+def file_grant(
+    path: str, who: str, level: Level = Level.READ, expires: float | None = None
+) -> Grant:
+    return Grant(path, Principal.parse(who), level, "alice", NOW - 10, expires, OBJECT)
+
+
+def test_a_file_grant_is_one_statement_on_its_key_and_no_listing() -> None:
+    (read,) = statements_for(file_grant("/runs/d3/rep", "user:bob"))
+    assert read["Action"] == ["s3:GetObject"]
+    assert read["Resource"] == ["arn:aws:s3:::runs/d3/rep"]
+    (write,) = statements_for(file_grant("/runs/d4/w.txt", "user:bob", Level.WRITE, NOW + 60))
+    assert set(write["Action"]) == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+    }
+    assert write["Resource"] == ["arn:aws:s3:::runs/d4/w.txt"]
+    assert write["Condition"] == {"DateLessThan": {"aws:CurrentTime": iso(NOW + 60)}}
+    assert all(is_owned(s) for s in (read, write))
+
+
+def test_a_file_grant_and_a_directory_grant_on_the_same_path_keep_their_own_statements() -> None:
+    found = statements_for(grant("/runs/x", "user:carol"), file_grant("/runs/x", "user:bob"))
+    bob = [s for s in found if "arn:aws:iam:::user/bob" in s["Principal"]["AWS"]]
+    carol = [s for s in found if "arn:aws:iam:::user/carol" in s["Principal"]["AWS"]]
+    assert [s["Resource"] for s in bob] == [["arn:aws:s3:::runs/x"]]
+    assert sorted(str(s["Resource"]) for s in carol) == sorted(
+        [str(["arn:aws:s3:::runs/x", "arn:aws:s3:::runs/x/*"]), str(["arn:aws:s3:::runs"])]
+    )
+
+
+def test_the_owners_limit_on_a_shared_file_denies_its_key_only() -> None:
+    limit = export.Limit("/runs/d/f", 0o0, is_dir=False)
+    got = desired(
+        B, [file_grant("/runs/d/f", "user:bob")], [], {}, principals("bob"), NOW, [limit]
+    ).statements
+    denies = [s for s in got if s["Effect"] == "Deny"]
+    assert [s["Resource"] for s in denies] == [["arn:aws:s3:::runs/d/f"]]
+    # a limit below a file's name (a directory a prefix made there) is nothing of its grant's
+    below = export.Limit("/runs/d/f/sub", 0o0, is_dir=True)
+    got = desired(
+        B, [file_grant("/runs/d/f", "user:bob")], [], {}, principals("bob"), NOW, [below]
+    ).statements
+    assert [s for s in got if s["Effect"] == "Deny"] == []

@@ -149,3 +149,30 @@ async def publish_observation_records_applies_and_publishes_once_per_change(tmp_
         await sharing.publish_observation(RIGHTS, "huge", {"x": "y" * replay.OBSERVATION_LIMIT})
     store.close()
     other.close()
+
+
+def test_a_file_grants_manage_gives_no_say_over_a_directory_of_its_name(tmp_path: Path) -> None:
+    """manage held through a grant on the file P counts at P only while P is that file: on
+    a directory a prefix `P/` made there it is nothing (sharing would widen it to a tree)."""
+    from fedfs.policy.model import OBJECT, Grant, Level, Principal
+    from fedfs.policy.sharing import Actor, BucketOwner, Sharing
+
+    store = PolicyStore(tmp_path / "policy.db", GIDS)
+    store.put_grant(
+        Grant("/b/d/f", Principal("user", "mallory"), Level.MANAGE, "alice", 1.0, None, OBJECT)
+    )
+    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
+    sharing = Sharing(
+        store,
+        SitePolicy.default(),
+        NssIdentity(),
+        {"b": BucketOwner("b", Principal("user", "alice"))},
+        trio.CapacityLimiter(1),
+        print,
+        trail,
+    )
+    mallory = Actor(4242, "mallory")
+    assert sharing.authority(mallory, "/b/d/f").level == Level.MANAGE
+    assert sharing.authority(mallory, "/b/d/f", is_dir=True).level is None
+    assert sharing.authority(mallory, "/b/d/f/x").level is None
+    store.close()

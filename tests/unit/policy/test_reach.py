@@ -215,3 +215,14 @@ def test_what_each_person_can_do_is_what_the_rule_says(
         world.apply(op)
     assert world.tree.metas == world.model_tree.metas  # the chmod rule stored what it says
     assert mismatches(world) == []
+
+
+def test_object_shape_gives_the_non_directory_at_its_path_only() -> None:
+    from fedfs.policy.model import OBJECT
+    from fedfs.policy.reach import bits
+
+    assert bits(Level.WRITE, OBJECT, True, False, False) == R | W
+    assert bits(Level.READ, OBJECT, True, False, True) == R | X
+    assert bits(Level.WRITE, OBJECT, True, True, True) == 0  # a directory named like it
+    assert bits(Level.WRITE, OBJECT, False, False, False) == 0  # a file below that name
+    assert bits(Level.WRITE, OBJECT, False, True, True) == 0  # a directory below it

@@ -230,3 +230,15 @@ def test_a_snapshot_loads_only_with_a_valid_signature(stores: list[PolicyStore])
         open_snapshot(tampered, enrolled)
     with pytest.raises(LogError, match="not enrolled"):
         open_snapshot(data, {})
+
+
+def test_a_file_grant_replays_with_its_shape_and_an_older_record_as_tree(
+    stores: list[PolicyStore],
+) -> None:
+    node = Node("a", [1_700_000_000.0])
+    detail = {"granted_at_ms": 1_000_000, "shape": "object"}
+    shaped = node.make("share", path="/b/f", principal="user:bob", level="read", detail=detail)
+    older = node.share("/b/d", "user:bob", "read")
+    for rec in (shaped, older):
+        replay.apply(stores[0], rec)
+    assert {(g.path, g.shape) for g in stores[0].grants()} == {("/b/f", "object"), ("/b/d", "tree")}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fedfs.errors import PolicyError
-from fedfs.policy.model import Grant, Level, Principal, Team
+from fedfs.policy.model import OBJECT, TREE, Grant, Level, Principal, Team
 from fedfs.policy.store import SCHEMA_VERSION, PolicyStore
 
 GIDS = (600000, 699999)
@@ -484,3 +484,23 @@ def test_a_database_missing_a_table_is_refused_not_patched(db_path: Path) -> Non
         conn.execute("DROP TABLE grants")
     conn.close()
     assert "is damaged (table(s) grants are missing)" in refusal(db_path)
+
+
+def test_a_file_grant_keeps_its_shape_and_older_grants_read_as_tree(db_path: Path) -> None:
+    s = PolicyStore(db_path, GIDS)
+    s.put_grant(Grant("/b/f", ALICE, Level.READ, "carol", 1000.0, shape=OBJECT))
+    s.put_grant(grant("/b/d", BOB))
+    s.close()
+    with sqlite3.connect(db_path) as conn:  # as a database from before shapes left it
+        conn.execute("DELETE FROM schema_version WHERE version = 4")
+        conn.execute("ALTER TABLE grants DROP COLUMN shape")
+        conn.execute("UPDATE grants SET path = '/b/old' WHERE path = '/b/f'")
+    conn.close()
+    s = PolicyStore(db_path, GIDS)
+    s.put_grant(Grant("/b/f", ALICE, Level.READ, "carol", 1000.0, shape=OBJECT))
+    assert {(g.path, g.shape) for g in s.grants()} == {
+        ("/b/old", TREE),
+        ("/b/d", TREE),
+        ("/b/f", OBJECT),
+    }
+    s.close()
