@@ -72,26 +72,9 @@ def statement(sid: str, **more: Any) -> dict[str, Any]:
 
 
 def test_a_change_is_applied_recorded_once_and_replaying_it_changes_nothing(tmp_path: Path) -> None:
-    site = load_site_policy([])
-    trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
-    sharing = Sharing(
-        PolicyStore(tmp_path / "policy.db", site.team_gids),
-        site,
-        Names(),
-        {},
-        trio.CapacityLimiter(2),
-        trail=trail,
-    )
-    bucket = Bucket()
-    importer = Importer(
-        ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
-        ["b"],
-        bucket,  # type: ignore[arg-type]
-        sharing,
-        Names(),
-        trail,
-        trio.CapacityLimiter(2),
-    )
+    sharing, importer, bucket = node(tmp_path)
+    trail = sharing.trail
+    assert trail is not None
 
     def carol_level() -> Level | None:
         return sharing.engine.level_of("carol", 1003, frozenset({100}), "/b/shared/a.nc", 0)
