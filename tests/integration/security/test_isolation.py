@@ -383,7 +383,12 @@ def _drop_pages(path: Path) -> None:
 
 
 def _cached_files(cache: Path) -> list[Path]:
-    return sorted(p for p in (cache / "clean").rglob("*") if p.is_file() and not p.is_symlink())
+    """The complete clean files (a block being written has a .tmp name until it is whole)."""
+    return sorted(
+        p
+        for p in (cache / "clean").rglob("*")
+        if p.is_file() and not p.is_symlink() and not p.name.endswith(".tmp")
+    )
 
 
 @pytest.fixture
@@ -429,6 +434,8 @@ def test_planted_directory_symlink_in_the_cache_redirects_nothing(
     data = os.urandom(5000)
     s3.put_object(Bucket=bucket, Key="victim", Body=data)
     assert (fs / "victim").read_bytes() == data  # fetched into clean/XX/HASH.0
+    # the read is served from memory while a worker writes the clean file
+    wait_for(lambda: _cached_files(cache_dir_of(mount)), "the fetched block in the clean cache")
     (cached,) = _cached_files(cache_dir_of(mount))
     sub = cached.parent
     # the same name elsewhere, holding other bytes; the cache subdirectory becomes a link
