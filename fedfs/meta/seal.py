@@ -63,10 +63,15 @@ class MetadataSeal:
     def __init__(self, key: bytes | None, required: bool) -> None:
         self.key = key if required else None
         self.required = required
-        self.ignored = 0  # objects whose ownership metadata was read as absent (once each)
-        self.by_bucket: dict[str, int] = {}  # the same, per bucket
+        # objects whose ownership metadata was read as absent (once each), per bucket
+        self.by_bucket: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}  # a few of their keys, per bucket
         self._reported: set[tuple[str, str]] = set()
+
+    @property
+    def ignored(self) -> int:
+        """Objects whose ownership metadata was read as absent (once each)."""
+        return sum(self.by_bucket.values())
 
     @property
     def signing(self) -> bool:
@@ -106,7 +111,6 @@ class MetadataSeal:
         dropped = [name for name in COVERED if name in metadata]
         if dropped and (bucket, key) not in self._reported:
             self._reported.add((bucket, key))
-            self.ignored += 1
             self.by_bucket[bucket] = self.by_bucket.get(bucket, 0) + 1
             some = self.examples.setdefault(bucket, [])
             if len(some) < EXAMPLES:

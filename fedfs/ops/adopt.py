@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from fedfs.config import Config
 from fedfs.errors import ConfigError, FedfsError, NotFound, PreconditionFailed
 from fedfs.meta.index_format import INDEX_PREFIX
@@ -100,7 +102,7 @@ def _trusted_writers(store: ObjectStore, bucket: str) -> set[str]:
         found |= {str(owner[k]) for k in ("ID", "DisplayName") if owner.get(k)}
         mine = store.client.list_buckets().get("Owner") or {}
         found |= {str(mine[k]) for k in ("ID", "DisplayName") if mine.get(k)}
-    except Exception:  # an ACL the key may not read: the list says nothing of writers
+    except (FedfsError, BotoCoreError, ClientError):  # the key may not read them: say nothing
         return set()
     return found
 
