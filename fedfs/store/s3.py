@@ -1,4 +1,5 @@
-"""The object store: the only module that speaks S3 (boto3; lean.py for HEAD, GET and copies).
+"""The object store: the only module that speaks S3 (boto3; lean.py for HEAD, GET, copies
+and listings).
 
 Every method is blocking and thread-safe; the daemon calls them from worker
 threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
@@ -6,12 +7,12 @@ threads (`trio.to_thread.run_sync` under a CapacityLimiter sized from
 retries with backoff (botocore's "standard" mode for throttling, 5xx and
 connection errors), so a dead endpoint becomes `Unavailable` in bounded time.
 S3 errors are translated here into the `StoreError` family; errno is chosen
-later, at the FUSE boundary. HEAD, ranged GET and CopyObject, the requests a
-cold read, a first `ls -l` and a directory `mv` send by the thousand, go
-through `lean.py` (signed requests on urllib3, a fraction of botocore's CPU
-per request) unless `[store] lean = false`; everything else (writes,
-conditional writes, listings, multipart, copies of 5 GiB or more) stays with
-boto3. `move_each` runs a directory move's copies and deletes on threads of
+later, at the FUSE boundary. HEAD, ranged GET, CopyObject and ListObjectsV2,
+the requests a cold read, an `ls -l` and a directory `mv` send by the thousand
+(or, for listings, whose answers are large), go through `lean.py` (signed
+requests on urllib3, a fraction of botocore's CPU per request) unless
+`[store] lean = false`; everything else (writes, conditional writes, policies,
+multipart, copies of 5 GiB or more) stays with boto3. `move_each` runs a directory move's copies and deletes on threads of
 its own (`[store] max_copies`).
 With `seal` set ([object_acl], fedfs/meta/seal.py) the user metadata of every write
 (the lean copies too) is sealed here for the key it is written to.
@@ -438,6 +439,25 @@ class ObjectStore:
         delimiter: str | None = "/",
         start_after: str | None = None,
     ) -> ListPage:
+        if self.lean is not None:
+            got: lean.Listed = self._call_lean(
+                f"list s3://{bucket}/{prefix}",
+                "list_objects_v2",
+                self.lean.list_page,
+                bucket,
+                prefix,
+                token,
+                max_keys,
+                delimiter,
+                start_after,
+            )
+            return ListPage(
+                prefixes=got.prefixes,
+                objects=[
+                    ObjectInfo(key=k, size=n, etag=e, last_modified=m) for k, n, e, m in got.objects
+                ],
+                next_token=got.next_token,
+            )
         kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": max_keys}
         if delimiter:
             kw["Delimiter"] = delimiter

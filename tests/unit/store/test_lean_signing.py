@@ -12,7 +12,7 @@ import datetime
 import http.server
 import threading
 
-from fedfs.store.lean import Credentials, HttpError, LeanClient
+from fedfs.store.lean import Credentials, HttpError, LeanClient, _listed, _query
 
 
 def test_the_signature_of_awss_get_object_example() -> None:
@@ -91,3 +91,40 @@ def test_a_copy_answered_200_with_an_error_is_retried_then_reported() -> None:
             raise AssertionError("an error in a 200 answer was taken for a copy")
     finally:
         server.shutdown()
+
+
+def test_the_query_string_is_canonical_and_signed() -> None:
+    """What is sent is SigV4's canonical query: sorted, every reserved byte encoded."""
+    assert _query({"prefix": "a dir/ü+", "list-type": "2", "delimiter": "/"}) == (
+        "delimiter=%2F&list-type=2&prefix=a%20dir%2F%C3%BC%2B"
+    )
+    client = LeanClient("http://127.0.0.1:7480", "us-east-1", lambda: Credentials("a", "b"))
+    when = datetime.datetime(2026, 12, 5, tzinfo=datetime.UTC)
+    plain = client._sign("GET", "h", "/b", {}, when)
+    listed = client._sign("GET", "h", "/b", {}, when, query="list-type=2&prefix=x")
+    assert plain["authorization"] != listed["authorization"]
+    assert client._where("b", "") == ("127.0.0.1:7480", "/b")
+
+
+def test_a_listing_page_is_read_with_its_keys_decoded() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        b"<Name>b</Name><Prefix>d%2F</Prefix><KeyCount>3</KeyCount><MaxKeys>2</MaxKeys>"
+        b"<Delimiter>%2F</Delimiter><IsTruncated>true</IsTruncated>"
+        b"<NextContinuationToken>tok/en+=</NextContinuationToken>"
+        b"<EncodingType>url</EncodingType>"
+        b"<Contents><Key>d/a+b%2Bc%01</Key><LastModified>2026-12-05T05:02:56.400Z</LastModified>"
+        b"<ETag>&quot;abc&quot;</ETag><Size>100</Size><StorageClass>STANDARD</StorageClass>"
+        b"</Contents>"
+        b"<CommonPrefixes><Prefix>d/sub%20dir/</Prefix></CommonPrefixes>"
+        b"</ListBucketResult>"
+    )
+    page = _listed(body)
+    assert page.objects == [("d/a b+c\x01", 100, "abc", 1796446976.4)]
+    assert page.prefixes == ["d/sub dir/"]
+    assert page.next_token == "tok/en+="
+    last = _listed(body.replace(b"<IsTruncated>true", b"<IsTruncated>false"))
+    assert last.next_token is None
+    raw = _listed(body.replace(b"<EncodingType>url</EncodingType>", b""))
+    assert raw.objects[0][0] == "d/a+b%2Bc%01"  # not encoded: taken as it is
