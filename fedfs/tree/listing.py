@@ -3,7 +3,8 @@
 Owns what a listing of a prefix means: common prefixes become directories,
 keys that are no POSIX names are hidden (and reported), a file shadowed by a
 prefix of the same name shows as SHADOW_NAME, files this node created and
-did not upload yet are listed too. Also owns the listing lifetime
+did not upload yet are listed too. The pages of a directory whose keys' spread
+is known come in parallel ranges (tree/pages.py). Also owns the listing lifetime
 (`fs.dir_timeout`), one listing at a time per directory when a lookup lists
 again, the background HEADs that read listed entries' metadata, and the use
 of the shared metadata index (meta/dir_index.py): entries it describes as the
@@ -28,6 +29,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Iterable
 
 import trio
 
@@ -36,10 +38,11 @@ from fedfs.errors import NotDirectory, Unavailable
 from fedfs.meta.dir_index import DirIndexes, apply_entry, entry_of, usable
 from fedfs.meta.index_format import INDEX_PREFIX, IndexEntry, listed_ms
 from fedfs.meta.inode import ROOT_INO, Inode, Kind
-from fedfs.store.s3 import ObjectInfo, ObjectStore
+from fedfs.store.s3 import ListPage, ObjectInfo, ObjectStore
 from fedfs.store.threads import WorkerThreads
 from fedfs.tree.inodes import Inodes
 from fedfs.tree.names import SHADOW_NAME, key_problem, report_hidden, report_shadow_taken
+from fedfs.tree.pages import PAGE, Pages
 from fedfs.tree.revalidate import Revalidation
 
 log = logging.getLogger(__name__)
@@ -243,7 +246,8 @@ class DirListing:
         self.listings, self.dir = listings, d
         self.entries: list[tuple[str, Inode[Staging]]] = []
         self.done = False
-        self.token: str | None = None
+        self.more = False  # the last page handed out was not the listing's last
+        self.pages = Pages(self._fetch, listings.nursery)
         self.seen: set[str] = set()
         self.held: list[ObjectInfo] = []
         self.started = False
@@ -260,6 +264,15 @@ class DirListing:
         self.ready = 0  # entries of the pages processed whole (their index applied)
         self.failed: Exception | None = None
         self.arrived = trio.Event()
+
+    async def _fetch(self, token: str | None, start_after: str | None) -> ListPage:
+        ls, d = self.listings, self.dir
+        return await ls.s3(ls.store.list_page, d.bucket, d.prefix, token, PAGE, "/", start_after)
+
+    def _plan(self, names: Iterable[str]) -> None:
+        """List the rest in parallel ranges, split at these file names (pages.py)."""
+        pre = self.dir.prefix
+        self.pages.plan(pre + name for name in names)
 
     async def entry(self, index: int) -> tuple[str, Inode[Staging]] | None:
         """The index-th entry (None past the end).
@@ -348,10 +361,19 @@ class DirListing:
             return
         if not self.started:
             self.started_at = time.monotonic()
+            if d.children is not None and len(d.children) > PAGE:
+                # Listed before: its keys' spread is known, so its pages can be listed
+                # side by side (the files of its last listing split it into ranges).
+                by_ino = inodes.by_ino
+                self._plan(
+                    name
+                    for name, ino in d.children.items()
+                    if name != SHADOW_NAME
+                    and (i := by_ino.get(ino)) is not None
+                    and i.kind is not Kind.DIR
+                )
         self.started = True
-        asked = time.monotonic()
-        page = await ls.s3(ls.store.list_page, d.bucket, d.prefix, self.token)
-        self.token = page.next_token
+        page, asked, self.more = await self.pages.next()
         pre = d.prefix
         new: list[Inode[Staging]] = []
         dirs: set[str] = set()
@@ -367,7 +389,7 @@ class DirListing:
         objects = self.held + page.objects
         self.newest = max([self.newest, *(o.last_modified for o in page.objects if o.key != pre)])
         self.held = []
-        if self.token:
+        if self.more:
             # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
             last = max([o.key for o in page.objects] + page.prefixes, default="")
             self.held = [o for o in objects if last.startswith(o.key)]
@@ -420,13 +442,15 @@ class DirListing:
             new.append(f)
         if unknown:
             await self._from_index(unknown, asked)
+            if self.index is not None and self.more:
+                self._plan(self.index)  # a directory this node has not listed: its index
         for name in sorted(dirs):
             sub = inodes.child(d, name, Kind.DIR)
             self._add(name, sub)
             new.append(sub)
         ls.prefetch_metadata(new)
         self.ready = len(self.entries)
-        if not self.token:
+        if not self.more:
             self._finish()
 
     async def _from_index(

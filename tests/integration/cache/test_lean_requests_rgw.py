@@ -149,7 +149,9 @@ def test_listing_pages_say_what_boto3s_say_for_keys_that_need_encoding(
         out, token = [], None
         while True:
             page = store.list_page(bucket, prefix, token, max_keys=400, **kw)
-            out.append((page.prefixes, [(o.key, o.size, o.etag, o.last_modified) for o in page.objects]))
+            out.append(
+                (page.prefixes, [(o.key, o.size, o.etag, o.last_modified) for o in page.objects])
+            )
             token = page.next_token
             if not token:
                 return out
