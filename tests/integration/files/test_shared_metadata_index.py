@@ -252,3 +252,40 @@ def test_a_large_directory_changed_through_s3_lists_each_name_once_as_it_is_now(
     assert second == expected
     # Repeated at once, now that every entry is known again: the same.
     assert ls_ln(d) == expected
+
+
+def test_a_directory_listed_again_in_ranges_shows_what_the_store_holds_now(
+    make_mount: Any, bucket: str, s3: Any
+) -> None:
+    """A directory listed before is listed again in ranges side by side (tree/pages.py),
+    split at the keys of its last listing. Changed through S3 in between: a range that
+    grew past a page, a range whose last key is gone, a new subdirectory right after a
+    split; the names are those S3 lists now, each once, and the listing costs about a
+    request per 1,000 keys."""
+    put = lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"r")  # noqa: E731
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, [f"ranges/o{i:05d}" for i in range(2100)]))
+    m: Mount = make_mount([(bucket, "user:root")])
+    d = m.path(bucket, "ranges")
+    first = sorted(p.name for p in d.iterdir())
+    assert first == [f"o{i:05d}" for i in range(2100)]
+    grown = [f"ranges/o01000-{j:04d}" for j in range(1100)]  # inside the second range
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, [*grown, "ranges/o01999x/inner"]))
+    s3.delete_object(Bucket=bucket, Key="ranges/o00999")  # where the first range ends
+    s3.delete_object(Bucket=bucket, Key="ranges/o02050")
+    expected = sorted(
+        {*first, *(k.split("/")[1] for k in grown), "o01999x"} - {"o00999", "o02050"}
+    )
+    before = requests_by_operation(m, bucket).get("list_objects_v2", 0)
+
+    def now_shown() -> list[str] | None:
+        shown = [p.name for p in d.iterdir()]
+        return shown if "o01999x" in shown else None
+
+    shown = wait_for(now_shown, "a listing showing what S3 holds now")
+    assert len(shown) == len(set(shown))  # each name once
+    assert sorted(shown) == expected
+    assert (d / "o01999x").is_dir() and (d / "o01000-0500").is_file()
+    listed = requests_by_operation(m, bucket).get("list_objects_v2", 0) - before
+    assert listed <= 12, listed  # 3,200 keys: 3 ranges, one continued, a few lookups
