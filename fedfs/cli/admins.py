@@ -125,7 +125,8 @@ def unsealed_lines(rows: list[dict[str, Any]], config: str) -> list[str]:
     for r in rows:
         some = ", ".join(printable(k) for k in r["examples"])
         lines.append(
-            f"unsealed   {r['bucket']}: {r['count']} object(s) seen whose owner and mode fedfs "
+            f"unsealed   {r['bucket']}: {'at least ' if r.get('at_least') else ''}"
+            f"{r['count']} object(s) seen whose owner and mode fedfs "
             "did not seal: shown as the bucket owner's, private"
             + (f" (e.g. {some})" if some else "")
             + f"; review with `fedfs fsck --config {config} --sign {r['bucket']} --plan FILE`, "

@@ -853,7 +853,7 @@ class Commands:
         how many this daemon has seen, and a few keys, named only to root, site admins
         and the bucket's owner (a key names a file others may not reach)."""
         seal = self.d.seal
-        if not seal.by_bucket:
+        if not seal.by_bucket and not seal.more:
             return []
         sharing = self.d.sharing
         actor = await sharing.actor(peer.uid)
@@ -862,11 +862,12 @@ class Commands:
             {
                 "bucket": bucket,
                 "count": count,
+                "at_least": bucket in seal.more,  # more were seen than are kept track of
                 "examples": list(seal.examples.get(bucket, []))
                 if everything or sharing.owns_bucket(actor, bucket)
                 else [],
             }
-            for bucket, count in sorted(seal.by_bucket.items())
+            for bucket, count in sorted({**{b: 0 for b in seal.more}, **seal.by_bucket}.items())
         ]
 
     async def _export_status(self, peer: Peer) -> list[dict[str, Any]] | None:

@@ -51,6 +51,9 @@ def canonical(bucket: str, key: str, metadata: dict[str, str]) -> bytes:
 
 
 EXAMPLES = 5  # keys kept per bucket to name in `fedfs status` and `fedfs doctor`
+# Objects remembered as logged (about 100 bytes each). Past that, further unsealed
+# objects are neither logged nor counted one by one: the count says "at least".
+REMEMBERED = 100_000
 
 
 class MetadataSeal:
@@ -67,6 +70,7 @@ class MetadataSeal:
         self.by_bucket: dict[str, int] = {}
         self.examples: dict[str, list[str]] = {}  # a few of their keys, per bucket
         self._reported: set[tuple[str, str]] = set()
+        self.more: set[str] = set()  # buckets with unsealed objects past REMEMBERED
 
     @property
     def ignored(self) -> int:
@@ -109,7 +113,18 @@ class MetadataSeal:
         if not self.required or self.valid(bucket, key, metadata):
             return metadata
         dropped = [name for name in COVERED if name in metadata]
-        if dropped and (bucket, key) not in self._reported:
+        if dropped and (bucket, key) not in self._reported and len(self._reported) >= REMEMBERED:
+            if bucket not in self.more:
+                self.more.add(bucket)
+                log.warning(
+                    "s3://%s: more objects whose ownership metadata is ignored than this "
+                    "daemon keeps track of (%d); they are no longer logged one by one. "
+                    "`fedfs fsck --sign %s --plan FILE` lists them all",
+                    bucket,
+                    REMEMBERED,
+                    bucket,
+                )
+        elif dropped and (bucket, key) not in self._reported:
             self._reported.add((bucket, key))
             self.by_bucket[bucket] = self.by_bucket.get(bucket, 0) + 1
             some = self.examples.setdefault(bucket, [])

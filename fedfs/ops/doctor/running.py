@@ -55,7 +55,7 @@ def check_daemon(cfg: Config) -> list[Finding]:
             Finding(
                 f"sealed metadata {u['bucket']}",
                 WARN,
-                f"{u['count']} object(s) seen in {u['bucket']} whose owner and mode fedfs did "
+                f"{'at least ' if u.get('at_least') else ''}{u['count']} object(s) seen in {u['bucket']} whose owner and mode fedfs did "
                 "not seal (written before [object_acl] was on, or by someone else's keys): "
                 "they show as the bucket owner's, private",
                 f"`fedfs fsck --config {s['config']} --sign {u['bucket']} --plan FILE` lists "

@@ -7,9 +7,12 @@ import json
 import stat
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedfs.cli.admins import unsealed_lines
+from fedfs.meta import seal as seal_mod
 from fedfs.meta.dir_index import apply_entry
 from fedfs.meta.index_format import IndexEntry
 from fedfs.meta.inode import Inode, Kind
@@ -139,3 +142,24 @@ def test_an_index_entry_does_not_bring_in_unsealed_metadata() -> None:
         f, IndexEntry("e", 1_700_000_000_400, 0, 1_700_000_000.0, signed), listed, OWNERS, seal
     )  # type: ignore[arg-type]
     assert (f.mode, f.uid) == (0o666, 1001)
+
+
+def test_the_objects_reported_unsealed_are_remembered_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A huge unsealed bucket does not grow the daemon's memory without end: past the
+    bound, objects are still read as the owner's private ones, the count says "at least"
+    and one line says they are no longer logged one by one."""
+    monkeypatch.setattr(seal_mod, "REMEMBERED", 3)
+    seal = MetadataSeal(KEY, required=True)
+    for i in range(6):
+        f = _read(BOBS, seal, key=f"d/f{i}")
+        assert (f.mode, f.uid) == (0o600, 1000)  # unsealed all the same
+    assert seal.ignored == 3 and seal.more == {"b"}
+    assert len(seal._reported) == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("ignoring its ownership metadata" in m for m in lines) == 3
+    assert sum("no longer logged one by one" in m for m in lines) == 1
+    assert unsealed_lines([{"bucket": "b", "count": 3, "at_least": True, "examples": []}], "c")[
+        0
+    ].startswith("unsealed   b: at least 3 object(s)")
