@@ -70,17 +70,22 @@ def listed_ms(last_modified: float) -> int:
 
 def encode(bucket: str, prefix: str, entries: dict[str, IndexEntry], key: bytes) -> bytes:
     """The index object for these entries (those past the bounds left out, in name order)."""
-    out: dict[str, list[Any]] = {}
-    budget = MAX_JSON - 200 - len(bucket) - len(prefix)
-    for name in sorted(entries)[:MAX_ENTRIES]:
-        e = entries[name]
-        row = [e.etag, e.listed_ms, e.size, e.head_last_modified, e.metadata]
-        budget -= len(json.dumps([name, row], separators=(",", ":"))) + 1
-        if budget < 0:
-            break
-        out[name] = row
-    doc = {"bucket": bucket, "prefix": prefix, "entries": out}
-    payload = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), compresslevel=6)
+    rows = {
+        name: [e.etag, e.listed_ms, e.size, e.head_last_modified, e.metadata]
+        for name, e in sorted(entries.items())[:MAX_ENTRIES]
+    }
+    raw = json.dumps({"bucket": bucket, "prefix": prefix, "entries": rows}, separators=(",", ":"))
+    if len(raw) > MAX_JSON:  # rare: entries with large metadata; keep those that fit
+        out: dict[str, list[Any]] = {}
+        budget = MAX_JSON - 200 - len(bucket) - len(prefix)
+        for name, row in rows.items():
+            budget -= len(json.dumps([name, row], separators=(",", ":"))) + 1
+            if budget < 0:
+                break
+            out[name] = row
+        doc = {"bucket": bucket, "prefix": prefix, "entries": out}
+        raw = json.dumps(doc, separators=(",", ":"))
+    payload = gzip.compress(raw.encode(), compresslevel=6)
     mac = hmac.new(key, payload, hashlib.sha256).hexdigest().encode()
     return MAGIC + mac + b"\n" + payload
 

@@ -274,9 +274,7 @@ def test_a_directory_listed_again_in_ranges_shows_what_the_store_holds_now(
         list(pool.map(put, [*grown, "ranges/o01999x/inner"]))
     s3.delete_object(Bucket=bucket, Key="ranges/o00999")  # where the first range ends
     s3.delete_object(Bucket=bucket, Key="ranges/o02050")
-    expected = sorted(
-        {*first, *(k.split("/")[1] for k in grown), "o01999x"} - {"o00999", "o02050"}
-    )
+    expected = sorted({*first, *(k.split("/")[1] for k in grown), "o01999x"} - {"o00999", "o02050"})
     before = requests_by_operation(m, bucket).get("list_objects_v2", 0)
 
     def now_shown() -> list[str] | None:

@@ -47,6 +47,25 @@ def test_an_index_reads_back_as_written() -> None:
     assert index_key("d/") != index_key("d/e/") and index_key("d/").startswith(".fedfs-index/")
 
 
+def test_an_index_too_large_keeps_the_first_entries_that_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the bounds the first names in order are kept and the rest left out (their
+    objects cost a HEAD), so the index always reads back."""
+    from fedfs.meta import index_format
+
+    entries = {f"f{i:03d}": ENTRY for i in range(100)}
+    whole = decode(encode("b", "d/", entries, KEY), "b", "d/", KEY)
+    assert whole == entries
+    monkeypatch.setattr(index_format, "MAX_JSON", 2000)
+    kept = decode(encode("b", "d/", entries, KEY), "b", "d/", KEY)
+    assert 0 < len(kept) < 100 and kept == {n: ENTRY for n in sorted(entries)[: len(kept)]}
+    monkeypatch.setattr(index_format, "MAX_ENTRIES", 7)
+    assert list(decode(encode("b", "d/", entries, KEY), "b", "d/", KEY)) == [
+        f"f{i:03d}" for i in range(7)
+    ]
+
+
 def test_an_index_under_another_key_another_directory_or_changed_is_refused() -> None:
     body = encode("b", "d/", {"f": ENTRY}, KEY)
     with pytest.raises(IndexRejected, match="signature"):

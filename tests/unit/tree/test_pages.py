@@ -94,7 +94,7 @@ async def in_ranges(
     return [x for x in got if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
 
 
-names = st.text(alphabet="ab/", min_size=1, max_size=5).filter(
+names = st.text(alphabet="ab/-!é", min_size=1, max_size=5).filter(
     lambda s: not s.startswith("/") and "//" not in s
 )
 
