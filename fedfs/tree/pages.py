@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from fedfs.errors import Unavailable
 from fedfs.store.s3 import ListPage
 
 PAGE = 1000  # keys per ListObjectsV2 page, and per range
@@ -98,7 +99,9 @@ class Pages:
             self._start()  # asked again when the listing goes on
             raise error
         got = r.page
-        assert got is not None
+        if got is None:  # its request was cancelled (the daemon is stopping)
+            r.started, r.ready = False, trio.Event()
+            raise Unavailable("the listing was interrupted")
         objects, prefixes = got.objects, got.prefixes
         if r.upto is None:
             ended = not got.next_token
