@@ -46,6 +46,12 @@ def rgw() -> Iterator[tuple[CephRgw, tuple[str, str]]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def lean_and_boto3(cluster: CephRgw, keys: tuple[str, str]) -> tuple[ObjectStore, ObjectStore]:
+    """The store with fedfs's own requests, and the same with boto3's."""
+    cfg = StoreConfig(endpoint=cluster.url, access_key=keys[0], secret_key=keys[1])
+    return ObjectStore(cfg), ObjectStore(StoreConfig(**{**cfg.__dict__, "lean": False}))
+
+
 @pytest.fixture
 def rgw_bucket(rgw: tuple[CephRgw, tuple[str, str]]) -> tuple[Any, str]:
     cluster, keys = rgw
@@ -79,8 +85,7 @@ def test_head_and_ranged_get_answers_become_the_same_errors_as_boto3s(
     s3, bucket = rgw_bucket
     key = ODD_KEYS[0]
     s3.put_object(Bucket=bucket, Key=key, Body=b"0123456789", Metadata={"Mode": "33188"})
-    cfg = StoreConfig(endpoint=cluster.url, access_key=keys[0], secret_key=keys[1])
-    lean, boto = ObjectStore(cfg), ObjectStore(StoreConfig(**{**cfg.__dict__, "lean": False}))
+    lean, boto = lean_and_boto3(cluster, keys)
     assert lean.lean is not None and boto.lean is None
 
     assert lean.head(bucket, key) == boto.head(bucket, key)
@@ -106,8 +111,7 @@ def test_copies_of_keys_that_need_encoding_keep_bytes_and_metadata_as_boto3s(
 ) -> None:
     cluster, keys = rgw
     s3, bucket = rgw_bucket
-    cfg = StoreConfig(endpoint=cluster.url, access_key=keys[0], secret_key=keys[1])
-    lean, boto = ObjectStore(cfg), ObjectStore(StoreConfig(**{**cfg.__dict__, "lean": False}))
+    lean, boto = lean_and_boto3(cluster, keys)
     for i, key in enumerate(ODD_KEYS):
         body = os.urandom(1000 + i)
         s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"mode": "33188"})
@@ -138,8 +142,7 @@ def test_listing_pages_say_what_boto3s_say_for_keys_that_need_encoding(
     """Prefixes, delimiters, continuation tokens, start-after and keys XML cannot carry."""
     cluster, keys = rgw
     s3, bucket = rgw_bucket
-    cfg = StoreConfig(endpoint=cluster.url, access_key=keys[0], secret_key=keys[1])
-    lean, boto = ObjectStore(cfg), ObjectStore(StoreConfig(**{**cfg.__dict__, "lean": False}))
+    lean, boto = lean_and_boto3(cluster, keys)
     names = [*ODD_KEYS, "ctl\x01char", "sub dir/x", "sub+dir/y", "a+b", "a b", "q?x", "<lt>&"]
     names += [f"many/{i:04d}" for i in range(1005)]
     for name in names:
