@@ -390,8 +390,10 @@ class DirListing:
         self.newest = max([self.newest, *(o.last_modified for o in page.objects if o.key != pre)])
         self.held = []
         if self.more:
-            # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page.
-            last = max([o.key for o in page.objects] + page.prefixes, default="")
+            # A file `foo` may be shadowed by a prefix `foo/` that comes in the next page:
+            # held while the greatest key listed so far (not only on this page, which may be
+            # an empty range) still starts with its name.
+            last = self.pages.last or ""
             self.held = [o for o in objects if last.startswith(o.key)]
             objects = [o for o in objects if not last.startswith(o.key)]
         unknown: list[tuple[Inode[Staging], ObjectInfo]] = []

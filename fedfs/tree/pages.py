@@ -10,7 +10,8 @@ own token where the directory grew, and handed out in order. The same entries
 and about the same requests (one per range, plus one per 1,000 keys added
 since), in the time of the slowest range rather than the sum of them all.
 
-Ranges end at file keys (a name without "/"), so no common prefix straddles
+Ranges end at file keys (a name without "/", and none with a character XML
+cannot carry, which a store would echo back unreadably), so no common prefix straddles
 two of them: every key below a prefix that sorts before a range's last key
 sorts before it too. A prefix can still come twice (a range that starts right
 after a prefix lists the keys below it again); the listing drops names it has
@@ -54,6 +55,13 @@ class _Range:
     ready: trio.Event = field(default_factory=trio.Event)
 
 
+def splittable(key: str) -> bool:
+    """Whether a range may start after this key: not one with a character XML 1.0 cannot
+    carry (C0 controls, U+FFFE, U+FFFF, lone surrogates). Stores echo StartAfter in
+    their answer, and Ceph RGW writes such a character as a reference no XML parser takes."""
+    return not any(c < " " or c in "\ufffe\uffff" or "\ud800" <= c <= "\udfff" for c in key)
+
+
 class Pages:
     """The pages of one listing, handed out in key order by `next()`."""
 
@@ -71,7 +79,7 @@ class Pages:
         if self.ranges is not None or self.nursery is None:
             return
         last = self.last
-        rest = sorted(k for k in keys if last is None or k > last)
+        rest = sorted(k for k in keys if (last is None or k > last) and splittable(k))
         bounds = rest[PAGE - 1 : -1 : PAGE]
         if not bounds:
             return

@@ -287,3 +287,33 @@ def test_a_directory_listed_again_in_ranges_shows_what_the_store_holds_now(
     assert (d / "o01999x").is_dir() and (d / "o01000-0500").is_file()
     listed = requests_by_operation(m, bucket).get("list_objects_v2", 0) - before
     assert listed <= 12, listed  # 3,200 keys: 3 ranges, one continued, a few lookups
+
+
+def test_a_range_that_comes_back_empty_keeps_a_directory_a_directory(
+    make_mount: Any, bucket: str, s3: Any
+) -> None:
+    """A file `log`, a directory `log/` and rotated logs `log.00000`..`log.01999` between
+    them in key order: the ranges of the next listing are split inside the rotated logs.
+    Once those are deleted through S3, those ranges list nothing; `log` must still wait
+    for the range that brings `log/` and show as the directory it is."""
+    put = lambda key: s3.put_object(Bucket=bucket, Key=key, Body=b"l")  # noqa: E731
+    rotated = [f"logs/log.{i:05d}" for i in range(2000)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, ["logs/log", "logs/log/today.txt", *rotated]))
+        list(pool.map(put, [f"logs/zz{i:04d}" for i in range(500)]))
+    m: Mount = make_mount([(bucket, "user:root")])
+    d = m.path(bucket, "logs")
+    assert len(list(d.iterdir())) == 2501 and (d / "log").is_dir()
+    for i in range(0, 2000, 1000):
+        s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in rotated[i : i + 1000]]}
+        )
+
+    def relisted() -> list[str] | None:
+        names = sorted(p.name for p in d.iterdir())
+        return names if len(names) < 2501 else None
+
+    names = wait_for(relisted, "a listing without the rotated logs")
+    assert names == ["log", *(f"zz{i:04d}" for i in range(500))]
+    assert (d / "log").is_dir()
+    assert (d / "log" / "today.txt").read_bytes() == b"l"
