@@ -108,6 +108,10 @@ def _remedy(why: str) -> str:
         )
     if "principal" in why:
         return "Ask an admin to give that user an object-store principal"
+    if "team has no members" in why:
+        return "Its members' own S3 keys reach it once the team has members (`fedfs team add`)"
+    if "lists no members" in why:
+        return "Share with the users themselves, or with a team (`fedfs team --help`)"
     if "wildcards" in why:
         return "Share a directory above it whose path has none of * ? ${"
     return "fedfs exports it when the bucket policy can be written again (`fedfs status`)"

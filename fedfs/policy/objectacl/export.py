@@ -141,8 +141,21 @@ def desired(
                 Skipped(grant, "its path holds * ? or ${, which a bucket policy reads as wildcards")
             )
             continue
+        members = users_of(grant, by_team, groups)
+        if not members:  # nothing to name yet: said, so no one reads it as exported
+            kind = grant.principal.kind
+            skipped.append(
+                Skipped(
+                    grant,
+                    "the team has no members"
+                    if kind == "team"
+                    else "the group lists no members (the store cannot name users whose "
+                    "primary group it is)",
+                )
+            )
+            continue
         found: set[str] = set()
-        for user in users_of(grant, by_team, groups):
+        for user in members:
             principal = principals.get(user)
             if principal is None:
                 skipped.append(Skipped(grant, "the user has no object-store principal", user))

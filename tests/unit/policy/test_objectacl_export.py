@@ -95,6 +95,28 @@ def test_teams_and_groups_expand_to_their_members_and_members_without_principal_
     assert [(s.user, s.grant.principal.name) for s in found.skipped] == [("nobody", "cosmo")]
 
 
+def test_a_team_or_group_with_no_one_to_name_is_said_to_be_left_out() -> None:
+    """Nothing to write for them, so `fedfs share` and `fedfs grants` must not call the
+    grant exported: it is skipped with the reason, and the note says what to do."""
+    from fedfs.control.export_notes import _remedy
+
+    empty = Team("void", 70001, frozenset())
+    found = desired(
+        B,
+        [grant("/runs/a", "team:void"), grant("/runs/b", "group:nobody-listed")],
+        [empty],
+        {"nobody-listed": frozenset()},
+        principals("bob"),
+        NOW,
+    )
+    assert found.statements == ()
+    reasons = {s.grant.principal.name: s.reason for s in found.skipped}
+    assert reasons["void"] == "the team has no members"
+    assert reasons["nobody-listed"].startswith("the group lists no members")
+    assert "fedfs team add" in _remedy(reasons["void"])
+    assert "with the users themselves" in _remedy(reasons["nobody-listed"])
+
+
 def test_a_path_with_wildcard_characters_is_not_exported() -> None:
     found = desired(B, [grant("/runs/a*b", "user:bob")], [], {}, principals("bob"), NOW)
     assert found.statements == ()
