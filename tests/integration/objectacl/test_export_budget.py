@@ -98,7 +98,8 @@ def test_a_full_policy_leaves_out_the_biggest_sharers_newest_grants_and_says_so(
 
     # a team grant that reaches someone only once a member is added: team add says so
     fedfs(carol, "team", "create", "oa-full", "--mount", root)
-    share(carol, root / inside, "--with", "team:oa-full", "--read")
+    _, err = share(carol, root / inside, "--with", "team:oa-full", "--read")
+    assert "NOT exported" in err, err
     r = carol.run(*FEDFS, "team", "add", "oa-full", bob.name, "--mount", root)
     assert r.returncode == 0, r.stderr
     assert "team oa-full's grants on" in r.stderr.decode() and "NOT exported" in r.stderr.decode()
