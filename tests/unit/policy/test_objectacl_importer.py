@@ -115,18 +115,8 @@ def test_a_right_keeps_the_time_it_was_first_observed_across_polls_changes_and_r
     store = PolicyStore(tmp_path / "policy.db", site.team_gids)
     bucket = Bucket()
 
-    def node() -> tuple[Sharing, Importer]:
-        trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
-        sharing = Sharing(store, site, Names(), {}, trio.CapacityLimiter(2), trail=trail)
-        importer = Importer(
-            ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
-            ["b"],
-            bucket,  # type: ignore[arg-type]
-            sharing,
-            Names(),
-            trail,
-            trio.CapacityLimiter(2),
-        )
+    def restarted() -> tuple[Sharing, Importer]:  # a (re)started node on the same state
+        sharing, importer, _ = node(tmp_path, store, bucket)
         return sharing, importer
 
     def since(sharing: Sharing) -> dict[str, float]:
@@ -135,7 +125,7 @@ def test_a_right_keeps_the_time_it_was_first_observed_across_polls_changes_and_r
     later = {"DateLessThan": {"aws:CurrentTime": "2099-01-01T00:00:00Z"}}
 
     async def main() -> None:
-        sharing, importer = node()
+        sharing, importer = restarted()
         bucket.policy = json.dumps({"Statement": [statement("CarolReads")]})
         await importer.poll_all()
         first = since(sharing)["bucket-policy:CarolReads"]
@@ -150,7 +140,7 @@ def test_a_right_keeps_the_time_it_was_first_observed_across_polls_changes_and_r
         assert both["bucket-policy:CarolReads"] == first
         assert both["bucket-policy:Temp"] > first
         # a new daemon on the same policy store: the times read back from the observation
-        sharing2, importer2 = node()
+        sharing2, importer2 = restarted()
         await sharing2.rebuild()
         assert sharing2.engine.level_of("carol", 1003, frozenset({100}), "/b/shared/a", 0)
         await importer2.poll_all()
@@ -204,13 +194,16 @@ def test_setfacl_on_an_imported_entry_says_it_comes_from_the_bucket_policy(
     trio.run(main)
 
 
-def node(tmp_path: Path) -> tuple[Sharing, Importer, Bucket]:
-    """A node's sharing and importer over one in-memory bucket "b"."""
+def node(
+    tmp_path: Path, store: PolicyStore | None = None, bucket: Bucket | None = None
+) -> tuple[Sharing, Importer, Bucket]:
+    """A node's sharing and importer over one in-memory bucket "b" (given policy state and
+    bucket: a node restarted on them)."""
     site = load_site_policy([])
     trail = AuditTrail(tmp_path / "audit", "n1", SigningKey.generate())
-    store = PolicyStore(tmp_path / "policy.db", site.team_gids)
+    store = PolicyStore(tmp_path / "policy.db", site.team_gids) if store is None else store
     sharing = Sharing(store, site, Names(), {}, trio.CapacityLimiter(2), trail=trail)
-    bucket = Bucket()
+    bucket = Bucket() if bucket is None else bucket
     importer = Importer(
         ObjectAclConfig(principal="arn:aws:iam:::user/{user}"),
         ["b"],
